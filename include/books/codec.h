@@ -1,0 +1,34 @@
+/* codec.h: the only module that touches grpc_byte_buffer and protobuf-c pack/unpack. Decodes request
+ * byte buffers into messages, encodes responses into byte buffers, and builds the one
+ * google.rpc.Status detail blob (AIP-193) sent in the grpc-status-details-bin trailer. */
+#ifndef BOOKS_CODEC_H
+#define BOOKS_CODEC_H
+
+#include <grpc/byte_buffer.h>
+#include <grpc/slice.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "books/arena.h"
+#include "books/error.h"
+
+/* Unpacks `bb` (which may be compressed; core decompresses) as a message of type `desc`, allocating
+ * from `arena`. `bb` stays owned by the caller. Returns 0 with *out set, or BOOKS_EBADMSG when the
+ * bytes are not a valid message of that type (or `bb` is NULL), BOOKS_ENOMEM. Every successful
+ * decode is paired with codec_free_request(). */
+int codec_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, struct arena *arena,
+                 ProtobufCMessage **out);
+
+/* Releases a message from codec_decode() (protobuf_c_message_free_unpacked through the arena's
+ * allocator). NULL is a no-op. */
+void codec_free_request(ProtobufCMessage *msg, struct arena *arena);
+
+/* Packs `msg` into one freshly allocated slice and wraps it in a byte buffer that the caller owns
+ * (grpc_byte_buffer_destroy). Returns 0 or BOOKS_ENOMEM. */
+int codec_encode(const ProtobufCMessage *msg, grpc_byte_buffer **out);
+
+/* Serializes `e` as a google.rpc.Status (code, message, details: ErrorInfo{reason, domain
+ * BOOKS_ERROR_DOMAIN, metadata}, BadRequest{field_violations} when there are any, ResourceInfo when
+ * a resource is named). *out is a new slice the caller unrefs. Returns 0 or BOOKS_ENOMEM. */
+int codec_encode_status_details(const struct books_error *e, grpc_slice *out);
+
+#endif

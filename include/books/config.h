@@ -1,0 +1,48 @@
+/* config.h: the server's settings as one declarative table (name, environment variable, flag, type,
+ * offset into struct books_config, default, bounds, help). The table drives parsing, --help and the
+ * README's configuration table (--help-markdown), so they cannot drift apart. Precedence: default <
+ * environment < command-line flag. Values are validated once, at start-up; config never exits. */
+#ifndef BOOKS_CONFIG_H
+#define BOOKS_CONFIG_H
+
+#include <stdio.h>
+
+#include "books/log.h"
+
+struct books_config {
+    int port;                   /* PORT / --port: 0..65535; 0 = a free port the kernel picks (tests) */
+    char *store;                /* BOOKS_STORE / --store: store URI (owned) */
+    int threads;                /* BOOKS_THREADS / --threads: 0 = one per CPU in the affinity mask */
+    int shutdown_grace_ms;      /* BOOKS_SHUTDOWN_GRACE_MS / --shutdown-grace-ms, milliseconds */
+    int max_recv_bytes;         /* BOOKS_MAX_RECV_BYTES / --max-recv-bytes, bytes */
+    int max_concurrent_streams; /* BOOKS_MAX_CONCURRENT_STREAMS / --max-concurrent-streams */
+    int log_level;              /* BOOKS_LOG_LEVEL / --log-level: enum log_level */
+};
+
+enum config_action {
+    CONFIG_RUN = 0,         /* serve */
+    CONFIG_HELP,            /* --help: print config_print_help(), exit 0 */
+    CONFIG_HELP_MARKDOWN,   /* --help-markdown: print the README table, exit 0 */
+    CONFIG_VERSION,         /* --version: print the version, exit 0 */
+};
+
+#define CONFIG_ERR_BYTES 256
+
+/* Fills `cfg` from the defaults, then `envp` (NULL-terminated "NAME=value" strings, like environ),
+ * then the flags in argv[1..argc-1] ("--flag value" or "--flag=value"). On success returns 0 and
+ * sets *action; the caller frees cfg with config_cleanup(). On a bad value, an unknown flag or a
+ * missing flag value returns BOOKS_EINVAL with a message naming the setting and the accepted values
+ * in err (errlen bytes), and cfg holds nothing to free. BOOKS_ENOMEM when out of memory. */
+int config_load(struct books_config *cfg, int argc, char *const argv[], char *const envp[],
+                enum config_action *action, char *err, size_t errlen);
+
+/* Frees what cfg owns. Safe on a zeroed struct. */
+void config_cleanup(struct books_config *cfg);
+
+/* Usage text: every setting with its flag, environment variable, default and meaning. */
+void config_print_help(FILE *f, const char *argv0);
+
+/* The same table as a Markdown table, as it appears in README.md. */
+void config_print_markdown(FILE *f);
+
+#endif

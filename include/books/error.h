@@ -1,0 +1,89 @@
+/* error.h: the project's error codes, the one mapping from them to gRPC status codes, and the
+ * AIP-193 error value (reason, message, field violations) that handlers fill in and the codec turns
+ * into google.rpc.Status. This module never allocates, never logs and never touches gRPC calls. */
+#ifndef BOOKS_ERROR_H
+#define BOOKS_ERROR_H
+
+#include <grpc/status.h>
+#include <stddef.h>
+
+/* Every function in this project that can fail returns 0 or one of these (always negative).
+ * Out-parameters are left untouched on failure. */
+enum books_err {
+    BOOKS_OK = 0,
+    BOOKS_EINVAL = -1,     /* the caller sent a bad value                      -> INVALID_ARGUMENT */
+    BOOKS_ENOTFOUND = -2,  /* no such resource                                 -> NOT_FOUND */
+    BOOKS_EEXIST = -3,     /* the resource name is taken                       -> ALREADY_EXISTS */
+    BOOKS_ENOMEM = -4,     /* out of memory                                    -> RESOURCE_EXHAUSTED */
+    BOOKS_ENOSPC = -5,     /* the store is full (disk, quota)                  -> RESOURCE_EXHAUSTED */
+    BOOKS_EIO = -6,        /* the store failed to read or write; retry later   -> UNAVAILABLE */
+    BOOKS_EUNAVAIL = -7,   /* the server or store cannot serve now             -> UNAVAILABLE */
+    BOOKS_EBADMSG = -8,    /* the request bytes are not a valid message        -> INVALID_ARGUMENT */
+    BOOKS_EUNIMPL = -9,    /* no such method                                   -> UNIMPLEMENTED */
+    BOOKS_EDEADLINE = -10, /* the caller's deadline passed before work began   -> DEADLINE_EXCEEDED */
+    BOOKS_ECORRUPT = -11,  /* stored data is not what was written              -> DATA_LOSS */
+    BOOKS_EINTERNAL = -12, /* a bug or an impossible state                     -> INTERNAL */
+};
+
+/* The one mapping from enum books_err to a gRPC status code (doc/statuscodes.md in grpc/grpc).
+ * 0 maps to GRPC_STATUS_OK; an unknown value maps to GRPC_STATUS_INTERNAL. */
+grpc_status_code books_err_to_grpc_status(int err);
+
+/* The canonical upper-case name of a gRPC status code ("NOT_FOUND"), as used in logs and in
+ * google.rpc.Code. Returns a static string; "UNKNOWN" for values outside 0..16. */
+const char *books_grpc_status_name(grpc_status_code code);
+
+/* A short static name for an enum books_err ("BOOKS_ENOTFOUND"), for logs and tests. */
+const char *books_err_name(int err);
+
+/* ErrorInfo.domain for every error this server sends (AIP-193): the API's service name. */
+#define BOOKS_ERROR_DOMAIN "books.example.com"
+
+#define BOOKS_ERROR_MESSAGE_BYTES 320
+#define BOOKS_ERROR_FIELD_BYTES 48
+#define BOOKS_ERROR_DESCRIPTION_BYTES 256
+#define BOOKS_ERROR_MAX_VIOLATIONS 8
+#define BOOKS_ERROR_META_VALUE_BYTES 128
+
+/* One google.rpc.BadRequest.FieldViolation: `field` is the path of the field in the request,
+ * e.g. "book.authors[2]"; `description` says what is wrong and what to send instead. */
+struct books_field_violation {
+    char field[BOOKS_ERROR_FIELD_BYTES];
+    char description[BOOKS_ERROR_DESCRIPTION_BYTES];
+};
+
+/* An error as the caller will see it (AIP-193). Plain data with fixed-size buffers, so it lives
+ * inside a per-call object without allocation. Text that does not fit is truncated. Initialise
+ * with books_error_clear(); `code` == 0 means "no error". */
+struct books_error {
+    int code;            /* enum books_err; 0 when there is no error */
+    const char *reason;  /* ErrorInfo.reason: static UPPER_SNAKE_CASE string, never NULL when code != 0 */
+    char message[BOOKS_ERROR_MESSAGE_BYTES]; /* the grpc-message: English, says what to fix */
+    const char *meta_key;                    /* optional ErrorInfo.metadata entry (static key) */
+    char meta_value[BOOKS_ERROR_META_VALUE_BYTES];
+    const char *resource_type;               /* optional google.rpc.ResourceInfo (static type) */
+    char resource_name[BOOKS_ERROR_META_VALUE_BYTES];
+    size_t n_violations;
+    size_t n_dropped;                        /* violations beyond BOOKS_ERROR_MAX_VIOLATIONS */
+    struct books_field_violation violations[BOOKS_ERROR_MAX_VIOLATIONS];
+};
+
+/* Resets `e` to "no error". */
+void books_error_clear(struct books_error *e);
+
+/* Sets code, reason (static string) and a printf-formatted message. Keeps existing violations. */
+void books_error_set(struct books_error *e, int code, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Appends one field violation (printf-formatted description). Past BOOKS_ERROR_MAX_VIOLATIONS the
+ * violation is counted in n_dropped instead. `field` is copied (truncated to fit). */
+void books_error_add_violation(struct books_error *e, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Sets the one ErrorInfo.metadata entry: `key` must be a static string, `value` is copied. */
+void books_error_set_meta(struct books_error *e, const char *key, const char *value);
+
+/* Sets google.rpc.ResourceInfo: `type` static (e.g. "books.example.com/Book"), `name` copied. */
+void books_error_set_resource(struct books_error *e, const char *type, const char *name);
+
+#endif

@@ -1,0 +1,116 @@
+/* store.h: the storage interface (a table of function pointers, as SQLite's sqlite3_io_methods)
+ * and the book record it stores. Backends embed `struct store` first and fill in `ops`; callers
+ * use the inline wrappers and never touch the table. A backend knows nothing about gRPC or
+ * protobuf: it stores records, orders them by resource name and serves keyset pages.
+ * Every backend must be thread-safe: any function may be called from any worker thread at once. */
+#ifndef BOOKS_STORE_H
+#define BOOKS_STORE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* An immutable, reference-counted book. Built by store_book_new() in one allocation; after that no
+ * field changes, so any number of threads may read it (e.g. encode it into a response) while
+ * holding a reference, even as other books are inserted next to it. */
+struct store_book {
+    atomic_uint refs;
+    const char *name;         /* resource name, "books/{book}" */
+    const char *display_name; /* UTF-8, NUL-terminated */
+    const char *publisher;
+    const char *const *authors; /* n_authors strings */
+    size_t n_authors;
+};
+
+/* Builds a record holding copies of all the strings (one allocation), with one reference owned by
+ * the caller. Returns 0, BOOKS_EINVAL if a pointer is NULL, BOOKS_ENOMEM. */
+int store_book_new(const char *name, const char *display_name, const char *const *authors,
+                   size_t n_authors, const char *publisher, struct store_book **out);
+
+/* Adds a reference (atomic; any thread). Returns `b`. */
+struct store_book *store_book_ref(struct store_book *b);
+
+/* Drops a reference; frees the record with the last one. NULL is a no-op. */
+void store_book_unref(struct store_book *b);
+
+struct store;
+
+/* Called exactly once when a create has finished: rc is 0 (the book is stored; for a durable
+ * backend, on stable storage), BOOKS_EEXIST (the name was taken; nothing changed), or another
+ * negative enum books_err (nothing was stored). May run on any thread, possibly before
+ * store_create() returns. */
+typedef void (*store_create_done_fn)(void *arg, int rc);
+
+struct store_ops {
+    /* URI scheme this backend serves, e.g. "memory". */
+    const char *scheme;
+
+    /* Looks a book up by resource name. On success *out holds a new reference the caller must drop
+     * with store_book_unref(). Returns 0, BOOKS_ENOTFOUND, BOOKS_EIO, BOOKS_ENOMEM. */
+    int (*get)(struct store *s, const char *name, struct store_book **out);
+
+    /* Keyset page: up to `limit` books whose names sort (bytewise, strcmp order) strictly after
+     * `after_name` ("" or NULL: from the first book), in ascending order, written to out[0..]
+     * (caller-provided array of `limit` pointers). Each is a new reference the caller drops.
+     * *n_out is the count. A page deep in the collection costs what the first page costs.
+     * Returns 0, BOOKS_EIO, BOOKS_ENOMEM (nothing to release on failure). */
+    int (*list)(struct store *s, const char *after_name, size_t limit, struct store_book **out,
+                size_t *n_out);
+
+    /* Stores `book` under book->name unless the name is taken. The backend takes its own
+     * reference if it keeps the record; the caller keeps its own. `done` is called exactly once
+     * (see store_create_done_fn); the call does not block on I/O. */
+    void (*create)(struct store *s, struct store_book *book, store_create_done_fn done, void *arg);
+
+    /* Finishes pending writes, releases everything and frees `s`. No other call may be running
+     * or follow. */
+    void (*close)(struct store *s);
+};
+
+#define STORE_DATASET_KEY_BYTES 32
+
+/* The base every backend embeds first. */
+struct store {
+    const struct store_ops *ops;
+    /* Random bytes created with the data set and kept for its life (in memory for `memory:`, in
+     * the database for durable backends). Secret: never sent to clients. The service keys its
+     * AIP-158 page tokens with it, so a token only works against the data set that issued it. */
+    uint8_t dataset_key[STORE_DATASET_KEY_BYTES];
+};
+
+#define STORE_ERR_BYTES 256
+
+/* Opens the backend named by `uri`: "memory:" (the default; data lives in this process only).
+ * On failure writes a message naming the URI and the cause to err (errlen bytes) and returns
+ * BOOKS_EINVAL (unknown or malformed URI), BOOKS_EIO (cannot open), BOOKS_ECORRUPT (not a books
+ * data set), BOOKS_ENOMEM. The caller frees the store with store_close(). */
+int store_open(const char *uri, struct store **out, char *err, size_t errlen);
+
+/* Fills `key` with STORE_DATASET_KEY_BYTES random bytes from the kernel. 0 or BOOKS_EIO. */
+int store_new_dataset_key(uint8_t key[STORE_DATASET_KEY_BYTES]);
+
+static inline int store_get(struct store *s, const char *name, struct store_book **out)
+{
+    return s->ops->get(s, name, out);
+}
+static inline int store_list(struct store *s, const char *after_name, size_t limit,
+                             struct store_book **out, size_t *n_out)
+{
+    return s->ops->list(s, after_name, limit, out, n_out);
+}
+static inline void store_create(struct store *s, struct store_book *book, store_create_done_fn done,
+                                void *arg)
+{
+    s->ops->create(s, book, done, arg);
+}
+/* NULL is a no-op. */
+static inline void store_close(struct store *s)
+{
+    if (s)
+        s->ops->close(s);
+}
+
+/* Backends (store_memory.c, ...): each opens from the part of the URI after the scheme's ':'. */
+int store_memory_open(const char *rest, struct store **out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,34 @@
+#!/bin/sh
+# deps.sh [run|test]: install the Debian 12 packages books-server needs, and nothing else.
+#   run   what building and running the server needs (default)
+#   test  also what the unit tests, wire tests, sanitizer and valgrind runs need
+# apt-get runs only when a package is missing, so a second run takes a moment and works offline.
+# Must run as root (or with SKIP_APT=1, which only reports what is missing).
+set -eu
+
+RUN_PKGS="build-essential cmake pkg-config
+  libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
+  golang-github-gogo-googleapis-dev grpc-proto
+  uuid-dev libbsd-dev libssl-dev libsqlite3-dev"
+TEST_PKGS="libcmocka-dev python3 python3-grpcio python3-grpc-tools python3-protobuf valgrind"
+
+want=$RUN_PKGS
+[ "${1:-run}" = test ] && want="$RUN_PKGS $TEST_PKGS"
+
+missing=""
+for p in $want; do
+  dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+  echo "deps: all packages present"
+  exit 0
+fi
+if [ "${SKIP_APT:-0}" = 1 ]; then
+  echo "deps: missing:$missing (SKIP_APT=1, not installing)" >&2
+  exit 1
+fi
+echo "deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+# shellcheck disable=SC2086  # one word per package
+apt-get install -y --no-install-recommends $missing
