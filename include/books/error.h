@@ -39,7 +39,7 @@ const char *books_err_name(int err);
 /* ErrorInfo.domain for every error this server sends (AIP-193): the API's service name. */
 #define BOOKS_ERROR_DOMAIN "books.example.com"
 
-#define BOOKS_ERROR_MESSAGE_BYTES 320
+#define BOOKS_ERROR_MESSAGE_BYTES 1024
 #define BOOKS_ERROR_FIELD_BYTES 48
 #define BOOKS_ERROR_DESCRIPTION_BYTES 256
 #define BOOKS_ERROR_MAX_VIOLATIONS 8
@@ -85,5 +85,10 @@ void books_error_set_meta(struct books_error *e, const char *key, const char *va
 
 /* Sets google.rpc.ResourceInfo: `type` static (e.g. "books.example.com/Book"), `name` copied. */
 void books_error_set_resource(struct books_error *e, const char *type, const char *name);
+
+/* Copies caller input into dst (dstlen bytes) for use inside an error message: printable ASCII
+ * only (any other byte becomes '?'), at most 48 characters, "..." appended when cut. Messages never
+ * echo raw bytes back to the caller or into logs. Returns dst. */
+const char *books_error_quote(char *dst, size_t dstlen, const char *src);
 
 #endif

@@ -1,0 +1,138 @@
+/* error.c: the one mapping from enum books_err to gRPC status codes, and the helpers that fill an
+ * AIP-193 error value. Formatting is bounded by the fixed buffers in struct books_error: a message
+ * that does not fit is cut, never overflowed. */
+#include "books/error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+grpc_status_code books_err_to_grpc_status(int err)
+{
+    switch (err) {
+    case BOOKS_OK:
+        return GRPC_STATUS_OK;
+    case BOOKS_EINVAL:
+    case BOOKS_EBADMSG:
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    case BOOKS_ENOTFOUND:
+        return GRPC_STATUS_NOT_FOUND;
+    case BOOKS_EEXIST:
+        return GRPC_STATUS_ALREADY_EXISTS;
+    case BOOKS_ENOMEM:
+    case BOOKS_ENOSPC:
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case BOOKS_EIO:
+    case BOOKS_EUNAVAIL:
+        return GRPC_STATUS_UNAVAILABLE;
+    case BOOKS_EUNIMPL:
+        return GRPC_STATUS_UNIMPLEMENTED;
+    case BOOKS_EDEADLINE:
+        return GRPC_STATUS_DEADLINE_EXCEEDED;
+    case BOOKS_ECORRUPT:
+        return GRPC_STATUS_DATA_LOSS;
+    default:
+        return GRPC_STATUS_INTERNAL;
+    }
+}
+
+const char *books_grpc_status_name(grpc_status_code code)
+{
+    /* Names from google.rpc.Code / gRPC doc/statuscodes.md, indexed by code. */
+    static const char *const names[] = {
+        "OK",        "CANCELLED",         "UNKNOWN",        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+        "UNIMPLEMENTED", "INTERNAL",      "UNAVAILABLE",    "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    if ((unsigned)code < sizeof names / sizeof names[0])
+        return names[code];
+    return "UNKNOWN";
+}
+
+const char *books_err_name(int err)
+{
+    switch (err) {
+    case BOOKS_OK: return "BOOKS_OK";
+    case BOOKS_EINVAL: return "BOOKS_EINVAL";
+    case BOOKS_ENOTFOUND: return "BOOKS_ENOTFOUND";
+    case BOOKS_EEXIST: return "BOOKS_EEXIST";
+    case BOOKS_ENOMEM: return "BOOKS_ENOMEM";
+    case BOOKS_ENOSPC: return "BOOKS_ENOSPC";
+    case BOOKS_EIO: return "BOOKS_EIO";
+    case BOOKS_EUNAVAIL: return "BOOKS_EUNAVAIL";
+    case BOOKS_EBADMSG: return "BOOKS_EBADMSG";
+    case BOOKS_EUNIMPL: return "BOOKS_EUNIMPL";
+    case BOOKS_EDEADLINE: return "BOOKS_EDEADLINE";
+    case BOOKS_ECORRUPT: return "BOOKS_ECORRUPT";
+    case BOOKS_EINTERNAL: return "BOOKS_EINTERNAL";
+    default: return "BOOKS_E?";
+    }
+}
+
+void books_error_clear(struct books_error *e)
+{
+    e->code = 0;
+    e->reason = NULL;
+    e->message[0] = '\0';
+    e->meta_key = NULL;
+    e->meta_value[0] = '\0';
+    e->resource_type = NULL;
+    e->resource_name[0] = '\0';
+    e->n_violations = 0;
+    e->n_dropped = 0;
+}
+
+void books_error_set(struct books_error *e, int code, const char *reason, const char *fmt, ...)
+{
+    va_list ap;
+    e->code = code;
+    e->reason = reason;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+}
+
+void books_error_add_violation(struct books_error *e, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    struct books_field_violation *v;
+    if (e->n_violations >= BOOKS_ERROR_MAX_VIOLATIONS) {
+        e->n_dropped++;
+        return;
+    }
+    v = &e->violations[e->n_violations++];
+    snprintf(v->field, sizeof v->field, "%s", field);
+    va_start(ap, fmt);
+    vsnprintf(v->description, sizeof v->description, fmt, ap);
+    va_end(ap);
+}
+
+void books_error_set_meta(struct books_error *e, const char *key, const char *value)
+{
+    e->meta_key = key;
+    snprintf(e->meta_value, sizeof e->meta_value, "%s", value);
+}
+
+void books_error_set_resource(struct books_error *e, const char *type, const char *name)
+{
+    e->resource_type = type;
+    snprintf(e->resource_name, sizeof e->resource_name, "%s", name);
+}
+
+const char *books_error_quote(char *dst, size_t dstlen, const char *src)
+{
+    size_t i = 0, o = 0;
+    const size_t max = 48;
+    if (dstlen == 0)
+        return dst;
+    for (; src[i] && o + 4 < dstlen && i < max; i++)
+        dst[o++] = (src[i] >= 0x20 && src[i] < 0x7f) ? src[i] : '?';
+    if (src[i] && o + 4 < dstlen) {
+        memcpy(dst + o, "...", 3);
+        o += 3;
+    }
+    dst[o] = '\0';
+    return dst;
+}

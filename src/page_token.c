@@ -1,0 +1,134 @@
+/* page_token.c: AIP-158 page tokens as signed cursors.
+ *
+ *   token = base64url( version(1) | cursor | tag(16) )        RFC 4648 §5, no padding
+ *   tag   = HMAC-SHA256(dataset_key, version | purpose | 0x00 | cursor)[0..16)   RFC 2104
+ *
+ * The cursor is the last resource id of the page just served: keyset pagination needs nothing else,
+ * and it is not secret (the client has just received that book). The tag is what makes the token
+ * trustworthy: a client cannot forge a cursor, and a token from another data set (another key) or
+ * another kind of request (another purpose) fails. Decoding insists on the canonical encoding
+ * (re-encoding must give the same text), because base64 leaves spare bits in the last character and
+ * "any altered character is rejected" must hold for every character. HMAC and base64 come from
+ * OpenSSL's libcrypto, which gRPC core already loads. */
+#include "books/page_token.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <string.h>
+
+#include "books/error.h"
+
+#define TOKEN_VERSION 0x01
+#define TAG_BYTES 16
+#define MAX_PURPOSE_BYTES 64
+#define MAX_RAW_BYTES (1 + PAGE_TOKEN_MAX_CURSOR_BYTES + TAG_BYTES)
+
+static int compute_tag(const uint8_t key[PAGE_TOKEN_KEY_BYTES], const char *purpose,
+                       const uint8_t *cursor, size_t cursor_len, uint8_t tag[TAG_BYTES])
+{
+    uint8_t msg[1 + MAX_PURPOSE_BYTES + 1 + PAGE_TOKEN_MAX_CURSOR_BYTES];
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    size_t plen = strlen(purpose), n = 0;
+
+    if (plen > MAX_PURPOSE_BYTES || cursor_len > PAGE_TOKEN_MAX_CURSOR_BYTES)
+        return BOOKS_EINVAL;
+    msg[n++] = TOKEN_VERSION;
+    memcpy(msg + n, purpose, plen);
+    n += plen;
+    msg[n++] = 0x00; /* separates purpose from cursor so the split cannot be shifted */
+    memcpy(msg + n, cursor, cursor_len);
+    n += cursor_len;
+    if (!HMAC(EVP_sha256(), key, PAGE_TOKEN_KEY_BYTES, msg, n, md, &md_len) || md_len < TAG_BYTES)
+        return BOOKS_EINTERNAL;
+    memcpy(tag, md, TAG_BYTES);
+    return 0;
+}
+
+/* Standard base64 from libcrypto, then the URL-safe alphabet and no padding (RFC 4648 §5). */
+static size_t b64url_encode(const uint8_t *raw, size_t n, char *out)
+{
+    int len = EVP_EncodeBlock((unsigned char *)out, raw, (int)n);
+    while (len > 0 && out[len - 1] == '=')
+        len--;
+    for (int i = 0; i < len; i++) {
+        if (out[i] == '+')
+            out[i] = '-';
+        else if (out[i] == '/')
+            out[i] = '_';
+    }
+    out[len] = '\0';
+    return (size_t)len;
+}
+
+int page_token_encode(const uint8_t key[PAGE_TOKEN_KEY_BYTES], const char *purpose,
+                      const char *cursor, char *out, size_t outlen)
+{
+    uint8_t raw[MAX_RAW_BYTES];
+    size_t clen = strlen(cursor);
+    int rc;
+
+    if (clen == 0 || clen > PAGE_TOKEN_MAX_CURSOR_BYTES || outlen < PAGE_TOKEN_MAX_CHARS)
+        return BOOKS_EINVAL;
+    raw[0] = TOKEN_VERSION;
+    memcpy(raw + 1, cursor, clen);
+    rc = compute_tag(key, purpose, raw + 1, clen, raw + 1 + clen);
+    if (rc)
+        return rc;
+    b64url_encode(raw, 1 + clen + TAG_BYTES, out);
+    return 0;
+}
+
+int page_token_decode(const uint8_t key[PAGE_TOKEN_KEY_BYTES], const char *purpose,
+                      const char *token, char *cursor, size_t cursorlen)
+{
+    char b64[PAGE_TOKEN_MAX_CHARS + 4];
+    char again[PAGE_TOKEN_MAX_CHARS + 4];
+    uint8_t raw[MAX_RAW_BYTES + 3];
+    uint8_t tag[TAG_BYTES];
+    size_t len = strnlen(token, PAGE_TOKEN_MAX_CHARS + 1), i, raw_len, clen;
+    int dec;
+
+    if (len == 0 || len > PAGE_TOKEN_MAX_CHARS || len % 4 == 1)
+        return BOOKS_EINVAL;
+    for (i = 0; i < len; i++) {
+        char c = token[i];
+        if (c >= 'A' && c <= 'Z')
+            b64[i] = c;
+        else if (c >= 'a' && c <= 'z')
+            b64[i] = c;
+        else if (c >= '0' && c <= '9')
+            b64[i] = c;
+        else if (c == '-')
+            b64[i] = '+';
+        else if (c == '_')
+            b64[i] = '/';
+        else
+            return BOOKS_EINVAL;
+    }
+    while (i % 4)
+        b64[i++] = '=';
+    b64[i] = '\0';
+    dec = EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)i);
+    if (dec < 0)
+        return BOOKS_EINVAL;
+    /* EVP_DecodeBlock counts the zero bytes that padding stands for; take them off. */
+    raw_len = (size_t)dec - (i - len == 2 ? 2 : i - len == 1 ? 1 : 0);
+    if (raw_len < 1 + 1 + TAG_BYTES || raw_len > MAX_RAW_BYTES || raw[0] != TOKEN_VERSION)
+        return BOOKS_EINVAL;
+    /* Canonical form only: otherwise the spare low bits of the last character could change without
+     * changing the bytes, and an altered token would still be accepted. */
+    if (b64url_encode(raw, raw_len, again) != len || memcmp(again, token, len) != 0)
+        return BOOKS_EINVAL;
+    clen = raw_len - 1 - TAG_BYTES;
+    if (compute_tag(key, purpose, raw + 1, clen, tag) != 0)
+        return BOOKS_EINVAL;
+    if (CRYPTO_memcmp(tag, raw + 1 + clen, TAG_BYTES) != 0)
+        return BOOKS_EINVAL;
+    if (memchr(raw + 1, '\0', clen) || cursorlen < clen + 1)
+        return BOOKS_EINVAL;
+    memcpy(cursor, raw + 1, clen);
+    cursor[clen] = '\0';
+    return 0;
+}

@@ -1,0 +1,678 @@
+/* server.c: the gRPC core server loop.
+ *
+ * Threads and queues: one completion queue per worker thread; each worker is the only thread that
+ * calls grpc_completion_queue_next() on its queue, so everything a queue's events touch (the
+ * worker's free list of call objects) needs no lock.
+ *
+ * Calls: every completion-queue tag is a `struct call` whose first member is a step function. For
+ * each registered method (GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, so the request message
+ * arrives with the call) and for unregistered methods (generic requests, answered UNIMPLEMENTED
+ * because core would otherwise park them until their deadline), each queue keeps a few requests
+ * outstanding. When one is matched, a replacement is requested at once from the free list, then
+ * the call is decoded, handed to its handler, and answered with ONE batch: initial metadata,
+ * message, status (plus google.rpc.Status details on errors) and RECV_CLOSE_ON_SERVER. When that
+ * batch completes, one log line is written and the call object goes back to the free list with its
+ * arena reset: steady-state serving allocates no call objects.
+ *
+ * Handlers may answer later from another thread (a durable store's commit thread): rpc_reply_done
+ * then encodes and starts the batch there, which gRPC core allows for a call nobody else is
+ * touching; the completion still arrives on the owning worker's queue.
+ *
+ * Shutdown (gRPC core's order): grpc_server_shutdown_and_notify, wait up to the grace period for
+ * calls in flight, grpc_server_cancel_all_calls, wait for the shutdown tag, grpc_server_destroy,
+ * shut down each worker queue and let its thread drain it to GRPC_QUEUE_SHUTDOWN, join, destroy. */
+#include "books/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "books/codec.h"
+#include "books/log.h"
+
+/* Outstanding requests per method per queue: enough to absorb a burst of new streams without
+ * them waiting in core's pending list, few enough to cost little memory. */
+#define REQUESTS_PER_METHOD 4
+/* Call objects a worker keeps for reuse beyond that; the rest are freed. */
+#define MAX_FREE_CALLS 512
+/* Inline arena per call: a request and its response views fit without a heap chunk. */
+#define CALL_ARENA_BYTES 2048
+
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+struct server;
+struct worker;
+
+/* Every completion-queue tag begins with this. */
+struct tag {
+    void (*step)(struct tag *t, bool ok);
+};
+
+struct method_slot {
+    const struct rpc_method *method;
+    void *self;            /* the service object passed to the handler */
+    void *registered;      /* grpc_server_register_method's handle */
+};
+
+struct call {
+    struct tag tag;
+    struct worker *w;
+    const struct method_slot *slot; /* NULL for an unregistered (generic) call */
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_call_details details;      /* generic calls only */
+    grpc_byte_buffer *payload;
+    ProtobufCMessage *request;
+    grpc_byte_buffer *response;
+    grpc_status_code code;
+    grpc_slice status_message;
+    grpc_slice status_details_bin;
+    grpc_metadata trailing;
+    size_t n_trailing;
+    int cancelled;
+    uint64_t start_us;
+    struct rpc_reply reply;
+    struct arena arena;
+    struct call *next_free;
+    unsigned char arena_buf[CALL_ARENA_BYTES];
+};
+
+struct worker {
+    struct server *srv;
+    grpc_completion_queue *cq;
+    pthread_t thread;
+    bool started;
+    struct call *free_list;
+    size_t n_free;
+};
+
+struct server {
+    grpc_server *server;
+    grpc_completion_queue *shutdown_cq;
+    struct tag shutdown_tag;
+    atomic_bool shutting_down;
+    int port;
+    size_t n_workers;
+    struct worker *workers;
+    size_t n_slots;
+    struct method_slot *slots;
+};
+
+static void step_registered(struct tag *t, bool ok);
+static void step_generic(struct tag *t, bool ok);
+static void step_sent(struct tag *t, bool ok);
+static void reply_done(struct rpc_reply *reply);
+
+/* ---- call objects ------------------------------------------------------------------------------ */
+
+static struct call *call_get(struct worker *w)
+{
+    struct call *c = w->free_list;
+    if (c) {
+        w->free_list = c->next_free;
+        w->n_free--;
+        return c;
+    }
+    c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->w = w;
+    arena_init(&c->arena, c->arena_buf, sizeof c->arena_buf);
+    grpc_metadata_array_init(&c->md);
+    grpc_call_details_init(&c->details);
+    return c;
+}
+
+static void call_destroy(struct call *c)
+{
+    grpc_metadata_array_destroy(&c->md);
+    grpc_call_details_destroy(&c->details);
+    arena_cleanup(&c->arena);
+    free(c);
+}
+
+/* Releases what one call used and keeps the object for the next one. */
+static void call_put(struct worker *w, struct call *c)
+{
+    if (c->call) {
+        grpc_call_unref(c->call);
+        c->call = NULL;
+    }
+    if (c->payload) {
+        grpc_byte_buffer_destroy(c->payload);
+        c->payload = NULL;
+    }
+    if (c->response) {
+        grpc_byte_buffer_destroy(c->response);
+        c->response = NULL;
+    }
+    grpc_slice_unref(c->status_message);
+    grpc_slice_unref(c->status_details_bin);
+    c->status_message = grpc_empty_slice();
+    c->status_details_bin = grpc_empty_slice();
+    c->n_trailing = 0;
+    grpc_metadata_array_destroy(&c->md);
+    grpc_metadata_array_init(&c->md);
+    if (!c->slot) {
+        grpc_call_details_destroy(&c->details);
+        grpc_call_details_init(&c->details);
+    }
+    arena_reset(&c->arena);
+    c->request = NULL;
+    c->cancelled = 0;
+    if (w->n_free >= MAX_FREE_CALLS) {
+        call_destroy(c);
+        return;
+    }
+    c->next_free = w->free_list;
+    w->free_list = c;
+    w->n_free++;
+}
+
+/* ---- requesting calls -------------------------------------------------------------------------- */
+
+static void request_registered(struct worker *w, const struct method_slot *slot)
+{
+    struct call *c = call_get(w);
+    grpc_call_error e;
+    if (!c) {
+        log_msg(LOG_ERROR, "out of memory: cannot request a call for %s", slot->method->path);
+        return;
+    }
+    c->slot = slot;
+    c->tag.step = step_registered;
+    e = grpc_server_request_registered_call(w->srv->server, slot->registered, &c->call,
+                                            &c->deadline, &c->md, &c->payload, w->cq, w->cq,
+                                            &c->tag);
+    if (e != GRPC_CALL_OK) {
+        log_msg(LOG_ERROR, "grpc_server_request_registered_call(%s): %s", slot->method->path,
+                grpc_call_error_to_string(e));
+        call_put(w, c);
+    }
+}
+
+static void request_generic(struct worker *w)
+{
+    struct call *c = call_get(w);
+    grpc_call_error e;
+    if (!c) {
+        log_msg(LOG_ERROR, "out of memory: cannot request a generic call");
+        return;
+    }
+    c->slot = NULL;
+    c->tag.step = step_generic;
+    e = grpc_server_request_call(w->srv->server, &c->call, &c->details, &c->md, w->cq, w->cq,
+                                 &c->tag);
+    if (e != GRPC_CALL_OK) {
+        log_msg(LOG_ERROR, "grpc_server_request_call: %s", grpc_call_error_to_string(e));
+        call_put(w, c);
+    }
+}
+
+/* ---- serving ----------------------------------------------------------------------------------- */
+
+static void reply_prepare(struct call *c)
+{
+    c->start_us = log_now_us();
+    c->reply.arena = &c->arena;
+    c->reply.response = NULL;
+    books_error_clear(&c->reply.error);
+    c->reply.release = NULL;
+    c->reply.release_arg = NULL;
+    c->reply.done = reply_done;
+}
+
+static bool deadline_passed(gpr_timespec deadline)
+{
+    gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+    return gpr_time_cmp(gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC), now) <= 0;
+}
+
+static void step_registered(struct tag *t, bool ok)
+{
+    struct call *c = container_of(t, struct call, tag);
+    struct worker *w = c->w;
+    const struct method_slot *slot = c->slot;
+    int rc;
+
+    if (!ok) { /* the server is shutting down: this request will never be matched */
+        call_put(w, c);
+        return;
+    }
+    if (!atomic_load_explicit(&w->srv->shutting_down, memory_order_relaxed))
+        request_registered(w, slot);
+    reply_prepare(c);
+    if (deadline_passed(c->deadline)) {
+        /* No work for a call whose caller has already given up. */
+        books_error_set(&c->reply.error, BOOKS_EDEADLINE, "DEADLINE_EXCEEDED",
+                        "the call's deadline passed before the server started it");
+        reply_done(&c->reply);
+        return;
+    }
+    rc = codec_decode(c->payload, slot->method->request, &c->arena, &c->request);
+    if (rc) {
+        books_error_set(&c->reply.error, BOOKS_EBADMSG, "MALFORMED_REQUEST",
+                        c->payload ? "the request is not a valid %s message; send it encoded with "
+                                     "the service's .proto"
+                                   : "the call carried no %s message; a unary call needs one",
+                        slot->method->request->name);
+        reply_done(&c->reply);
+        return;
+    }
+    slot->method->handle(slot->self, c->request, &c->reply);
+}
+
+static void step_generic(struct tag *t, bool ok)
+{
+    struct call *c = container_of(t, struct call, tag);
+    struct worker *w = c->w;
+    char method[96];
+
+    if (!ok) {
+        call_put(w, c);
+        return;
+    }
+    if (!atomic_load_explicit(&w->srv->shutting_down, memory_order_relaxed))
+        request_generic(w);
+    reply_prepare(c);
+    /* The method path is caller-chosen bytes: quote it before it goes into the message. */
+    char raw[sizeof method];
+    size_t len = GRPC_SLICE_LENGTH(c->details.method);
+    if (len >= sizeof raw)
+        len = sizeof raw - 1;
+    memcpy(raw, GRPC_SLICE_START_PTR(c->details.method), len);
+    raw[len] = '\0';
+    books_error_quote(method, sizeof method, raw);
+    books_error_set(&c->reply.error, BOOKS_EUNIMPL, "METHOD_NOT_FOUND",
+                    "method %s is not implemented by this server", method);
+    books_error_set_meta(&c->reply.error, "method", method);
+    reply_done(&c->reply);
+}
+
+/* Encodes the reply and sends it as one batch. Runs on the handler's thread, which may not be the
+ * worker's; it touches only this call, and the completion goes to the worker's queue. */
+static void reply_done(struct rpc_reply *reply)
+{
+    struct call *c = container_of(reply, struct call, reply);
+    grpc_op ops[4];
+    size_t n = 0;
+    grpc_call_error e;
+
+    memset(ops, 0, sizeof ops);
+    if (reply->error.code == 0 && !reply->response)
+        books_error_set(&reply->error, BOOKS_EINTERNAL, "INTERNAL", "the handler gave no response");
+    if (reply->error.code == 0 && codec_encode(reply->response, &c->response) != 0)
+        books_error_set(&reply->error, BOOKS_ENOMEM, "OUT_OF_MEMORY",
+                        "the server is out of memory; retry later");
+    if (reply->release)
+        reply->release(reply);
+    reply->release = NULL;
+    codec_free_request(c->request, &c->arena);
+    c->request = NULL;
+
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = 0;
+    n++;
+    if (reply->error.code == 0) {
+        c->code = GRPC_STATUS_OK;
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = c->response;
+        n++;
+    } else {
+        c->code = books_err_to_grpc_status(reply->error.code);
+        c->status_message = grpc_slice_from_copied_string(reply->error.message);
+        if (codec_encode_status_details(&reply->error, &c->status_details_bin) == 0) {
+            c->trailing.key = grpc_slice_from_static_string("grpc-status-details-bin");
+            c->trailing.value = c->status_details_bin;
+            c->n_trailing = 1;
+        }
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = c->code;
+    ops[n].data.send_status_from_server.status_details =
+        reply->error.code ? &c->status_message : NULL;
+    ops[n].data.send_status_from_server.trailing_metadata_count = c->n_trailing;
+    ops[n].data.send_status_from_server.trailing_metadata = c->n_trailing ? &c->trailing : NULL;
+    n++;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
+    n++;
+
+    c->tag.step = step_sent;
+    e = grpc_call_start_batch(c->call, ops, n, &c->tag, NULL);
+    if (e != GRPC_CALL_OK) {
+        /* Only a malformed batch fails here, and this one is fixed: a bug, not a runtime state. */
+        log_msg(LOG_ERROR, "grpc_call_start_batch: %s", grpc_call_error_to_string(e));
+        abort();
+    }
+}
+
+static void step_sent(struct tag *t, bool ok)
+{
+    struct call *c = container_of(t, struct call, tag);
+    (void)ok;
+    if (log_enabled(LOG_INFO)) {
+        struct log_rpc r;
+        char *peer = grpc_call_get_peer(c->call);
+        if (c->slot) {
+            r.method = c->slot->method->path;
+            r.method_len = strlen(r.method);
+        } else {
+            r.method = (const char *)GRPC_SLICE_START_PTR(c->details.method);
+            r.method_len = GRPC_SLICE_LENGTH(c->details.method);
+        }
+        /* A call the client cancelled (or whose deadline passed) did not get our status. */
+        r.code = c->cancelled ? "CANCELLED" : books_grpc_status_name(c->code);
+        r.latency_us = log_now_us() - c->start_us;
+        r.peer = peer;
+        r.message = c->code != GRPC_STATUS_OK ? c->reply.error.message : NULL;
+        log_rpc(&r);
+        gpr_free(peer);
+    }
+    call_put(c->w, c);
+}
+
+/* ---- threads ----------------------------------------------------------------------------------- */
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    size_t i, j;
+    for (i = 0; i < w->srv->n_slots; i++)
+        for (j = 0; j < REQUESTS_PER_METHOD; j++)
+            request_registered(w, &w->srv->slots[i]);
+    for (j = 0; j < REQUESTS_PER_METHOD; j++)
+        request_generic(w);
+    for (;;) {
+        gpr_timespec deadline =
+            log_thread_pending()
+                ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                               gpr_time_from_millis(LOG_FLUSH_MS, GPR_TIMESPAN))
+                : gpr_inf_future(GPR_CLOCK_MONOTONIC);
+        grpc_event ev = grpc_completion_queue_next(w->cq, deadline, NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type == GRPC_QUEUE_TIMEOUT) {
+            log_thread_flush();
+            continue;
+        }
+        struct tag *t = ev.tag;
+        t->step(t, ev.success != 0);
+    }
+    log_thread_flush();
+    while (w->free_list) {
+        struct call *c = w->free_list;
+        w->free_list = c->next_free;
+        call_destroy(c);
+    }
+    w->n_free = 0;
+    return NULL;
+}
+
+int server_default_threads(void)
+{
+    cpu_set_t set;
+    int n;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return 1;
+    n = CPU_COUNT(&set);
+    return n > 0 ? n : 1;
+}
+
+/* Why did core refuse the port? Bind a probe socket the same way to get errno for the message. */
+static void describe_bind_failure(int port, char *err, size_t errlen)
+{
+    struct sockaddr_in6 a6;
+    struct sockaddr_in a4;
+    int fd, saved = 0, one = 1;
+
+    memset(&a6, 0, sizeof a6);
+    a6.sin6_family = AF_INET6;
+    a6.sin6_port = htons((uint16_t)port);
+    a6.sin6_addr = in6addr_any;
+    fd = socket(AF_INET6, SOCK_STREAM, 0);
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&a6, sizeof a6) != 0)
+            saved = errno;
+        close(fd);
+    }
+    if (!saved) {
+        memset(&a4, 0, sizeof a4);
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons((uint16_t)port);
+        a4.sin_addr.s_addr = htonl(INADDR_ANY);
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd >= 0) {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            if (bind(fd, (struct sockaddr *)&a4, sizeof a4) != 0)
+                saved = errno;
+            close(fd);
+        }
+    }
+    if (saved == EADDRINUSE)
+        snprintf(err, errlen,
+                 "cannot listen on port %d: the port is already in use; stop the other server or "
+                 "choose another port with PORT or --port",
+                 port);
+    else if (saved)
+        snprintf(err, errlen, "cannot listen on port %d: %s", port, strerror(saved));
+    else
+        snprintf(err, errlen, "cannot listen on port %d (gRPC core refused the address)", port);
+}
+
+static void server_destroy_unstarted(struct server *s)
+{
+    if (s->server)
+        grpc_server_destroy(s->server);
+    for (size_t i = 0; i < s->n_workers; i++)
+        if (s->workers[i].cq) {
+            grpc_completion_queue_shutdown(s->workers[i].cq);
+            while (grpc_completion_queue_next(s->workers[i].cq, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                              NULL)
+                       .type != GRPC_QUEUE_SHUTDOWN)
+                ;
+            grpc_completion_queue_destroy(s->workers[i].cq);
+        }
+    if (s->shutdown_cq) {
+        grpc_completion_queue_shutdown(s->shutdown_cq);
+        while (grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                   .type != GRPC_QUEUE_SHUTDOWN)
+            ;
+        grpc_completion_queue_destroy(s->shutdown_cq);
+    }
+    free(s->workers);
+    free(s->slots);
+    free(s);
+}
+
+int server_start(const struct server_options *opts, const struct rpc_service *services, size_t n,
+                 struct server **out, char *err, size_t errlen)
+{
+    struct server *s;
+    grpc_server_credentials *creds;
+    char addr[32];
+    size_t i, j, k, started = 0;
+    int rc;
+
+    if (opts->threads < 1 || opts->port < 0 || opts->port > 65535 || opts->max_recv_bytes < 1 ||
+        opts->max_concurrent_streams < 1) {
+        snprintf(err, errlen, "invalid server options");
+        return BOOKS_EINVAL;
+    }
+    grpc_init();
+    s = calloc(1, sizeof *s);
+    if (!s) {
+        rc = BOOKS_ENOMEM;
+        goto fail_alloc;
+    }
+    atomic_init(&s->shutting_down, false);
+    s->n_workers = (size_t)opts->threads;
+    s->workers = calloc(s->n_workers, sizeof *s->workers);
+    for (i = 0; i < n; i++)
+        s->n_slots += services[i].n_methods;
+    s->slots = calloc(s->n_slots ? s->n_slots : 1, sizeof *s->slots);
+    if (!s->workers || !s->slots) {
+        rc = BOOKS_ENOMEM;
+        snprintf(err, errlen, "out of memory");
+        goto fail_server;
+    }
+
+    grpc_arg args[] = {
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = opts->max_recv_bytes}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_CONCURRENT_STREAMS,
+         {.integer = opts->max_concurrent_streams}},
+        /* Keepalive: clients may ping every 10 s, with or without calls, without being sent a
+         * GOAWAY (too_many_pings); the server itself probes idle connections every 2 minutes. */
+        {GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 10000}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, {.integer = 1}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PING_STRIKES, {.integer = 2}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = 120000}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 20000}},
+        /* Core sets SO_REUSEPORT by default, which would let a second server bind a busy port and
+         * steal half its connections. A busy port must be an error. */
+        {GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}},
+    };
+    grpc_channel_args channel_args = {sizeof args / sizeof args[0], args};
+    s->server = grpc_server_create(&channel_args, NULL);
+
+    for (i = 0, k = 0; i < n; i++)
+        for (j = 0; j < services[i].n_methods; j++, k++) {
+            struct method_slot *slot = &s->slots[k];
+            slot->method = &services[i].methods[j];
+            slot->self = services[i].self;
+            slot->registered =
+                grpc_server_register_method(s->server, slot->method->path, NULL,
+                                            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+            if (!slot->registered) {
+                snprintf(err, errlen, "cannot register method %s (registered twice?)",
+                         slot->method->path);
+                rc = BOOKS_EINVAL;
+                goto fail_server;
+            }
+        }
+
+    for (i = 0; i < s->n_workers; i++) {
+        s->workers[i].srv = s;
+        s->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
+        grpc_server_register_completion_queue(s->server, s->workers[i].cq, NULL);
+    }
+    s->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->server, s->shutdown_cq, NULL);
+
+    /* A wildcard address makes core listen on [::] dual-stack where IPv6 exists, else 0.0.0.0. */
+    snprintf(addr, sizeof addr, "0.0.0.0:%d", opts->port);
+    creds = grpc_insecure_server_credentials_create();
+    s->port = grpc_server_add_http2_port(s->server, addr, creds);
+    grpc_server_credentials_release(creds);
+    if (s->port <= 0) {
+        describe_bind_failure(opts->port, err, errlen);
+        rc = BOOKS_EUNAVAIL;
+        goto fail_server;
+    }
+
+    grpc_server_start(s->server);
+    for (i = 0; i < s->n_workers; i++) {
+        /* Each worker requests its own calls, so its free list never sees another thread. A
+         * worker that cannot start requests nothing, and its queue stays empty. */
+        if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0) {
+            log_msg(LOG_WARNING, "could not start worker thread %zu of %zu; serving with fewer",
+                    i + 1, s->n_workers);
+            continue;
+        }
+        s->workers[i].started = true;
+        started++;
+    }
+    if (started == 0) {
+        snprintf(err, errlen, "cannot start any worker thread");
+        server_shutdown(s, 0);
+        server_free(s);
+        return BOOKS_ENOMEM;
+    }
+    *out = s;
+    return 0;
+
+fail_server:
+    server_destroy_unstarted(s);
+fail_alloc:
+    grpc_shutdown();
+    return rc;
+}
+
+int server_port(const struct server *s) { return s->port; }
+
+void server_shutdown(struct server *s, int grace_ms)
+{
+    gpr_timespec deadline;
+    grpc_event ev;
+    size_t i;
+
+    atomic_store(&s->shutting_down, true);
+    s->shutdown_tag.step = NULL;
+    grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &s->shutdown_tag);
+    deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                            gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
+    ev = grpc_completion_queue_next(s->shutdown_cq, deadline, NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        log_msg(LOG_WARNING, "shutdown grace period of %d ms is over: cancelling calls in flight",
+                grace_ms);
+        grpc_server_cancel_all_calls(s->server);
+        ev = grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    }
+    grpc_server_destroy(s->server);
+    s->server = NULL;
+    for (i = 0; i < s->n_workers; i++)
+        grpc_completion_queue_shutdown(s->workers[i].cq);
+    for (i = 0; i < s->n_workers; i++) {
+        struct worker *w = &s->workers[i];
+        if (w->started) {
+            pthread_join(w->thread, NULL);
+        } else {
+            /* No thread ever polled this queue: drain it here. */
+            for (;;) {
+                ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+                if (ev.type == GRPC_QUEUE_SHUTDOWN)
+                    break;
+                ((struct tag *)ev.tag)->step(ev.tag, ev.success != 0);
+            }
+            while (w->free_list) {
+                struct call *c = w->free_list;
+                w->free_list = c->next_free;
+                call_destroy(c);
+            }
+        }
+        grpc_completion_queue_destroy(w->cq);
+        w->cq = NULL;
+    }
+    grpc_completion_queue_shutdown(s->shutdown_cq);
+    while (grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
+               .type != GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(s->shutdown_cq);
+    s->shutdown_cq = NULL;
+}
+
+void server_free(struct server *s)
+{
+    if (!s)
+        return;
+    free(s->workers);
+    free(s->slots);
+    free(s);
+    grpc_shutdown();
+}

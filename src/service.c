@@ -1,0 +1,471 @@
+/* service.c: books.v1.BooksService over a store. Every API rule lives here, each next to the AIP it
+ * follows. Handlers validate the whole request first and report every bad field in one error
+ * (AIP-193 BadRequest), then touch the store. Responses point into the store's immutable,
+ * refcounted records instead of copying them: the references are dropped by the reply's release
+ * hook after the server has encoded the response, so a concurrent insert never invalidates a book
+ * being encoded and a 1000-book page costs no string copies. */
+#include "books/service.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uuid/uuid.h>
+
+#include "books/page_token.h"
+#include "books/utf8.h"
+#include "books/v1/books.pb-c.h"
+
+#define NAME_PREFIX "books/"
+#define NAME_PREFIX_LEN (sizeof NAME_PREFIX - 1)
+/* AIP-158: a token is only good for the request kind that issued it. ListBooks has no parent or
+ * filter, so the method itself is the whole "request" a token is bound to. */
+#define LIST_TOKEN_PURPOSE "/books.v1.BooksService/ListBooks"
+
+#define REASON_FIELD_VIOLATION "FIELD_VIOLATION"
+
+struct svc {
+    struct store *store;
+    svc_id_fn id_fn;
+    void *id_arg;
+};
+
+/* The store references a reply holds until the server has encoded it. */
+struct held_books {
+    size_t n;
+    struct store_book **books;
+};
+
+static void uuid4_id(void *arg, char out[SVC_NAME_BYTES])
+{
+    uuid_t u;
+    (void)arg;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, out);
+}
+
+int svc_new(struct store *store, struct svc **out)
+{
+    struct svc *svc = calloc(1, sizeof *svc);
+    if (!svc)
+        return BOOKS_ENOMEM;
+    svc->store = store;
+    svc->id_fn = uuid4_id;
+    *out = svc;
+    return 0;
+}
+
+void svc_set_id_generator(struct svc *svc, svc_id_fn fn, void *arg)
+{
+    svc->id_fn = fn ? fn : uuid4_id;
+    svc->id_arg = fn ? arg : NULL;
+}
+
+void svc_free(struct svc *svc) { free(svc); }
+
+static const struct rpc_method svc_methods[] = {
+    {"/books.v1.BooksService/GetBook", &books__v1__get_book_request__descriptor, svc_get_book},
+    {"/books.v1.BooksService/ListBooks", &books__v1__list_books_request__descriptor,
+     svc_list_books},
+    {"/books.v1.BooksService/CreateBook", &books__v1__create_book_request__descriptor,
+     svc_create_book},
+};
+
+void svc_describe(struct svc *svc, struct rpc_service *out)
+{
+    out->name = SVC_SERVICE_NAME;
+    out->methods = svc_methods;
+    out->n_methods = sizeof svc_methods / sizeof svc_methods[0];
+    out->self = svc;
+}
+
+/* ---- AIP-122 resource names ------------------------------------------------------------------ */
+
+static bool is_uuid4(const char *s, size_t n)
+{
+    if (n != 36)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return false;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return false;
+        }
+    }
+    return s[14] == '4' && (s[19] == '8' || s[19] == '9' || s[19] == 'a' || s[19] == 'b');
+}
+
+bool svc_valid_book_id(const char *id, size_t len)
+{
+    if (is_uuid4(id, len))
+        return true;
+    if (len < 1 || len > 63 || id[0] < 'a' || id[0] > 'z' || id[len - 1] == '-')
+        return false;
+    for (size_t i = 1; i < len; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+#define ID_RULE                                                                                    \
+    "1-63 lowercase letters, digits or hyphens, starting with a letter and not ending with a "     \
+    "hyphen, or a lowercase UUID4"
+
+/* Checks a GetBook-style name field; adds a violation and returns false when it is not usable. */
+static bool check_book_name(const char *name, const char *field, struct books_error *e)
+{
+    char q[64];
+    size_t len = strlen(name);
+    if (len == 0) {
+        books_error_add_violation(e, field,
+                                  "required: the book's resource name, e.g. \"books/my-book\"");
+        return false;
+    }
+    if (len <= NAME_PREFIX_LEN || memcmp(name, NAME_PREFIX, NAME_PREFIX_LEN) != 0 ||
+        !svc_valid_book_id(name + NAME_PREFIX_LEN, len - NAME_PREFIX_LEN)) {
+        books_error_add_violation(e, field,
+                                  "\"%s\" is not a book resource name: use books/{book}, where "
+                                  "{book} is " ID_RULE,
+                                  books_error_quote(q, sizeof q, name));
+        return false;
+    }
+    return true;
+}
+
+/* Turns the violations collected in e into the INVALID_ARGUMENT error itself; the message lists
+ * each field and what to fix, so a caller reading only the status message knows what to change. */
+static void finish_field_error(struct books_error *e, const char *rpc)
+{
+    size_t off, i;
+    off = (size_t)snprintf(e->message, sizeof e->message, "invalid %s request: ", rpc);
+    for (i = 0; i < e->n_violations && off < sizeof e->message; i++)
+        off += (size_t)snprintf(e->message + off, sizeof e->message - off, "%s%s: %s",
+                                i ? "; " : "", e->violations[i].field,
+                                e->violations[i].description);
+    if (e->n_dropped && off < sizeof e->message)
+        snprintf(e->message + off, sizeof e->message - off, "; and %zu more", e->n_dropped);
+    e->code = BOOKS_EINVAL;
+    e->reason = REASON_FIELD_VIOLATION;
+}
+
+/* A store failure as the caller sees it: retryable ones say so. */
+static void store_error(struct books_error *e, int rc)
+{
+    switch (rc) {
+    case BOOKS_EIO:
+    case BOOKS_EUNAVAIL:
+        books_error_set(e, rc, "STORE_UNAVAILABLE",
+                        "the book store is temporarily unavailable; retry with backoff");
+        break;
+    case BOOKS_ENOSPC:
+        books_error_set(e, rc, "STORE_FULL",
+                        "the book store is out of space; retry after space has been freed");
+        break;
+    case BOOKS_ENOMEM:
+        books_error_set(e, rc, "OUT_OF_MEMORY", "the server is out of memory; retry later");
+        break;
+    case BOOKS_ECORRUPT:
+        books_error_set(e, rc, "STORE_CORRUPT", "the book store holds damaged data");
+        break;
+    default:
+        books_error_set(e, BOOKS_EINTERNAL, "INTERNAL", "internal error in the book store");
+        break;
+    }
+}
+
+/* ---- responses built over store records -------------------------------------------------------- */
+
+static void release_held(struct rpc_reply *reply)
+{
+    struct held_books *h = reply->release_arg;
+    for (size_t i = 0; h && i < h->n; i++)
+        store_book_unref(h->books[i]);
+}
+
+/* Points `m` at the record's strings: no copies. The record outlives the encode (held reference). */
+static void book_view(Books__V1__Book *m, const struct store_book *b)
+{
+    books__v1__book__init(m);
+    m->name = (char *)b->name;
+    m->display_name = (char *)b->display_name;
+    m->publisher = (char *)b->publisher;
+    m->n_authors = b->n_authors;
+    m->authors = (char **)b->authors;
+}
+
+/* Makes `reply` answer with `b`, taking over the caller's reference. */
+static void reply_with_book(struct rpc_reply *reply, struct store_book *b)
+{
+    Books__V1__Book *m = arena_alloc(reply->arena, sizeof *m);
+    struct held_books *h = arena_alloc(reply->arena, sizeof *h);
+    struct store_book **one = arena_alloc(reply->arena, sizeof *one);
+    if (!m || !h || !one) {
+        store_book_unref(b);
+        store_error(&reply->error, BOOKS_ENOMEM);
+        return;
+    }
+    book_view(m, b);
+    one[0] = b;
+    h->n = 1;
+    h->books = one;
+    reply->response = &m->base;
+    reply->release = release_held;
+    reply->release_arg = h;
+}
+
+/* ---- GetBook (AIP-131) ------------------------------------------------------------------------- */
+
+void svc_get_book(void *self, const ProtobufCMessage *request, struct rpc_reply *reply)
+{
+    struct svc *svc = self;
+    const Books__V1__GetBookRequest *req = (const Books__V1__GetBookRequest *)request;
+    struct store_book *b = NULL;
+    int rc;
+
+    if (!check_book_name(req->name, "name", &reply->error)) {
+        finish_field_error(&reply->error, "GetBook");
+    } else if ((rc = store_get(svc->store, req->name, &b)) == BOOKS_ENOTFOUND) {
+        books_error_set(&reply->error, BOOKS_ENOTFOUND, "BOOK_NOT_FOUND",
+                        "book \"%s\" does not exist; check the name, or create it with CreateBook",
+                        req->name);
+        books_error_set_meta(&reply->error, "name", req->name);
+        books_error_set_resource(&reply->error, SVC_RESOURCE_TYPE, req->name);
+    } else if (rc) {
+        store_error(&reply->error, rc);
+    } else {
+        reply_with_book(reply, b);
+    }
+    rpc_reply_done(reply);
+}
+
+/* ---- ListBooks (AIP-132, AIP-158) ------------------------------------------------------------- */
+
+/* Upper bound of a Book's encoded size inside ListBooksResponse: per string, a tag byte, a length
+ * varint (at most 5 bytes below 4 GiB) and the bytes; plus the Book's own tag and length. */
+static size_t book_size_bound(const struct store_book *b)
+{
+    size_t n = 6 + strlen(b->name) + 6 + strlen(b->display_name) + 6 + strlen(b->publisher) + 6;
+    for (size_t i = 0; i < b->n_authors; i++)
+        n += strlen(b->authors[i]) + 6;
+    return n;
+}
+
+void svc_list_books(void *self, const ProtobufCMessage *request, struct rpc_reply *reply)
+{
+    struct svc *svc = self;
+    const Books__V1__ListBooksRequest *req = (const Books__V1__ListBooksRequest *)request;
+    struct books_error *e = &reply->error;
+    char cursor[PAGE_TOKEN_MAX_CURSOR_BYTES + 1];
+    char after[NAME_PREFIX_LEN + PAGE_TOKEN_MAX_CURSOR_BYTES + 1];
+    struct store_book **found;
+    struct held_books *h;
+    Books__V1__ListBooksResponse *resp;
+    Books__V1__Book *views, **view_ptrs;
+    size_t limit, n = 0, keep, bytes = 0, i;
+    bool more;
+    int rc;
+
+    after[0] = '\0';
+    if (req->page_size < 0)
+        books_error_add_violation(e, "page_size",
+                                  "must not be negative (got %d); send 0 for the default of %d, "
+                                  "at most %d",
+                                  req->page_size, SVC_DEFAULT_PAGE_SIZE, SVC_MAX_PAGE_SIZE);
+    if (req->page_token[0]) {
+        if (page_token_decode(svc->store->dataset_key, LIST_TOKEN_PURPOSE, req->page_token, cursor,
+                              sizeof cursor) != 0)
+            books_error_add_violation(e, "page_token",
+                                      "is not a page token this server issued for ListBooks (it "
+                                      "was altered, truncated, or comes from another data set); "
+                                      "send an empty page_token to start from the first page");
+        else
+            snprintf(after, sizeof after, NAME_PREFIX "%s", cursor);
+    }
+    if (e->n_violations) {
+        finish_field_error(e, "ListBooks");
+        goto done;
+    }
+
+    limit = req->page_size == 0 ? SVC_DEFAULT_PAGE_SIZE
+            : req->page_size > SVC_MAX_PAGE_SIZE ? SVC_MAX_PAGE_SIZE
+                                                  : (size_t)req->page_size;
+    /* One extra book tells whether a next page exists, so next_page_token is empty exactly on the
+     * last page (AIP-158) without a second query. */
+    found = arena_alloc(reply->arena, (limit + 1) * sizeof *found);
+    resp = arena_alloc(reply->arena, sizeof *resp);
+    h = arena_alloc(reply->arena, sizeof *h);
+    if (!found || !resp || !h) {
+        store_error(e, BOOKS_ENOMEM);
+        goto done;
+    }
+    rc = store_list(svc->store, after, limit + 1, found, &n);
+    if (rc) {
+        store_error(e, rc);
+        goto done;
+    }
+    more = n > limit;
+    keep = more ? limit : n;
+    /* A page also stops before it would outgrow what a default client accepts (4 MiB). */
+    for (i = 0; i < keep; i++) {
+        bytes += book_size_bound(found[i]);
+        if (i > 0 && bytes > SVC_MAX_PAGE_BYTES) {
+            keep = i;
+            more = true;
+            break;
+        }
+    }
+    for (i = keep; i < n; i++)
+        store_book_unref(found[i]);
+    h->n = keep;
+    h->books = found;
+    reply->release = release_held;
+    reply->release_arg = h;
+
+    books__v1__list_books_response__init(resp);
+    views = keep ? arena_alloc(reply->arena, keep * sizeof *views) : NULL;
+    view_ptrs = keep ? arena_alloc(reply->arena, keep * sizeof *view_ptrs) : NULL;
+    if (keep && (!views || !view_ptrs)) {
+        store_error(e, BOOKS_ENOMEM);
+        goto done;
+    }
+    for (i = 0; i < keep; i++) {
+        book_view(&views[i], found[i]);
+        view_ptrs[i] = &views[i];
+    }
+    resp->n_books = keep;
+    resp->books = view_ptrs;
+    resp->next_page_token = (char *)"";
+    if (more && keep) {
+        char *token = arena_alloc(reply->arena, PAGE_TOKEN_MAX_CHARS);
+        if (!token) {
+            store_error(e, BOOKS_ENOMEM);
+            goto done;
+        }
+        rc = page_token_encode(svc->store->dataset_key, LIST_TOKEN_PURPOSE,
+                               found[keep - 1]->name + NAME_PREFIX_LEN, token,
+                               PAGE_TOKEN_MAX_CHARS);
+        if (rc) {
+            books_error_set(e, BOOKS_EINTERNAL, "INTERNAL", "could not create the page token");
+            goto done;
+        }
+        resp->next_page_token = token;
+    }
+    reply->response = &resp->base;
+done:
+    rpc_reply_done(reply);
+}
+
+/* ---- CreateBook (AIP-133) ---------------------------------------------------------------------- */
+
+/* Validates one REQUIRED string field (AIP-203) of at most max bytes of UTF-8. */
+static void check_text(struct books_error *e, const char *field, const char *value, size_t max,
+                       const char *what)
+{
+    size_t len = strlen(value);
+    if (len == 0)
+        books_error_add_violation(e, field, "required: %s", what);
+    else if (len > max)
+        books_error_add_violation(e, field, "is %zu bytes long; at most %zu bytes are allowed", len,
+                                  max);
+    else if (!utf8_valid(value, len))
+        books_error_add_violation(e, field, "is not valid UTF-8");
+}
+
+struct create_ctx {
+    struct rpc_reply *reply;
+    struct store_book *book;
+};
+
+static void create_done(void *arg, int rc)
+{
+    struct create_ctx *ctx = arg;
+    struct rpc_reply *reply = ctx->reply;
+    if (rc == 0) {
+        reply_with_book(reply, ctx->book);
+    } else {
+        if (rc == BOOKS_EEXIST) {
+            books_error_set(&reply->error, BOOKS_EEXIST, "BOOK_ALREADY_EXISTS",
+                            "book \"%s\" already exists; choose another book_id, or leave "
+                            "book_id empty for a server-assigned id",
+                            ctx->book->name);
+            books_error_set_meta(&reply->error, "name", ctx->book->name);
+            books_error_set_resource(&reply->error, SVC_RESOURCE_TYPE, ctx->book->name);
+        } else {
+            store_error(&reply->error, rc);
+        }
+        store_book_unref(ctx->book);
+    }
+    rpc_reply_done(reply);
+}
+
+void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_reply *reply)
+{
+    struct svc *svc = self;
+    const Books__V1__CreateBookRequest *req = (const Books__V1__CreateBookRequest *)request;
+    const Books__V1__Book *in = req->book;
+    struct books_error *e = &reply->error;
+    char id[SVC_NAME_BYTES], name[SVC_NAME_BYTES + NAME_PREFIX_LEN], q[64];
+    char field[BOOKS_ERROR_FIELD_BYTES];
+    struct create_ctx *ctx;
+    struct store_book *b = NULL;
+    size_t id_len = strlen(req->book_id), i;
+    int rc;
+
+    /* Request shape and field values first, every problem at once; existence last (AIP-133). */
+    if (id_len && !svc_valid_book_id(req->book_id, id_len))
+        books_error_add_violation(e, "book_id",
+                                  "\"%s\" is not a valid book id: use " ID_RULE
+                                  ", or leave book_id empty for a server-assigned id",
+                                  books_error_quote(q, sizeof q, req->book_id));
+    if (!in) {
+        books_error_add_violation(e, "book",
+                                  "required: the book to create, with display_name, authors and "
+                                  "publisher");
+    } else {
+        /* book.name is OUTPUT_ONLY (AIP-203): ignored on input, never an error. */
+        check_text(e, "book.display_name", in->display_name, SVC_MAX_DISPLAY_NAME_BYTES,
+                   "the book's title");
+        if (in->n_authors == 0)
+            books_error_add_violation(e, "book.authors", "required: list at least one author");
+        else if (in->n_authors > SVC_MAX_AUTHORS)
+            books_error_add_violation(e, "book.authors",
+                                      "lists %zu authors; at most %d are allowed", in->n_authors,
+                                      SVC_MAX_AUTHORS);
+        else
+            for (i = 0; i < in->n_authors; i++) {
+                snprintf(field, sizeof field, "book.authors[%zu]", i);
+                check_text(e, field, in->authors[i], SVC_MAX_AUTHOR_BYTES,
+                           "an author's name (remove empty entries)");
+            }
+        check_text(e, "book.publisher", in->publisher, SVC_MAX_PUBLISHER_BYTES,
+                   "the book's publisher");
+    }
+    if (e->n_violations) {
+        finish_field_error(e, "CreateBook");
+        rpc_reply_done(reply);
+        return;
+    }
+
+    if (id_len) {
+        memcpy(id, req->book_id, id_len + 1);
+    } else {
+        svc->id_fn(svc->id_arg, id);
+    }
+    snprintf(name, sizeof name, NAME_PREFIX "%s", id);
+    ctx = arena_alloc(reply->arena, sizeof *ctx);
+    rc = ctx ? store_book_new(name, in->display_name, (const char *const *)in->authors,
+                              in->n_authors, in->publisher, &b)
+             : BOOKS_ENOMEM;
+    if (rc) {
+        store_error(e, rc);
+        rpc_reply_done(reply);
+        return;
+    }
+    ctx->reply = reply;
+    ctx->book = b;
+    /* create_done answers, now or when the store has made the book durable. */
+    store_create(svc->store, b, create_done, ctx);
+}

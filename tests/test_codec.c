@@ -1,0 +1,392 @@
+/* test_codec.c: the byte-buffer <-> message boundary and the AIP-193 error details. Garbage,
+ * truncated and random bytes must come back as BOOKS_EBADMSG (or a valid message), never a crash or
+ * a leak; responses must decode to what was encoded; the details blob must be a google.rpc.Status a
+ * client can read. Also the one books_err -> gRPC status mapping and the per-call arena. */
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <grpc/slice.h>
+#include <setjmp.h>
+#include <stdalign.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "books/arena.h"
+#include "books/codec.h"
+#include "books/error.h"
+#include "books/v1/books.pb-c.h"
+#include "google/rpc/error_details.pb-c.h"
+#include "google/rpc/status.pb-c.h"
+
+struct fixture {
+    struct arena arena;
+    unsigned char buf[512];
+};
+
+static int group_setup(void **state)
+{
+    (void)state;
+    grpc_init();
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    grpc_shutdown();
+    return 0;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    arena_init(&f->arena, f->buf, sizeof f->buf);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    arena_cleanup(&f->arena);
+    free(f);
+    return 0;
+}
+
+/* A byte buffer over `data`, split into `parts` slices (as a message arriving in several frames). */
+static grpc_byte_buffer *buffer_of(const uint8_t *data, size_t len, size_t parts)
+{
+    grpc_slice slices[8];
+    size_t off = 0;
+    if (parts < 1)
+        parts = 1;
+    for (size_t i = 0; i < parts; i++) {
+        size_t n = i + 1 == parts ? len - off : len / parts;
+        slices[i] = grpc_slice_from_copied_buffer((const char *)data + off, n);
+        off += n;
+    }
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(slices, parts);
+    for (size_t i = 0; i < parts; i++)
+        grpc_slice_unref(slices[i]);
+    return bb;
+}
+
+static size_t pack_create_request(uint8_t *out, size_t cap)
+{
+    char *authors[] = {"Ursula K. Le Guin", "\xe6\x9d\x91\xe4\xb8\x8a\xe6\x98\xa5\xe6\xa8\xb9"};
+    Books__V1__Book book = BOOKS__V1__BOOK__INIT;
+    Books__V1__CreateBookRequest req = BOOKS__V1__CREATE_BOOK_REQUEST__INIT;
+    book.display_name = "The Dispossessed";
+    book.n_authors = 2;
+    book.authors = authors;
+    book.publisher = "Harper & Row";
+    req.book = &book;
+    req.book_id = "the-dispossessed";
+    size_t n = books__v1__create_book_request__get_packed_size(&req);
+    assert_true(n <= cap);
+    return books__v1__create_book_request__pack(&req, out);
+}
+
+static void test_decode_round_trip_single_and_split(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t wire[256];
+    size_t len = pack_create_request(wire, sizeof wire);
+    for (size_t parts = 1; parts <= 4; parts++) {
+        grpc_byte_buffer *bb = buffer_of(wire, len, parts);
+        ProtobufCMessage *msg = NULL;
+        assert_int_equal(
+            codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg), 0);
+        Books__V1__CreateBookRequest *req = (Books__V1__CreateBookRequest *)msg;
+        assert_string_equal(req->book_id, "the-dispossessed");
+        assert_non_null(req->book);
+        assert_string_equal(req->book->display_name, "The Dispossessed");
+        assert_int_equal(req->book->n_authors, 2);
+        assert_string_equal(req->book->authors[1], "\xe6\x9d\x91\xe4\xb8\x8a\xe6\x98\xa5\xe6\xa8\xb9");
+        codec_free_request(msg, &f->arena);
+        grpc_byte_buffer_destroy(bb);
+        arena_reset(&f->arena);
+    }
+}
+
+static void test_decode_empty_and_null(void **state)
+{
+    struct fixture *f = *state;
+    ProtobufCMessage *msg = NULL;
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(NULL, 0);
+    /* Zero bytes are a valid message with every field at its default. */
+    assert_int_equal(codec_decode(bb, &books__v1__get_book_request__descriptor, &f->arena, &msg), 0);
+    assert_string_equal(((Books__V1__GetBookRequest *)msg)->name, "");
+    codec_free_request(msg, &f->arena);
+    grpc_byte_buffer_destroy(bb);
+    msg = NULL;
+    assert_int_equal(codec_decode(NULL, &books__v1__get_book_request__descriptor, &f->arena, &msg),
+                     BOOKS_EBADMSG);
+    assert_null(msg);
+}
+
+static void test_decode_garbage(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *bytes;
+        size_t len;
+    } cases[] = {
+        {"\xff\xff\xff\xff", 4},
+        {"\x0a", 1},                             /* field 1, length-delimited, no length */
+        {"\x0a\x05" "ab", 4},                    /* length 5, only 2 bytes */
+        {"\x0a\xff\xff\xff\xff\x0f", 6},         /* length 4 GiB */
+        {"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12}, /* varint too long */
+        {"\x0f", 1},                             /* wire type 7 does not exist */
+        {"\x00", 1},                             /* field number 0 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ProtobufCMessage *msg = NULL;
+        grpc_byte_buffer *bb = buffer_of((const uint8_t *)cases[i].bytes, cases[i].len, 1);
+        assert_int_equal(
+            codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg),
+            BOOKS_EBADMSG);
+        assert_null(msg);
+        grpc_byte_buffer_destroy(bb);
+        arena_reset(&f->arena);
+    }
+}
+
+static void test_decode_every_truncation(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t wire[256];
+    size_t len = pack_create_request(wire, sizeof wire), bad = 0;
+    for (size_t cut = 1; cut < len; cut++) {
+        ProtobufCMessage *msg = NULL;
+        grpc_byte_buffer *bb = buffer_of(wire, cut, 1 + cut % 3);
+        int rc = codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg);
+        assert_true(rc == 0 || rc == BOOKS_EBADMSG);
+        if (rc == 0)
+            codec_free_request(msg, &f->arena);
+        else
+            bad++;
+        grpc_byte_buffer_destroy(bb);
+        arena_reset(&f->arena);
+    }
+    /* Cutting inside the nested book or a string can never parse. */
+    assert_true(bad > len / 2);
+}
+
+static void test_decode_random_bytes(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t wire[300];
+    unsigned seed = 12345;
+    const ProtobufCMessageDescriptor *descs[] = {&books__v1__create_book_request__descriptor,
+                                                 &books__v1__list_books_request__descriptor,
+                                                 &books__v1__get_book_request__descriptor};
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t len = (size_t)(rand_r(&seed) % (int)sizeof wire);
+        for (size_t i = 0; i < len; i++)
+            wire[i] = (uint8_t)rand_r(&seed);
+        /* Half the time start from a valid message and flip a few bytes. */
+        if (iter % 2) {
+            len = pack_create_request(wire, sizeof wire);
+            for (int k = 0; k < 3; k++)
+                wire[rand_r(&seed) % (int)len] ^= (uint8_t)(1 + rand_r(&seed) % 255);
+        }
+        ProtobufCMessage *msg = NULL;
+        grpc_byte_buffer *bb = buffer_of(wire, len, 1 + (size_t)iter % 3);
+        int rc = codec_decode(bb, descs[iter % 3], &f->arena, &msg);
+        assert_true(rc == 0 || rc == BOOKS_EBADMSG);
+        if (rc == 0)
+            codec_free_request(msg, &f->arena);
+        grpc_byte_buffer_destroy(bb);
+        arena_reset(&f->arena);
+    }
+}
+
+static void test_encode_round_trip(void **state)
+{
+    (void)state;
+    char *authors[] = {"A", "B"};
+    Books__V1__Book book = BOOKS__V1__BOOK__INIT;
+    book.name = "books/b0042";
+    book.display_name = "Book 0042";
+    book.n_authors = 2;
+    book.authors = authors;
+    book.publisher = "Publisher 2";
+    grpc_byte_buffer *bb = NULL;
+    assert_int_equal(codec_encode(&book.base, &bb), 0);
+    assert_int_equal(grpc_byte_buffer_length(bb), books__v1__book__get_packed_size(&book));
+
+    struct arena a;
+    unsigned char buf[256];
+    arena_init(&a, buf, sizeof buf);
+    ProtobufCMessage *msg = NULL;
+    assert_int_equal(codec_decode(bb, &books__v1__book__descriptor, &a, &msg), 0);
+    Books__V1__Book *back = (Books__V1__Book *)msg;
+    assert_string_equal(back->name, "books/b0042");
+    assert_string_equal(back->authors[1], "B");
+    codec_free_request(msg, &a);
+    arena_cleanup(&a);
+    grpc_byte_buffer_destroy(bb);
+}
+
+static Google__Rpc__Status *decode_details(grpc_slice s)
+{
+    Google__Rpc__Status *st =
+        google__rpc__status__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    assert_non_null(st);
+    return st;
+}
+
+static void test_status_details_field_violations(void **state)
+{
+    (void)state;
+    struct books_error e;
+    grpc_slice s;
+    books_error_clear(&e);
+    books_error_add_violation(&e, "book.display_name", "required: the book's title");
+    books_error_add_violation(&e, "book.authors[2]", "must not be empty");
+    books_error_set(&e, BOOKS_EINVAL, "FIELD_VIOLATION", "invalid CreateBook request: %d fields", 2);
+    assert_int_equal(codec_encode_status_details(&e, &s), 0);
+
+    Google__Rpc__Status *st = decode_details(s);
+    assert_int_equal(st->code, GRPC_STATUS_INVALID_ARGUMENT);
+    assert_string_equal(st->message, "invalid CreateBook request: 2 fields");
+    assert_int_equal(st->n_details, 2);
+    assert_string_equal(st->details[0]->type_url, "type.googleapis.com/google.rpc.ErrorInfo");
+    Google__Rpc__ErrorInfo *info = google__rpc__error_info__unpack(
+        NULL, st->details[0]->value.len, st->details[0]->value.data);
+    assert_non_null(info);
+    assert_string_equal(info->reason, "FIELD_VIOLATION");
+    assert_string_equal(info->domain, BOOKS_ERROR_DOMAIN);
+    assert_int_equal(info->n_metadata, 0);
+    assert_string_equal(st->details[1]->type_url, "type.googleapis.com/google.rpc.BadRequest");
+    Google__Rpc__BadRequest *bad = google__rpc__bad_request__unpack(
+        NULL, st->details[1]->value.len, st->details[1]->value.data);
+    assert_non_null(bad);
+    assert_int_equal(bad->n_field_violations, 2);
+    assert_string_equal(bad->field_violations[0]->field, "book.display_name");
+    assert_string_equal(bad->field_violations[1]->field, "book.authors[2]");
+    assert_string_equal(bad->field_violations[1]->description, "must not be empty");
+    google__rpc__bad_request__free_unpacked(bad, NULL);
+    google__rpc__error_info__free_unpacked(info, NULL);
+    google__rpc__status__free_unpacked(st, NULL);
+    grpc_slice_unref(s);
+}
+
+static void test_status_details_not_found(void **state)
+{
+    (void)state;
+    struct books_error e;
+    grpc_slice s;
+    books_error_clear(&e);
+    books_error_set(&e, BOOKS_ENOTFOUND, "BOOK_NOT_FOUND", "book \"books/x\" does not exist");
+    books_error_set_meta(&e, "name", "books/x");
+    books_error_set_resource(&e, "books.example.com/Book", "books/x");
+    assert_int_equal(codec_encode_status_details(&e, &s), 0);
+    Google__Rpc__Status *st = decode_details(s);
+    assert_int_equal(st->code, GRPC_STATUS_NOT_FOUND);
+    assert_int_equal(st->n_details, 2);
+    Google__Rpc__ErrorInfo *info = google__rpc__error_info__unpack(
+        NULL, st->details[0]->value.len, st->details[0]->value.data);
+    assert_int_equal(info->n_metadata, 1);
+    assert_string_equal(info->metadata[0]->key, "name");
+    assert_string_equal(info->metadata[0]->value, "books/x");
+    assert_string_equal(st->details[1]->type_url, "type.googleapis.com/google.rpc.ResourceInfo");
+    Google__Rpc__ResourceInfo *ri = google__rpc__resource_info__unpack(
+        NULL, st->details[1]->value.len, st->details[1]->value.data);
+    assert_string_equal(ri->resource_type, "books.example.com/Book");
+    assert_string_equal(ri->resource_name, "books/x");
+    google__rpc__resource_info__free_unpacked(ri, NULL);
+    google__rpc__error_info__free_unpacked(info, NULL);
+    google__rpc__status__free_unpacked(st, NULL);
+    grpc_slice_unref(s);
+}
+
+static void test_violation_overflow_is_counted(void **state)
+{
+    (void)state;
+    struct books_error e;
+    books_error_clear(&e);
+    for (int i = 0; i < BOOKS_ERROR_MAX_VIOLATIONS + 3; i++)
+        books_error_add_violation(&e, "f", "bad %d", i);
+    assert_int_equal(e.n_violations, BOOKS_ERROR_MAX_VIOLATIONS);
+    assert_int_equal(e.n_dropped, 3);
+}
+
+static void test_error_mapping(void **state)
+{
+    (void)state;
+    assert_int_equal(books_err_to_grpc_status(0), GRPC_STATUS_OK);
+    assert_int_equal(books_err_to_grpc_status(BOOKS_EINVAL), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(books_err_to_grpc_status(BOOKS_EBADMSG), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(books_err_to_grpc_status(BOOKS_ENOTFOUND), GRPC_STATUS_NOT_FOUND);
+    assert_int_equal(books_err_to_grpc_status(BOOKS_EEXIST), GRPC_STATUS_ALREADY_EXISTS);
+    assert_int_equal(books_err_to_grpc_status(BOOKS_ENOMEM), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(books_err_to_grpc_status(BOOKS_ENOSPC), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(books_err_to_grpc_status(BOOKS_EIO), GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(books_err_to_grpc_status(BOOKS_EUNAVAIL), GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(books_err_to_grpc_status(BOOKS_EUNIMPL), GRPC_STATUS_UNIMPLEMENTED);
+    assert_int_equal(books_err_to_grpc_status(BOOKS_EDEADLINE), GRPC_STATUS_DEADLINE_EXCEEDED);
+    assert_int_equal(books_err_to_grpc_status(BOOKS_ECORRUPT), GRPC_STATUS_DATA_LOSS);
+    assert_int_equal(books_err_to_grpc_status(BOOKS_EINTERNAL), GRPC_STATUS_INTERNAL);
+    assert_int_equal(books_err_to_grpc_status(-999), GRPC_STATUS_INTERNAL);
+    assert_string_equal(books_grpc_status_name(GRPC_STATUS_NOT_FOUND), "NOT_FOUND");
+    assert_string_equal(books_grpc_status_name(GRPC_STATUS_UNAUTHENTICATED), "UNAUTHENTICATED");
+    assert_string_equal(books_grpc_status_name((grpc_status_code)99), "UNKNOWN");
+}
+
+static void test_error_quote(void **state)
+{
+    (void)state;
+    char q[64];
+    assert_string_equal(books_error_quote(q, sizeof q, "books/a\"b"), "books/a\"b");
+    assert_string_equal(books_error_quote(q, sizeof q, "a\nb\xff"), "a?b?");
+    assert_string_equal(
+        books_error_quote(q, sizeof q, "0123456789012345678901234567890123456789012345678901234"),
+        "012345678901234567890123456789012345678901234567...");
+}
+
+static void test_arena(void **state)
+{
+    struct fixture *f = *state;
+    void *p[200];
+    for (int i = 0; i < 200; i++) {
+        p[i] = arena_alloc(&f->arena, (size_t)(i * 13 % 97 + 1));
+        assert_non_null(p[i]);
+        assert_int_equal((uintptr_t)p[i] % alignof(max_align_t), 0);
+        memset(p[i], 0xab, (size_t)(i * 13 % 97 + 1));
+    }
+    void *big = arena_alloc(&f->arena, 1 << 20);
+    assert_non_null(big);
+    memset(big, 1, 1 << 20);
+    char *s = arena_strndup(&f->arena, "hello world", 5);
+    assert_string_equal(s, "hello");
+    assert_null(arena_alloc(&f->arena, SIZE_MAX - 8));
+    arena_reset(&f->arena);
+    assert_int_equal(f->arena.used, 0);
+    assert_null(f->arena.chunks);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_decode_round_trip_single_and_split, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_empty_and_null, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_garbage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_every_truncation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_random_bytes, setup, teardown),
+        cmocka_unit_test(test_encode_round_trip),
+        cmocka_unit_test(test_status_details_field_violations),
+        cmocka_unit_test(test_status_details_not_found),
+        cmocka_unit_test(test_violation_overflow_is_counted),
+        cmocka_unit_test(test_error_mapping),
+        cmocka_unit_test(test_error_quote),
+        cmocka_unit_test_setup_teardown(test_arena, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

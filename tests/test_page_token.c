@@ -1,0 +1,160 @@
+/* test_page_token.c: AIP-158 page tokens. A token must round-trip its cursor, be URL-safe, and fail
+ * for every kind of forgery a client could try: any altered character, any truncation or
+ * extension, another key (another data set), another purpose (another request kind), garbage. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "books/error.h"
+#include "books/page_token.h"
+
+static const char *const ALPHABET =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+#define PURPOSE "/books.v1.BooksService/ListBooks"
+
+struct fixture {
+    uint8_t key[PAGE_TOKEN_KEY_BYTES];
+    uint8_t other_key[PAGE_TOKEN_KEY_BYTES];
+};
+
+static int setup(void **state)
+{
+    static struct fixture f;
+    for (int i = 0; i < PAGE_TOKEN_KEY_BYTES; i++) {
+        f.key[i] = (uint8_t)(i * 7 + 1);
+        f.other_key[i] = (uint8_t)(i * 7 + 2);
+    }
+    *state = &f;
+    return 0;
+}
+
+static void test_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    const char *cursors[] = {"a", "my-book", "b0042", "3f2b8c1e-9d4a-4f6b-8c2d-1e5f7a9b0c3d",
+                             "abcdefghijklmnopqrstuvwxyz0123456789-abcdefghijklmnopqrstuvwxyz01"};
+    char big[PAGE_TOKEN_MAX_CURSOR_BYTES + 1];
+    memset(big, 'x', PAGE_TOKEN_MAX_CURSOR_BYTES);
+    big[PAGE_TOKEN_MAX_CURSOR_BYTES] = '\0';
+    for (size_t i = 0; i <= sizeof cursors / sizeof cursors[0]; i++) {
+        const char *cur = i < sizeof cursors / sizeof cursors[0] ? cursors[i] : big;
+        char tok[PAGE_TOKEN_MAX_CHARS], back[PAGE_TOKEN_MAX_CURSOR_BYTES + 1];
+        assert_int_equal(page_token_encode(f->key, PURPOSE, cur, tok, sizeof tok), 0);
+        assert_true(strlen(tok) < PAGE_TOKEN_MAX_CHARS);
+        assert_int_equal(strspn(tok, ALPHABET), strlen(tok)); /* URL-safe, no padding */
+        if (strlen(cur) >= 4) /* opaque: the cursor is not readable in the token */
+            assert_null(strstr(tok, cur));
+        assert_int_equal(page_token_decode(f->key, PURPOSE, tok, back, sizeof back), 0);
+        assert_string_equal(back, cur);
+    }
+}
+
+static void test_encode_rejects_bad_cursor(void **state)
+{
+    struct fixture *f = *state;
+    char tok[PAGE_TOKEN_MAX_CHARS], big[PAGE_TOKEN_MAX_CURSOR_BYTES + 2];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(page_token_encode(f->key, PURPOSE, "", tok, sizeof tok), BOOKS_EINVAL);
+    assert_int_equal(page_token_encode(f->key, PURPOSE, big, tok, sizeof tok), BOOKS_EINVAL);
+    assert_int_equal(page_token_encode(f->key, PURPOSE, "a", tok, 10), BOOKS_EINVAL);
+}
+
+static void test_every_altered_character_fails(void **state)
+{
+    struct fixture *f = *state;
+    char tok[PAGE_TOKEN_MAX_CHARS], bad[PAGE_TOKEN_MAX_CHARS], out[PAGE_TOKEN_MAX_CURSOR_BYTES + 1];
+    /* Lengths that leave 0, 1 and 2 spare characters in the last base64 group. */
+    const char *cursors[] = {"b0042", "b00420", "b004200"};
+    for (size_t c = 0; c < 3; c++) {
+        assert_int_equal(page_token_encode(f->key, PURPOSE, cursors[c], tok, sizeof tok), 0);
+        size_t len = strlen(tok);
+        for (size_t pos = 0; pos < len; pos++)
+            for (const char *a = ALPHABET; *a; a++) {
+                if (*a == tok[pos])
+                    continue;
+                memcpy(bad, tok, len + 1);
+                bad[pos] = *a;
+                assert_int_equal(page_token_decode(f->key, PURPOSE, bad, out, sizeof out),
+                                 BOOKS_EINVAL);
+            }
+    }
+}
+
+static void test_truncated_and_extended_fail(void **state)
+{
+    struct fixture *f = *state;
+    char tok[PAGE_TOKEN_MAX_CHARS], bad[PAGE_TOKEN_MAX_CHARS + 2];
+    char out[PAGE_TOKEN_MAX_CURSOR_BYTES + 1];
+    assert_int_equal(page_token_encode(f->key, PURPOSE, "some-book-id", tok, sizeof tok), 0);
+    size_t len = strlen(tok);
+    for (size_t cut = 0; cut < len; cut++) {
+        memcpy(bad, tok, cut);
+        bad[cut] = '\0';
+        assert_int_equal(page_token_decode(f->key, PURPOSE, bad, out, sizeof out), BOOKS_EINVAL);
+    }
+    for (const char *a = ALPHABET; *a; a++) {
+        memcpy(bad, tok, len);
+        bad[len] = *a;
+        bad[len + 1] = '\0';
+        assert_int_equal(page_token_decode(f->key, PURPOSE, bad, out, sizeof out), BOOKS_EINVAL);
+    }
+}
+
+static void test_foreign_key_and_purpose_fail(void **state)
+{
+    struct fixture *f = *state;
+    char tok[PAGE_TOKEN_MAX_CHARS], out[PAGE_TOKEN_MAX_CURSOR_BYTES + 1];
+    assert_int_equal(page_token_encode(f->key, PURPOSE, "b0042", tok, sizeof tok), 0);
+    assert_int_equal(page_token_decode(f->other_key, PURPOSE, tok, out, sizeof out), BOOKS_EINVAL);
+    assert_int_equal(page_token_decode(f->key, "/other.Service/List", tok, out, sizeof out),
+                     BOOKS_EINVAL);
+}
+
+static void test_garbage_fails(void **state)
+{
+    struct fixture *f = *state;
+    char out[PAGE_TOKEN_MAX_CURSOR_BYTES + 1], tok[PAGE_TOKEN_MAX_CHARS];
+    char longtok[PAGE_TOKEN_MAX_CHARS + 50];
+    const char *garbage[] = {"",  "50", "abc", "=", "AAAA", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                             "not a token", "YWJj==", "a+b/c", "\xff\xfe", "AAAA AAAA",
+                             "books/b0042"};
+    for (size_t i = 0; i < sizeof garbage / sizeof garbage[0]; i++)
+        assert_int_equal(page_token_decode(f->key, PURPOSE, garbage[i], out, sizeof out),
+                         BOOKS_EINVAL);
+    memset(longtok, 'A', sizeof longtok - 1);
+    longtok[sizeof longtok - 1] = '\0';
+    assert_int_equal(page_token_decode(f->key, PURPOSE, longtok, out, sizeof out), BOOKS_EINVAL);
+    /* A valid token with standard-base64 characters or padding is not the canonical form. */
+    assert_int_equal(page_token_encode(f->key, PURPOSE, "b0042", tok, sizeof tok), 0);
+    char padded[PAGE_TOKEN_MAX_CHARS + 4];
+    snprintf(padded, sizeof padded, "%s==", tok);
+    assert_int_equal(page_token_decode(f->key, PURPOSE, padded, out, sizeof out), BOOKS_EINVAL);
+}
+
+static void test_small_cursor_buffer_fails(void **state)
+{
+    struct fixture *f = *state;
+    char tok[PAGE_TOKEN_MAX_CHARS], out[4];
+    assert_int_equal(page_token_encode(f->key, PURPOSE, "b0042", tok, sizeof tok), 0);
+    assert_int_equal(page_token_decode(f->key, PURPOSE, tok, out, sizeof out), BOOKS_EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_encode_rejects_bad_cursor),
+        cmocka_unit_test(test_every_altered_character_fails),
+        cmocka_unit_test(test_truncated_and_extended_fail),
+        cmocka_unit_test(test_foreign_key_and_purpose_fail),
+        cmocka_unit_test(test_garbage_fails),
+        cmocka_unit_test(test_small_cursor_buffer_fails),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}

@@ -1,0 +1,681 @@
+/* test_service.c: every API rule of books.v1.BooksService, called directly on the handlers over a
+ * real memory store (AIP-122 names, AIP-131 Get, AIP-133 Create, AIP-132/158 List, AIP-193 error
+ * contents). Generated ids are made deterministic by injecting the id generator; one test keeps
+ * the default and checks that it yields UUID4s. Another wraps the store so creates finish later, as
+ * a durable store's do, to pin down the asynchronous reply contract. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "books/page_token.h"
+#include "books/service.h"
+#include "books/store.h"
+#include "books/v1/books.pb-c.h"
+
+struct fixture {
+    struct store *store;
+    struct svc *svc;
+    int next_id;
+    /* the reply of the last call */
+    struct rpc_reply reply;
+    struct arena arena;
+    unsigned char buf[1024];
+    int done_calls;
+};
+
+static struct fixture *current;
+
+static void counting_id(void *arg, char out[SVC_NAME_BYTES])
+{
+    struct fixture *f = arg;
+    snprintf(out, SVC_NAME_BYTES, "gen-%d", ++f->next_id);
+}
+
+static int setup(void **state)
+{
+    char err[STORE_ERR_BYTES];
+    struct fixture *f = calloc(1, sizeof *f);
+    assert_int_equal(store_open("memory:", &f->store, err, sizeof err), 0);
+    assert_int_equal(svc_new(f->store, &f->svc), 0);
+    svc_set_id_generator(f->svc, counting_id, f);
+    arena_init(&f->arena, f->buf, sizeof f->buf);
+    *state = f;
+    current = f;
+    return 0;
+}
+
+static void reply_finish(struct fixture *f)
+{
+    if (f->reply.release)
+        f->reply.release(&f->reply);
+    f->reply.release = NULL;
+    arena_reset(&f->arena);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    reply_finish(f);
+    arena_cleanup(&f->arena);
+    svc_free(f->svc);
+    store_close(f->store);
+    free(f);
+    return 0;
+}
+
+static void on_done(struct rpc_reply *r)
+{
+    (void)r;
+    current->done_calls++;
+}
+
+/* Runs one handler and checks it answered exactly once, before returning. */
+static struct rpc_reply *call(struct fixture *f, rpc_unary_fn fn, const ProtobufCMessage *req)
+{
+    reply_finish(f);
+    f->reply.arena = &f->arena;
+    f->reply.response = NULL;
+    books_error_clear(&f->reply.error);
+    f->reply.release = NULL;
+    f->reply.release_arg = NULL;
+    f->reply.done = on_done;
+    f->done_calls = 0;
+    fn(f->svc, req, &f->reply);
+    assert_int_equal(f->done_calls, 1);
+    if (f->reply.error.code == 0) {
+        assert_non_null(f->reply.response);
+        /* The response must survive encoding as the server will do it. */
+        size_t n = protobuf_c_message_get_packed_size(f->reply.response);
+        uint8_t *buf = malloc(n + 1);
+        assert_int_equal(protobuf_c_message_pack(f->reply.response, buf), n);
+        free(buf);
+    }
+    return &f->reply;
+}
+
+static struct rpc_reply *get_book(struct fixture *f, const char *name)
+{
+    Books__V1__GetBookRequest req = BOOKS__V1__GET_BOOK_REQUEST__INIT;
+    req.name = (char *)name;
+    return call(f, svc_get_book, &req.base);
+}
+
+static struct rpc_reply *create_book(struct fixture *f, const char *id, const char *title,
+                                     size_t n_authors, char **authors, const char *publisher)
+{
+    Books__V1__Book book = BOOKS__V1__BOOK__INIT;
+    Books__V1__CreateBookRequest req = BOOKS__V1__CREATE_BOOK_REQUEST__INIT;
+    book.display_name = (char *)title;
+    book.n_authors = n_authors;
+    book.authors = authors;
+    book.publisher = (char *)publisher;
+    req.book = &book;
+    req.book_id = (char *)(id ? id : "");
+    return call(f, svc_create_book, &req.base);
+}
+
+static char *one_author[] = {"Author A"};
+
+static void create_ok(struct fixture *f, const char *id)
+{
+    struct rpc_reply *r = create_book(f, id, "Title", 1, one_author, "Publisher");
+    assert_int_equal(r->error.code, 0);
+}
+
+static struct rpc_reply *list_books(struct fixture *f, int page_size, const char *token)
+{
+    Books__V1__ListBooksRequest req = BOOKS__V1__LIST_BOOKS_REQUEST__INIT;
+    req.page_size = page_size;
+    req.page_token = (char *)(token ? token : "");
+    return call(f, svc_list_books, &req.base);
+}
+
+static const Books__V1__Book *book_of(struct rpc_reply *r)
+{
+    assert_int_equal(r->error.code, 0);
+    return (const Books__V1__Book *)r->response;
+}
+
+static const Books__V1__ListBooksResponse *page_of(struct rpc_reply *r)
+{
+    assert_int_equal(r->error.code, 0);
+    return (const Books__V1__ListBooksResponse *)r->response;
+}
+
+static void assert_field_error(struct rpc_reply *r, size_t n, const char *const *fields)
+{
+    assert_int_equal(r->error.code, BOOKS_EINVAL);
+    assert_string_equal(r->error.reason, "FIELD_VIOLATION");
+    assert_int_equal(r->error.n_violations, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(r->error.violations[i].field, fields[i]);
+        assert_true(strlen(r->error.violations[i].description) > 5);
+        /* the status message names every bad field */
+        assert_non_null(strstr(r->error.message, fields[i]));
+    }
+}
+
+/* ---- AIP-122 ids ------------------------------------------------------------------------------- */
+
+static void test_book_id_rule(void **state)
+{
+    (void)state;
+    const char *good[] = {"a", "b0042", "my-book", "a1", "z-9-z",
+                          "abcdefghijklmnopqrstuvwxyz0123456789-abcdefghijklmnopqrstuvwxy1",
+                          "3f2b8c1e-9d4a-4f6b-8c2d-1e5f7a9b0c3d", "0f2b8c1e-9d4a-4f6b-bc2d-1e5f7a9b0c3d"};
+    const char *bad[] = {"", "A", "1abc", "-a", "a-", "a_b", "a.b", "a b", "a/b", "Abc",
+                         "abcdefghijklmnopqrstuvwxyz0123456789-abcdefghijklmnopqrstuvwxy12",
+                         "0f2b8c1e-9d4a-3f6b-8c2d-1e5f7a9b0c3d", /* version 3 */
+                         "0f2b8c1e-9d4a-4f6b-cc2d-1e5f7a9b0c3d", /* wrong variant */
+                         "0F2B8C1E-9D4A-4F6B-8C2D-1E5F7A9B0C3D", /* upper case */
+                         "\xc3\xa9t\xc3\xa9"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        assert_true(svc_valid_book_id(good[i], strlen(good[i])));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(svc_valid_book_id(bad[i], strlen(bad[i])));
+}
+
+/* ---- GetBook (AIP-131) ------------------------------------------------------------------------- */
+
+static void test_get_requires_name(void **state)
+{
+    static const char *const f_name[] = {"name"};
+    assert_field_error(get_book(*state, ""), 1, f_name);
+}
+
+static void test_get_malformed_names(void **state)
+{
+    static const char *const f_name[] = {"name"};
+    const char *bad[] = {"books",       "books/",   "shelves/x", "books/UPPER", "books/a/b",
+                         "books/-a",    "books/a-", "books/a_b", "/books/a",    "books/a ",
+                         "Books/a",     "books//a", "books/\xc3\xa9"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_field_error(get_book(*state, bad[i]), 1, f_name);
+}
+
+static void test_get_not_found(void **state)
+{
+    struct rpc_reply *r = get_book(*state, "books/nope");
+    assert_int_equal(r->error.code, BOOKS_ENOTFOUND);
+    assert_string_equal(r->error.reason, "BOOK_NOT_FOUND");
+    assert_non_null(strstr(r->error.message, "books/nope"));
+    assert_string_equal(r->error.meta_key, "name");
+    assert_string_equal(r->error.meta_value, "books/nope");
+    assert_string_equal(r->error.resource_type, SVC_RESOURCE_TYPE);
+    assert_string_equal(r->error.resource_name, "books/nope");
+}
+
+static void test_get_returns_created_book(void **state)
+{
+    struct fixture *f = *state;
+    char *authors[] = {"\xe6\x9d\x91\xe4\xb8\x8a\xe6\x98\xa5\xe6\xa8\xb9", "J. R. R. Tolkien"};
+    assert_int_equal(
+        create_book(f, "hobbit", "The Hobbit \xf0\x9f\x90\x89", 2, authors, "Allen & Unwin")
+            ->error.code,
+        0);
+    const Books__V1__Book *b = book_of(get_book(f, "books/hobbit"));
+    assert_string_equal(b->name, "books/hobbit");
+    assert_string_equal(b->display_name, "The Hobbit \xf0\x9f\x90\x89");
+    assert_int_equal(b->n_authors, 2);
+    assert_string_equal(b->authors[0], authors[0]);
+    assert_string_equal(b->authors[1], authors[1]);
+    assert_string_equal(b->publisher, "Allen & Unwin");
+}
+
+/* ---- CreateBook (AIP-133) ---------------------------------------------------------------------- */
+
+static void test_create_with_id(void **state)
+{
+    const Books__V1__Book *b =
+        book_of(create_book(*state, "my-book", "Title", 1, one_author, "Pub"));
+    assert_string_equal(b->name, "books/my-book");
+    assert_string_equal(b->display_name, "Title");
+}
+
+static void test_create_assigns_id_when_empty(void **state)
+{
+    struct fixture *f = *state;
+    assert_string_equal(book_of(create_book(f, "", "T", 1, one_author, "P"))->name, "books/gen-1");
+    assert_string_equal(book_of(create_book(f, NULL, "T", 1, one_author, "P"))->name,
+                        "books/gen-2");
+}
+
+static void test_default_ids_are_uuid4(void **state)
+{
+    struct fixture *f = *state;
+    char seen[3][SVC_NAME_BYTES];
+    svc_set_id_generator(f->svc, NULL, NULL);
+    for (int i = 0; i < 3; i++) {
+        const Books__V1__Book *b = book_of(create_book(f, "", "T", 1, one_author, "P"));
+        assert_int_equal(strncmp(b->name, "books/", 6), 0);
+        const char *id = b->name + 6;
+        assert_int_equal(strlen(id), 36);
+        assert_true(svc_valid_book_id(id, 36));
+        assert_int_equal(id[14], '4');
+        snprintf(seen[i], sizeof seen[i], "%s", id);
+    }
+    assert_string_not_equal(seen[0], seen[1]);
+    assert_string_not_equal(seen[1], seen[2]);
+}
+
+static void test_create_ignores_output_only_name(void **state)
+{
+    struct fixture *f = *state;
+    Books__V1__Book book = BOOKS__V1__BOOK__INIT;
+    Books__V1__CreateBookRequest req = BOOKS__V1__CREATE_BOOK_REQUEST__INIT;
+    book.name = "books/something-else";
+    book.display_name = "T";
+    book.n_authors = 1;
+    book.authors = one_author;
+    book.publisher = "P";
+    req.book = &book;
+    req.book_id = "chosen";
+    assert_string_equal(book_of(call(f, svc_create_book, &req.base))->name, "books/chosen");
+    /* Even a malformed name is ignored, not an error. */
+    book.name = "garbage!!";
+    req.book_id = "";
+    assert_string_equal(book_of(call(f, svc_create_book, &req.base))->name, "books/gen-1");
+    assert_int_equal(get_book(f, "books/something-else")->error.code, BOOKS_ENOTFOUND);
+}
+
+static void test_create_requires_book(void **state)
+{
+    static const char *const fields[] = {"book"};
+    Books__V1__CreateBookRequest req = BOOKS__V1__CREATE_BOOK_REQUEST__INIT;
+    assert_field_error(call(*state, svc_create_book, &req.base), 1, fields);
+}
+
+static void test_create_reports_every_missing_field(void **state)
+{
+    static const char *const fields[] = {"book.display_name", "book.authors", "book.publisher"};
+    assert_field_error(create_book(*state, "x", "", 0, NULL, ""), 3, fields);
+}
+
+static void test_create_reports_bad_id_with_missing_fields(void **state)
+{
+    static const char *const fields[] = {"book_id", "book.display_name", "book.authors",
+                                         "book.publisher"};
+    assert_field_error(create_book(*state, "Bad_Id", "", 0, NULL, ""), 4, fields);
+}
+
+static void test_create_bad_ids(void **state)
+{
+    static const char *const fields[] = {"book_id"};
+    const char *bad[] = {"-x", "x-", "X", "9lives", "a_b", "books/x",
+                         "abcdefghijklmnopqrstuvwxyz0123456789-abcdefghijklmnopqrstuvwxy12"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_field_error(create_book(*state, bad[i], "T", 1, one_author, "P"), 1, fields);
+}
+
+static void test_create_empty_author_entry(void **state)
+{
+    static const char *const fields[] = {"book.authors[2]"};
+    char *authors[] = {"A", "B", "", "D"};
+    assert_field_error(create_book(*state, "x", "T", 4, authors, "P"), 1, fields);
+}
+
+static void test_create_limits(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const f_title[] = {"book.display_name"};
+    static const char *const f_authors[] = {"book.authors"};
+    static const char *const f_pub[] = {"book.publisher"};
+    static const char *const f_author0[] = {"book.authors[0]"};
+    char *big = malloc(SVC_MAX_DISPLAY_NAME_BYTES + 2);
+    char *authors[SVC_MAX_AUTHORS + 1];
+    memset(big, 'x', SVC_MAX_DISPLAY_NAME_BYTES + 1);
+    big[SVC_MAX_DISPLAY_NAME_BYTES + 1] = '\0';
+    assert_field_error(create_book(f, "x", big, 1, one_author, "P"), 1, f_title);
+    big[SVC_MAX_DISPLAY_NAME_BYTES] = '\0'; /* exactly the limit is fine */
+    assert_int_equal(create_book(f, "x", big, 1, one_author, "P")->error.code, 0);
+    big[SVC_MAX_PUBLISHER_BYTES + 1] = '\0';
+    assert_field_error(create_book(f, "y", "T", 1, one_author, big), 1, f_pub);
+    char *long_author[] = {big};
+    assert_field_error(create_book(f, "y", "T", 1, long_author, "P"), 1, f_author0);
+    for (int i = 0; i <= SVC_MAX_AUTHORS; i++)
+        authors[i] = "A";
+    assert_field_error(create_book(f, "y", "T", SVC_MAX_AUTHORS + 1, authors, "P"), 1, f_authors);
+    assert_int_equal(create_book(f, "y", "T", SVC_MAX_AUTHORS, authors, "P")->error.code, 0);
+    free(big);
+}
+
+static void test_create_rejects_invalid_utf8(void **state)
+{
+    static const char *const fields[] = {"book.display_name", "book.authors[0]",
+                                         "book.publisher"};
+    char *authors[] = {"\xed\xa0\x80"}; /* a UTF-16 surrogate */
+    assert_field_error(create_book(*state, "x", "bad \xff title", 1, authors, "\xc0\xaf"), 3,
+                       fields);
+}
+
+static void test_create_already_exists_keeps_original(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(create_book(f, "dup", "Original", 1, one_author, "P1")->error.code, 0);
+    struct rpc_reply *r = create_book(f, "dup", "Replacement", 1, one_author, "P2");
+    assert_int_equal(r->error.code, BOOKS_EEXIST);
+    assert_string_equal(r->error.reason, "BOOK_ALREADY_EXISTS");
+    assert_non_null(strstr(r->error.message, "books/dup"));
+    assert_string_equal(r->error.resource_name, "books/dup");
+    const Books__V1__Book *b = book_of(get_book(f, "books/dup"));
+    assert_string_equal(b->display_name, "Original");
+    assert_string_equal(b->publisher, "P1");
+}
+
+static void test_create_checks_fields_before_existence(void **state)
+{
+    static const char *const fields[] = {"book.publisher"};
+    struct fixture *f = *state;
+    create_ok(f, "dup");
+    assert_field_error(create_book(f, "dup", "T", 1, one_author, ""), 1, fields);
+}
+
+/* A store whose creates finish later, from the test, like a group-committing durable store. */
+struct deferred_store {
+    struct store base;
+    struct store *inner;
+    store_create_done_fn done;
+    void *arg;
+    struct store_book *book;
+};
+
+static int deferred_get(struct store *s, const char *name, struct store_book **out)
+{
+    return store_get(((struct deferred_store *)s)->inner, name, out);
+}
+static int deferred_list(struct store *s, const char *after, size_t limit, struct store_book **out,
+                         size_t *n)
+{
+    return store_list(((struct deferred_store *)s)->inner, after, limit, out, n);
+}
+static void deferred_create(struct store *s, struct store_book *b, store_create_done_fn done,
+                            void *arg)
+{
+    struct deferred_store *d = (struct deferred_store *)s;
+    d->done = done;
+    d->arg = arg;
+    d->book = store_book_ref(b);
+}
+static void deferred_close(struct store *s) { (void)s; }
+static void inner_done(void *arg, int rc) { *(int *)arg = rc; }
+
+static void test_create_answers_when_store_finishes(void **state)
+{
+    struct fixture *f = *state;
+    static const struct store_ops ops = {.scheme = "deferred", .get = deferred_get,
+                                         .list = deferred_list, .create = deferred_create,
+                                         .close = deferred_close};
+    struct deferred_store d = {.base = {.ops = &ops}, .inner = f->store};
+    struct svc *svc;
+    Books__V1__Book book = BOOKS__V1__BOOK__INIT;
+    Books__V1__CreateBookRequest req = BOOKS__V1__CREATE_BOOK_REQUEST__INIT;
+    int rc = 1;
+
+    assert_int_equal(svc_new(&d.base, &svc), 0);
+    book.display_name = "Later";
+    book.n_authors = 1;
+    book.authors = one_author;
+    book.publisher = "P";
+    req.book = &book;
+    req.book_id = "later";
+    f->reply.arena = &f->arena;
+    books_error_clear(&f->reply.error);
+    f->reply.response = NULL;
+    f->reply.release = NULL;
+    f->reply.done = on_done;
+    f->done_calls = 0;
+    svc_create_book(svc, &req.base, &f->reply);
+    assert_int_equal(f->done_calls, 0); /* parked until the store commits */
+    assert_non_null(d.done);
+    store_create(f->store, d.book, inner_done, &rc); /* the "commit" */
+    assert_int_equal(rc, 0);
+    d.done(d.arg, 0);
+    assert_int_equal(f->done_calls, 1);
+    assert_string_equal(book_of(&f->reply)->name, "books/later");
+    store_book_unref(d.book);
+    svc_free(svc);
+}
+
+/* ---- ListBooks (AIP-132, AIP-158) -------------------------------------------------------------- */
+
+static void test_list_empty(void **state)
+{
+    const Books__V1__ListBooksResponse *p = page_of(list_books(*state, 0, NULL));
+    assert_int_equal(p->n_books, 0);
+    assert_string_equal(p->next_page_token, "");
+}
+
+static void test_list_default_page_size_and_order(void **state)
+{
+    struct fixture *f = *state;
+    char id[16];
+    /* Insert in a scrambled order; the list is in resource-name order. */
+    for (int i = 0; i < 120; i++) {
+        snprintf(id, sizeof id, "b%04d", (i * 37) % 120);
+        create_ok(f, id);
+    }
+    const Books__V1__ListBooksResponse *p = page_of(list_books(f, 0, NULL));
+    assert_int_equal(p->n_books, SVC_DEFAULT_PAGE_SIZE);
+    for (size_t i = 0; i < p->n_books; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "books/b%04d", (int)i);
+        assert_string_equal(p->books[i]->name, want);
+    }
+    assert_true(strlen(p->next_page_token) > 0);
+}
+
+static void test_list_page_size_caps(void **state)
+{
+    struct fixture *f = *state;
+    char id[16];
+    for (int i = 0; i < SVC_MAX_PAGE_SIZE + 5; i++) {
+        snprintf(id, sizeof id, "b%05d", i);
+        create_ok(f, id);
+    }
+    assert_int_equal(page_of(list_books(f, SVC_MAX_PAGE_SIZE, NULL))->n_books, SVC_MAX_PAGE_SIZE);
+    const Books__V1__ListBooksResponse *p = page_of(list_books(f, 5000, NULL));
+    assert_int_equal(p->n_books, SVC_MAX_PAGE_SIZE);
+    assert_true(strlen(p->next_page_token) > 0);
+    p = page_of(list_books(f, 3, NULL));
+    assert_int_equal(p->n_books, 3);
+}
+
+static void test_list_negative_page_size(void **state)
+{
+    static const char *const fields[] = {"page_size"};
+    assert_field_error(list_books(*state, -1, NULL), 1, fields);
+}
+
+static void test_list_bad_token_and_size_together(void **state)
+{
+    static const char *const fields[] = {"page_size", "page_token"};
+    assert_field_error(list_books(*state, -5, "garbage"), 2, fields);
+}
+
+/* Walks every page with the given page sizes (cycled), returning how many books were seen, and
+ * checks strict order (so nothing repeats) and that only the last page has no token. */
+static size_t walk(struct fixture *f, const int *sizes, size_t n_sizes, void (*between)(int page))
+{
+    char token[PAGE_TOKEN_MAX_CHARS] = "", last[SVC_NAME_BYTES + 8] = "";
+    size_t seen = 0;
+    for (int page = 0;; page++) {
+        const Books__V1__ListBooksResponse *p =
+            page_of(list_books(f, sizes[(size_t)page % n_sizes], token));
+        for (size_t i = 0; i < p->n_books; i++) {
+            assert_true(strcmp(p->books[i]->name, last) > 0);
+            snprintf(last, sizeof last, "%s", p->books[i]->name);
+            seen++;
+        }
+        if (!p->next_page_token[0])
+            break;
+        assert_true(p->n_books > 0);
+        snprintf(token, sizeof token, "%s", p->next_page_token);
+        if (between)
+            between(page);
+    }
+    return seen;
+}
+
+static void test_list_walk_with_changing_page_size(void **state)
+{
+    struct fixture *f = *state;
+    char id[16];
+    static const int sizes[] = {7, 1, 50, 13};
+    for (int i = 0; i < 300; i++) {
+        snprintf(id, sizeof id, "b%04d", i);
+        create_ok(f, id);
+    }
+    assert_int_equal(walk(f, sizes, 4, NULL), 300);
+}
+
+static void test_list_exact_multiple_has_empty_last_token(void **state)
+{
+    struct fixture *f = *state;
+    char id[16];
+    for (int i = 0; i < 20; i++) {
+        snprintf(id, sizeof id, "b%04d", i);
+        create_ok(f, id);
+    }
+    const Books__V1__ListBooksResponse *p = page_of(list_books(f, 20, NULL));
+    assert_int_equal(p->n_books, 20);
+    assert_string_equal(p->next_page_token, "");
+}
+
+static int inserted;
+static void insert_between_pages(int page)
+{
+    /* One book before every cursor (never seen) and one far after (seen once). */
+    char id[16];
+    snprintf(id, sizeof id, "a%04d", page);
+    create_ok(current, id);
+    snprintf(id, sizeof id, "z%04d", page);
+    create_ok(current, id);
+    inserted++;
+}
+
+static void test_list_inserts_between_pages(void **state)
+{
+    struct fixture *f = *state;
+    char id[16];
+    static const int sizes[] = {10};
+    for (int i = 0; i < 200; i++) {
+        snprintf(id, sizeof id, "m%04d", i);
+        create_ok(f, id);
+    }
+    inserted = 0;
+    size_t seen = walk(f, sizes, 1, insert_between_pages);
+    /* Every original book once, plus every z-book (they sort after every cursor). */
+    assert_int_equal(seen, 200 + (size_t)inserted);
+}
+
+static void test_list_tampered_token(void **state)
+{
+    static const char *const fields[] = {"page_token"};
+    struct fixture *f = *state;
+    char id[16], token[PAGE_TOKEN_MAX_CHARS];
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof id, "b%d", i);
+        create_ok(f, id);
+    }
+    snprintf(token, sizeof token, "%s", page_of(list_books(f, 2, NULL))->next_page_token);
+    assert_int_equal(list_books(f, 2, token)->error.code, 0);
+    token[3] = token[3] == 'A' ? 'B' : 'A';
+    assert_field_error(list_books(f, 2, token), 1, fields);
+    token[3] = '\0';
+    assert_field_error(list_books(f, 2, token), 1, fields);
+    assert_field_error(list_books(f, 2, "50"), 1, fields);
+}
+
+static void test_list_foreign_token(void **state)
+{
+    static const char *const fields[] = {"page_token"};
+    struct fixture *f = *state;
+    char token[PAGE_TOKEN_MAX_CHARS], err[STORE_ERR_BYTES];
+    struct store *other_store;
+    struct svc *other;
+    create_ok(f, "a");
+    create_ok(f, "b");
+    /* The same books in another data set: its tokens carry the same cursor but another key. */
+    assert_int_equal(store_open("memory:", &other_store, err, sizeof err), 0);
+    assert_int_equal(svc_new(other_store, &other), 0);
+    struct svc *mine = f->svc;
+    f->svc = other;
+    create_ok(f, "a");
+    create_ok(f, "b");
+    snprintf(token, sizeof token, "%s", page_of(list_books(f, 1, NULL))->next_page_token);
+    reply_finish(f);
+    f->svc = mine;
+    assert_field_error(list_books(f, 1, token), 1, fields);
+    svc_free(other);
+    store_close(other_store);
+}
+
+static void test_list_page_stays_under_client_limit(void **state)
+{
+    struct fixture *f = *state;
+    char id[16];
+    char *authors[SVC_MAX_AUTHORS];
+    char *big = malloc(SVC_MAX_AUTHOR_BYTES + 1);
+    memset(big, 'w', SVC_MAX_AUTHOR_BYTES);
+    big[SVC_MAX_AUTHOR_BYTES] = '\0';
+    for (int i = 0; i < SVC_MAX_AUTHORS; i++)
+        authors[i] = big;
+    /* Each book is ~52 KB encoded: 120 of them would be a 6 MB page. */
+    for (int i = 0; i < 120; i++) {
+        snprintf(id, sizeof id, "big%03d", i);
+        assert_int_equal(create_book(f, id, "T", SVC_MAX_AUTHORS, authors, "P")->error.code, 0);
+    }
+    struct rpc_reply *r = list_books(f, 1000, NULL);
+    const Books__V1__ListBooksResponse *p = page_of(r);
+    assert_true(p->n_books > 0 && p->n_books < 120);
+    assert_true(protobuf_c_message_get_packed_size(r->response) <= 4u * 1024 * 1024);
+    assert_true(strlen(p->next_page_token) > 0);
+    static const int sizes[] = {1000};
+    assert_int_equal(walk(f, sizes, 1, NULL), 120);
+    free(big);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_book_id_rule),
+        T(test_get_requires_name),
+        T(test_get_malformed_names),
+        T(test_get_not_found),
+        T(test_get_returns_created_book),
+        T(test_create_with_id),
+        T(test_create_assigns_id_when_empty),
+        T(test_default_ids_are_uuid4),
+        T(test_create_ignores_output_only_name),
+        T(test_create_requires_book),
+        T(test_create_reports_every_missing_field),
+        T(test_create_reports_bad_id_with_missing_fields),
+        T(test_create_bad_ids),
+        T(test_create_empty_author_entry),
+        T(test_create_limits),
+        T(test_create_rejects_invalid_utf8),
+        T(test_create_already_exists_keeps_original),
+        T(test_create_checks_fields_before_existence),
+        T(test_create_answers_when_store_finishes),
+        T(test_list_empty),
+        T(test_list_default_page_size_and_order),
+        T(test_list_page_size_caps),
+        T(test_list_negative_page_size),
+        T(test_list_bad_token_and_size_together),
+        T(test_list_walk_with_changing_page_size),
+        T(test_list_exact_multiple_has_empty_last_token),
+        T(test_list_inserts_between_pages),
+        T(test_list_tampered_token),
+        T(test_list_foreign_token),
+        T(test_list_page_stays_under_client_limit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
