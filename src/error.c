@@ -3,7 +3,10 @@
  * that does not fit is cut, never overflowed. */
 #include "books/error.h"
 
+#include "books/arena.h"
+
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -71,6 +74,12 @@ const char *books_err_name(int err)
     }
 }
 
+void books_error_init(struct books_error *e, struct arena *arena)
+{
+    e->arena = arena;
+    books_error_clear(e);
+}
+
 void books_error_clear(struct books_error *e)
 {
     e->code = 0;
@@ -82,6 +91,24 @@ void books_error_clear(struct books_error *e)
     e->resource_name[0] = '\0';
     e->n_violations = 0;
     e->n_dropped = 0;
+    e->violations = e->inline_violations;
+    e->cap_violations = BOOKS_ERROR_INLINE_VIOLATIONS;
+}
+
+/* Doubles the violation array in the arena; false when there is no room. */
+static bool grow_violations(struct books_error *e)
+{
+    struct books_field_violation *more;
+    size_t cap = e->cap_violations * 2;
+    if (!e->arena)
+        return false;
+    more = arena_alloc(e->arena, cap * sizeof *more);
+    if (!more)
+        return false;
+    memcpy(more, e->violations, e->n_violations * sizeof *more);
+    e->violations = more;
+    e->cap_violations = cap;
+    return true;
 }
 
 void books_error_set(struct books_error *e, int code, const char *reason, const char *fmt, ...)
@@ -98,7 +125,7 @@ void books_error_add_violation(struct books_error *e, const char *field, const c
 {
     va_list ap;
     struct books_field_violation *v;
-    if (e->n_violations >= BOOKS_ERROR_MAX_VIOLATIONS) {
+    if (e->n_violations == e->cap_violations && !grow_violations(e)) {
         e->n_dropped++;
         return;
     }
@@ -135,4 +162,25 @@ const char *books_error_quote(char *dst, size_t dstlen, const char *src)
     }
     dst[o] = '\0';
     return dst;
+}
+
+void books_error_finish_fields(struct books_error *e, const char *what)
+{
+    size_t off, i, room = sizeof e->message;
+    /* Leave space for the tail that says how many violations did not fit. */
+    const size_t tail = 64;
+    off = (size_t)snprintf(e->message, room, "invalid %s: ", what);
+    for (i = 0; i < e->n_violations; i++) {
+        const struct books_field_violation *v = &e->violations[i];
+        size_t need = strlen(v->field) + strlen(v->description) + 4;
+        if (off + need + tail >= room)
+            break;
+        off += (size_t)snprintf(e->message + off, room - off, "%s%s: %s", i ? "; " : "", v->field,
+                                v->description);
+    }
+    if (i < e->n_violations + e->n_dropped)
+        snprintf(e->message + off, room - off, "%s(%zu more field problems; see the BadRequest "
+                 "details)", i ? "; " : "", e->n_violations + e->n_dropped - i);
+    e->code = BOOKS_EINVAL;
+    e->reason = "FIELD_VIOLATION";
 }

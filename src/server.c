@@ -231,7 +231,7 @@ static void reply_prepare(struct call *c)
     c->start_us = log_now_us();
     c->reply.arena = &c->arena;
     c->reply.response = NULL;
-    books_error_clear(&c->reply.error);
+    books_error_init(&c->reply.error, &c->arena);
     c->reply.release = NULL;
     c->reply.release_arg = NULL;
     c->reply.done = reply_done;
@@ -264,13 +264,8 @@ static void step_registered(struct tag *t, bool ok)
         reply_done(&c->reply);
         return;
     }
-    rc = codec_decode(c->payload, slot->method->request, &c->arena, &c->request);
+    rc = codec_decode(c->payload, slot->method->request, &c->arena, &c->request, &c->reply.error);
     if (rc) {
-        books_error_set(&c->reply.error, BOOKS_EBADMSG, "MALFORMED_REQUEST",
-                        c->payload ? "the request is not a valid %s message; send it encoded with "
-                                     "the service's .proto"
-                                   : "the call carried no %s message; a unary call needs one",
-                        slot->method->request->name);
         reply_done(&c->reply);
         return;
     }

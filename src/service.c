@@ -12,7 +12,6 @@
 #include <uuid/uuid.h>
 
 #include "books/page_token.h"
-#include "books/utf8.h"
 #include "books/v1/books.pb-c.h"
 
 #define NAME_PREFIX "books/"
@@ -20,8 +19,6 @@
 /* AIP-158: a token is only good for the request kind that issued it. ListBooks has no parent or
  * filter, so the method itself is the whole "request" a token is bound to. */
 #define LIST_TOKEN_PURPOSE "/books.v1.BooksService/ListBooks"
-
-#define REASON_FIELD_VIOLATION "FIELD_VIOLATION"
 
 struct svc {
     struct store *store;
@@ -135,22 +132,6 @@ static bool check_book_name(const char *name, const char *field, struct books_er
     return true;
 }
 
-/* Turns the violations collected in e into the INVALID_ARGUMENT error itself; the message lists
- * each field and what to fix, so a caller reading only the status message knows what to change. */
-static void finish_field_error(struct books_error *e, const char *rpc)
-{
-    size_t off, i;
-    off = (size_t)snprintf(e->message, sizeof e->message, "invalid %s request: ", rpc);
-    for (i = 0; i < e->n_violations && off < sizeof e->message; i++)
-        off += (size_t)snprintf(e->message + off, sizeof e->message - off, "%s%s: %s",
-                                i ? "; " : "", e->violations[i].field,
-                                e->violations[i].description);
-    if (e->n_dropped && off < sizeof e->message)
-        snprintf(e->message + off, sizeof e->message - off, "; and %zu more", e->n_dropped);
-    e->code = BOOKS_EINVAL;
-    e->reason = REASON_FIELD_VIOLATION;
-}
-
 /* A store failure as the caller sees it: retryable ones say so. */
 static void store_error(struct books_error *e, int rc)
 {
@@ -226,7 +207,7 @@ void svc_get_book(void *self, const ProtobufCMessage *request, struct rpc_reply 
     int rc;
 
     if (!check_book_name(req->name, "name", &reply->error)) {
-        finish_field_error(&reply->error, "GetBook");
+        books_error_finish_fields(&reply->error, "GetBookRequest");
     } else if ((rc = store_get(svc->store, req->name, &b)) == BOOKS_ENOTFOUND) {
         books_error_set(&reply->error, BOOKS_ENOTFOUND, "BOOK_NOT_FOUND",
                         "book \"%s\" does not exist; check the name, or create it with CreateBook",
@@ -285,7 +266,7 @@ void svc_list_books(void *self, const ProtobufCMessage *request, struct rpc_repl
             snprintf(after, sizeof after, NAME_PREFIX "%s", cursor);
     }
     if (e->n_violations) {
-        finish_field_error(e, "ListBooks");
+        books_error_finish_fields(e, "ListBooksRequest");
         goto done;
     }
 
@@ -360,7 +341,8 @@ done:
 
 /* ---- CreateBook (AIP-133) ---------------------------------------------------------------------- */
 
-/* Validates one REQUIRED string field (AIP-203) of at most max bytes of UTF-8. */
+/* Validates one REQUIRED string field (AIP-203) of at most max bytes. (UTF-8 validity and the
+ * absence of NUL are wire-level rules that the codec enforces for every string field.) */
 static void check_text(struct books_error *e, const char *field, const char *value, size_t max,
                        const char *what)
 {
@@ -370,8 +352,6 @@ static void check_text(struct books_error *e, const char *field, const char *val
     else if (len > max)
         books_error_add_violation(e, field, "is %zu bytes long; at most %zu bytes are allowed", len,
                                   max);
-    else if (!utf8_valid(value, len))
-        books_error_add_violation(e, field, "is not valid UTF-8");
 }
 
 struct create_ctx {
@@ -444,7 +424,7 @@ void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_rep
                    "the book's publisher");
     }
     if (e->n_violations) {
-        finish_field_error(e, "CreateBook");
+        books_error_finish_fields(e, "CreateBookRequest");
         rpc_reply_done(reply);
         return;
     }

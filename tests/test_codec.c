@@ -25,6 +25,7 @@
 
 struct fixture {
     struct arena arena;
+    struct books_error err;
     unsigned char buf[512];
 };
 
@@ -46,6 +47,7 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
     arena_init(&f->arena, f->buf, sizeof f->buf);
+    books_error_init(&f->err, &f->arena);
     *state = f;
     return 0;
 }
@@ -101,7 +103,7 @@ static void test_decode_round_trip_single_and_split(void **state)
         grpc_byte_buffer *bb = buffer_of(wire, len, parts);
         ProtobufCMessage *msg = NULL;
         assert_int_equal(
-            codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg), 0);
+            codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg, &f->err), 0);
         Books__V1__CreateBookRequest *req = (Books__V1__CreateBookRequest *)msg;
         assert_string_equal(req->book_id, "the-dispossessed");
         assert_non_null(req->book);
@@ -111,6 +113,7 @@ static void test_decode_round_trip_single_and_split(void **state)
         codec_free_request(msg, &f->arena);
         grpc_byte_buffer_destroy(bb);
         arena_reset(&f->arena);
+        books_error_clear(&f->err);
     }
 }
 
@@ -120,14 +123,15 @@ static void test_decode_empty_and_null(void **state)
     ProtobufCMessage *msg = NULL;
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(NULL, 0);
     /* Zero bytes are a valid message with every field at its default. */
-    assert_int_equal(codec_decode(bb, &books__v1__get_book_request__descriptor, &f->arena, &msg), 0);
+    assert_int_equal(codec_decode(bb, &books__v1__get_book_request__descriptor, &f->arena, &msg, &f->err), 0);
     assert_string_equal(((Books__V1__GetBookRequest *)msg)->name, "");
     codec_free_request(msg, &f->arena);
     grpc_byte_buffer_destroy(bb);
     msg = NULL;
-    assert_int_equal(codec_decode(NULL, &books__v1__get_book_request__descriptor, &f->arena, &msg),
+    assert_int_equal(codec_decode(NULL, &books__v1__get_book_request__descriptor, &f->arena, &msg, &f->err),
                      BOOKS_EBADMSG);
     assert_null(msg);
+    assert_string_equal(f->err.reason, "MALFORMED_REQUEST");
 }
 
 static void test_decode_garbage(void **state)
@@ -149,11 +153,14 @@ static void test_decode_garbage(void **state)
         ProtobufCMessage *msg = NULL;
         grpc_byte_buffer *bb = buffer_of((const uint8_t *)cases[i].bytes, cases[i].len, 1);
         assert_int_equal(
-            codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg),
+            codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg, &f->err),
             BOOKS_EBADMSG);
         assert_null(msg);
+        assert_string_equal(f->err.reason, "MALFORMED_REQUEST");
+        assert_int_equal(f->err.code, BOOKS_EBADMSG);
         grpc_byte_buffer_destroy(bb);
         arena_reset(&f->arena);
+        books_error_clear(&f->err);
     }
 }
 
@@ -165,14 +172,15 @@ static void test_decode_every_truncation(void **state)
     for (size_t cut = 1; cut < len; cut++) {
         ProtobufCMessage *msg = NULL;
         grpc_byte_buffer *bb = buffer_of(wire, cut, 1 + cut % 3);
-        int rc = codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg);
-        assert_true(rc == 0 || rc == BOOKS_EBADMSG);
+        int rc = codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg, &f->err);
+        assert_true(rc == 0 || rc == BOOKS_EBADMSG || rc == BOOKS_EINVAL);
         if (rc == 0)
             codec_free_request(msg, &f->arena);
         else
             bad++;
         grpc_byte_buffer_destroy(bb);
         arena_reset(&f->arena);
+        books_error_clear(&f->err);
     }
     /* Cutting inside the nested book or a string can never parse. */
     assert_true(bad > len / 2);
@@ -198,12 +206,13 @@ static void test_decode_random_bytes(void **state)
         }
         ProtobufCMessage *msg = NULL;
         grpc_byte_buffer *bb = buffer_of(wire, len, 1 + (size_t)iter % 3);
-        int rc = codec_decode(bb, descs[iter % 3], &f->arena, &msg);
-        assert_true(rc == 0 || rc == BOOKS_EBADMSG);
+        int rc = codec_decode(bb, descs[iter % 3], &f->arena, &msg, &f->err);
+        assert_true(rc == 0 || rc == BOOKS_EBADMSG || rc == BOOKS_EINVAL);
         if (rc == 0)
             codec_free_request(msg, &f->arena);
         grpc_byte_buffer_destroy(bb);
         arena_reset(&f->arena);
+        books_error_clear(&f->err);
     }
 }
 
@@ -222,10 +231,12 @@ static void test_encode_round_trip(void **state)
     assert_int_equal(grpc_byte_buffer_length(bb), books__v1__book__get_packed_size(&book));
 
     struct arena a;
+    struct books_error err;
     unsigned char buf[256];
     arena_init(&a, buf, sizeof buf);
+    books_error_init(&err, &a);
     ProtobufCMessage *msg = NULL;
-    assert_int_equal(codec_decode(bb, &books__v1__book__descriptor, &a, &msg), 0);
+    assert_int_equal(codec_decode(bb, &books__v1__book__descriptor, &a, &msg, &err), 0);
     Books__V1__Book *back = (Books__V1__Book *)msg;
     assert_string_equal(back->name, "books/b0042");
     assert_string_equal(back->authors[1], "B");
@@ -247,7 +258,7 @@ static void test_status_details_field_violations(void **state)
     (void)state;
     struct books_error e;
     grpc_slice s;
-    books_error_clear(&e);
+    books_error_init(&e, NULL);
     books_error_add_violation(&e, "book.display_name", "required: the book's title");
     books_error_add_violation(&e, "book.authors[2]", "must not be empty");
     books_error_set(&e, BOOKS_EINVAL, "FIELD_VIOLATION", "invalid CreateBook request: %d fields", 2);
@@ -283,7 +294,7 @@ static void test_status_details_not_found(void **state)
     (void)state;
     struct books_error e;
     grpc_slice s;
-    books_error_clear(&e);
+    books_error_init(&e, NULL);
     books_error_set(&e, BOOKS_ENOTFOUND, "BOOK_NOT_FOUND", "book \"books/x\" does not exist");
     books_error_set_meta(&e, "name", "books/x");
     books_error_set_resource(&e, "books.example.com/Book", "books/x");
@@ -307,14 +318,109 @@ static void test_status_details_not_found(void **state)
     grpc_slice_unref(s);
 }
 
-static void test_violation_overflow_is_counted(void **state)
+
+/* Packs a CreateBookRequest with the given (possibly hostile) strings; lengths are explicit so
+ * embedded NULs survive. Returns the packed length. */
+static size_t pack_raw_create(uint8_t *out, const char *title, size_t title_len, const char *author1,
+                              size_t author1_len, const char *id, size_t id_len)
+{
+    /* Hand-encoded: protobuf-c's own packer would stop at the NUL. */
+    uint8_t book[256];
+    size_t b = 0, n = 0;
+    book[b++] = 0x12; /* display_name */
+    book[b++] = (uint8_t)title_len;
+    memcpy(book + b, title, title_len);
+    b += title_len;
+    book[b++] = 0x1a; /* authors[0] */
+    book[b++] = 2;
+    memcpy(book + b, "ok", 2);
+    b += 2;
+    book[b++] = 0x1a; /* authors[1] */
+    book[b++] = (uint8_t)author1_len;
+    memcpy(book + b, author1, author1_len);
+    b += author1_len;
+    out[n++] = 0x0a; /* book */
+    out[n++] = (uint8_t)b;
+    memcpy(out + n, book, b);
+    n += b;
+    out[n++] = 0x12; /* book_id */
+    out[n++] = (uint8_t)id_len;
+    memcpy(out + n, id, id_len);
+    return n + id_len;
+}
+
+static void test_decode_rejects_nul_and_bad_utf8_with_paths(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t wire[512];
+    size_t len = pack_raw_create(wire, "be\0fore", 7, "Au\xff", 3, "abc\0def", 7);
+    grpc_byte_buffer *bb = buffer_of(wire, len, 2);
+    ProtobufCMessage *msg = NULL;
+    assert_int_equal(
+        codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg, &f->err),
+        BOOKS_EINVAL);
+    assert_null(msg);
+    assert_string_equal(f->err.reason, "FIELD_VIOLATION");
+    assert_int_equal(f->err.n_violations, 3);
+    assert_string_equal(f->err.violations[0].field, "book.display_name");
+    assert_non_null(strstr(f->err.violations[0].description, "NUL"));
+    assert_string_equal(f->err.violations[1].field, "book.authors[1]");
+    assert_non_null(strstr(f->err.violations[1].description, "UTF-8"));
+    assert_string_equal(f->err.violations[2].field, "book_id");
+    assert_non_null(strstr(f->err.message, "book.authors[1]"));
+    grpc_byte_buffer_destroy(bb);
+}
+
+static void test_decode_accepts_valid_utf8(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t wire[512];
+    /* 4-byte emoji, CJK, combining mark: all fine. */
+    const char *title = "\xf0\x9f\x90\x89 \xe6\x9d\x91 e\xcc\x81";
+    size_t len = pack_raw_create(wire, title, strlen(title), "\xd7\xa9\xd7\x9c", 4, "x", 1);
+    grpc_byte_buffer *bb = buffer_of(wire, len, 1);
+    ProtobufCMessage *msg = NULL;
+    assert_int_equal(
+        codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg, &f->err), 0);
+    assert_string_equal(((Books__V1__CreateBookRequest *)msg)->book->display_name, title);
+    codec_free_request(msg, &f->arena);
+    grpc_byte_buffer_destroy(bb);
+}
+
+static void test_many_violations_grow_in_arena(void **state)
+{
+    struct fixture *f = *state;
+    char field[32];
+    for (int i = 0; i < 103; i++) {
+        snprintf(field, sizeof field, "book.authors[%d]", i);
+        books_error_add_violation(&f->err, field, "must not be empty");
+    }
+    assert_int_equal(f->err.n_violations, 103);
+    assert_int_equal(f->err.n_dropped, 0);
+    assert_string_equal(f->err.violations[102].field, "book.authors[102]");
+    books_error_finish_fields(&f->err, "CreateBookRequest");
+    /* The message lists what fits and points at the details for the rest. */
+    assert_non_null(strstr(f->err.message, "more field problems"));
+    grpc_slice s;
+    assert_int_equal(codec_encode_status_details(&f->err, &s), 0);
+    Google__Rpc__Status *st =
+        google__rpc__status__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    Google__Rpc__BadRequest *bad = google__rpc__bad_request__unpack(
+        NULL, st->details[1]->value.len, st->details[1]->value.data);
+    assert_int_equal(bad->n_field_violations, 103);
+    google__rpc__bad_request__free_unpacked(bad, NULL);
+    google__rpc__status__free_unpacked(st, NULL);
+    grpc_slice_unref(s);
+}
+
+static void test_violations_without_arena_are_counted(void **state)
 {
     (void)state;
     struct books_error e;
-    books_error_clear(&e);
-    for (int i = 0; i < BOOKS_ERROR_MAX_VIOLATIONS + 3; i++)
+    books_error_init(&e, NULL);
+    for (int i = 0; i < BOOKS_ERROR_INLINE_VIOLATIONS + 3; i++)
         books_error_add_violation(&e, "f", "bad %d", i);
-    assert_int_equal(e.n_violations, BOOKS_ERROR_MAX_VIOLATIONS);
+    assert_int_equal(e.n_violations, BOOKS_ERROR_INLINE_VIOLATIONS);
     assert_int_equal(e.n_dropped, 3);
 }
 
@@ -383,7 +489,11 @@ int main(void)
         cmocka_unit_test(test_encode_round_trip),
         cmocka_unit_test(test_status_details_field_violations),
         cmocka_unit_test(test_status_details_not_found),
-        cmocka_unit_test(test_violation_overflow_is_counted),
+        cmocka_unit_test_setup_teardown(test_decode_rejects_nul_and_bad_utf8_with_paths, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_decode_accepts_valid_utf8, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_violations_grow_in_arena, setup, teardown),
+        cmocka_unit_test(test_violations_without_arena_are_counted),
         cmocka_unit_test(test_error_mapping),
         cmocka_unit_test(test_error_quote),
         cmocka_unit_test_setup_teardown(test_arena, setup, teardown),

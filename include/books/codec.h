@@ -12,11 +12,16 @@
 #include "books/error.h"
 
 /* Unpacks `bb` (which may be compressed; core decompresses) as a message of type `desc`, allocating
- * from `arena`. `bb` stays owned by the caller. Returns 0 with *out set, or BOOKS_EBADMSG when the
- * bytes are not a valid message of that type (or `bb` is NULL), BOOKS_ENOMEM. Every successful
- * decode is paired with codec_free_request(). */
+ * from `arena`, then checks every string field, at any depth, against proto3's rule (valid UTF-8,
+ * RFC 3629) and ours (no U+0000: strings are C strings from here on, and a NUL would silently cut
+ * them). `bb` stays owned by the caller. Returns 0 with *out set, or fills `err` and returns:
+ *   BOOKS_EBADMSG  the bytes are not a valid message of that type, or `bb` is NULL
+ *                  (reason MALFORMED_REQUEST);
+ *   BOOKS_EINVAL   a string field is not UTF-8 or holds a NUL: one BadRequest violation per field,
+ *                  named by its path, e.g. "book.authors[2]" (reason FIELD_VIOLATION).
+ * Every successful decode is paired with codec_free_request(). */
 int codec_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, struct arena *arena,
-                 ProtobufCMessage **out);
+                 ProtobufCMessage **out, struct books_error *err);
 
 /* Releases a message from codec_decode() (protobuf_c_message_free_unpacked through the arena's
  * allocator). NULL is a no-op. */

@@ -42,7 +42,7 @@ const char *books_err_name(int err);
 #define BOOKS_ERROR_MESSAGE_BYTES 1024
 #define BOOKS_ERROR_FIELD_BYTES 48
 #define BOOKS_ERROR_DESCRIPTION_BYTES 256
-#define BOOKS_ERROR_MAX_VIOLATIONS 8
+#define BOOKS_ERROR_INLINE_VIOLATIONS 4
 #define BOOKS_ERROR_META_VALUE_BYTES 128
 
 /* One google.rpc.BadRequest.FieldViolation: `field` is the path of the field in the request,
@@ -52,9 +52,12 @@ struct books_field_violation {
     char description[BOOKS_ERROR_DESCRIPTION_BYTES];
 };
 
-/* An error as the caller will see it (AIP-193). Plain data with fixed-size buffers, so it lives
- * inside a per-call object without allocation. Text that does not fit is truncated. Initialise
- * with books_error_clear(); `code` == 0 means "no error". */
+struct arena;
+
+/* An error as the caller will see it (AIP-193). Plain data with fixed-size text buffers, so it lives
+ * inside a per-call object; text that does not fit is truncated. Field violations start in a small
+ * inline array and grow in the call's arena, so every bad field is reported however many there are.
+ * Initialise with books_error_init(); `code` == 0 means "no error". */
 struct books_error {
     int code;            /* enum books_err; 0 when there is no error */
     const char *reason;  /* ErrorInfo.reason: static UPPER_SNAKE_CASE string, never NULL when code != 0 */
@@ -63,20 +66,29 @@ struct books_error {
     char meta_value[BOOKS_ERROR_META_VALUE_BYTES];
     const char *resource_type;               /* optional google.rpc.ResourceInfo (static type) */
     char resource_name[BOOKS_ERROR_META_VALUE_BYTES];
+    struct arena *arena;                     /* where more violations go; NULL: inline only */
     size_t n_violations;
-    size_t n_dropped;                        /* violations beyond BOOKS_ERROR_MAX_VIOLATIONS */
-    struct books_field_violation violations[BOOKS_ERROR_MAX_VIOLATIONS];
+    size_t cap_violations;
+    size_t n_dropped;                        /* violations that found no memory */
+    struct books_field_violation *violations; /* inline_violations or arena memory */
+    struct books_field_violation inline_violations[BOOKS_ERROR_INLINE_VIOLATIONS];
 };
 
-/* Resets `e` to "no error". */
+/* Prepares `e` (no error) to allocate extra violations from `arena` (may be NULL). The arena must
+ * outlive every use of e until the next books_error_init(). */
+void books_error_init(struct books_error *e, struct arena *arena);
+
+/* Resets `e` to "no error", keeping its arena. Violations allocated before stay in the arena
+ * until it is reset. */
 void books_error_clear(struct books_error *e);
 
 /* Sets code, reason (static string) and a printf-formatted message. Keeps existing violations. */
 void books_error_set(struct books_error *e, int code, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Appends one field violation (printf-formatted description). Past BOOKS_ERROR_MAX_VIOLATIONS the
- * violation is counted in n_dropped instead. `field` is copied (truncated to fit). */
+/* Appends one field violation (printf-formatted description); `field` is copied (truncated to
+ * fit). Only when the arena cannot grow (or there is none and the inline array is full) is the
+ * violation counted in n_dropped instead. */
 void books_error_add_violation(struct books_error *e, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -85,6 +97,11 @@ void books_error_set_meta(struct books_error *e, const char *key, const char *va
 
 /* Sets google.rpc.ResourceInfo: `type` static (e.g. "books.example.com/Book"), `name` copied. */
 void books_error_set_resource(struct books_error *e, const char *type, const char *name);
+
+/* Turns the violations collected in `e` into one INVALID_ARGUMENT error (reason FIELD_VIOLATION)
+ * whose message names the request kind (`what`, e.g. "CreateBookRequest") and lists each field with
+ * what to fix, as many as fit, then how many more the BadRequest details hold. */
+void books_error_finish_fields(struct books_error *e, const char *what);
 
 /* Copies caller input into dst (dstlen bytes) for use inside an error message: printable ASCII
  * only (any other byte becomes '?'), at most 48 characters, "..." appended when cut. Messages never
