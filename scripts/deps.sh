@@ -14,6 +14,11 @@ TEST_PKGS="libcmocka-dev python3 python3-grpcio python3-grpc-tools python3-proto
 
 want=$RUN_PKGS
 [ "${1:-run}" = test ] && want="$RUN_PKGS $TEST_PKGS"
+# The terraform test (tests/terraform) needs node and npm: any already on PATH will do (such as
+# NodeSource's nodejs, which conflicts with Debian's npm package), else Debian's.
+if [ "${1:-run}" = test ] && ! { command -v node && command -v npm; } >/dev/null 2>&1; then
+  want="$want nodejs npm"
+fi
 
 missing=""
 for p in $want; do
