@@ -30,9 +30,11 @@ enum config_action {
 
 /* Fills `cfg` from the defaults, then `envp` (NULL-terminated "NAME=value" strings, like environ),
  * then the flags in argv[1..argc-1] ("--flag value" or "--flag=value"). On success returns 0 and
- * sets *action; the caller frees cfg with config_cleanup(). On a bad value, an unknown flag or a
- * missing flag value returns BOOKS_EINVAL with a message naming the setting and the accepted values
- * in err (errlen bytes), and cfg holds nothing to free. BOOKS_ENOMEM when out of memory. */
+ * sets *action; the caller frees cfg with config_cleanup(). If argv holds --help, --help-markdown
+ * or --version anywhere, the first of them sets *action, nothing else is validated, and cfg holds
+ * the defaults. On a bad value, an unknown flag or a missing flag value returns BOOKS_EINVAL with a
+ * message naming the setting and the accepted values in err (errlen bytes); *cfg is then zeroed
+ * (nothing to free) and *action untouched. BOOKS_ENOMEM when out of memory. */
 int config_load(struct books_config *cfg, int argc, char *const argv[], char *const envp[],
                 enum config_action *action, char *err, size_t errlen);
 

@@ -2,7 +2,10 @@
  * `message`, `time` in RFC 3339 UTC). The level check comes before any formatting. Per-RPC lines are
  * buffered per thread and written in batches (at most LOG_FLUSH_MS late, or when the buffer fills);
  * every other line is written at once. Writes never interleave within a line. Never called from a
- * signal handler. */
+ * signal handler. A line is at most 8 KiB: longer values are cut at a character boundary and the line
+ * gets "truncated":true. A thread's buffered per-RPC lines are also written when the thread exits;
+ * the main thread must call log_thread_flush() before exit(). On a non-blocking fd that stays full
+ * for 1 s the rest of a line is dropped. */
 #ifndef BOOKS_LOG_H
 #define BOOKS_LOG_H
 
@@ -54,8 +57,8 @@ struct log_rpc {
 };
 
 /* Appends an INFO line for `r` to this thread's buffer: {"severity":"INFO","message":"<method>
- * <code>","time",...,"method","code","latency_us","peer"} (message and status_message included
- * when non-NULL). Flushed by log_thread_flush(), when the buffer fills, or when the oldest line
+ * <code>","time",...,"method","code","latency_us","peer"} ("peer" and "status_message" are left
+ * out when NULL; peer, code and message are NUL-terminated, method is not). Flushed by log_thread_flush(), when the buffer fills, or when the oldest line
  * is LOG_FLUSH_MS old. Cheap no-op when INFO is disabled. */
 void log_rpc(const struct log_rpc *r);
 

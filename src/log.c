@@ -1,0 +1,598 @@
+/* log.c: structured JSON logs, one object per line, in Cloud Logging's shape. Lines are built by
+ * hand into fixed buffers (no malloc, no snprintf of the whole line) because one is written per
+ * RPC. Every string value goes through one escaper that also repairs invalid UTF-8 (utf8.h says
+ * what is valid), so a line is valid JSON whatever a client puts in its method name or peer.
+ * Per-RPC lines collect in a per-thread buffer and leave in batches; all other lines are written
+ * at once. Every write(2) happens under one process-wide mutex and carries whole lines, so lines
+ * never interleave. */
+#include "books/log.h"
+
+#include "books/error.h"
+#include "books/utf8.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Longest line written, "\n" included. Longer values are cut (at a character boundary) and the
+ * line gets "truncated":true, so it stays valid JSON. */
+#define LOG_LINE_BYTES 8192
+
+/* Per-thread buffer of per-RPC lines: room for at least two maximal lines, and for ~60 typical
+ * ones, so a busy thread makes one write(2) per few dozen calls. */
+#define LOG_RPC_BUF_BYTES 16384
+
+/* Bytes every line keeps free for its tail: `,"truncated":true}\n`. */
+#define LOG_TAIL_RESERVE 32
+
+/* The longest `,"time":"..."` field: 37 bytes with a 4-digit year, plus room for a longer one. */
+#define LOG_TIME_FIELD_BYTES 48
+
+/* How long a write waits for a non-blocking fd that is full before the rest of the line is dropped:
+ * logging must not stall the server forever because nobody reads its stdout. */
+#define LOG_WRITE_TIMEOUT_MS 1000
+
+/* Output budget (escaped bytes) of each variable string in a per-RPC line, so the fields after a
+ * hostile method name (code, latency, peer) always fit in LOG_LINE_BYTES. */
+#define LOG_RPC_METHOD_MAX 2048
+#define LOG_RPC_CODE_MAX 64
+#define LOG_RPC_PEER_MAX 512
+
+/* Below this much free space, a thread buffer is flushed before a per-RPC line is formatted. */
+#define LOG_RPC_MIN_ROOM 512
+
+static_assert(LOG_RPC_BUF_BYTES >= 2 * LOG_LINE_BYTES, "a thread buffer holds two maximal lines");
+static_assert(LOG_TAIL_RESERVE >= sizeof(",\"truncated\":true}\n") - 1, "tail fits the reserve");
+static_assert(2 * LOG_RPC_METHOD_MAX + 2 * LOG_RPC_CODE_MAX + LOG_RPC_PEER_MAX + 512 <
+                  LOG_LINE_BYTES - LOG_TAIL_RESERVE - LOG_TIME_FIELD_BYTES,
+              "the fixed fields of a per-RPC line always fit");
+
+/* Set by log_init() before other threads log; atomics only so that a later log_init() (tests, or
+ * a future reload) is not a data race. Relaxed loads are plain loads on every target we build. */
+static atomic_int g_min_level = LOG_INFO;
+static atomic_int g_fd = 1;
+
+/* Serialises write(2) so that the bytes of one line (or one batch) are contiguous in the output. */
+static pthread_mutex_t g_write_mu = PTHREAD_MUTEX_INITIALIZER;
+/* True when the last write gave up in the middle of a line; the next one starts with "\n" so that
+ * the damage stays confined to that one line. Guarded by g_write_mu. */
+static bool g_line_cut;
+
+/* ---- output ---------------------------------------------------------------------------------- */
+
+/* Writes as much of p[0..n) as the fd takes and returns how much that was. Retries partial writes
+ * and EINTR; waits at most LOG_WRITE_TIMEOUT_MS for a non-blocking fd that is full; gives up on any
+ * other error (EPIPE, EBADF, ENOSPC): a log line is not worth crashing or hanging for. */
+static size_t write_all(int fd, const char *p, size_t n)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = write(fd, p + done, n - done);
+        if (w > 0) {
+            done += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            int ready = poll(&pfd, 1, LOG_WRITE_TIMEOUT_MS);
+            if (ready > 0 || (ready < 0 && errno == EINTR))
+                continue;
+        }
+        break;
+    }
+    return done;
+}
+
+/* Writes whole lines (p[n - 1] == '\n') in one go under the process-wide mutex. Keeps errno, so a
+ * caller can log and then still look at the errno of what failed. */
+static void write_lines(const char *p, size_t n)
+{
+    int saved_errno = errno;
+    int fd = atomic_load_explicit(&g_fd, memory_order_relaxed);
+    pthread_mutex_lock(&g_write_mu);
+    if (g_line_cut && write_all(fd, "\n", 1) == 1)
+        g_line_cut = false;
+    if (!g_line_cut) {
+        size_t done = write_all(fd, p, n);
+        if (done > 0)
+            g_line_cut = p[done - 1] != '\n';
+    }
+    pthread_mutex_unlock(&g_write_mu);
+    errno = saved_errno;
+}
+
+/* ---- JSON building --------------------------------------------------------------------------- */
+
+/* A line under construction in a caller's buffer. Appends stop at `soft`, which keeps
+ * LOG_TAIL_RESERVE bytes for jb_finish(); so whatever was cut, the line can always be closed. */
+struct jbuf {
+    char *p;
+    size_t len;
+    size_t soft;
+    bool full;      /* something did not fit: the current field is rolled back, no more fields */
+    bool truncated; /* a value was cut or a field dropped: the line says "truncated":true */
+};
+
+static void jb_init(struct jbuf *b, char *p, size_t cap)
+{
+    b->p = p;
+    b->len = 0;
+    b->soft = cap - LOG_TAIL_RESERVE;
+    b->full = false;
+    b->truncated = false;
+}
+
+static void jb_raw(struct jbuf *b, const char *s, size_t n)
+{
+    if (b->full || n > b->soft - b->len) {
+        b->full = true;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+#define JB_LIT(b, lit) jb_raw((b), (lit), sizeof(lit) - 1)
+
+/* Appends s[0..n) JSON-escaped to dst at *lenp, never past `limit`, and only whole characters or
+ * escapes. Returns false when it had to stop early. */
+static bool json_escape(char *dst, size_t *lenp, size_t limit, const unsigned char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t len = *lenp, i = 0;
+    bool complete = true;
+    while (i < n) {
+        /* Printable ASCII is nearly all of what we log; copy runs of it in one go. */
+        size_t j = i;
+        while (j < n && s[j] >= 0x20 && s[j] < 0x80 && s[j] != '"' && s[j] != '\\')
+            j++;
+        if (j > i) {
+            size_t run = j - i;
+            if (run > limit - len) {
+                run = limit - len;
+                complete = false;
+            }
+            memcpy(dst + len, s + i, run);
+            len += run;
+            if (!complete)
+                break;
+            i = j;
+            continue;
+        }
+
+        char esc[6];
+        const char *out = esc;
+        size_t out_len = 2, used = 1;
+        unsigned char c = s[i];
+        esc[0] = '\\';
+        if (c == '"' || c == '\\') {
+            esc[1] = (char)c;
+        } else if (c == '\n') {
+            esc[1] = 'n';
+        } else if (c == '\r') {
+            esc[1] = 'r';
+        } else if (c == '\t') {
+            esc[1] = 't';
+        } else if (c < 0x20) {
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 0xF];
+            out_len = 6;
+        } else {
+            size_t seq = utf8_sequence_len(s + i, n - i);
+            if (seq > 0) {
+                out = (const char *)s + i; /* valid UTF-8 is JSON as it is */
+                out_len = used = seq;
+            } else {
+                /* One U+FFFD per byte that does not start a well-formed sequence: the next
+                 * byte gets its own chance, so a valid character right after a broken one
+                 * survives. */
+                out = "\\ufffd";
+                out_len = 6;
+            }
+        }
+        if (out_len > limit - len) {
+            complete = false;
+            break;
+        }
+        memcpy(dst + len, out, out_len);
+        len += out_len;
+        i += used;
+    }
+    *lenp = len;
+    return complete;
+}
+
+/* A string value: `"` + s escaped (at most `max` bytes of it) + `"`. */
+static void jb_str(struct jbuf *b, const char *s, size_t n, size_t max)
+{
+    if (b->full || b->soft - b->len < 2) {
+        b->full = true;
+        return;
+    }
+    size_t limit = b->soft - 1; /* the closing quote always fits */
+    b->p[b->len++] = '"';
+    if (max < limit - b->len)
+        limit = b->len + max;
+    if (!json_escape(b->p, &b->len, limit, (const unsigned char *)s, n))
+        b->truncated = true;
+    b->p[b->len++] = '"';
+}
+
+/* Unsigned decimal, written backwards from `end`; returns the first digit. */
+static char *fmt_u64(char *end, uint64_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
+static void jb_num(struct jbuf *b, long long v)
+{
+    char digits[24];
+    char *end = digits + sizeof digits;
+    /* Negate in unsigned arithmetic so that LLONG_MIN works. */
+    uint64_t mag = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    char *p = fmt_u64(end, mag);
+    if (v < 0)
+        *--p = '-';
+    jb_raw(b, p, (size_t)(end - p));
+}
+
+/* `,"key":` then the value; a field that does not fit entirely is taken out again and no further
+ * field is added, so a cut never lands inside a key or a number. */
+static size_t jb_key(struct jbuf *b, const char *key)
+{
+    size_t mark = b->len;
+    JB_LIT(b, ",\"");
+    jb_raw(b, key, strlen(key));
+    JB_LIT(b, "\":");
+    return mark;
+}
+
+static void jb_end_field(struct jbuf *b, size_t mark)
+{
+    if (b->full) {
+        b->len = mark;
+        b->truncated = true;
+    }
+}
+
+static void jb_field_str(struct jbuf *b, const char *key, const char *s, size_t n, size_t max)
+{
+    if (b->full)
+        return;
+    size_t mark = jb_key(b, key);
+    jb_str(b, s, n, max);
+    jb_end_field(b, mark);
+}
+
+static void jb_field_num(struct jbuf *b, const char *key, long long v)
+{
+    if (b->full)
+        return;
+    size_t mark = jb_key(b, key);
+    jb_num(b, v);
+    jb_end_field(b, mark);
+}
+
+/* Per-thread cache of the formatted seconds ("2026-11-23T08:43:00"), so gmtime_r and the
+ * formatting run once per second per thread instead of once per line. */
+#define TIME_TEXT_BYTES 28 /* a year of up to 12 characters, "-" and all */
+struct time_cache {
+    time_t sec;
+    size_t len; /* 0: empty */
+    char text[TIME_TEXT_BYTES];
+};
+static_assert(sizeof(",\"time\":\"") - 1 + TIME_TEXT_BYTES - 1 + sizeof(".123456Z\"") - 1 <=
+                  LOG_TIME_FIELD_BYTES,
+              "any cached seconds fit the time field");
+static _Thread_local struct time_cache t_time;
+
+/* `,"time":"2026-11-23T08:43:00.123456Z"` (RFC 3339, UTC, microseconds). */
+static void jb_time(struct jbuf *b)
+{
+    struct timespec ts;
+    struct time_cache *tc = &t_time;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (tc->len == 0 || tc->sec != ts.tv_sec) {
+        struct tm tm;
+        int n = -1;
+        if (gmtime_r(&ts.tv_sec, &tm))
+            n = snprintf(tc->text, sizeof tc->text, "%04d-%02d-%02dT%02d:%02d:%02d",
+                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                         tm.tm_sec);
+        if (n <= 0 || (size_t)n >= sizeof tc->text)
+            n = snprintf(tc->text, sizeof tc->text, "1970-01-01T00:00:00");
+        tc->sec = ts.tv_sec;
+        tc->len = (size_t)n;
+    }
+    char field[LOG_TIME_FIELD_BYTES];
+    size_t n = sizeof(",\"time\":\"") - 1;
+    memcpy(field, ",\"time\":\"", n);
+    memcpy(field + n, tc->text, tc->len);
+    n += tc->len;
+    field[n++] = '.';
+    char *end = field + n + 6;
+    char *p = fmt_u64(end, (uint64_t)ts.tv_nsec / 1000);
+    while (p > field + n)
+        *--p = '0'; /* zero-pad the microseconds to six digits */
+    n += 6;
+    field[n++] = 'Z';
+    field[n++] = '"';
+    jb_raw(b, field, n);
+}
+
+/* `{"severity":"...","message":"...","time":"..."`: the message gets whatever room the time field
+ * leaves, so the three fields Cloud Logging needs are always there. */
+static void jb_head(struct jbuf *b, enum log_level level, const char *msg, size_t msg_len,
+                    size_t msg_max)
+{
+    const char *sev = log_level_name(level);
+    JB_LIT(b, "{\"severity\":\"");
+    jb_raw(b, sev, strlen(sev));
+    JB_LIT(b, "\",\"message\":");
+    size_t room = b->full ? 0 : b->soft - b->len;
+    size_t max = room > LOG_TIME_FIELD_BYTES + 2 ? room - LOG_TIME_FIELD_BYTES - 2 : 0;
+    jb_str(b, msg, msg_len, msg_max < max ? msg_max : max);
+    jb_time(b);
+}
+
+/* Closes the line with `}\n`, in the reserve kept for it. Returns its length. */
+static size_t jb_finish(struct jbuf *b)
+{
+    static const char tail[] = ",\"truncated\":true";
+    if (b->truncated) {
+        memcpy(b->p + b->len, tail, sizeof tail - 1);
+        b->len += sizeof tail - 1;
+    }
+    b->p[b->len++] = '}';
+    b->p[b->len++] = '\n';
+    return b->len;
+}
+
+/* ---- public API ------------------------------------------------------------------------------ */
+
+void log_init(enum log_level min_level, int fd)
+{
+    atomic_store_explicit(&g_min_level, (int)min_level, memory_order_relaxed);
+    atomic_store_explicit(&g_fd, fd, memory_order_relaxed);
+    /* A new fd has no half-written line to finish. */
+    pthread_mutex_lock(&g_write_mu);
+    g_line_cut = false;
+    pthread_mutex_unlock(&g_write_mu);
+}
+
+bool log_enabled(enum log_level level)
+{
+    return (int)level >= atomic_load_explicit(&g_min_level, memory_order_relaxed);
+}
+
+int log_level_parse(const char *s, enum log_level *out)
+{
+    static const struct {
+        const char *name;
+        enum log_level level;
+    } names[] = {
+        {"debug", LOG_DEBUG},  {"info", LOG_INFO},   {"warning", LOG_WARNING},
+        {"warn", LOG_WARNING}, {"error", LOG_ERROR},
+    };
+    if (s == NULL)
+        return BOOKS_EINVAL;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcasecmp(s, names[i].name) == 0) {
+            *out = names[i].level;
+            return 0;
+        }
+    }
+    return BOOKS_EINVAL;
+}
+
+const char *log_level_name(enum log_level level)
+{
+    switch (level) {
+    case LOG_DEBUG:
+        return "DEBUG";
+    case LOG_INFO:
+        return "INFO";
+    case LOG_WARNING:
+        return "WARNING";
+    case LOG_ERROR:
+        return "ERROR";
+    }
+    return "DEFAULT"; /* Cloud Logging's severity for "no level" */
+}
+
+/* One log_msg()/log_event() line, built on the stack and written at once. */
+static void write_event(enum log_level level, const char *msg, size_t msg_len, bool msg_cut,
+                        const struct log_field *fields, size_t n)
+{
+    char line[LOG_LINE_BYTES];
+    struct jbuf b;
+    jb_init(&b, line, sizeof line);
+    jb_head(&b, level, msg, msg_len, SIZE_MAX);
+    if (msg_cut)
+        b.truncated = true;
+    for (size_t i = 0; i < n; i++) {
+        const struct log_field *f = &fields[i];
+        if (f->key == NULL)
+            continue;
+        if (f->str != NULL)
+            jb_field_str(&b, f->key, f->str, strlen(f->str), SIZE_MAX);
+        else
+            jb_field_num(&b, f->key, f->num);
+    }
+    if (b.full)
+        b.truncated = true;
+    write_lines(line, jb_finish(&b));
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+    if (!log_enabled(level))
+        return;
+    int saved_errno = errno; /* so that "%m" and the caller both see the caller's errno */
+    char text[LOG_LINE_BYTES];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        /* Only an invalid format gets here; log the format itself rather than nothing. */
+        write_event(level, fmt, strlen(fmt), true, NULL, 0);
+    } else {
+        bool cut = (size_t)n >= sizeof text;
+        write_event(level, text, cut ? sizeof text - 1 : (size_t)n, cut, NULL, 0);
+    }
+    errno = saved_errno;
+}
+
+void log_event(enum log_level level, const char *message, const struct log_field *fields, size_t n)
+{
+    if (!log_enabled(level))
+        return;
+    if (message == NULL)
+        message = "";
+    write_event(level, message, strlen(message), false, fields, n);
+}
+
+/* ---- per-RPC lines --------------------------------------------------------------------------- */
+
+struct rpc_buf {
+    size_t len;
+    uint64_t oldest_us; /* log_now_us() when the first buffered line was added */
+    bool exit_hook;     /* this thread's buffer is flushed when the thread exits */
+    char data[LOG_RPC_BUF_BYTES];
+};
+static _Thread_local struct rpc_buf t_rpc;
+
+static pthread_once_t g_exit_key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t g_exit_key;
+static bool g_exit_key_ok;
+
+static void rpc_flush(struct rpc_buf *t)
+{
+    if (t->len == 0)
+        return;
+    write_lines(t->data, t->len);
+    t->len = 0;
+}
+
+/* A thread that ends with lines still buffered (one that forgot log_thread_flush()) does not lose
+ * them: the key's destructor runs at pthread_exit() or return from the thread function. The main
+ * thread leaving through exit() does not run it, so main flushes itself. */
+static void rpc_flush_at_exit(void *p)
+{
+    rpc_flush(p);
+}
+
+static void exit_key_create(void)
+{
+    g_exit_key_ok = pthread_key_create(&g_exit_key, rpc_flush_at_exit) == 0;
+}
+
+/* Formats the line for r into dst (at most cap bytes) and returns its length. *cut tells whether
+ * something was left out, i.e. whether more room would have given a longer line. */
+static size_t format_rpc(char *dst, size_t cap, const struct log_rpc *r, bool *cut)
+{
+    const char *method = r->method != NULL ? r->method : "";
+    size_t method_len = r->method != NULL ? r->method_len : 0;
+    const char *code = r->code != NULL ? r->code : "UNKNOWN";
+    size_t code_len = strlen(code);
+    struct jbuf b;
+    jb_init(&b, dst, cap);
+
+    /* The message is "<method> <code>": escape both halves into one JSON string. */
+    JB_LIT(&b, "{\"severity\":\"INFO\",\"message\":\"");
+    if (!b.full && b.soft - b.len >= LOG_RPC_CODE_MAX + 3) {
+        /* The method gets its budget or what is left after the code, the space and the quote. */
+        size_t avail = b.soft - b.len - LOG_RPC_CODE_MAX - 2;
+        size_t limit = b.len + (avail < LOG_RPC_METHOD_MAX ? avail : LOG_RPC_METHOD_MAX);
+        if (!json_escape(b.p, &b.len, limit, (const unsigned char *)method, method_len))
+            b.truncated = true;
+        b.p[b.len++] = ' ';
+        limit = b.len + LOG_RPC_CODE_MAX;
+        if (!json_escape(b.p, &b.len, limit, (const unsigned char *)code, code_len))
+            b.truncated = true;
+        b.p[b.len++] = '"';
+    } else {
+        b.full = true;
+    }
+    jb_time(&b);
+    jb_field_str(&b, "method", method, method_len, LOG_RPC_METHOD_MAX);
+    jb_field_str(&b, "code", code, code_len, LOG_RPC_CODE_MAX);
+    jb_field_num(&b, "latency_us",
+                 r->latency_us > INT64_MAX ? INT64_MAX : (long long)r->latency_us);
+    if (r->peer != NULL)
+        jb_field_str(&b, "peer", r->peer, strlen(r->peer), LOG_RPC_PEER_MAX);
+    if (r->message != NULL)
+        jb_field_str(&b, "status_message", r->message, strlen(r->message), SIZE_MAX);
+    *cut = b.full || b.truncated;
+    if (b.full)
+        b.truncated = true;
+    return jb_finish(&b);
+}
+
+void log_rpc(const struct log_rpc *r)
+{
+    if (!log_enabled(LOG_INFO))
+        return;
+    struct rpc_buf *t = &t_rpc;
+    if (!t->exit_hook) {
+        pthread_once(&g_exit_key_once, exit_key_create);
+        if (g_exit_key_ok)
+            pthread_setspecific(g_exit_key, t);
+        t->exit_hook = true;
+    }
+
+    /* Format straight into the free space behind the lines already buffered. When the line does
+     * not fit there, write out what is buffered and format again at the front, where a line has
+     * all of LOG_LINE_BYTES: this costs a second formatting once per buffer, never a split line. */
+    size_t room = sizeof t->data - t->len;
+    if (room > LOG_LINE_BYTES)
+        room = LOG_LINE_BYTES;
+    bool cut = true;
+    size_t n = 0;
+    if (room >= LOG_RPC_MIN_ROOM)
+        n = format_rpc(t->data + t->len, room, r, &cut);
+    if (cut && room < LOG_LINE_BYTES) {
+        rpc_flush(t);
+        n = format_rpc(t->data, LOG_LINE_BYTES, r, &cut);
+    }
+
+    uint64_t now = log_now_us();
+    if (t->len == 0)
+        t->oldest_us = now;
+    t->len += n;
+    if (now - t->oldest_us >= (uint64_t)LOG_FLUSH_MS * 1000)
+        rpc_flush(t);
+}
+
+void log_thread_flush(void)
+{
+    rpc_flush(&t_rpc);
+}
+
+bool log_thread_pending(void)
+{
+    return t_rpc.len > 0;
+}
+
+uint64_t log_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
