@@ -8,7 +8,7 @@
 #include "books/log.h"
 
 #include "books/error.h"
-#include "books/utf8.h"
+#include "books/json.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -144,75 +144,6 @@ static void jb_raw(struct jbuf *b, const char *s, size_t n)
 
 #define JB_LIT(b, lit) jb_raw((b), (lit), sizeof(lit) - 1)
 
-/* Appends s[0..n) JSON-escaped to dst at *lenp, never past `limit`, and only whole characters or
- * escapes. Returns false when it had to stop early. */
-static bool json_escape(char *dst, size_t *lenp, size_t limit, const unsigned char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t len = *lenp, i = 0;
-    bool complete = true;
-    while (i < n) {
-        /* Printable ASCII is nearly all of what we log; copy runs of it in one go. */
-        size_t j = i;
-        while (j < n && s[j] >= 0x20 && s[j] < 0x80 && s[j] != '"' && s[j] != '\\')
-            j++;
-        if (j > i) {
-            size_t run = j - i;
-            if (run > limit - len) {
-                run = limit - len;
-                complete = false;
-            }
-            memcpy(dst + len, s + i, run);
-            len += run;
-            if (!complete)
-                break;
-            i = j;
-            continue;
-        }
-
-        char esc[6];
-        const char *out = esc;
-        size_t out_len = 2, used = 1;
-        unsigned char c = s[i];
-        esc[0] = '\\';
-        if (c == '"' || c == '\\') {
-            esc[1] = (char)c;
-        } else if (c == '\n') {
-            esc[1] = 'n';
-        } else if (c == '\r') {
-            esc[1] = 'r';
-        } else if (c == '\t') {
-            esc[1] = 't';
-        } else if (c < 0x20) {
-            memcpy(esc + 1, "u00", 3);
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 0xF];
-            out_len = 6;
-        } else {
-            size_t seq = utf8_sequence_len(s + i, n - i);
-            if (seq > 0) {
-                out = (const char *)s + i; /* valid UTF-8 is JSON as it is */
-                out_len = used = seq;
-            } else {
-                /* One U+FFFD per byte that does not start a well-formed sequence: the next
-                 * byte gets its own chance, so a valid character right after a broken one
-                 * survives. */
-                out = "\\ufffd";
-                out_len = 6;
-            }
-        }
-        if (out_len > limit - len) {
-            complete = false;
-            break;
-        }
-        memcpy(dst + len, out, out_len);
-        len += out_len;
-        i += used;
-    }
-    *lenp = len;
-    return complete;
-}
-
 /* A string value: `"` + s escaped (at most `max` bytes of it) + `"`. */
 static void jb_str(struct jbuf *b, const char *s, size_t n, size_t max)
 {
@@ -224,7 +155,7 @@ static void jb_str(struct jbuf *b, const char *s, size_t n, size_t max)
     b->p[b->len++] = '"';
     if (max < limit - b->len)
         limit = b->len + max;
-    if (!json_escape(b->p, &b->len, limit, (const unsigned char *)s, n))
+    if (!json_escape_append(b->p, &b->len, limit, s, n))
         b->truncated = true;
     b->p[b->len++] = '"';
 }
@@ -520,11 +451,11 @@ static size_t format_rpc(char *dst, size_t cap, const struct log_rpc *r, bool *c
         /* The method gets its budget or what is left after the code, the space and the quote. */
         size_t avail = b.soft - b.len - LOG_RPC_CODE_MAX - 2;
         size_t limit = b.len + (avail < LOG_RPC_METHOD_MAX ? avail : LOG_RPC_METHOD_MAX);
-        if (!json_escape(b.p, &b.len, limit, (const unsigned char *)method, method_len))
+        if (!json_escape_append(b.p, &b.len, limit, method, method_len))
             b.truncated = true;
         b.p[b.len++] = ' ';
         limit = b.len + LOG_RPC_CODE_MAX;
-        if (!json_escape(b.p, &b.len, limit, (const unsigned char *)code, code_len))
+        if (!json_escape_append(b.p, &b.len, limit, code, code_len))
             b.truncated = true;
         b.p[b.len++] = '"';
     } else {
