@@ -12,6 +12,7 @@
 #include "books/config.h"
 #include "books/health.h"
 #include "books/log.h"
+#include "books/reflection.h"
 #include "books/server.h"
 #include "books/service.h"
 #include "books/store.h"
@@ -27,15 +28,18 @@ static int fail(const char *what, const char *err)
 
 int main(int argc, char **argv)
 {
-    static const char *const hosted[] = {SVC_SERVICE_NAME, NULL};
+    static const char *const hosted[] = {SVC_SERVICE_NAME, HEALTH_SERVICE_NAME,
+                                         REFLECTION_V1_SERVICE_NAME,
+                                         REFLECTION_V1ALPHA_SERVICE_NAME, NULL};
     struct books_config cfg;
     enum config_action action;
     char err[CONFIG_ERR_BYTES > STORE_ERR_BYTES ? CONFIG_ERR_BYTES : STORE_ERR_BYTES];
     struct store *store = NULL;
     struct svc *svc = NULL;
     struct health *health = NULL;
+    struct reflection *reflection = NULL;
     struct server *server = NULL;
-    struct rpc_service services[2];
+    struct rpc_service services[4];
     sigset_t stop_signals;
     int sig = 0, rc = 1;
 
@@ -79,15 +83,22 @@ int main(int argc, char **argv)
         rc = fail("cannot start", "out of memory");
         goto out_services;
     }
+    if (reflection_new(books_descriptor_set, books_descriptor_set_len, hosted, &reflection, err,
+                       sizeof err) != 0) {
+        rc = fail("cannot start reflection", err);
+        goto out_services;
+    }
     svc_describe(svc, &services[0]);
     health_describe(health, &services[1]);
+    reflection_describe_v1(reflection, &services[2]);
+    reflection_describe_v1alpha(reflection, &services[3]);
     struct server_options opts = {
         .port = cfg.port,
         .threads = cfg.threads ? cfg.threads : server_default_threads(),
         .max_recv_bytes = cfg.max_recv_bytes,
         .max_concurrent_streams = cfg.max_concurrent_streams,
     };
-    if (server_start(&opts, services, 2, &server, err, sizeof err) != 0) {
+    if (server_start(&opts, services, 4, &server, err, sizeof err) != 0) {
         rc = fail("cannot start the server", err);
         goto out_services;
     }
@@ -104,11 +115,12 @@ int main(int argc, char **argv)
         ;
     log_msg(LOG_INFO, "received %s: shutting down, calls in flight get %d ms",
             sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg.shutdown_grace_ms);
-    health_set_serving(health, false);
+    health_shutdown(health);
     server_shutdown(server, cfg.shutdown_grace_ms);
     server_free(server);
     rc = 0;
 out_services:
+    reflection_free(reflection);
     health_free(health);
     svc_free(svc);
     store_close(store);

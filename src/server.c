@@ -57,6 +57,11 @@
 struct server;
 struct worker;
 
+/* Opaque to handlers (rpc.h); a member of struct call, found again with container_of. */
+struct rpc_stream {
+    char unused;
+};
+
 /* Every completion-queue tag begins with this. */
 struct tag {
     void (*step)(struct tag *t, bool ok);
@@ -89,6 +94,16 @@ struct call {
     struct rpc_reply reply;
     struct arena arena;
     struct call *next_free;
+
+    /* Streaming calls only. `mu` guards the fields below it: handlers send and finish from any
+     * thread while the worker processes completions. */
+    pthread_mutex_t mu;
+    struct rpc_stream stream;       /* the handle given to a server-streaming handler */
+    struct tag close_tag;           /* RECV_CLOSE_ON_SERVER of a server stream */
+    grpc_byte_buffer *queued;       /* next message to send (newest wins) */
+    unsigned outstanding;           /* batches in flight */
+    bool md_sent, sending, finishing, status_started, closed, detached, answered;
+
     unsigned char arena_buf[CALL_ARENA_BYTES];
 };
 
@@ -116,7 +131,13 @@ struct server {
 static void step_registered(struct tag *t, bool ok);
 static void step_generic(struct tag *t, bool ok);
 static void step_sent(struct tag *t, bool ok);
+static void step_stream_sent(struct tag *t, bool ok);
+static void step_stream_closed(struct tag *t, bool ok);
+static void step_bidi_recv(struct tag *t, bool ok);
 static void reply_done(struct rpc_reply *reply);
+static void log_call(struct call *c);
+static void stream_begin(struct call *c);
+static void bidi_begin(struct call *c);
 
 /* ---- call objects ------------------------------------------------------------------------------ */
 
@@ -132,6 +153,7 @@ static struct call *call_get(struct worker *w)
     if (!c)
         return NULL;
     c->w = w;
+    pthread_mutex_init(&c->mu, NULL);
     arena_init(&c->arena, c->arena_buf, sizeof c->arena_buf);
     grpc_metadata_array_init(&c->md);
     grpc_call_details_init(&c->details);
@@ -143,6 +165,7 @@ static void call_destroy(struct call *c)
     grpc_metadata_array_destroy(&c->md);
     grpc_call_details_destroy(&c->details);
     arena_cleanup(&c->arena);
+    pthread_mutex_destroy(&c->mu);
     free(c);
 }
 
@@ -172,9 +195,16 @@ static void call_put(struct worker *w, struct call *c)
         grpc_call_details_destroy(&c->details);
         grpc_call_details_init(&c->details);
     }
+    if (c->queued) {
+        grpc_byte_buffer_destroy(c->queued);
+        c->queued = NULL;
+    }
     arena_reset(&c->arena);
     c->request = NULL;
     c->cancelled = 0;
+    c->outstanding = 0;
+    c->md_sent = c->sending = c->finishing = c->status_started = false;
+    c->closed = c->detached = c->answered = false;
     if (w->n_free >= MAX_FREE_CALLS) {
         call_destroy(c);
         return;
@@ -196,9 +226,10 @@ static void request_registered(struct worker *w, const struct method_slot *slot)
     }
     c->slot = slot;
     c->tag.step = step_registered;
-    e = grpc_server_request_registered_call(w->srv->server, slot->registered, &c->call,
-                                            &c->deadline, &c->md, &c->payload, w->cq, w->cq,
-                                            &c->tag);
+    /* A method registered without payload reading must not be given a payload pointer. */
+    e = grpc_server_request_registered_call(
+        w->srv->server, slot->registered, &c->call, &c->deadline, &c->md,
+        slot->method->kind == RPC_BIDI_STREAM ? NULL : &c->payload, w->cq, w->cq, &c->tag);
     if (e != GRPC_CALL_OK) {
         log_msg(LOG_ERROR, "grpc_server_request_registered_call(%s): %s", slot->method->path,
                 grpc_call_error_to_string(e));
@@ -257,6 +288,10 @@ static void step_registered(struct tag *t, bool ok)
     if (!atomic_load_explicit(&w->srv->shutting_down, memory_order_relaxed))
         request_registered(w, slot);
     reply_prepare(c);
+    if (slot->method->kind == RPC_BIDI_STREAM) {
+        bidi_begin(c);
+        return;
+    }
     if (deadline_passed(c->deadline)) {
         /* No work for a call whose caller has already given up. */
         books_error_set(&c->reply.error, BOOKS_EDEADLINE, "DEADLINE_EXCEEDED",
@@ -267,6 +302,10 @@ static void step_registered(struct tag *t, bool ok)
     rc = codec_decode(c->payload, slot->method->request, &c->arena, &c->request, &c->reply.error);
     if (rc) {
         reply_done(&c->reply);
+        return;
+    }
+    if (slot->method->kind == RPC_SERVER_STREAM) {
+        stream_begin(c);
         return;
     }
     slot->method->handle(slot->self, c->request, &c->reply);
@@ -299,6 +338,52 @@ static void step_generic(struct tag *t, bool ok)
     reply_done(&c->reply);
 }
 
+static void start_batch(struct call *c, const grpc_op *ops, size_t n, struct tag *tag)
+{
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, tag, NULL);
+    if (e != GRPC_CALL_OK) {
+        /* Only a malformed batch (or two of a kind at once) fails here; every batch this file
+         * builds is well-formed and serialised, so this is a bug, not a runtime state. */
+        log_msg(LOG_ERROR, "grpc_call_start_batch: %s", grpc_call_error_to_string(e));
+        abort();
+    }
+}
+
+/* Records the status to send for `e` (OK when NULL or code 0): code, message and the AIP-193
+ * details trailer. The message is also kept for the log line. */
+static void set_status(struct call *c, const struct books_error *e)
+{
+    if (!e || e->code == 0) {
+        c->code = GRPC_STATUS_OK;
+        return;
+    }
+    c->code = books_err_to_grpc_status(e->code);
+    if (e != &c->reply.error)
+        snprintf(c->reply.error.message, sizeof c->reply.error.message, "%s", e->message);
+    grpc_slice_unref(c->status_message);
+    c->status_message = grpc_slice_from_copied_string(e->message);
+    grpc_slice_unref(c->status_details_bin);
+    c->status_details_bin = grpc_empty_slice();
+    c->n_trailing = 0;
+    if (codec_encode_status_details(e, &c->status_details_bin) == 0) {
+        c->trailing.key = grpc_slice_from_static_string("grpc-status-details-bin");
+        c->trailing.value = c->status_details_bin;
+        c->n_trailing = 1;
+    }
+}
+
+/* Fills one SEND_STATUS_FROM_SERVER op from what set_status() recorded. Returns 1. */
+static size_t status_op(struct call *c, grpc_op *op)
+{
+    op->op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    op->data.send_status_from_server.status = c->code;
+    op->data.send_status_from_server.status_details =
+        c->code != GRPC_STATUS_OK ? &c->status_message : NULL;
+    op->data.send_status_from_server.trailing_metadata_count = c->n_trailing;
+    op->data.send_status_from_server.trailing_metadata = c->n_trailing ? &c->trailing : NULL;
+    return 1;
+}
+
 /* Encodes the reply and sends it as one batch. Runs on the handler's thread, which may not be the
  * worker's; it touches only this call, and the completion goes to the worker's queue. */
 static void reply_done(struct rpc_reply *reply)
@@ -306,7 +391,6 @@ static void reply_done(struct rpc_reply *reply)
     struct call *c = container_of(reply, struct call, reply);
     grpc_op ops[4];
     size_t n = 0;
-    grpc_call_error e;
 
     memset(ops, 0, sizeof ops);
     if (reply->error.code == 0 && !reply->response)
@@ -320,47 +404,36 @@ static void reply_done(struct rpc_reply *reply)
     codec_free_request(c->request, &c->arena);
     c->request = NULL;
 
-    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[n].data.send_initial_metadata.count = 0;
-    n++;
+    if (!c->md_sent) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[n].data.send_initial_metadata.count = 0;
+        n++;
+    }
+    set_status(c, &reply->error);
     if (reply->error.code == 0) {
-        c->code = GRPC_STATUS_OK;
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n].data.send_message.send_message = c->response;
         n++;
-    } else {
-        c->code = books_err_to_grpc_status(reply->error.code);
-        c->status_message = grpc_slice_from_copied_string(reply->error.message);
-        if (codec_encode_status_details(&reply->error, &c->status_details_bin) == 0) {
-            c->trailing.key = grpc_slice_from_static_string("grpc-status-details-bin");
-            c->trailing.value = c->status_details_bin;
-            c->n_trailing = 1;
-        }
     }
-    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[n].data.send_status_from_server.status = c->code;
-    ops[n].data.send_status_from_server.status_details =
-        reply->error.code ? &c->status_message : NULL;
-    ops[n].data.send_status_from_server.trailing_metadata_count = c->n_trailing;
-    ops[n].data.send_status_from_server.trailing_metadata = c->n_trailing ? &c->trailing : NULL;
-    n++;
+    n += status_op(c, &ops[n]);
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
     n++;
-
     c->tag.step = step_sent;
-    e = grpc_call_start_batch(c->call, ops, n, &c->tag, NULL);
-    if (e != GRPC_CALL_OK) {
-        /* Only a malformed batch fails here, and this one is fixed: a bug, not a runtime state. */
-        log_msg(LOG_ERROR, "grpc_call_start_batch: %s", grpc_call_error_to_string(e));
-        abort();
-    }
+    start_batch(c, ops, n, &c->tag);
 }
 
 static void step_sent(struct tag *t, bool ok)
 {
     struct call *c = container_of(t, struct call, tag);
     (void)ok;
+    log_call(c);
+    call_put(c->w, c);
+}
+
+/* One log line for a finished call. */
+static void log_call(struct call *c)
+{
     if (log_enabled(LOG_INFO)) {
         struct log_rpc r;
         char *peer = grpc_call_get_peer(c->call);
@@ -379,7 +452,241 @@ static void step_sent(struct tag *t, bool ok)
         log_rpc(&r);
         gpr_free(peer);
     }
-    call_put(c->w, c);
+}
+
+/* ---- server streaming (e.g. health Watch) -------------------------------------------------------
+ * Two batches can be in flight: RECV_CLOSE_ON_SERVER (close_tag), started first so a client that
+ * goes away is noticed, and one send batch (tag) at a time: a message, or finally the status.
+ * The call is released when it is closed, the handler has let go of it (close hook), and no batch
+ * is left in flight; all three are only ever decided on the worker's thread. */
+
+static void stream_send_locked(struct call *c, grpc_byte_buffer *bb)
+{
+    grpc_op ops[2];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    if (!c->md_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->md_sent = true;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = bb;
+    c->response = bb;
+    c->sending = true;
+    c->outstanding++;
+    c->tag.step = step_stream_sent;
+    start_batch(c, ops, n, &c->tag);
+}
+
+static void stream_status_locked(struct call *c)
+{
+    grpc_op ops[2];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    if (!c->md_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->md_sent = true;
+    }
+    n += status_op(c, &ops[n]);
+    c->status_started = true;
+    c->sending = true;
+    c->outstanding++;
+    c->tag.step = step_stream_sent;
+    start_batch(c, ops, n, &c->tag);
+}
+
+static bool stream_releasable_locked(const struct call *c)
+{
+    return c->closed && c->detached && c->outstanding == 0;
+}
+
+static void stream_begin(struct call *c)
+{
+    const struct method_slot *slot = c->slot;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    c->code = GRPC_STATUS_OK;
+    pthread_mutex_lock(&c->mu);
+    c->outstanding = 1;
+    c->close_tag.step = step_stream_closed;
+    start_batch(c, &op, 1, &c->close_tag);
+    pthread_mutex_unlock(&c->mu);
+    slot->method->start(slot->self, c->request, &c->stream);
+    codec_free_request(c->request, &c->arena);
+    c->request = NULL;
+}
+
+int rpc_stream_send(struct rpc_stream *stream, const ProtobufCMessage *msg)
+{
+    struct call *c = container_of(stream, struct call, stream);
+    grpc_byte_buffer *bb = NULL;
+    if (codec_encode(msg, &bb) != 0)
+        return BOOKS_ENOMEM;
+    pthread_mutex_lock(&c->mu);
+    if (c->finishing || c->closed) {
+        pthread_mutex_unlock(&c->mu);
+        grpc_byte_buffer_destroy(bb);
+        return BOOKS_EUNAVAIL;
+    }
+    if (c->sending) {
+        if (c->queued)
+            grpc_byte_buffer_destroy(c->queued);
+        c->queued = bb;
+    } else {
+        stream_send_locked(c, bb);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+void rpc_stream_finish(struct rpc_stream *stream, const struct books_error *err)
+{
+    struct call *c = container_of(stream, struct call, stream);
+    pthread_mutex_lock(&c->mu);
+    if (!c->finishing) {
+        c->finishing = true;
+        set_status(c, err);
+        if (!c->sending && !c->closed)
+            stream_status_locked(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void step_stream_sent(struct tag *t, bool ok)
+{
+    struct call *c = container_of(t, struct call, tag);
+    bool release;
+    pthread_mutex_lock(&c->mu);
+    c->outstanding--;
+    c->sending = false;
+    if (c->response) {
+        grpc_byte_buffer_destroy(c->response);
+        c->response = NULL;
+    }
+    if (ok && !c->closed && !c->status_started) {
+        if (c->queued) {
+            grpc_byte_buffer *bb = c->queued;
+            c->queued = NULL;
+            stream_send_locked(c, bb);
+        } else if (c->finishing) {
+            stream_status_locked(c);
+        }
+    }
+    release = stream_releasable_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    if (release) {
+        log_call(c);
+        call_put(c->w, c);
+    }
+}
+
+static void step_stream_closed(struct tag *t, bool ok)
+{
+    struct call *c = container_of(t, struct call, close_tag);
+    const struct method_slot *slot = c->slot;
+    bool release;
+    (void)ok;
+    pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    c->outstanding--;
+    pthread_mutex_unlock(&c->mu);
+    /* Outside the lock: the handler takes its own lock here, the one it holds while sending. */
+    slot->method->close(slot->self, &c->stream);
+    pthread_mutex_lock(&c->mu);
+    c->detached = true;
+    release = stream_releasable_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    if (release) {
+        log_call(c);
+        call_put(c->w, c);
+    }
+}
+
+/* ---- bidirectional streaming (e.g. server reflection) -------------------------------------------
+ * Sequential batches on one tag: initial metadata + first RECV_MESSAGE; then for each request its
+ * response + the next RECV_MESSAGE; when the client half-closes (no message), the status. Only the
+ * worker's thread touches the call, so no lock is needed. */
+
+static void bidi_answered(struct rpc_reply *reply)
+{
+    container_of(reply, struct call, reply)->answered = true;
+}
+
+static void bidi_begin(struct call *c)
+{
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_MESSAGE;
+    ops[1].data.recv_message.recv_message = &c->payload;
+    c->md_sent = true;
+    c->tag.step = step_bidi_recv;
+    start_batch(c, ops, 2, &c->tag);
+}
+
+/* Ends the stream with the status in c->reply.error (OK when its code is 0). */
+static void bidi_finish(struct call *c)
+{
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    set_status(c, &c->reply.error);
+    status_op(c, &ops[0]);
+    ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[1].data.recv_close_on_server.cancelled = &c->cancelled;
+    c->tag.step = step_sent;
+    start_batch(c, ops, 2, &c->tag);
+}
+
+static void step_bidi_recv(struct tag *t, bool ok)
+{
+    struct call *c = container_of(t, struct call, tag);
+    const struct method_slot *slot = c->slot;
+    grpc_op ops[2];
+    int rc;
+
+    if (c->response) { /* the previous answer is on the wire */
+        grpc_byte_buffer_destroy(c->response);
+        c->response = NULL;
+    }
+    if (!ok || !c->payload) { /* half-closed by the client, or the call is gone */
+        bidi_finish(c);
+        return;
+    }
+    arena_reset(&c->arena);
+    books_error_init(&c->reply.error, &c->arena);
+    c->reply.response = NULL;
+    c->reply.release = NULL;
+    c->reply.done = bidi_answered;
+    c->answered = false;
+    rc = codec_decode(c->payload, slot->method->request, &c->arena, &c->request, &c->reply.error);
+    grpc_byte_buffer_destroy(c->payload);
+    c->payload = NULL;
+    if (rc) {
+        bidi_finish(c);
+        return;
+    }
+    slot->method->handle(slot->self, c->request, &c->reply);
+    if (!c->answered) /* the contract: bidi handlers answer before returning */
+        abort();
+    if (c->reply.error.code == 0 && codec_encode(c->reply.response, &c->response) != 0)
+        books_error_set(&c->reply.error, BOOKS_ENOMEM, "OUT_OF_MEMORY", "the server is out of memory");
+    if (c->reply.release)
+        c->reply.release(&c->reply);
+    c->reply.release = NULL;
+    codec_free_request(c->request, &c->arena);
+    c->request = NULL;
+    if (c->reply.error.code) {
+        bidi_finish(c);
+        return;
+    }
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_MESSAGE;
+    ops[0].data.send_message.send_message = c->response;
+    ops[1].op = GRPC_OP_RECV_MESSAGE;
+    ops[1].data.recv_message.recv_message = &c->payload;
+    start_batch(c, ops, 2, &c->tag);
 }
 
 /* ---- threads ----------------------------------------------------------------------------------- */
@@ -551,9 +858,13 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
             struct method_slot *slot = &s->slots[k];
             slot->method = &services[i].methods[j];
             slot->self = services[i].self;
-            slot->registered =
-                grpc_server_register_method(s->server, slot->method->path, NULL,
-                                            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+            /* Bidirectional streams read their messages one by one; every other kind gets its
+             * one request message together with the call. */
+            slot->registered = grpc_server_register_method(
+                s->server, slot->method->path, NULL,
+                slot->method->kind == RPC_BIDI_STREAM ? GRPC_SRM_PAYLOAD_NONE
+                                                      : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                0);
             if (!slot->registered) {
                 snprintf(err, errlen, "cannot register method %s (registered twice?)",
                          slot->method->path);

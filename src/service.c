@@ -60,11 +60,15 @@ void svc_set_id_generator(struct svc *svc, svc_id_fn fn, void *arg)
 void svc_free(struct svc *svc) { free(svc); }
 
 static const struct rpc_method svc_methods[] = {
-    {"/books.v1.BooksService/GetBook", &books__v1__get_book_request__descriptor, svc_get_book},
-    {"/books.v1.BooksService/ListBooks", &books__v1__list_books_request__descriptor,
-     svc_list_books},
-    {"/books.v1.BooksService/CreateBook", &books__v1__create_book_request__descriptor,
-     svc_create_book},
+    {.path = "/books.v1.BooksService/GetBook",
+     .request = &books__v1__get_book_request__descriptor,
+     .handle = svc_get_book},
+    {.path = "/books.v1.BooksService/ListBooks",
+     .request = &books__v1__list_books_request__descriptor,
+     .handle = svc_list_books},
+    {.path = "/books.v1.BooksService/CreateBook",
+     .request = &books__v1__create_book_request__descriptor,
+     .handle = svc_create_book},
 };
 
 void svc_describe(struct svc *svc, struct rpc_service *out)

@@ -1,7 +1,8 @@
-/* health.h: grpc.health.v1.Health/Check (gRPC doc/health-checking.md). Knows the services this
- * server hosts and whether it is serving; answers SERVING or NOT_SERVING for "" and each hosted
- * service, and NOT_FOUND for any other name. The status is one atomic word: any thread may read or
- * change it at any time. */
+/* health.h: grpc.health.v1.Health, Check and Watch (gRPC doc/health-checking.md). Knows the
+ * services this server hosts and whether it is serving. Check answers SERVING or NOT_SERVING for ""
+ * and each hosted service, and the NOT_FOUND status for any other name. Watch sends the current
+ * status at once and then every change (SERVICE_UNKNOWN, once, for a name it does not host), and
+ * ends with status OK at shutdown. Any thread may change the status at any time. */
 #ifndef BOOKS_HEALTH_H
 #define BOOKS_HEALTH_H
 
@@ -20,13 +21,23 @@ int health_new(const char *const *services, struct health **out);
 /* Frees h. NULL is a no-op. */
 void health_free(struct health *h);
 
-/* Sets the status of every service ("" included): true SERVING, false NOT_SERVING. */
+/* Sets the status of every service ("" included): true SERVING, false NOT_SERVING. Watchers are
+ * sent the new status when it changes. */
 void health_set_serving(struct health *h, bool serving);
+
+/* Shutdown has begun: NOT_SERVING from now on, every watcher is sent NOT_SERVING and its stream is
+ * ended with status OK, and Watch calls that arrive later get one NOT_SERVING and end at once.
+ * Call before the server's graceful shutdown so open Watch streams do not hold it up. */
+void health_shutdown(struct health *h);
 
 /* Fills `out` with the health service's method table (self = h). */
 void health_describe(struct health *h, struct rpc_service *out);
 
 /* The Check handler (rpc_unary_fn); answers before returning. */
 void health_check(void *h, const ProtobufCMessage *request, struct rpc_reply *reply);
+
+/* The Watch handlers (rpc_stream_start_fn, rpc_stream_close_fn). */
+void health_watch_start(void *h, const ProtobufCMessage *request, struct rpc_stream *stream);
+void health_watch_close(void *h, struct rpc_stream *stream);
 
 #endif

@@ -36,11 +36,47 @@ static inline void rpc_reply_done(struct rpc_reply *reply) { reply->done(reply);
  * message of the method's request descriptor, valid until the handler calls rpc_reply_done(). */
 typedef void (*rpc_unary_fn)(void *self, const ProtobufCMessage *request, struct rpc_reply *reply);
 
+/* A server-streaming call as its handler sees it (owned by the server). */
+struct rpc_stream;
+
+/* Starts a server-streaming call. The handler may keep `stream` and call rpc_stream_send() and
+ * rpc_stream_finish() from any thread until the server calls the method's `close` for it.
+ * `request` is valid only during this call: copy what is needed. */
+typedef void (*rpc_stream_start_fn)(void *self, const ProtobufCMessage *request,
+                                    struct rpc_stream *stream);
+
+/* Called exactly once per started stream, on a server thread, when the call is over (finished, or
+ * cancelled by the client or by shutdown). After it returns the handler must not touch `stream`.
+ * May be called while other threads are inside rpc_stream_send() for it only if the handler does
+ * not serialise the two; handlers that keep a list of streams remove the stream here under the
+ * same lock they hold while sending. */
+typedef void (*rpc_stream_close_fn)(void *self, struct rpc_stream *stream);
+
+/* Queues `msg` (encoded at once; the caller keeps msg) on the stream. At most one message is on
+ * the wire at a time; a message queued while another is in flight replaces any older queued one
+ * (the newest state wins, as for health Watch). Thread-safe. Returns 0, BOOKS_EUNAVAIL when the
+ * stream is finishing or closed, BOOKS_ENOMEM. */
+int rpc_stream_send(struct rpc_stream *stream, const ProtobufCMessage *msg);
+
+/* Ends the stream after the messages already queued: status OK when `err` is NULL or err->code is
+ * 0, else err's status and AIP-193 details. Only the first call counts. Thread-safe. */
+void rpc_stream_finish(struct rpc_stream *stream, const struct books_error *err);
+
+enum rpc_kind {
+    RPC_UNARY = 0,       /* one request, one response: `handle` */
+    RPC_SERVER_STREAM,   /* one request, a stream of responses: `start` and `close` */
+    RPC_BIDI_STREAM,     /* a stream of requests, one response each, in order: `handle`, which
+                          * must call rpc_reply_done() before it returns; an error ends the call */
+};
+
 /* One method. `path` is the HTTP/2 :path, "/{package}.{Service}/{Method}" (gRPC PROTOCOL-HTTP2). */
 struct rpc_method {
     const char *path;
     const ProtobufCMessageDescriptor *request;
+    enum rpc_kind kind;
     rpc_unary_fn handle;
+    rpc_stream_start_fn start;
+    rpc_stream_close_fn close;
 };
 
 /* A service: its fully-qualified name (for health) and its method table. */
