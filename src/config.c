@@ -19,6 +19,7 @@ enum setting_type {
     SETTING_INT,       /* strict decimal within [min, max], stored as int */
     SETTING_STRING,    /* non-empty, stored as an owned char * */
     SETTING_LOG_LEVEL, /* log_level_parse() names, stored as int (enum log_level) */
+    SETTING_PROJECT,   /* empty, or a Google Cloud project id; stored as an owned char * */
 };
 
 struct setting {
@@ -89,6 +90,15 @@ static const struct setting settings[] = {
      .max = 65536,
      .def = "100",
      .help = "Most calls (HTTP/2 streams) a single client connection may have open at once."},
+    {.env = "GOOGLE_CLOUD_PROJECT",
+     .flag = "--project",
+     .arg = "ID",
+     .type = SETTING_PROJECT,
+     .offset = FIELD(project),
+     .def = "",
+     .help = "Google Cloud project id. With it, a call that carries trace context (traceparent or "
+             "x-cloud-trace-context) is logged with logging.googleapis.com/trace, so Cloud Logging "
+             "shows it under its trace."},
     {.env = "BOOKS_LOG_LEVEL",
      .flag = "--log-level",
      .arg = "LEVEL",
@@ -168,6 +178,10 @@ static void describe_accepted(const struct setting *s, char *out, size_t outlen)
     case SETTING_LOG_LEVEL:
         snprintf(out, outlen, "one of debug, info, warning, error");
         return;
+    case SETTING_PROJECT:
+        snprintf(out, outlen, "a project id (lowercase letters, digits, '-', '.', ':'; starting "
+                 "with a letter; at most 100 characters) or nothing");
+        return;
     }
     abort(); /* a row with a type this switch does not know */
 }
@@ -193,6 +207,23 @@ static bool parse_int(const char *v, long min, long max, long *out)
     return true;
 }
 
+/* A Google Cloud project id as it may appear in "projects/ID/traces/...": lowercase letters,
+ * digits and hyphens (plus '.' and ':' of legacy domain-scoped ids), starting with a letter. The
+ * empty string means "not set". Nothing else can reach a log line through it. */
+static bool valid_project(const char *v)
+{
+    size_t n = strlen(v);
+    if (n == 0)
+        return true;
+    if (n > 100 || v[0] < 'a' || v[0] > 'z')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= '0' && v[i] <= '9') || v[i] == '-' ||
+              v[i] == '.' || v[i] == ':'))
+            return false;
+    return true;
+}
+
 /* Stores `value` into the setting's field of cfg. `name` is how the user wrote the setting (the
  * environment variable or the flag), for the error message. */
 static int set_value(struct books_config *cfg, const struct setting *s, const char *value,
@@ -210,7 +241,8 @@ static int set_value(struct books_config *cfg, const struct setting *s, const ch
             *(int *)field = (int)n;
         break;
     case SETTING_STRING:
-        ok = *value != '\0';
+    case SETTING_PROJECT:
+        ok = s->type == SETTING_STRING ? *value != '\0' : valid_project(value);
         if (ok) {
             char *copy = strdup(value);
             if (copy == NULL) {
@@ -228,7 +260,7 @@ static int set_value(struct books_config *cfg, const struct setting *s, const ch
         break;
     }
     if (!ok) {
-        char shown[256], accepted[96];
+        char shown[256], accepted[160];
         quote_value(shown, sizeof shown, value);
         describe_accepted(s, accepted, sizeof accepted);
         set_err(err, errlen, "%s=\"%s\" is not valid: expected %s", name, shown, accepted);
@@ -352,7 +384,7 @@ static int load_flags(struct books_config *cfg, int argc, char *const argv[], ch
         } else if (takes_next(i, argc, argv)) {
             value = argv[++i];
         } else {
-            char accepted[96];
+            char accepted[160];
             describe_accepted(s, accepted, sizeof accepted);
             set_err(err, errlen, "%s needs a value: %s=%s, %s", s->flag, s->flag, s->arg, accepted);
             return BOOKS_EINVAL;
@@ -396,8 +428,12 @@ void config_cleanup(struct books_config *cfg)
 {
     if (cfg == NULL)
         return;
-    free(cfg->store);
-    cfg->store = NULL;
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (settings[i].type == SETTING_STRING || settings[i].type == SETTING_PROJECT) {
+            char **field = (char **)(void *)((char *)cfg + settings[i].offset);
+            free(*field);
+            *field = NULL;
+        }
 }
 
 /* Prints `text` wrapped at 79 columns, each line indented by `indent` spaces. */
@@ -430,7 +466,7 @@ static void print_wrapped(FILE *f, int indent, const char *text)
 
 void config_print_help(FILE *f, const char *argv0)
 {
-    char line[512], accepted[96];
+    char line[512], accepted[160];
     fprintf(f,
             "Usage: %s [OPTION]...\n"
             "Serve the books.v1.BooksService gRPC API, logging JSON lines to stdout.\n"
@@ -442,7 +478,8 @@ void config_print_help(FILE *f, const char *argv0)
     for (size_t i = 0; i < N_SETTINGS; i++) {
         const struct setting *s = &settings[i];
         describe_accepted(s, accepted, sizeof accepted);
-        fprintf(f, "  %s=%s  (env %s, default %s)\n", s->flag, s->arg, s->env, s->def);
+        fprintf(f, "  %s=%s  (env %s, default %s)\n", s->flag, s->arg, s->env,
+                s->def[0] ? s->def : "none");
         snprintf(line, sizeof line, "%s Accepts %s.", s->help, accepted);
         print_wrapped(f, 6, line);
     }
@@ -469,13 +506,16 @@ static void print_cell(FILE *f, const char *text)
 
 void config_print_markdown(FILE *f)
 {
-    char accepted[96];
+    char accepted[160];
     fputs("| setting | flag | default | meaning |\n", f);
     fputs("|---|---|---|---|\n", f);
     for (size_t i = 0; i < N_SETTINGS; i++) {
         const struct setting *s = &settings[i];
         describe_accepted(s, accepted, sizeof accepted);
-        fprintf(f, "| `%s` | `%s` | `%s` | ", s->env, s->flag, s->def);
+        if (s->def[0])
+            fprintf(f, "| `%s` | `%s` | `%s` | ", s->env, s->flag, s->def);
+        else
+            fprintf(f, "| `%s` | `%s` | (none) | ", s->env, s->flag);
         print_cell(f, s->help);
         fputs(" Accepts ", f);
         print_cell(f, accepted);

@@ -210,6 +210,18 @@ static void jb_field_str(struct jbuf *b, const char *key, const char *s, size_t 
     jb_end_field(b, mark);
 }
 
+static void jb_field_bool(struct jbuf *b, const char *key, bool v)
+{
+    if (b->full)
+        return;
+    size_t mark = jb_key(b, key);
+    if (v)
+        JB_LIT(b, "true");
+    else
+        JB_LIT(b, "false");
+    jb_end_field(b, mark);
+}
+
 static void jb_field_num(struct jbuf *b, const char *key, long long v)
 {
     if (b->full)
@@ -295,6 +307,14 @@ static size_t jb_finish(struct jbuf *b)
 }
 
 /* ---- public API ------------------------------------------------------------------------------ */
+
+/* Set once before serving starts; read by every thread afterwards. */
+static char g_project[101];
+
+void log_set_project(const char *project)
+{
+    snprintf(g_project, sizeof g_project, "%s", project ? project : "");
+}
 
 void log_init(enum log_level min_level, int fd)
 {
@@ -470,6 +490,17 @@ static size_t format_rpc(char *dst, size_t cap, const struct log_rpc *r, bool *c
         jb_field_str(&b, "peer", r->peer, strlen(r->peer), LOG_RPC_PEER_MAX);
     if (r->message != NULL)
         jb_field_str(&b, "status_message", r->message, strlen(r->message), SIZE_MAX);
+    if (r->trace != NULL && g_project[0] != '\0') {
+        /* Cloud Logging's special fields tie the line to its trace in Cloud Trace. */
+        char trace[sizeof g_project + sizeof r->trace->trace_id + 24];
+        int n = snprintf(trace, sizeof trace, "projects/%s/traces/%s", g_project,
+                         r->trace->trace_id);
+        jb_field_str(&b, "logging.googleapis.com/trace", trace, (size_t)n, SIZE_MAX);
+        if (r->trace->span_id[0] != '\0')
+            jb_field_str(&b, "logging.googleapis.com/spanId", r->trace->span_id,
+                         strlen(r->trace->span_id), SIZE_MAX);
+        jb_field_bool(&b, "logging.googleapis.com/trace_sampled", r->trace->sampled);
+    }
     *cut = b.full || b.truncated;
     if (b.full)
         b.truncated = true;

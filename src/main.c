@@ -74,6 +74,7 @@ int main(int argc, char **argv)
         break;
     }
     log_init((enum log_level)cfg.log_level, STDOUT_FILENO);
+    log_set_project(cfg.project);
 
     if (store_open(cfg.store, &store, err, sizeof err) != 0) {
         rc = fail("cannot open the store", err);

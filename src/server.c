@@ -431,6 +431,25 @@ static void step_sent(struct tag *t, bool ok)
     call_put(c->w, c);
 }
 
+/* The caller's trace context from its request metadata: W3C traceparent first, then Google's
+ * x-cloud-trace-context (Cloud Run passes both on). */
+static bool find_trace(const grpc_metadata_array *md, struct trace_context *out)
+{
+    const grpc_metadata *cloud = NULL;
+    for (size_t i = 0; i < md->count; i++) {
+        const grpc_slice *k = &md->metadata[i].key;
+        const grpc_slice *v = &md->metadata[i].value;
+        if (grpc_slice_str_cmp(*k, "traceparent") == 0 &&
+            trace_parse_traceparent((const char *)GRPC_SLICE_START_PTR(*v), GRPC_SLICE_LENGTH(*v),
+                                    out))
+            return true;
+        if (grpc_slice_str_cmp(*k, "x-cloud-trace-context") == 0)
+            cloud = &md->metadata[i];
+    }
+    return cloud && trace_parse_cloud((const char *)GRPC_SLICE_START_PTR(cloud->value),
+                                      GRPC_SLICE_LENGTH(cloud->value), out);
+}
+
 /* One log line for a finished call. */
 static void log_call(struct call *c)
 {
@@ -449,6 +468,8 @@ static void log_call(struct call *c)
         r.latency_us = log_now_us() - c->start_us;
         r.peer = peer;
         r.message = c->code != GRPC_STATUS_OK ? c->reply.error.message : NULL;
+        struct trace_context trace;
+        r.trace = find_trace(&c->md, &trace) ? &trace : NULL;
         log_rpc(&r);
         gpr_free(peer);
     }

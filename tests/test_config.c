@@ -120,6 +120,34 @@ static void test_defaults(void **state)
     assert_int_equal(f->cfg.max_recv_bytes, 4194304);
     assert_int_equal(f->cfg.max_concurrent_streams, 100);
     assert_int_equal(f->cfg.log_level, LOG_INFO);
+    assert_string_equal(f->cfg.project, "");
+}
+
+static void test_project_ids(void **state)
+{
+    struct fixture *f = *state;
+    const char *good[] = {"my-project-123", "books", "example.com:my-project", "a"};
+    const char *bad[] = {"My-Project", "1abc", "my project", "my_project", "proj/../x", "-x",
+                         "p\"q",
+                         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                         "aaaaaaaaaaaaaaaaaaaaaaa"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char flag[160];
+        snprintf(flag, sizeof flag, "--project=%s", good[i]);
+        char *argv[] = {"books-server", flag, NULL};
+        assert_int_equal(config_load(&f->cfg, 2, argv, NULL, &f->action, f->err, sizeof f->err),
+                         0);
+        assert_string_equal(f->cfg.project, good[i]);
+        config_cleanup(&f->cfg);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char env[160];
+        snprintf(env, sizeof env, "GOOGLE_CLOUD_PROJECT=%s", bad[i]);
+        char *envp[] = {env, NULL};
+        assert_int_equal(config_load(&f->cfg, 0, NULL, envp, &f->action, f->err, sizeof f->err),
+                         BOOKS_EINVAL);
+        assert_non_null(strstr(f->err, "GOOGLE_CLOUD_PROJECT"));
+    }
 }
 
 static void test_null_envp_and_argv(void **state)
@@ -502,6 +530,7 @@ static const struct {
     {"BOOKS_SHUTDOWN_GRACE_MS", "--shutdown-grace-ms", "8000"},
     {"BOOKS_MAX_RECV_BYTES", "--max-recv-bytes", "4194304"},
     {"BOOKS_MAX_CONCURRENT_STREAMS", "--max-concurrent-streams", "100"},
+    {"GOOGLE_CLOUD_PROJECT", "--project", ""},
     {"BOOKS_LOG_LEVEL", "--log-level", "info"},
 };
 
@@ -517,7 +546,7 @@ static void test_help_lists_every_setting(void **state)
         snprintf(entry, sizeof entry, "  %s=", all_settings[i].flag);
         assert_non_null(strstr(help, entry));
         snprintf(entry, sizeof entry, "env %s, default %s)", all_settings[i].env,
-                 all_settings[i].def);
+                 all_settings[i].def[0] ? all_settings[i].def : "none");
         assert_non_null(strstr(help, entry));
     }
     assert_non_null(strstr(help, "an integer from 0 to 65535"));
@@ -567,8 +596,12 @@ static void test_markdown_table(void **state)
         nl = strchr(line, '\n');
         assert_non_null(nl);
         char start[160];
-        snprintf(start, sizeof start, "| `%s` | `%s` | `%s` | ", all_settings[i].env,
-                 all_settings[i].flag, all_settings[i].def);
+        if (all_settings[i].def[0])
+            snprintf(start, sizeof start, "| `%s` | `%s` | `%s` | ", all_settings[i].env,
+                     all_settings[i].flag, all_settings[i].def);
+        else
+            snprintf(start, sizeof start, "| `%s` | `%s` | (none) | ", all_settings[i].env,
+                     all_settings[i].flag);
         assert_memory_equal(line, start, strlen(start));
         assert_true(nl - line > (long)strlen(start) + 10); /* a meaning follows */
         assert_memory_equal(nl - 2, " |", 2);
@@ -601,6 +634,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_defaults),
+        T(test_project_ids),
         T(test_null_envp_and_argv),
         T(test_env_overrides_default),
         T(test_empty_env_is_unset),

@@ -178,6 +178,10 @@ static bool parse_value(struct parse *ps)
         ps->p += 4;
         return true;
     }
+    if (ps->end - ps->p >= 5 && memcmp(ps->p, "false", 5) == 0) {
+        ps->p += 5;
+        return true;
+    }
     if (*ps->p == '-')
         ps->p++;
     if (ps->p >= ps->end || *ps->p < '0' || *ps->p > '9')
@@ -673,6 +677,45 @@ static void test_rpc_line(void **state)
                            "\"latency_us\":0}\n");
 }
 
+static void test_rpc_line_with_trace(void **state)
+{
+    struct fixture *f = *state;
+    struct trace_context tc = {.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
+                               .span_id = "00f067aa0ba902b7",
+                               .sampled = true};
+    struct log_rpc r = {
+        .method = "/books.v1.BooksService/GetBook",
+        .method_len = strlen("/books.v1.BooksService/GetBook"),
+        .code = "OK",
+        .latency_us = 7,
+        .trace = &tc,
+    };
+    /* Without a project, no trace fields: Cloud Logging needs "projects/ID/traces/...". */
+    log_set_project("");
+    log_rpc(&r);
+    log_set_project("my-project");
+    log_rpc(&r);
+    tc.span_id[0] = '\0';
+    tc.sampled = false;
+    log_rpc(&r);
+    log_set_project(NULL);
+    log_thread_flush();
+    const char *out = expect_lines(f, 3);
+    const char *l2 = strchr(out, '\n') + 1, *l3 = strchr(l2, '\n') + 1;
+    assert_memory_equal(strstr(out, "\"latency_us\":7"), "\"latency_us\":7}\n", 16);
+    const char *want2 = "\"latency_us\":7,"
+                        "\"logging.googleapis.com/trace\":"
+                        "\"projects/my-project/traces/4bf92f3577b34da6a3ce929d0e0e4736\","
+                        "\"logging.googleapis.com/spanId\":\"00f067aa0ba902b7\","
+                        "\"logging.googleapis.com/trace_sampled\":true}\n";
+    assert_memory_equal(strstr(l2, "\"latency_us\""), want2, strlen(want2));
+    const char *want3 = "\"latency_us\":7,"
+                        "\"logging.googleapis.com/trace\":"
+                        "\"projects/my-project/traces/4bf92f3577b34da6a3ce929d0e0e4736\","
+                        "\"logging.googleapis.com/trace_sampled\":false}\n";
+    assert_memory_equal(strstr(l3, "\"latency_us\""), want3, strlen(want3));
+}
+
 static void test_rpc_method_by_length_and_escaped(void **state)
 {
     struct fixture *f = *state;
@@ -953,6 +996,7 @@ int main(void)
         T(test_errno_preserved_and_write_errors_dropped),
         T(test_cut_line_next_starts_fresh),
         T(test_rpc_line),
+        T(test_rpc_line_with_trace),
         T(test_rpc_method_by_length_and_escaped),
         T(test_rpc_buffered_until_flush),
         T(test_rpc_many_lines_whole_and_in_order),

@@ -17,6 +17,7 @@ struct books_config {
     int max_recv_bytes;         /* BOOKS_MAX_RECV_BYTES / --max-recv-bytes, bytes */
     int max_concurrent_streams; /* BOOKS_MAX_CONCURRENT_STREAMS / --max-concurrent-streams */
     int log_level;              /* BOOKS_LOG_LEVEL / --log-level: enum log_level */
+    char *project;              /* GOOGLE_CLOUD_PROJECT / --project: "" or a project id (owned) */
 };
 
 enum config_action {

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "books/trace.h"
+
 enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARNING = 2, LOG_ERROR = 3 };
 
 /* A per-RPC line waits at most this long in a thread's buffer while that thread is busy. */
@@ -54,12 +56,20 @@ struct log_rpc {
     uint64_t latency_us;  /* from the call's arrival to its last batch completing */
     const char *peer;     /* e.g. "ipv4:127.0.0.1:53814"; may be NULL */
     const char *message;  /* the status message sent, or NULL */
+    const struct trace_context *trace; /* the caller's trace context, or NULL */
 };
 
+/* Sets the Google Cloud project id used in "logging.googleapis.com/trace":
+ * "projects/PROJECT/traces/TRACE_ID". Empty or NULL: per-RPC lines carry no trace fields. At most
+ * 100 characters (config validates the id). Call before serving starts. */
+void log_set_project(const char *project);
+
 /* Appends an INFO line for `r` to this thread's buffer: {"severity":"INFO","message":"<method>
- * <code>","time",...,"method","code","latency_us","peer"} ("peer" and "status_message" are left
- * out when NULL; peer, code and message are NUL-terminated, method is not). Flushed by log_thread_flush(), when the buffer fills, or when the oldest line
- * is LOG_FLUSH_MS old. Cheap no-op when INFO is disabled. */
+ * <code>","time",...,"method","code","latency_us","peer","status_message"}, plus, when r->trace is
+ * set and a project is configured, "logging.googleapis.com/trace", ".../spanId" (when the caller
+ * sent one) and ".../trace_sampled". "peer" and "status_message" are left out when NULL; peer,
+ * code and message are NUL-terminated, method is not. Flushed by log_thread_flush(), when the
+ * buffer fills, or when the oldest line is LOG_FLUSH_MS old. Cheap no-op when INFO is disabled. */
 void log_rpc(const struct log_rpc *r);
 
 /* Writes this thread's buffered lines now. */
