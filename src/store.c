@@ -1,0 +1,201 @@
+/* store.c: what every backend shares. It builds the immutable, reference-counted book records
+ * the backends store and hand out, creates the random per-data-set key, and picks a backend from
+ * the scheme of a store URI. It holds no state of its own and knows nothing about any backend's
+ * internals: a new backend is one row in `backends` below. */
+#include "books/store.h"
+
+#include "books/error.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+/* Adds `n` to `*total`; false if the sum would not fit in size_t. */
+static int size_add(size_t *total, size_t n)
+{
+    if (n > SIZE_MAX - *total)
+        return 0;
+    *total += n;
+    return 1;
+}
+
+/* Copies `s` and its NUL to `*cursor` and advances the cursor past them. */
+static const char *copy_string(char **cursor, const char *s)
+{
+    size_t len = strlen(s) + 1;
+    char *dst = *cursor;
+
+    memcpy(dst, s, len);
+    *cursor += len;
+    return dst;
+}
+
+int store_book_new(const char *name, const char *display_name, const char *const *authors,
+                   size_t n_authors, const char *publisher, struct store_book **out)
+{
+    size_t total = sizeof(struct store_book);
+    struct store_book *b;
+    const char **author_slots;
+    char *cursor;
+
+    if (!name || !display_name || !publisher || !out || (n_authors > 0 && !authors))
+        return BOOKS_EINVAL;
+
+    /* The record, its author pointer array and every string share one block, so a record costs
+     * one malloc and one free however many authors it has, and readers touch one region. The
+     * pointer array follows the struct directly: sizeof(struct store_book) is a multiple of its
+     * alignment, which is at least a pointer's, so the array is suitably aligned. */
+    if (n_authors > (SIZE_MAX - total) / sizeof(char *))
+        return BOOKS_ENOMEM;
+    total += n_authors * sizeof(char *);
+    for (size_t i = 0; i < n_authors; i++) {
+        if (!authors[i])
+            return BOOKS_EINVAL;
+        if (!size_add(&total, strlen(authors[i]) + 1))
+            return BOOKS_ENOMEM;
+    }
+    if (!size_add(&total, strlen(name) + 1) || !size_add(&total, strlen(display_name) + 1) ||
+        !size_add(&total, strlen(publisher) + 1))
+        return BOOKS_ENOMEM;
+
+    b = malloc(total);
+    if (!b)
+        return BOOKS_ENOMEM;
+
+    author_slots = (const char **)(b + 1);
+    cursor = (char *)(author_slots + n_authors);
+    atomic_init(&b->refs, 1);
+    b->name = copy_string(&cursor, name);
+    b->display_name = copy_string(&cursor, display_name);
+    b->publisher = copy_string(&cursor, publisher);
+    for (size_t i = 0; i < n_authors; i++)
+        author_slots[i] = copy_string(&cursor, authors[i]);
+    /* Even with no authors this points into the block (at zero elements), never NULL, so
+     * callers can loop over it without a special case. */
+    b->authors = author_slots;
+    b->n_authors = n_authors;
+
+    *out = b;
+    return 0;
+}
+
+struct store_book *store_book_ref(struct store_book *b)
+{
+    /* Relaxed is enough: whoever calls this already holds a reference, so the record cannot be
+     * freed meanwhile, and taking a reference publishes nothing. */
+    atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+    return b;
+}
+
+void store_book_unref(struct store_book *b)
+{
+    if (!b)
+        return;
+    /* acq_rel: the release half orders this thread's reads of the record before the drop; the
+     * acquire half, on the last drop, makes every other thread's reads happen before free(). */
+    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+        free(b);
+}
+
+int store_new_dataset_key(uint8_t key[STORE_DATASET_KEY_BYTES])
+{
+    size_t got = 0;
+
+    /* getrandom(2) without flags blocks only until the kernel's pool is first initialised, and
+     * needs no file descriptor, so it works in a chroot or a container without /dev. Requests of
+     * up to 256 bytes are not cut short once the pool is ready, but a signal can still interrupt
+     * the wait, so loop on EINTR and on short reads alike. */
+    while (got < STORE_DATASET_KEY_BYTES) {
+        ssize_t n = getrandom(key + got, STORE_DATASET_KEY_BYTES - got, 0);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return BOOKS_EIO;
+        }
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+typedef int (*backend_open_fn)(const char *rest, struct store **out, char *err, size_t errlen);
+
+/* The backends this binary can open, by URI scheme. `form` is how the URI is written; it is what
+ * the error message lists as accepted. Add a backend here and nowhere else. */
+static const struct {
+    const char *scheme;
+    const char *form;
+    backend_open_fn open;
+} backends[] = {
+    {"memory", "memory:", store_memory_open},
+    /* {"sqlite", "sqlite:PATH", store_sqlite_open}, */
+};
+
+#define N_BACKENDS (sizeof(backends) / sizeof(backends[0]))
+
+/* Formats into err (errlen bytes, always NUL-terminated); err may be NULL or errlen 0. */
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Writes the accepted forms, "memory:, sqlite:PATH", to buf (len bytes). */
+static void format_accepted(char *buf, size_t len)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < N_BACKENDS && used < len; i++) {
+        int n = snprintf(buf + used, len - used, "%s%s", i ? ", " : "", backends[i].form);
+
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+}
+
+int store_open(const char *uri, struct store **out, char *err, size_t errlen)
+{
+    char accepted[128];
+    const char *colon;
+    size_t scheme_len;
+
+    format_accepted(accepted, sizeof(accepted));
+    if (!uri || !out) {
+        set_err(err, errlen, "store URI \"%s\": missing; accepted forms: %s", uri ? uri : "(null)",
+                accepted);
+        return BOOKS_EINVAL;
+    }
+
+    colon = strchr(uri, ':');
+    if (!colon || colon == uri) {
+        set_err(err, errlen, "store URI \"%s\": no scheme before ':'; accepted forms: %s", uri,
+                accepted);
+        return BOOKS_EINVAL;
+    }
+
+    /* RFC 3986 section 3.1: schemes compare case-insensitively. */
+    scheme_len = (size_t)(colon - uri);
+    for (size_t i = 0; i < N_BACKENDS; i++) {
+        if (strlen(backends[i].scheme) == scheme_len &&
+            strncasecmp(uri, backends[i].scheme, scheme_len) == 0)
+            return backends[i].open(colon + 1, out, err, errlen);
+    }
+
+    set_err(err, errlen, "store URI \"%s\": unknown scheme \"%.*s\"; accepted forms: %s", uri,
+            (int)(scheme_len > 32 ? 32 : scheme_len), uri, accepted);
+    return BOOKS_EINVAL;
+}

@@ -1,0 +1,270 @@
+/* store_memory.c: the `memory:` backend, the default. Books live in this process only and are
+ * gone when it exits.
+ *
+ * What it owns: one red-black tree (libbsd's <bsd/sys/tree.h>, a well-kept implementation rather
+ * than a hand-written one) ordered by resource name with strcmp, i.e. bytewise, which is the
+ * order the store contract promises to list in. Each tree node owns one reference to its book.
+ * A name lookup and the start of a keyset page are both O(log n), and walking a page is O(limit)
+ * with RB_NEXT, so page 1000 costs what page 1 costs.
+ *
+ * Locking rule: one pthread rwlock guards the tree. get and list take the read lock only long
+ * enough to find their nodes and take a reference on each book; create takes the write lock only
+ * around the insert. Nothing is allocated, freed or called back while the lock is held: the node
+ * is allocated before the lock, and done() runs after it is released, so a slow callback cannot
+ * stall other threads. The lock prefers writers, because glibc's default (prefer readers) lets a
+ * steady stream of list calls starve creates indefinitely.
+ *
+ * Why refcounted records: a reader encodes a book into its response after the lock is released,
+ * possibly while other threads insert or the store is being closed. The reference it took under
+ * the lock keeps the record alive for exactly as long as it needs it, with no copy and no lock
+ * held during encoding; records are immutable, so sharing them needs no further synchronisation. */
+#include "books/error.h"
+#include "books/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <bsd/sys/tree.h>
+
+struct memory_node {
+    RB_ENTRY(memory_node) link;
+    const char *name;        /* book->name, kept here so the comparator touches one struct less */
+    struct store_book *book; /* the tree's reference */
+};
+
+RB_HEAD(memory_tree, memory_node);
+
+struct memory_store {
+    struct store base; /* first: a struct store * is a struct memory_store * */
+    pthread_rwlock_t lock;
+    struct memory_tree tree; /* guarded by lock */
+};
+
+static int node_cmp(const struct memory_node *a, const struct memory_node *b)
+{
+    return strcmp(a->name, b->name);
+}
+
+/* RB_GENERATE_STATIC prefixes what it generates with `__unused static`, but Debian's libbsd leaves
+ * `__unused` undefined (it clashed with a struct member in old Linux headers, Debian #522773), so
+ * the expansion does not even parse; and without the attribute the generated functions we never
+ * call (RB_PREV) would fail -Werror=unused-function. Define it around the generator only. */
+#ifndef __unused
+#define __unused __attribute__((__unused__))
+#define MEMORY_UNDEF_UNUSED
+#endif
+RB_GENERATE_STATIC(memory_tree, memory_node, link, node_cmp)
+#ifdef MEMORY_UNDEF_UNUSED
+#undef __unused
+#undef MEMORY_UNDEF_UNUSED
+#endif
+
+/* The pthread lock calls below can fail only on misuse (a lock not initialised, already held by
+ * this thread) or on more than ~2^30 concurrent readers: states this file never creates. */
+static void lock_read(struct memory_store *ms)
+{
+    if (pthread_rwlock_rdlock(&ms->lock) != 0)
+        abort();
+}
+
+static void lock_write(struct memory_store *ms)
+{
+    if (pthread_rwlock_wrlock(&ms->lock) != 0)
+        abort();
+}
+
+static void unlock(struct memory_store *ms)
+{
+    if (pthread_rwlock_unlock(&ms->lock) != 0)
+        abort();
+}
+
+static int memory_get(struct store *s, const char *name, struct store_book **out)
+{
+    struct memory_store *ms = (struct memory_store *)s;
+    struct memory_node key = {.name = name};
+    struct memory_node *node;
+    struct store_book *book = NULL;
+
+    /* No book has a NULL name; answering "not found" beats crashing in strcmp. */
+    if (!name)
+        return BOOKS_ENOTFOUND;
+
+    lock_read(ms);
+    node = RB_FIND(memory_tree, &ms->tree, &key);
+    if (node)
+        book = store_book_ref(node->book);
+    unlock(ms);
+
+    if (!book)
+        return BOOKS_ENOTFOUND;
+    *out = book;
+    return 0;
+}
+
+static int memory_list(struct store *s, const char *after_name, size_t limit,
+                       struct store_book **out, size_t *n_out)
+{
+    struct memory_store *ms = (struct memory_store *)s;
+    struct memory_node *node;
+    size_t n = 0;
+
+    if (limit == 0) {
+        *n_out = 0;
+        return 0;
+    }
+
+    lock_read(ms);
+    if (!after_name || after_name[0] == '\0') {
+        node = RB_MIN(memory_tree, &ms->tree);
+    } else {
+        /* Keyset: the first name >= after_name, then past it if it is after_name itself. The
+         * name need not exist any more (or ever have): the page resumes where it would be. */
+        struct memory_node key = {.name = after_name};
+
+        node = RB_NFIND(memory_tree, &ms->tree, &key);
+        if (node && strcmp(node->name, after_name) == 0)
+            node = RB_NEXT(memory_tree, &ms->tree, node);
+    }
+    for (; node && n < limit; node = RB_NEXT(memory_tree, &ms->tree, node))
+        out[n++] = store_book_ref(node->book);
+    unlock(ms);
+
+    *n_out = n;
+    return 0;
+}
+
+static void memory_create(struct store *s, struct store_book *book, store_create_done_fn done,
+                          void *arg)
+{
+    struct memory_store *ms = (struct memory_store *)s;
+    struct memory_node *node;
+    struct memory_node *taken;
+    int rc = 0;
+
+    if (!book) {
+        rc = BOOKS_EINVAL;
+        goto out;
+    }
+    /* Allocate before locking so the write lock is held for the insert alone. */
+    node = calloc(1, sizeof(*node));
+    if (!node) {
+        rc = BOOKS_ENOMEM;
+        goto out;
+    }
+    node->name = book->name;
+    node->book = book;
+
+    lock_write(ms);
+    taken = RB_INSERT(memory_tree, &ms->tree, node);
+    if (!taken)
+        store_book_ref(book); /* the tree's own reference; readers see it only after unlock */
+    unlock(ms);
+
+    if (taken) {
+        free(node);
+        rc = BOOKS_EEXIST;
+    }
+out:
+    if (done)
+        done(arg, rc);
+}
+
+static void memory_close(struct store *s)
+{
+    struct memory_store *ms = (struct memory_store *)s;
+    struct memory_node *node;
+
+    /* RB_NEXT climbs through parents, so walking the tree while freeing it would read freed
+     * nodes; take each node out before freeing it instead. A book still referenced by a caller
+     * survives its node. */
+    while ((node = RB_MIN(memory_tree, &ms->tree)) != NULL) {
+        RB_REMOVE(memory_tree, &ms->tree, node);
+        store_book_unref(node->book);
+        free(node);
+    }
+    pthread_rwlock_destroy(&ms->lock);
+    free(ms);
+}
+
+static const struct store_ops memory_ops = {
+    .scheme = "memory",
+    .get = memory_get,
+    .list = memory_list,
+    .create = memory_create,
+    .close = memory_close,
+};
+
+/* Formats into err (errlen bytes); err may be NULL or errlen 0. */
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+int store_memory_open(const char *rest, struct store **out, char *err, size_t errlen)
+{
+    struct memory_store *ms = NULL;
+    pthread_rwlockattr_t attr;
+    int rc;
+
+    if (!rest || rest[0] != '\0' || !out) {
+        set_err(err, errlen, "store URI \"memory:%s\": memory: takes no options (use \"memory:\")",
+                rest ? rest : "");
+        return BOOKS_EINVAL;
+    }
+
+    ms = calloc(1, sizeof(*ms));
+    if (!ms) {
+        set_err(err, errlen, "store URI \"memory:\": out of memory");
+        rc = BOOKS_ENOMEM;
+        goto fail_alloc;
+    }
+    ms->base.ops = &memory_ops;
+    RB_INIT(&ms->tree);
+
+    rc = store_new_dataset_key(ms->base.dataset_key);
+    if (rc != 0) {
+        set_err(err, errlen, "store URI \"memory:\": cannot read random bytes: %s",
+                strerror(errno));
+        goto fail_key;
+    }
+
+    if (pthread_rwlockattr_init(&attr) != 0) {
+        set_err(err, errlen, "store URI \"memory:\": out of memory");
+        rc = BOOKS_ENOMEM;
+        goto fail_attr;
+    }
+    /* Writer-preferring, so creates are not starved by a stream of readers (see the top). The
+     * NONRECURSIVE kind is the only writer-preferring one glibc implements; it forbids a thread
+     * from taking the read lock twice, which this file never does. */
+    if (pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP) != 0 ||
+        pthread_rwlock_init(&ms->lock, &attr) != 0) {
+        set_err(err, errlen, "store URI \"memory:\": cannot create the lock");
+        rc = BOOKS_EIO;
+        goto fail_lock;
+    }
+    pthread_rwlockattr_destroy(&attr);
+
+    *out = &ms->base;
+    return 0;
+
+fail_lock:
+    pthread_rwlockattr_destroy(&attr);
+fail_attr:
+fail_key:
+    free(ms);
+fail_alloc:
+    return rc;
+}

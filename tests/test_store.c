@@ -1,0 +1,995 @@
+/* test_store.c: the store conformance suite, plus unit tests of the record and the factory.
+ *
+ * The conformance tests only use the public store interface, and every one of them runs once per
+ * row of `backends` below, each against a fresh, empty data set that open_fresh() creates and
+ * close_fresh() destroys. Adding a backend is adding a row: a backend that keeps files gets a
+ * fresh mkdtemp() directory per test to build its URI from, removed again in teardown.
+ *
+ * Creates may finish on another thread after store_create() returns (a durable backend acknowledges
+ * once the write is on disk), so the tests always wait for done() rather than assume it ran. Worker
+ * threads never call cmocka's assertions (they longjmp into the main thread's stack); they count
+ * failures, which the main thread then asserts are zero. */
+#include "books/error.h"
+#include "books/store.h"
+
+#include <ftw.h>
+#include <limits.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define NAME_BYTES 64
+
+/* ---- backends under test --------------------------------------------------------------------- */
+
+struct backend {
+    const char *name;
+    bool needs_dir; /* true: make_uri gets a fresh, empty directory of its own per test */
+    /* Writes the URI of a fresh, empty data set to uri (len bytes). */
+    void (*make_uri)(const char *dir, char *uri, size_t len);
+};
+
+static void uri_memory(const char *dir, char *uri, size_t len)
+{
+    (void)dir;
+    snprintf(uri, len, "memory:");
+}
+
+/* A durable backend, once it exists:
+ * static void uri_sqlite(const char *dir, char *uri, size_t len)
+ * {
+ *     snprintf(uri, len, "sqlite:%s/books.db", dir);
+ * }
+ */
+
+static const struct backend backends[] = {
+    {"memory", false, uri_memory},
+    /* {"sqlite", true, uri_sqlite}, */
+};
+
+/* ---- fixture: one fresh store per test ------------------------------------------------------- */
+
+struct fresh {
+    const struct backend *be;
+    char dir[PATH_MAX]; /* "" when the backend needs no directory */
+    char uri[PATH_MAX + 64];
+    struct store *s; /* NULL once a test has closed it itself */
+};
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void fresh_close(struct fresh *f)
+{
+    store_close(f->s);
+    f->s = NULL;
+    /* Depth-first, so files go before the directories that hold them. */
+    if (f->dir[0] != '\0' && nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        fprintf(stderr, "test_store: cannot remove %s\n", f->dir);
+    f->dir[0] = '\0';
+}
+
+/* Opens a fresh, empty data set of backend `be` into f. 0, or -1 with a message on stderr. */
+static int fresh_open(const struct backend *be, struct fresh *f)
+{
+    char err[STORE_ERR_BYTES] = "";
+    const char *tmp = getenv("TMPDIR");
+    int rc;
+
+    memset(f, 0, sizeof(*f));
+    f->be = be;
+    if (be->needs_dir) {
+        snprintf(f->dir, sizeof(f->dir), "%s/test_store.XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+        if (!mkdtemp(f->dir)) {
+            perror("test_store: mkdtemp");
+            return -1;
+        }
+    }
+    be->make_uri(f->dir, f->uri, sizeof(f->uri));
+    rc = store_open(f->uri, &f->s, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "test_store: store_open(%s): %s (%s)\n", f->uri, books_err_name(rc), err);
+        fresh_close(f);
+        return -1;
+    }
+    return 0;
+}
+
+/* Setup: *state is the backend row (the test's prestate); replaces it with a struct fresh. */
+static int open_fresh(void **state)
+{
+    struct fresh *f = malloc(sizeof(*f));
+
+    if (!f)
+        return -1;
+    if (fresh_open(*state, f) != 0) {
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int close_fresh(void **state)
+{
+    struct fresh *f = *state;
+
+    fresh_close(f);
+    free(f);
+    return 0;
+}
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+/* Waits for one create's done(); `calls` lets a test check it ran exactly once. */
+struct create_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls;
+    int rc;
+};
+
+static void create_wait_init(struct create_wait *w)
+{
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->calls = 0;
+    w->rc = 1; /* not a books_err: "no answer yet" */
+}
+
+static void create_wait_cleanup(struct create_wait *w)
+{
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}
+
+static void on_create_done(void *arg, int rc)
+{
+    struct create_wait *w = arg;
+
+    pthread_mutex_lock(&w->mu);
+    w->calls++;
+    w->rc = rc;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Returns the rc of the first done() call, waiting for it if needed. */
+static int create_wait_rc(struct create_wait *w)
+{
+    int rc;
+
+    pthread_mutex_lock(&w->mu);
+    while (w->calls == 0)
+        pthread_cond_wait(&w->cv, &w->mu);
+    rc = w->rc;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+/* store_create() and wait for its answer; the caller keeps its reference to `b`. */
+static int create_sync(struct store *s, struct store_book *b)
+{
+    struct create_wait w;
+    int rc;
+
+    create_wait_init(&w);
+    store_create(s, b, on_create_done, &w);
+    rc = create_wait_rc(&w);
+    create_wait_cleanup(&w);
+    return rc;
+}
+
+static const char *const default_authors[] = {"Ursula K. Le Guin"};
+
+/* Creates a book called `name` with fixed fields; returns the create's rc. */
+static int create_named(struct store *s, const char *name)
+{
+    struct store_book *b = NULL;
+    int rc;
+
+    rc = store_book_new(name, "A Wizard of Earthsea", default_authors, 1, "Parnassus", &b);
+    if (rc != 0)
+        return rc;
+    rc = create_sync(s, b);
+    store_book_unref(b);
+    return rc;
+}
+
+static void assert_same_book(const struct store_book *want, const struct store_book *got)
+{
+    assert_string_equal(got->name, want->name);
+    assert_string_equal(got->display_name, want->display_name);
+    assert_string_equal(got->publisher, want->publisher);
+    assert_int_equal(got->n_authors, want->n_authors);
+    for (size_t i = 0; i < want->n_authors; i++)
+        assert_string_equal(got->authors[i], want->authors[i]);
+}
+
+static void unref_all(struct store_book **books, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_book_unref(books[i]);
+}
+
+/* Lists one page and checks it holds exactly the names `want` (n_want of them), in order. */
+static void assert_page(struct store *s, const char *after, size_t limit, const char *const *want,
+                        size_t n_want)
+{
+    struct store_book *page[16];
+    size_t n = 12345;
+
+    assert_true(limit <= ARRAY_LEN(page));
+    assert_int_equal(store_list(s, after, limit, page, &n), 0);
+    assert_int_equal(n, n_want);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(page[i]->name, want[i]);
+    unref_all(page, n);
+}
+
+/* Fisher-Yates with a fixed xorshift seed: a shuffled order that is the same on every run. */
+static uint32_t xorshift32(uint32_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 17;
+    *x ^= *x << 5;
+    return *x;
+}
+
+static void shuffle(size_t *idx, size_t n, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i++)
+        idx[i] = i;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = xorshift32(&seed) % i;
+        size_t t = idx[i - 1];
+
+        idx[i - 1] = idx[j];
+        idx[j] = t;
+    }
+}
+
+/* ---- conformance: get and create ------------------------------------------------------------- */
+
+static void test_get_empty(void **state)
+{
+    struct fresh *f = *state;
+    struct store_book *sentinel = (struct store_book *)&sentinel;
+    struct store_book *got = sentinel;
+
+    assert_int_equal(store_get(f->s, "books/none", &got), BOOKS_ENOTFOUND);
+    assert_ptr_equal(got, sentinel); /* out-parameters stay untouched on failure */
+    assert_int_equal(store_get(f->s, "", &got), BOOKS_ENOTFOUND);
+}
+
+static void test_list_empty(void **state)
+{
+    struct fresh *f = *state;
+
+    assert_page(f->s, NULL, 10, NULL, 0);
+    assert_page(f->s, "", 10, NULL, 0);
+    assert_page(f->s, "books/a", 10, NULL, 0);
+}
+
+static void test_create_then_get_unicode_many_authors(void **state)
+{
+    struct fresh *f = *state;
+    enum { N_AUTHORS = 100 };
+    char author_bufs[N_AUTHORS][NAME_BYTES];
+    const char *authors[N_AUTHORS];
+    struct store_book *b = NULL;
+    struct store_book *got = NULL;
+
+    /* Multi-byte UTF-8 in every field: Cyrillic, CJK, combining marks, 4-byte emoji. */
+    authors[0] = "Фёдор Достоевский";
+    authors[1] = "村上春樹";
+    /* NFD: "i" and "a" followed by a combining acute accent. */
+    authors[2] = "Gabriel Garci\xcc\x81"
+                 "a Ma\xcc\x81rquez";
+    authors[3] = "\xf0\x9f\x93\x9a Anonymous";
+    for (size_t i = 4; i < N_AUTHORS; i++) {
+        snprintf(author_bufs[i], sizeof(author_bufs[i]), "Autor ñ %zu ✓", i);
+        authors[i] = author_bufs[i];
+    }
+    assert_int_equal(store_book_new("books/unicode-1", "Сто лет одиночества — 百年の孤独 📚",
+                                    authors, N_AUTHORS, "Éditions Gallimard", &b),
+                     0);
+    assert_int_equal(create_sync(f->s, b), 0);
+
+    assert_int_equal(store_get(f->s, "books/unicode-1", &got), 0);
+    assert_non_null(got);
+    assert_same_book(b, got);
+    store_book_unref(got);
+    store_book_unref(b);
+}
+
+static void test_create_then_get_no_authors(void **state)
+{
+    struct fresh *f = *state;
+    struct store_book *b = NULL;
+    struct store_book *got = NULL;
+
+    assert_int_equal(store_book_new("books/no-authors", "", NULL, 0, "", &b), 0);
+    assert_int_equal(create_sync(f->s, b), 0);
+    assert_int_equal(store_get(f->s, "books/no-authors", &got), 0);
+    assert_same_book(b, got);
+    assert_int_equal(got->n_authors, 0);
+    store_book_unref(got);
+    store_book_unref(b);
+}
+
+static void test_create_duplicate(void **state)
+{
+    struct fresh *f = *state;
+    const char *const first_authors[] = {"First Author", "Second Author"};
+    const char *const dup_authors[] = {"Impostor"};
+    struct store_book *first = NULL;
+    struct store_book *dup = NULL;
+    struct store_book *got = NULL;
+    struct store_book *page[4];
+    size_t n = 0;
+
+    assert_int_equal(store_book_new("books/taken", "Original", first_authors, 2, "Pub A", &first),
+                     0);
+    assert_int_equal(store_book_new("books/taken", "Replacement", dup_authors, 1, "Pub B", &dup),
+                     0);
+    assert_int_equal(create_sync(f->s, first), 0);
+    assert_int_equal(create_sync(f->s, dup), BOOKS_EEXIST);
+
+    assert_int_equal(store_get(f->s, "books/taken", &got), 0);
+    assert_same_book(first, got);
+    store_book_unref(got);
+
+    /* Still one book, not two with the same name. */
+    assert_int_equal(store_list(f->s, NULL, ARRAY_LEN(page), page, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(page[0]->display_name, "Original");
+    unref_all(page, n);
+
+    store_book_unref(dup);
+    store_book_unref(first);
+}
+
+/* done() runs exactly once per create, whatever the outcome, and by close at the latest. */
+static void test_create_done_once(void **state)
+{
+    struct fresh *f = *state;
+    enum { N = 40 };
+    struct create_wait waits[N];
+    struct store_book *books[N];
+    char name[NAME_BYTES];
+
+    for (size_t i = 0; i < N; i++) {
+        /* Every fourth create reuses the previous name and must fail with BOOKS_EEXIST. */
+        snprintf(name, sizeof(name), "books/once-%02zu", i % 4 == 3 ? i - 1 : i);
+        assert_int_equal(store_book_new(name, "Once", default_authors, 1, "Pub", &books[i]), 0);
+        create_wait_init(&waits[i]);
+        store_create(f->s, books[i], on_create_done, &waits[i]);
+        assert_int_equal(create_wait_rc(&waits[i]), i % 4 == 3 ? BOOKS_EEXIST : 0);
+    }
+    /* Closing finishes pending work, so a late second call would have happened by now. */
+    fresh_close(f);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(waits[i].calls, 1);
+        create_wait_cleanup(&waits[i]);
+        /* The store kept no reference: the caller's is the only one left. */
+        assert_int_equal(atomic_load(&books[i]->refs), 1);
+        store_book_unref(books[i]);
+    }
+}
+
+/* A reader's reference outlives the store: records are refcounted, not owned by the store. */
+static void test_get_ref_survives_close(void **state)
+{
+    struct fresh *f = *state;
+    const char *const authors[] = {"Octavia E. Butler"};
+    struct store_book *b = NULL;
+    struct store_book *got = NULL;
+    struct store_book *page[1];
+    size_t n = 0;
+
+    assert_int_equal(store_book_new("books/kindred", "Kindred", authors, 1, "Doubleday", &b), 0);
+    assert_int_equal(create_sync(f->s, b), 0);
+    assert_int_equal(store_get(f->s, "books/kindred", &got), 0);
+    assert_int_equal(store_list(f->s, NULL, 1, page, &n), 0);
+    assert_int_equal(n, 1);
+
+    fresh_close(f);
+    store_book_unref(b);
+    store_book_unref(page[0]);
+    /* Only the get's reference is left (valgrind/ASan check the fields are still readable). */
+    assert_int_equal(atomic_load(&got->refs), 1);
+    assert_string_equal(got->name, "books/kindred");
+    assert_string_equal(got->display_name, "Kindred");
+    assert_string_equal(got->authors[0], "Octavia E. Butler");
+    assert_string_equal(got->publisher, "Doubleday");
+    store_book_unref(got);
+}
+
+static bool key_is_zero(const uint8_t *key)
+{
+    for (size_t i = 0; i < STORE_DATASET_KEY_BYTES; i++)
+        if (key[i] != 0)
+            return false;
+    return true;
+}
+
+static void test_dataset_key(void **state)
+{
+    struct fresh *f = *state;
+    struct fresh other;
+
+    assert_false(key_is_zero(f->s->dataset_key));
+    assert_int_equal(fresh_open(f->be, &other), 0);
+    assert_false(key_is_zero(other.s->dataset_key));
+    assert_memory_not_equal(f->s->dataset_key, other.s->dataset_key, STORE_DATASET_KEY_BYTES);
+    fresh_close(&other);
+}
+
+/* ---- conformance: list ----------------------------------------------------------------------- */
+
+/* strcmp order is byte order: '-' (0x2d) < '0' (0x30) < 'A'..'Z' < 'a'..'z' < UTF-8 lead bytes,
+ * whatever the locale and whatever the insertion order. */
+static void test_list_order_bytewise(void **state)
+{
+    struct fresh *f = *state;
+    const char *const inserted[] = {"books/b",  "books/a-1", "books/\xc3\xa9", "books/a",
+                                    "books/z9", "books/Z",   "books/a0"};
+    const char *const sorted[] = {"books/Z", "books/a",  "books/a-1",     "books/a0",
+                                  "books/b", "books/z9", "books/\xc3\xa9"};
+
+    for (size_t i = 0; i < ARRAY_LEN(inserted); i++)
+        assert_int_equal(create_named(f->s, inserted[i]), 0);
+    assert_page(f->s, NULL, 16, sorted, ARRAY_LEN(sorted));
+}
+
+static void test_list_after_name(void **state)
+{
+    struct fresh *f = *state;
+    const char *const names[] = {"books/b", "books/d", "books/f"};
+
+    for (size_t i = ARRAY_LEN(names); i > 0; i--)
+        assert_int_equal(create_named(f->s, names[i - 1]), 0);
+
+    assert_page(f->s, NULL, 10, names, 3);          /* NULL: from the first */
+    assert_page(f->s, "", 10, names, 3);            /* "": from the first */
+    assert_page(f->s, "books/a", 10, names, 3);     /* before the first key */
+    assert_page(f->s, "books/b", 10, names + 1, 2); /* an exact key is excluded */
+    assert_page(f->s, "books/d", 10, names + 2, 1);
+    assert_page(f->s, "books/c", 10, names + 1, 2);     /* between two keys */
+    assert_page(f->s, "books/b\x01", 10, names + 1, 2); /* just past a key */
+    assert_page(f->s, "books/f", 10, NULL, 0);          /* the last key */
+    assert_page(f->s, "books/z", 10, NULL, 0);          /* after the last key */
+    assert_page(f->s, "books", 10, names, 3);           /* a prefix of every key */
+}
+
+static void test_list_limits(void **state)
+{
+    struct fresh *f = *state;
+    const char *const names[] = {"books/b", "books/d", "books/f"};
+    struct store_book *sentinel = (struct store_book *)&sentinel;
+    struct store_book *page[2] = {sentinel, sentinel};
+    size_t n = 12345;
+
+    for (size_t i = 0; i < ARRAY_LEN(names); i++)
+        assert_int_equal(create_named(f->s, names[i]), 0);
+
+    /* limit 0: nothing written to out, count 0. */
+    assert_int_equal(store_list(f->s, NULL, 0, page, &n), 0);
+    assert_int_equal(n, 0);
+    assert_ptr_equal(page[0], sentinel);
+
+    assert_page(f->s, NULL, 1, names, 1);
+    assert_page(f->s, NULL, 3, names, 3);
+    assert_page(f->s, NULL, 16, names, 3);          /* larger than the collection */
+    assert_page(f->s, "books/b", 16, names + 1, 2); /* larger than what is left */
+}
+
+/* A keyset walk with a small page sees every book exactly once, in order. */
+static void test_list_keyset_walk(void **state)
+{
+    struct fresh *f = *state;
+    enum { N = 500, LIMIT = 7 };
+    static char names[N][NAME_BYTES];
+    size_t order[N];
+    struct store_book *page[LIMIT];
+    char after[NAME_BYTES] = "";
+    size_t seen = 0;
+    size_t pages = 0;
+    size_t n;
+
+    /* Zero-padded, so numeric order is strcmp order; inserted shuffled. */
+    for (size_t i = 0; i < N; i++)
+        snprintf(names[i], sizeof(names[i]), "books/walk-%03zu", i);
+    shuffle(order, N, 0x5eed);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(create_named(f->s, names[order[i]]), 0);
+
+    do {
+        assert_int_equal(store_list(f->s, after, LIMIT, page, &n), 0);
+        assert_true(n <= LIMIT);
+        for (size_t i = 0; i < n; i++) {
+            assert_true(seen < N);
+            assert_string_equal(page[i]->name, names[seen]);
+            seen++;
+        }
+        if (n > 0)
+            snprintf(after, sizeof(after), "%s", page[n - 1]->name);
+        unref_all(page, n);
+        pages++;
+    } while (n == LIMIT);
+    assert_int_equal(seen, N);
+    assert_int_equal(pages, N / LIMIT + 1);
+}
+
+/* ---- conformance: concurrency ----------------------------------------------------------------
+ * Writers create distinct names while readers page through the collection and get names the
+ * writers have seen acknowledged. Every page must be strictly ascending, every walk must see at
+ * least every book acknowledged before it began, and every acknowledged name must be found. */
+
+enum { N_WRITERS = 8, PER_WRITER = 2000, N_READERS = 4, PERM_STEP = 7919 };
+
+struct concurrency {
+    struct store *s;
+    atomic_size_t acked[N_WRITERS]; /* writer w's first acked[w] creates are acknowledged */
+    atomic_bool writers_done;
+    atomic_uint failures;
+    atomic_size_t walks;
+    atomic_size_t gets;
+};
+
+struct worker {
+    struct concurrency *c;
+    unsigned id;
+};
+
+/* The k-th name writer w creates. PERM_STEP is prime and coprime with PER_WRITER, so k -> j is a
+ * permutation and each writer inserts all over the key range rather than at its end. */
+static void concurrency_name(char *buf, size_t len, unsigned w, size_t k)
+{
+    snprintf(buf, len, "books/c%04zu-w%u", (k * PERM_STEP) % PER_WRITER, w);
+}
+
+static void record_failure(struct concurrency *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void record_failure(struct concurrency *c, const char *fmt, ...)
+{
+    va_list ap;
+
+    /* Print the first few only: one bug can fail thousands of checks. */
+    if (atomic_fetch_add(&c->failures, 1) < 5) {
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct worker *me = arg;
+    struct concurrency *c = me->c;
+    char name[NAME_BYTES];
+
+    for (size_t k = 0; k < PER_WRITER; k++) {
+        int rc;
+
+        concurrency_name(name, sizeof(name), me->id, k);
+        rc = create_named(c->s, name);
+        if (rc != 0) {
+            record_failure(c, "create %s: %s", name, books_err_name(rc));
+            continue;
+        }
+        atomic_store_explicit(&c->acked[me->id], k + 1, memory_order_release);
+    }
+    return NULL;
+}
+
+static size_t total_acked(struct concurrency *c)
+{
+    size_t total = 0;
+
+    for (unsigned w = 0; w < N_WRITERS; w++)
+        total += atomic_load_explicit(&c->acked[w], memory_order_acquire);
+    return total;
+}
+
+/* One full keyset walk with page sizes varying from 1 to 64. */
+static void reader_walk(struct concurrency *c, uint32_t *rng)
+{
+    struct store_book *page[64];
+    char after[NAME_BYTES] = "";
+    size_t must_see = total_acked(c);
+    size_t seen = 0;
+    size_t n;
+
+    do {
+        size_t limit = 1 + xorshift32(rng) % ARRAY_LEN(page);
+        int rc = store_list(c->s, after, limit, page, &n);
+
+        if (rc != 0) {
+            record_failure(c, "list after %s: %s", after, books_err_name(rc));
+            return;
+        }
+        if (n > limit) {
+            record_failure(c, "list returned %zu books for limit %zu", n, limit);
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            const char *prev = i == 0 ? after : page[i - 1]->name;
+
+            /* Stop the walk at the first disorder: a list that repeats its after_name would
+             * otherwise keep this loop going forever. */
+            if (strcmp(prev, page[i]->name) >= 0) {
+                record_failure(c, "list not ascending: \"%s\" then \"%s\"", prev, page[i]->name);
+                unref_all(page, n);
+                return;
+            }
+        }
+        if (n > 0)
+            snprintf(after, sizeof(after), "%s", page[n - 1]->name);
+        seen += n;
+        unref_all(page, n);
+    } while (n > 0);
+    if (seen < must_see)
+        record_failure(c, "walk saw %zu books, %zu were acknowledged before it began", seen,
+                       must_see);
+    atomic_fetch_add(&c->walks, 1);
+}
+
+static void reader_get(struct concurrency *c, uint32_t *rng)
+{
+    unsigned w = xorshift32(rng) % N_WRITERS;
+    size_t acked = atomic_load_explicit(&c->acked[w], memory_order_acquire);
+    char name[NAME_BYTES];
+    struct store_book *got = NULL;
+    int rc;
+
+    if (acked == 0)
+        return;
+    concurrency_name(name, sizeof(name), w, xorshift32(rng) % acked);
+    rc = store_get(c->s, name, &got);
+    if (rc != 0) {
+        record_failure(c, "get %s (acknowledged): %s", name, books_err_name(rc));
+        return;
+    }
+    if (strcmp(got->name, name) != 0)
+        record_failure(c, "get %s returned %s", name, got->name);
+    store_book_unref(got);
+    atomic_fetch_add(&c->gets, 1);
+}
+
+static void *reader_main(void *arg)
+{
+    struct worker *me = arg;
+    struct concurrency *c = me->c;
+    uint32_t rng = 0x9e3779b9u + me->id;
+
+    /* At least one round even if the writers are already done. */
+    do {
+        reader_walk(c, &rng);
+        for (int i = 0; i < 50; i++)
+            reader_get(c, &rng);
+    } while (!atomic_load(&c->writers_done));
+    return NULL;
+}
+
+static void test_concurrent_create_list_get(void **state)
+{
+    struct fresh *f = *state;
+    static struct concurrency c; /* static: too big for comfort on the test's stack */
+    struct worker writers[N_WRITERS];
+    struct worker readers[N_READERS];
+    pthread_t writer_threads[N_WRITERS];
+    pthread_t reader_threads[N_READERS];
+    struct store_book *page[100];
+    char after[NAME_BYTES] = "";
+    char name[NAME_BYTES];
+    size_t total = 0;
+    size_t n;
+
+    memset(&c, 0, sizeof(c));
+    c.s = f->s;
+    for (unsigned i = 0; i < N_WRITERS; i++) {
+        writers[i] = (struct worker){&c, i};
+        assert_int_equal(pthread_create(&writer_threads[i], NULL, writer_main, &writers[i]), 0);
+    }
+    for (unsigned i = 0; i < N_READERS; i++) {
+        readers[i] = (struct worker){&c, i};
+        assert_int_equal(pthread_create(&reader_threads[i], NULL, reader_main, &readers[i]), 0);
+    }
+    for (unsigned i = 0; i < N_WRITERS; i++)
+        assert_int_equal(pthread_join(writer_threads[i], NULL), 0);
+    atomic_store(&c.writers_done, true);
+    for (unsigned i = 0; i < N_READERS; i++)
+        assert_int_equal(pthread_join(reader_threads[i], NULL), 0);
+
+    print_message("concurrency: %zu walks, %zu gets while writing\n", atomic_load(&c.walks),
+                  atomic_load(&c.gets));
+    assert_int_equal(atomic_load(&c.failures), 0);
+    assert_int_equal(total_acked(&c), (size_t)N_WRITERS * PER_WRITER);
+
+    /* Afterwards: exactly the books written, strictly ascending, each one found by name. */
+    do {
+        assert_int_equal(store_list(f->s, after, ARRAY_LEN(page), page, &n), 0);
+        for (size_t i = 0; i < n; i++)
+            assert_true(strcmp(i == 0 ? after : page[i - 1]->name, page[i]->name) < 0);
+        if (n > 0)
+            snprintf(after, sizeof(after), "%s", page[n - 1]->name);
+        total += n;
+        unref_all(page, n);
+    } while (n > 0);
+    assert_int_equal(total, (size_t)N_WRITERS * PER_WRITER);
+    for (unsigned w = 0; w < N_WRITERS; w++) {
+        for (size_t k = 0; k < PER_WRITER; k++) {
+            struct store_book *got = NULL;
+
+            concurrency_name(name, sizeof(name), w, k);
+            assert_int_equal(store_get(f->s, name, &got), 0);
+            store_book_unref(got);
+        }
+    }
+}
+
+/* ---- store_open: the factory ----------------------------------------------------------------- */
+
+static void test_open_errors(void **state)
+{
+    static const struct {
+        const char *uri;
+        const char *also; /* another substring the message must contain */
+    } cases[] = {
+        {"nosuch:x", "memory:"}, /* unknown scheme: lists the accepted forms */
+        {"memory", "memory:"},   /* no scheme at all */
+        {"", "memory:"},         /* empty */
+        {":memory", "memory:"},  /* empty scheme */
+        {"memory:extra", "takes no options"},
+        {"memory:/tmp/x", "takes no options"},
+    };
+    struct store *sentinel = (struct store *)&sentinel;
+    char err[STORE_ERR_BYTES];
+    char quoted[64];
+
+    (void)state;
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        struct store *s = sentinel;
+
+        err[0] = '\0';
+        assert_int_equal(store_open(cases[i].uri, &s, err, sizeof(err)), BOOKS_EINVAL);
+        assert_ptr_equal(s, sentinel);
+        snprintf(quoted, sizeof(quoted), "\"%s\"", cases[i].uri);
+        if (!strstr(err, quoted) || !strstr(err, cases[i].also))
+            fail_msg("store_open(\"%s\"): message \"%s\" lacks %s or %s", cases[i].uri, err, quoted,
+                     cases[i].also);
+    }
+}
+
+static void test_open_error_buffer(void **state)
+{
+    struct store *s = NULL;
+    char err[10];
+
+    (void)state;
+    /* No buffer at all is allowed; a short one is truncated and still terminated. */
+    assert_int_equal(store_open("nosuch:", &s, NULL, 0), BOOKS_EINVAL);
+    memset(err, 'x', sizeof(err));
+    assert_int_equal(store_open("nosuch:", &s, err, sizeof(err)), BOOKS_EINVAL);
+    assert_int_equal(strlen(err), sizeof(err) - 1);
+    assert_int_equal(store_open(NULL, &s, err, sizeof(err)), BOOKS_EINVAL);
+    assert_null(s);
+}
+
+static void test_open_memory(void **state)
+{
+    struct store *s = NULL;
+    char err[STORE_ERR_BYTES] = "";
+
+    (void)state;
+    assert_int_equal(store_open("memory:", &s, err, sizeof(err)), 0);
+    assert_non_null(s);
+    assert_string_equal(s->ops->scheme, "memory");
+    store_close(s);
+    /* RFC 3986: the scheme is case-insensitive. */
+    assert_int_equal(store_open("MEMORY:", &s, err, sizeof(err)), 0);
+    store_close(s);
+    store_close(NULL);
+}
+
+/* ---- store_book: the record ------------------------------------------------------------------ */
+
+static bool inside(const void *p, const void *block, size_t size)
+{
+    const char *c = p;
+    const char *b = block;
+
+    return c >= b && c < b + size;
+}
+
+static void test_book_new_copies_into_one_block(void **state)
+{
+    char name[] = "books/dune";
+    char title[] = "Dune";
+    char author0[] = "Frank Herbert";
+    char author1[] = "";
+    char publisher[] = "Chilton";
+    const char *authors[] = {author0, author1};
+    struct store_book *b = NULL;
+    size_t block;
+
+    (void)state;
+    assert_int_equal(store_book_new(name, title, authors, 2, publisher, &b), 0);
+    assert_int_equal(atomic_load(&b->refs), 1);
+
+    /* Copies, not the caller's pointers: changing the inputs leaves the record alone. */
+    name[0] = title[0] = author0[0] = publisher[0] = '#';
+    assert_string_equal(b->name, "books/dune");
+    assert_string_equal(b->display_name, "Dune");
+    assert_int_equal(b->n_authors, 2);
+    assert_string_equal(b->authors[0], "Frank Herbert");
+    assert_string_equal(b->authors[1], "");
+    assert_string_equal(b->publisher, "Chilton");
+
+    /* One allocation: the pointer array and every string lie inside the record's own block. */
+    block = malloc_usable_size(b);
+    assert_true(inside(b->authors, b, block));
+    assert_true(inside(b->name, b, block));
+    assert_true(inside(b->display_name, b, block));
+    assert_true(inside(b->publisher, b, block));
+    for (size_t i = 0; i < b->n_authors; i++)
+        assert_true(inside(b->authors[i], b, block));
+    store_book_unref(b);
+}
+
+static void test_book_new_null_inputs(void **state)
+{
+    const char *const authors[] = {"A"};
+    const char *const null_author[] = {"A", NULL};
+    struct store_book *sentinel = (struct store_book *)&sentinel;
+    struct store_book *b = sentinel;
+
+    (void)state;
+    assert_int_equal(store_book_new(NULL, "t", authors, 1, "p", &b), BOOKS_EINVAL);
+    assert_int_equal(store_book_new("n", NULL, authors, 1, "p", &b), BOOKS_EINVAL);
+    assert_int_equal(store_book_new("n", "t", NULL, 1, "p", &b), BOOKS_EINVAL);
+    assert_int_equal(store_book_new("n", "t", null_author, 2, "p", &b), BOOKS_EINVAL);
+    assert_int_equal(store_book_new("n", "t", authors, 1, NULL, &b), BOOKS_EINVAL);
+    assert_int_equal(store_book_new("n", "t", authors, 1, "p", NULL), BOOKS_EINVAL);
+    assert_ptr_equal(b, sentinel);
+}
+
+static void test_book_new_zero_authors(void **state)
+{
+    const char *const authors[] = {"ignored"};
+    struct store_book *b = NULL;
+
+    (void)state;
+    assert_int_equal(store_book_new("n", "t", NULL, 0, "p", &b), 0);
+    assert_int_equal(b->n_authors, 0);
+    assert_non_null(b->authors); /* zero elements, but a valid pointer to loop over */
+    store_book_unref(b);
+
+    /* n_authors rules: the array's extra entries are not read. */
+    assert_int_equal(store_book_new("n", "t", authors, 0, "p", &b), 0);
+    assert_int_equal(b->n_authors, 0);
+    store_book_unref(b);
+}
+
+static void test_book_ref_unref(void **state)
+{
+    struct store_book *b = NULL;
+
+    (void)state;
+    assert_int_equal(store_book_new("n", "t", NULL, 0, "p", &b), 0);
+    assert_ptr_equal(store_book_ref(b), b);
+    assert_int_equal(atomic_load(&b->refs), 2);
+    store_book_unref(b);
+    assert_int_equal(atomic_load(&b->refs), 1);
+    store_book_unref(b); /* frees: valgrind/ASan report a leak or a double free */
+    store_book_unref(NULL);
+}
+
+enum { REF_THREADS = 4, REF_ROUNDS = 100000 };
+
+static void *ref_churn(void *arg)
+{
+    struct store_book *b = arg;
+
+    for (int i = 0; i < REF_ROUNDS; i++)
+        store_book_unref(store_book_ref(b));
+    return NULL;
+}
+
+static void test_book_ref_threads(void **state)
+{
+    pthread_t threads[REF_THREADS];
+    struct store_book *b = NULL;
+
+    (void)state;
+    assert_int_equal(store_book_new("n", "t", NULL, 0, "p", &b), 0);
+    for (int i = 0; i < REF_THREADS; i++)
+        assert_int_equal(pthread_create(&threads[i], NULL, ref_churn, b), 0);
+    for (int i = 0; i < REF_THREADS; i++)
+        assert_int_equal(pthread_join(threads[i], NULL), 0);
+    assert_int_equal(atomic_load(&b->refs), 1);
+    store_book_unref(b);
+}
+
+static void test_new_dataset_key(void **state)
+{
+    uint8_t a[STORE_DATASET_KEY_BYTES];
+    uint8_t b[STORE_DATASET_KEY_BYTES];
+
+    (void)state;
+    memset(a, 0, sizeof(a));
+    memset(b, 0, sizeof(b));
+    assert_int_equal(store_new_dataset_key(a), 0);
+    assert_int_equal(store_new_dataset_key(b), 0);
+    assert_false(key_is_zero(a));
+    assert_memory_not_equal(a, b, sizeof(a));
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+/* The conformance suite: runs unchanged against every row of `backends`. */
+static const struct CMUnitTest conformance[] = {
+    cmocka_unit_test_setup_teardown(test_get_empty, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_list_empty, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_create_then_get_unicode_many_authors, open_fresh,
+                                    close_fresh),
+    cmocka_unit_test_setup_teardown(test_create_then_get_no_authors, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_create_duplicate, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_create_done_once, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_get_ref_survives_close, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_dataset_key, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_list_order_bytewise, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_list_after_name, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_list_limits, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_list_keyset_walk, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_concurrent_create_list_get, open_fresh, close_fresh),
+};
+
+static const struct CMUnitTest units[] = {
+    cmocka_unit_test(test_book_new_copies_into_one_block),
+    cmocka_unit_test(test_book_new_null_inputs),
+    cmocka_unit_test(test_book_new_zero_authors),
+    cmocka_unit_test(test_book_ref_unref),
+    cmocka_unit_test(test_book_ref_threads),
+    cmocka_unit_test(test_new_dataset_key),
+    cmocka_unit_test(test_open_errors),
+    cmocka_unit_test(test_open_error_buffer),
+    cmocka_unit_test(test_open_memory),
+};
+
+int main(void)
+{
+    int failed = cmocka_run_group_tests_name("store_book and store_open", units, NULL, NULL);
+
+    for (size_t b = 0; b < ARRAY_LEN(backends); b++) {
+        struct CMUnitTest tests[ARRAY_LEN(conformance)];
+        char group[64];
+
+        /* Same tests, each given this backend's row as its prestate for open_fresh(). */
+        memcpy(tests, conformance, sizeof(tests));
+        for (size_t i = 0; i < ARRAY_LEN(tests); i++)
+            tests[i].initial_state = (void *)&backends[b];
+        snprintf(group, sizeof(group), "store conformance: %s", backends[b].name);
+        failed += cmocka_run_group_tests_name(group, tests, NULL, NULL);
+    }
+    return failed == 0 ? 0 : 1;
+}
