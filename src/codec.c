@@ -270,3 +270,97 @@ out:
     free(fv_list);
     return rc;
 }
+
+/* The detail types a client of this API reads; others (DebugInfo, RetryInfo, ...) are skipped. */
+static const ProtobufCMessageDescriptor *detail_descriptor(const char *type_url)
+{
+    /* A type URL is "<host>/<full type name>"; only the name identifies the type. */
+    const char *slash = strrchr(type_url, '/');
+    const char *name = slash ? slash + 1 : type_url;
+    if (strcmp(name, "google.rpc.ErrorInfo") == 0)
+        return &google__rpc__error_info__descriptor;
+    if (strcmp(name, "google.rpc.BadRequest") == 0)
+        return &google__rpc__bad_request__descriptor;
+    if (strcmp(name, "google.rpc.ResourceInfo") == 0)
+        return &google__rpc__resource_info__descriptor;
+    return NULL;
+}
+
+int codec_decode_status_details(const grpc_slice *bin, struct books_error *out)
+{
+    Google__Rpc__Status *st = NULL;
+    ProtobufCMessage **parts = NULL; /* the unpacked details, NULL where the type is skipped */
+    const Google__Rpc__ErrorInfo *info = NULL;
+    const Google__Rpc__ResourceInfo *res = NULL;
+    char *reason = NULL, *meta_key = NULL, *resource_type = NULL;
+    size_t i, j;
+    int rc = BOOKS_EBADMSG;
+
+    if (!out->arena)
+        return BOOKS_EINVAL;
+    /* protobuf-c reports malformed bytes and a failed malloc alike; the bytes are the likelier. */
+    st = google__rpc__status__unpack(NULL, GRPC_SLICE_LENGTH(*bin), GRPC_SLICE_START_PTR(*bin));
+    if (!st)
+        return BOOKS_EBADMSG;
+    parts = calloc(st->n_details ? st->n_details : 1, sizeof *parts);
+    if (!parts) {
+        rc = BOOKS_ENOMEM;
+        goto free_status;
+    }
+    /* Unpack every known detail before touching `out`, so a bad one leaves it as it was. */
+    for (i = 0; i < st->n_details; i++) {
+        const Google__Protobuf__Any *any = st->details[i];
+        const ProtobufCMessageDescriptor *desc = detail_descriptor(any->type_url);
+        if (!desc)
+            continue;
+        parts[i] = protobuf_c_message_unpack(desc, NULL, any->value.len, any->value.data);
+        if (!parts[i])
+            goto free_parts;
+        if (desc == &google__rpc__error_info__descriptor && !info &&
+            strcmp(((Google__Rpc__ErrorInfo *)parts[i])->domain, BOOKS_ERROR_DOMAIN) == 0)
+            info = (const Google__Rpc__ErrorInfo *)parts[i];
+        else if (desc == &google__rpc__resource_info__descriptor && !res)
+            res = (const Google__Rpc__ResourceInfo *)parts[i];
+    }
+
+    /* struct books_error keeps reason and the keys as pointers (static strings on the server);
+     * here they point into the caller's arena. */
+    if (info) {
+        reason = arena_strndup(out->arena, info->reason, strlen(info->reason));
+        if (info->n_metadata)
+            meta_key =
+                arena_strndup(out->arena, info->metadata[0]->key, strlen(info->metadata[0]->key));
+    }
+    if (res)
+        resource_type = arena_strndup(out->arena, res->resource_type, strlen(res->resource_type));
+    if ((info && !reason) || (info && info->n_metadata && !meta_key) || (res && !resource_type)) {
+        rc = BOOKS_ENOMEM;
+        goto free_parts;
+    }
+
+    if (info) {
+        out->reason = reason;
+        if (meta_key)
+            books_error_set_meta(out, meta_key, info->metadata[0]->value);
+    }
+    if (res)
+        books_error_set_resource(out, resource_type, res->resource_name);
+    for (i = 0; i < st->n_details; i++) {
+        if (!parts[i] || parts[i]->descriptor != &google__rpc__bad_request__descriptor)
+            continue;
+        const Google__Rpc__BadRequest *bad = (const Google__Rpc__BadRequest *)parts[i];
+        for (j = 0; j < bad->n_field_violations; j++)
+            books_error_add_violation(out, bad->field_violations[j]->field, "%s",
+                                      bad->field_violations[j]->description);
+    }
+    rc = 0;
+
+free_parts:
+    for (i = 0; i < st->n_details; i++)
+        if (parts[i])
+            protobuf_c_message_free_unpacked(parts[i], NULL);
+    free(parts);
+free_status:
+    google__rpc__status__free_unpacked(st, NULL);
+    return rc;
+}

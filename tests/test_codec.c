@@ -478,6 +478,186 @@ static void test_arena(void **state)
     assert_null(f->arena.chunks);
 }
 
+/* Packs a google.rpc.Status whose details are the given (type_url, packed message) pairs. */
+static grpc_slice status_with(const char *const *type_urls, const ProtobufCMessage *const *msgs,
+                              size_t n)
+{
+    Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
+    Google__Protobuf__Any any[4], *list[4];
+    uint8_t bufs[4][256];
+    assert_true(n <= 4);
+    for (size_t i = 0; i < n; i++) {
+        google__protobuf__any__init(&any[i]);
+        any[i].type_url = (char *)type_urls[i];
+        any[i].value.len = protobuf_c_message_pack(msgs[i], bufs[i]);
+        any[i].value.data = bufs[i];
+        list[i] = &any[i];
+    }
+    st.code = GRPC_STATUS_INVALID_ARGUMENT;
+    st.message = "m";
+    st.n_details = n;
+    st.details = list;
+    grpc_slice s = grpc_slice_malloc(google__rpc__status__get_packed_size(&st));
+    google__rpc__status__pack(&st, GRPC_SLICE_START_PTR(s));
+    return s;
+}
+
+static void assert_error_empty(const struct books_error *e)
+{
+    assert_null(e->reason);
+    assert_null(e->meta_key);
+    assert_null(e->resource_type);
+    assert_int_equal(e->n_violations, 0);
+}
+
+static void test_status_details_decode_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    struct books_error sent;
+    char field[32];
+    grpc_slice s;
+    books_error_init(&sent, &f->arena);
+    /* More violations than fit inline, so decoding has to grow them in the arena too. */
+    for (int i = 0; i < BOOKS_ERROR_INLINE_VIOLATIONS + 3; i++) {
+        snprintf(field, sizeof field, "book.authors[%d]", i);
+        books_error_add_violation(&sent, field, "author %d: must not be empty", i);
+    }
+    books_error_finish_fields(&sent, "CreateBookRequest");
+    books_error_set_meta(&sent, "name", "books/\xe6\x97\xa5");
+    books_error_set_resource(&sent, "books.example.com/Book", "books/\xe6\x97\xa5");
+    assert_int_equal(codec_encode_status_details(&sent, &s), 0);
+
+    assert_int_equal(codec_decode_status_details(&s, &f->err), 0);
+    assert_int_equal(f->err.code, 0); /* the call's status, not the codec's business */
+    assert_string_equal(f->err.message, "");
+    assert_string_equal(f->err.reason, "FIELD_VIOLATION");
+    assert_string_equal(f->err.meta_key, "name");
+    assert_string_equal(f->err.meta_value, "books/\xe6\x97\xa5");
+    assert_string_equal(f->err.resource_type, "books.example.com/Book");
+    assert_string_equal(f->err.resource_name, "books/\xe6\x97\xa5");
+    assert_int_equal(f->err.n_violations, sent.n_violations);
+    assert_int_equal(f->err.n_dropped, 0);
+    for (size_t i = 0; i < sent.n_violations; i++) {
+        assert_string_equal(f->err.violations[i].field, sent.violations[i].field);
+        assert_string_equal(f->err.violations[i].description, sent.violations[i].description);
+    }
+    grpc_slice_unref(s);
+}
+
+static void test_status_details_decode_not_found(void **state)
+{
+    struct fixture *f = *state;
+    struct books_error sent;
+    grpc_slice s;
+    books_error_init(&sent, NULL);
+    books_error_set(&sent, BOOKS_ENOTFOUND, "BOOK_NOT_FOUND", "book \"books/x\" does not exist");
+    assert_int_equal(codec_encode_status_details(&sent, &s), 0);
+    assert_int_equal(codec_decode_status_details(&s, &f->err), 0);
+    assert_string_equal(f->err.reason, "BOOK_NOT_FOUND");
+    assert_null(f->err.meta_key);
+    assert_null(f->err.resource_type);
+    assert_int_equal(f->err.n_violations, 0);
+    grpc_slice_unref(s);
+
+    /* An empty blob is a valid Status with no details: nothing to fill. */
+    s = grpc_empty_slice();
+    assert_int_equal(codec_decode_status_details(&s, &f->err), 0);
+}
+
+static void test_status_details_decode_skips_foreign_details(void **state)
+{
+    struct fixture *f = *state;
+    Google__Rpc__ErrorInfo foreign = GOOGLE__RPC__ERROR_INFO__INIT;
+    Google__Rpc__ErrorInfo ours = GOOGLE__RPC__ERROR_INFO__INIT;
+    Google__Rpc__RetryInfo retry = GOOGLE__RPC__RETRY_INFO__INIT;
+    foreign.reason = "RATE_LIMITED";
+    foreign.domain = "googleapis.com";
+    ours.reason = "BOOK_NOT_FOUND";
+    ours.domain = BOOKS_ERROR_DOMAIN;
+    const char *urls[] = {"type.googleapis.com/google.rpc.ErrorInfo",
+                          "type.googleapis.com/google.rpc.RetryInfo",
+                          "example.com/google.rpc.ErrorInfo"};
+    const ProtobufCMessage *msgs[] = {&foreign.base, &retry.base, &ours.base};
+    grpc_slice s = status_with(urls, msgs, 3);
+    assert_int_equal(codec_decode_status_details(&s, &f->err), 0);
+    assert_string_equal(f->err.reason, "BOOK_NOT_FOUND");
+    grpc_slice_unref(s);
+}
+
+static void test_status_details_decode_garbage(void **state)
+{
+    struct fixture *f = *state;
+    static const uint8_t garbage[][6] = {
+        {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, /* a varint that never ends */
+        {0x1a, 0x7f, 0x00, 0x00, 0x00, 0x00}, /* details: length past the end */
+        {0x0b, 0x00, 0x00, 0x00, 0x00, 0x00}, /* a group start tag */
+    };
+    grpc_slice s;
+    for (size_t i = 0; i < sizeof garbage / sizeof garbage[0]; i++) {
+        s = grpc_slice_from_copied_buffer((const char *)garbage[i], sizeof garbage[i]);
+        assert_int_equal(codec_decode_status_details(&s, &f->err), BOOKS_EBADMSG);
+        assert_error_empty(&f->err);
+        grpc_slice_unref(s);
+    }
+
+    /* A well-formed Status whose BadRequest detail is not a BadRequest: rejected as a whole, even
+     * though the ErrorInfo before it was fine. */
+    Google__Rpc__ErrorInfo info = GOOGLE__RPC__ERROR_INFO__INIT;
+    Google__Rpc__Status inner = GOOGLE__RPC__STATUS__INIT;
+    info.reason = "FIELD_VIOLATION";
+    info.domain = BOOKS_ERROR_DOMAIN;
+    const char *urls[] = {"type.googleapis.com/google.rpc.ErrorInfo",
+                          "type.googleapis.com/google.rpc.BadRequest"};
+    const ProtobufCMessage *msgs[] = {&info.base, &inner.base};
+    inner.code = 3; /* field 1 as a varint, where a BadRequest has a message */
+    s = status_with(urls, msgs, 2);
+    assert_int_equal(codec_decode_status_details(&s, &f->err), BOOKS_EBADMSG);
+    assert_error_empty(&f->err);
+    grpc_slice_unref(s);
+
+    /* Every prefix of a real blob, and random bytes: an error code or a result, never a crash (run
+     * under valgrind or ASan to see a leak on either path). */
+    struct books_error sent;
+    books_error_init(&sent, NULL);
+    books_error_add_violation(&sent, "book.publisher", "required");
+    books_error_set(&sent, BOOKS_EINVAL, "FIELD_VIOLATION", "bad");
+    books_error_set_resource(&sent, "books.example.com/Book", "books/x");
+    grpc_slice full;
+    assert_int_equal(codec_encode_status_details(&sent, &full), 0);
+    for (size_t n = 0; n < GRPC_SLICE_LENGTH(full); n++) {
+        s = grpc_slice_from_copied_buffer((const char *)GRPC_SLICE_START_PTR(full), n);
+        books_error_clear(&f->err);
+        int rc = codec_decode_status_details(&s, &f->err);
+        assert_true(rc == 0 || rc == BOOKS_EBADMSG);
+        if (rc)
+            assert_error_empty(&f->err);
+        grpc_slice_unref(s);
+    }
+    grpc_slice_unref(full);
+    srand(7);
+    for (int round = 0; round < 2000; round++) {
+        uint8_t bytes[64];
+        size_t n = (size_t)(rand() % (int)sizeof bytes);
+        for (size_t i = 0; i < n; i++)
+            bytes[i] = (uint8_t)rand();
+        s = grpc_slice_from_copied_buffer((const char *)bytes, n);
+        books_error_clear(&f->err);
+        int rc = codec_decode_status_details(&s, &f->err);
+        assert_true(rc == 0 || rc == BOOKS_EBADMSG);
+        grpc_slice_unref(s);
+        arena_reset(&f->arena);
+    }
+}
+
+static void test_status_details_decode_needs_an_arena(void **state)
+{
+    (void)state;
+    struct books_error e;
+    grpc_slice s = grpc_empty_slice();
+    books_error_init(&e, NULL);
+    assert_int_equal(codec_decode_status_details(&s, &e), BOOKS_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -497,6 +677,12 @@ int main(void)
         cmocka_unit_test(test_error_mapping),
         cmocka_unit_test(test_error_quote),
         cmocka_unit_test_setup_teardown(test_arena, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_status_details_decode_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_status_details_decode_not_found, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_status_details_decode_skips_foreign_details, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_status_details_decode_garbage, setup, teardown),
+        cmocka_unit_test(test_status_details_decode_needs_an_arena),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -36,4 +36,18 @@ int codec_encode(const ProtobufCMessage *msg, grpc_byte_buffer **out);
  * a resource is named). *out is a new slice the caller unrefs. Returns 0 or BOOKS_ENOMEM. */
 int codec_encode_status_details(const struct books_error *e, grpc_slice *out);
 
+/* The client side of codec_encode_status_details(): reads the google.rpc.Status in `bin` (the
+ * bytes of a grpc-status-details-bin trailer) into `out`, which the caller prepared with
+ * books_error_init() and an arena (the decoded strings are copied there). Fills:
+ *   reason, meta_key/meta_value  from the ErrorInfo of domain BOOKS_ERROR_DOMAIN (its first
+ *                                metadata entry; an ErrorInfo of another domain is skipped);
+ *   violations                   from every BadRequest, one per field violation (appended; past
+ *                                what the arena holds they are counted in n_dropped);
+ *   resource_type/resource_name  from ResourceInfo.
+ * Detail types other than these are skipped. out->code and out->message are left alone: they
+ * come from the call's own status and grpc-message. Returns 0; BOOKS_EINVAL when out has no
+ * arena; BOOKS_EBADMSG when the bytes are not a Status or a known detail does not parse (out is
+ * then untouched); BOOKS_ENOMEM. `bin` stays the caller's. */
+int codec_decode_status_details(const grpc_slice *bin, struct books_error *out);
+
 #endif
