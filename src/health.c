@@ -87,12 +87,13 @@ void health_shutdown(struct health *h)
 {
     pthread_mutex_lock(&h->mu);
     h->shut_down = true;
-    if (atomic_exchange(&h->serving, false))
-        for (struct watcher *w = h->watchers; w; w = w->next)
-            if (w->known)
-                send_status(w->stream, STATUS_NOT_SERVING);
-    for (struct watcher *w = h->watchers; w; w = w->next)
+    atomic_store(&h->serving, false);
+    /* Every watcher hears NOT_SERVING, also one watching a name this server never hosted (as gRPC
+     * C++'s health service does): whatever it watched is going away. Then its stream ends. */
+    for (struct watcher *w = h->watchers; w; w = w->next) {
+        send_status(w->stream, STATUS_NOT_SERVING);
         rpc_stream_finish(w->stream, NULL);
+    }
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -170,9 +171,12 @@ void health_watch_start(void *self, const ProtobufCMessage *request, struct rpc_
     pthread_mutex_lock(&h->mu);
     w->next = h->watchers;
     h->watchers = w;
-    send_status(stream, w->known ? current(h) : STATUS_SERVICE_UNKNOWN);
-    if (h->shut_down)
+    if (h->shut_down) {
+        send_status(stream, STATUS_NOT_SERVING);
         rpc_stream_finish(stream, NULL);
+    } else {
+        send_status(stream, w->known ? current(h) : STATUS_SERVICE_UNKNOWN);
+    }
     pthread_mutex_unlock(&h->mu);
 }
 

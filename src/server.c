@@ -49,6 +49,8 @@
 #define REQUESTS_PER_METHOD 4
 /* Call objects a worker keeps for reuse beyond that; the rest are freed. */
 #define MAX_FREE_CALLS 512
+/* How often a graceful shutdown checks whether calls are still in flight. */
+#define SHUTDOWN_POLL_MS 20
 /* Inline arena per call: a request and its response views fit without a heap chunk. */
 #define CALL_ARENA_BYTES 2048
 
@@ -121,6 +123,7 @@ struct server {
     grpc_completion_queue *shutdown_cq;
     struct tag shutdown_tag;
     atomic_bool shutting_down;
+    atomic_long in_flight; /* calls matched and not yet released */
     int port;
     size_t n_workers;
     struct worker *workers;
@@ -136,6 +139,7 @@ static void step_stream_closed(struct tag *t, bool ok);
 static void step_bidi_recv(struct tag *t, bool ok);
 static void reply_done(struct rpc_reply *reply);
 static void log_call(struct call *c);
+static void call_finished(struct call *c);
 static void stream_begin(struct call *c);
 static void bidi_begin(struct call *c);
 
@@ -285,6 +289,7 @@ static void step_registered(struct tag *t, bool ok)
         call_put(w, c);
         return;
     }
+    atomic_fetch_add_explicit(&w->srv->in_flight, 1, memory_order_relaxed);
     if (!atomic_load_explicit(&w->srv->shutting_down, memory_order_relaxed))
         request_registered(w, slot);
     reply_prepare(c);
@@ -321,6 +326,7 @@ static void step_generic(struct tag *t, bool ok)
         call_put(w, c);
         return;
     }
+    atomic_fetch_add_explicit(&w->srv->in_flight, 1, memory_order_relaxed);
     if (!atomic_load_explicit(&w->srv->shutting_down, memory_order_relaxed))
         request_generic(w);
     reply_prepare(c);
@@ -423,12 +429,19 @@ static void reply_done(struct rpc_reply *reply)
     start_batch(c, ops, n, &c->tag);
 }
 
+/* The end of a matched call: its log line, then the object goes back to the free list. */
+static void call_finished(struct call *c)
+{
+    struct worker *w = c->w;
+    log_call(c);
+    call_put(w, c);
+    atomic_fetch_sub_explicit(&w->srv->in_flight, 1, memory_order_release);
+}
+
 static void step_sent(struct tag *t, bool ok)
 {
-    struct call *c = container_of(t, struct call, tag);
     (void)ok;
-    log_call(c);
-    call_put(c->w, c);
+    call_finished(container_of(t, struct call, tag));
 }
 
 /* The caller's trace context from its request metadata: W3C traceparent first, then Google's
@@ -597,10 +610,8 @@ static void step_stream_sent(struct tag *t, bool ok)
     }
     release = stream_releasable_locked(c);
     pthread_mutex_unlock(&c->mu);
-    if (release) {
-        log_call(c);
-        call_put(c->w, c);
-    }
+    if (release)
+        call_finished(c);
 }
 
 static void step_stream_closed(struct tag *t, bool ok)
@@ -619,10 +630,8 @@ static void step_stream_closed(struct tag *t, bool ok)
     c->detached = true;
     release = stream_releasable_locked(c);
     pthread_mutex_unlock(&c->mu);
-    if (release) {
-        log_call(c);
-        call_put(c->w, c);
-    }
+    if (release)
+        call_finished(c);
 }
 
 /* ---- bidirectional streaming (e.g. server reflection) -------------------------------------------
@@ -845,6 +854,7 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
         goto fail_alloc;
     }
     atomic_init(&s->shutting_down, false);
+    atomic_init(&s->in_flight, 0);
     s->n_workers = (size_t)opts->threads;
     s->workers = calloc(s->n_workers, sizeof *s->workers);
     for (i = 0; i < n; i++)
@@ -952,14 +962,29 @@ void server_shutdown(struct server *s, int grace_ms)
     atomic_store(&s->shutting_down, true);
     s->shutdown_tag.step = NULL;
     grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &s->shutdown_tag);
+    /* Core reports shutdown only once every connection is gone, and a client may keep an idle
+     * connection open despite the GOAWAY. So wait in short slices: as soon as no call is left
+     * (or the grace period is over), grpc_server_cancel_all_calls() also closes the connections. */
     deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                             gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
-    ev = grpc_completion_queue_next(s->shutdown_cq, deadline, NULL);
-    if (ev.type == GRPC_QUEUE_TIMEOUT) {
-        log_msg(LOG_WARNING, "shutdown grace period of %d ms is over: cancelling calls in flight",
-                grace_ms);
-        grpc_server_cancel_all_calls(s->server);
-        ev = grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    for (;;) {
+        gpr_timespec slice = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                          gpr_time_from_millis(SHUTDOWN_POLL_MS, GPR_TIMESPAN));
+        bool past = gpr_time_cmp(slice, deadline) >= 0;
+        ev = grpc_completion_queue_next(s->shutdown_cq, past ? deadline : slice, NULL);
+        if (ev.type != GRPC_QUEUE_TIMEOUT)
+            break;
+        long left = atomic_load_explicit(&s->in_flight, memory_order_acquire);
+        if (left == 0 || past) {
+            if (left)
+                log_msg(LOG_WARNING,
+                        "shutdown grace period of %d ms is over: cancelling %ld calls in flight",
+                        grace_ms, left);
+            grpc_server_cancel_all_calls(s->server);
+            ev = grpc_completion_queue_next(s->shutdown_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
+                                            NULL);
+            break;
+        }
     }
     grpc_server_destroy(s->server);
     s->server = NULL;

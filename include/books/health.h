@@ -25,8 +25,9 @@ void health_free(struct health *h);
  * sent the new status when it changes. */
 void health_set_serving(struct health *h, bool serving);
 
-/* Shutdown has begun: NOT_SERVING from now on, every watcher is sent NOT_SERVING and its stream is
- * ended with status OK, and Watch calls that arrive later get one NOT_SERVING and end at once.
+/* Shutdown has begun: NOT_SERVING from now on, every watcher (whatever name it watches) is sent
+ * NOT_SERVING and its stream is ended with status OK, and Watch calls that arrive later get one
+ * NOT_SERVING and end at once.
  * Call before the server's graceful shutdown so open Watch streams do not hold it up. */
 void health_shutdown(struct health *h);
 
