@@ -18,7 +18,8 @@ Environment (all optional when run by hand from tests/wire):
   BOOKS_STUB_DIR        where generated stubs are cached (default: tests/wire/.stubs)
   BOOKS_SOURCE_DIR      the repository root (default: two levels above this file)
   GOOGLEAPIS_PROTO_DIR  google/api and google/rpc protos (Debian golang-github-gogo-googleapis-dev)
-  GRPC_PROTO_DIR        grpc/health/v1/health.proto (Debian grpc-proto)
+  GRPC_PROTO_DIR        grpc/health/v1/health.proto, grpc/reflection/v1{,alpha}/reflection.proto
+                        (Debian grpc-proto)
   BOOKS_SERVER_WRAPPER  a command prefix for the server (valgrind, strace, ...), split like a shell
   BOOKS_WIRE_KEEP=1     keep each server's stdout/stderr files (their paths are printed)
   BOOKS_WIRE_VERBOSE=1  the shutdown tests print how the calls in flight ended
@@ -79,6 +80,9 @@ _PROTOS = [
     ("google/rpc/status.proto", GOOGLEAPIS_PROTO_DIR),
     ("google/rpc/error_details.proto", GOOGLEAPIS_PROTO_DIR),
     ("grpc/health/v1/health.proto", GRPC_PROTO_DIR),
+    # Not imported here; test_reflection.py imports them (grpc.reflection.v1[alpha].reflection_pb2).
+    ("grpc/reflection/v1/reflection.proto", GRPC_PROTO_DIR),
+    ("grpc/reflection/v1alpha/reflection.proto", GRPC_PROTO_DIR),
 ]
 
 
