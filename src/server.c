@@ -378,6 +378,16 @@ static void set_status(struct call *c, const struct books_error *e)
     }
 }
 
+/* Adds SEND_INITIAL_METADATA (empty) when the call has not sent it yet; returns 0 or 1. */
+static size_t initial_metadata_op(struct call *c, grpc_op *op)
+{
+    if (c->md_sent)
+        return 0;
+    op->op = GRPC_OP_SEND_INITIAL_METADATA;
+    c->md_sent = true;
+    return 1;
+}
+
 /* Fills one SEND_STATUS_FROM_SERVER op from what set_status() recorded. Returns 1. */
 static size_t status_op(struct call *c, grpc_op *op)
 {
@@ -410,11 +420,7 @@ static void reply_done(struct rpc_reply *reply)
     codec_free_request(c->request, &c->arena);
     c->request = NULL;
 
-    if (!c->md_sent) {
-        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-        ops[n].data.send_initial_metadata.count = 0;
-        n++;
-    }
+    n += initial_metadata_op(c, &ops[n]);
     set_status(c, &reply->error);
     if (reply->error.code == 0) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -497,12 +503,9 @@ static void log_call(struct call *c)
 static void stream_send_locked(struct call *c, grpc_byte_buffer *bb)
 {
     grpc_op ops[2];
-    size_t n = 0;
+    size_t n;
     memset(ops, 0, sizeof ops);
-    if (!c->md_sent) {
-        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-        c->md_sent = true;
-    }
+    n = initial_metadata_op(c, ops);
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = bb;
     c->response = bb;
@@ -515,12 +518,9 @@ static void stream_send_locked(struct call *c, grpc_byte_buffer *bb)
 static void stream_status_locked(struct call *c)
 {
     grpc_op ops[2];
-    size_t n = 0;
+    size_t n;
     memset(ops, 0, sizeof ops);
-    if (!c->md_sent) {
-        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-        c->md_sent = true;
-    }
+    n = initial_metadata_op(c, ops);
     n += status_op(c, &ops[n]);
     c->status_started = true;
     c->sending = true;
@@ -647,13 +647,13 @@ static void bidi_answered(struct rpc_reply *reply)
 static void bidi_begin(struct call *c)
 {
     grpc_op ops[2];
+    size_t n;
     memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_RECV_MESSAGE;
-    ops[1].data.recv_message.recv_message = &c->payload;
-    c->md_sent = true;
+    n = initial_metadata_op(c, ops);
+    ops[n].op = GRPC_OP_RECV_MESSAGE;
+    ops[n++].data.recv_message.recv_message = &c->payload;
     c->tag.step = step_bidi_recv;
-    start_batch(c, ops, 2, &c->tag);
+    start_batch(c, ops, n, &c->tag);
 }
 
 /* Ends the stream with the status in c->reply.error (OK when its code is 0). */
