@@ -51,7 +51,9 @@ static const struct setting settings[] = {
      .type = SETTING_STRING,
      .offset = FIELD(store),
      .def = "memory:",
-     .help = "Store URI. memory: keeps the books in this process; they are lost when it exits."},
+     .help = "Store URI. memory: keeps the books in this process; they are lost when it exits. "
+             "sqlite:PATH (alias file:PATH) keeps them durably in a SQLite database file; "
+             "parameters after ?, see Durability."},
     {.env = "BOOKS_THREADS",
      .flag = "--threads",
      .arg = "N",
@@ -124,19 +126,6 @@ static const struct action_flag {
 };
 
 #define N_ACTION_FLAGS (sizeof action_flags / sizeof action_flags[0])
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* A user's value made safe to print inside double quotes on a terminal: at most 48 bytes of it,
  * with quotes, backslashes and non-printable bytes shown as escapes. */
@@ -246,7 +235,7 @@ static int set_value(struct books_config *cfg, const struct setting *s, const ch
         if (ok) {
             char *copy = strdup(value);
             if (copy == NULL) {
-                set_err(err, errlen, "out of memory while reading %s", name);
+                books_format_err(err, errlen, "out of memory while reading %s", name);
                 return BOOKS_ENOMEM;
             }
             free(*(char **)field);
@@ -263,7 +252,7 @@ static int set_value(struct books_config *cfg, const struct setting *s, const ch
         char shown[256], accepted[160];
         quote_value(shown, sizeof shown, value);
         describe_accepted(s, accepted, sizeof accepted);
-        set_err(err, errlen, "%s=\"%s\" is not valid: expected %s", name, shown, accepted);
+        books_format_err(err, errlen, "%s=\"%s\" is not valid: expected %s", name, shown, accepted);
         return BOOKS_EINVAL;
     }
     return 0;
@@ -355,9 +344,9 @@ static int load_flags(struct books_config *cfg, int argc, char *const argv[], ch
         const char *arg = argv[i];
         if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
             if (arg[0] == '-' && arg[1] != '\0')
-                set_err(err, errlen, "unknown option \"%s\" (see --help)", arg);
+                books_format_err(err, errlen, "unknown option \"%s\" (see --help)", arg);
             else
-                set_err(err, errlen,
+                books_format_err(err, errlen,
                         "unexpected argument \"%s\": settings are given as --flag=value "
                         "(see --help)",
                         arg);
@@ -370,12 +359,12 @@ static int load_flags(struct books_config *cfg, int argc, char *const argv[], ch
             char name[32];
             snprintf(name, sizeof name, "%.*s", (int)name_len, arg);
             if (find_action(name) != NULL) {
-                set_err(err, errlen, "%s takes no value", name);
+                books_format_err(err, errlen, "%s takes no value", name);
                 return BOOKS_EINVAL;
             }
         }
         if (s == NULL) {
-            set_err(err, errlen, "unknown option \"%.*s\" (see --help)", (int)name_len, arg);
+            books_format_err(err, errlen, "unknown option \"%.*s\" (see --help)", (int)name_len, arg);
             return BOOKS_EINVAL;
         }
         const char *value;
@@ -386,7 +375,7 @@ static int load_flags(struct books_config *cfg, int argc, char *const argv[], ch
         } else {
             char accepted[160];
             describe_accepted(s, accepted, sizeof accepted);
-            set_err(err, errlen, "%s needs a value: %s=%s, %s", s->flag, s->flag, s->arg, accepted);
+            books_format_err(err, errlen, "%s needs a value: %s=%s, %s", s->flag, s->flag, s->arg, accepted);
             return BOOKS_EINVAL;
         }
         int rc = set_value(cfg, s, value, s->flag, err, errlen);

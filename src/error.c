@@ -184,3 +184,14 @@ void books_error_finish_fields(struct books_error *e, const char *what)
     e->code = BOOKS_EINVAL;
     e->reason = "FIELD_VIOLATION";
 }
+
+void books_format_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}

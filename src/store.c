@@ -5,6 +5,7 @@
 #include "books/store.h"
 
 #include "books/error.h"
+#include "books/store_sqlite.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -133,24 +134,11 @@ static const struct {
     backend_open_fn open;
 } backends[] = {
     {"memory", "memory:", store_memory_open},
-    /* {"sqlite", "sqlite:PATH", store_sqlite_open}, */
+    {"sqlite", "sqlite:PATH", store_sqlite_open},
+    {"file", "file:PATH", store_sqlite_open}, /* alias of sqlite: */
 };
 
 #define N_BACKENDS (sizeof(backends) / sizeof(backends[0]))
-
-/* Formats into err (errlen bytes, always NUL-terminated); err may be NULL or errlen 0. */
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Writes the accepted forms, "memory:, sqlite:PATH", to buf (len bytes). */
 static void format_accepted(char *buf, size_t len)
@@ -175,15 +163,15 @@ int store_open(const char *uri, struct store **out, char *err, size_t errlen)
 
     format_accepted(accepted, sizeof(accepted));
     if (!uri || !out) {
-        set_err(err, errlen, "store URI \"%s\": missing; accepted forms: %s", uri ? uri : "(null)",
-                accepted);
+        books_format_err(err, errlen, "store URI \"%s\": missing; accepted forms: %s",
+                         uri ? uri : "(null)", accepted);
         return BOOKS_EINVAL;
     }
 
     colon = strchr(uri, ':');
     if (!colon || colon == uri) {
-        set_err(err, errlen, "store URI \"%s\": no scheme before ':'; accepted forms: %s", uri,
-                accepted);
+        books_format_err(err, errlen, "store URI \"%s\": no scheme before ':'; accepted forms: %s",
+                         uri, accepted);
         return BOOKS_EINVAL;
     }
 
@@ -195,7 +183,7 @@ int store_open(const char *uri, struct store **out, char *err, size_t errlen)
             return backends[i].open(colon + 1, out, err, errlen);
     }
 
-    set_err(err, errlen, "store URI \"%s\": unknown scheme \"%.*s\"; accepted forms: %s", uri,
-            (int)(scheme_len > 32 ? 32 : scheme_len), uri, accepted);
+    books_format_err(err, errlen, "store URI \"%s\": unknown scheme \"%.*s\"; accepted forms: %s",
+                     uri, (int)(scheme_len > 32 ? 32 : scheme_len), uri, accepted);
     return BOOKS_EINVAL;
 }

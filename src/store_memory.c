@@ -199,20 +199,6 @@ static const struct store_ops memory_ops = {
     .close = memory_close,
 };
 
-/* Formats into err (errlen bytes); err may be NULL or errlen 0. */
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 int store_memory_open(const char *rest, struct store **out, char *err, size_t errlen)
 {
     struct memory_store *ms = NULL;
@@ -220,14 +206,15 @@ int store_memory_open(const char *rest, struct store **out, char *err, size_t er
     int rc;
 
     if (!rest || rest[0] != '\0' || !out) {
-        set_err(err, errlen, "store URI \"memory:%s\": memory: takes no options (use \"memory:\")",
-                rest ? rest : "");
+        books_format_err(err, errlen,
+                         "store URI \"memory:%s\": memory: takes no options (use \"memory:\")",
+                         rest ? rest : "");
         return BOOKS_EINVAL;
     }
 
     ms = calloc(1, sizeof(*ms));
     if (!ms) {
-        set_err(err, errlen, "store URI \"memory:\": out of memory");
+        books_format_err(err, errlen, "store URI \"memory:\": out of memory");
         rc = BOOKS_ENOMEM;
         goto fail_alloc;
     }
@@ -236,13 +223,13 @@ int store_memory_open(const char *rest, struct store **out, char *err, size_t er
 
     rc = store_new_dataset_key(ms->base.dataset_key);
     if (rc != 0) {
-        set_err(err, errlen, "store URI \"memory:\": cannot read random bytes: %s",
-                strerror(errno));
+        books_format_err(err, errlen, "store URI \"memory:\": cannot read random bytes: %s",
+                         strerror(errno));
         goto fail_key;
     }
 
     if (pthread_rwlockattr_init(&attr) != 0) {
-        set_err(err, errlen, "store URI \"memory:\": out of memory");
+        books_format_err(err, errlen, "store URI \"memory:\": out of memory");
         rc = BOOKS_ENOMEM;
         goto fail_attr;
     }
@@ -251,7 +238,7 @@ int store_memory_open(const char *rest, struct store **out, char *err, size_t er
      * from taking the read lock twice, which this file never does. */
     if (pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP) != 0 ||
         pthread_rwlock_init(&ms->lock, &attr) != 0) {
-        set_err(err, errlen, "store URI \"memory:\": cannot create the lock");
+        books_format_err(err, errlen, "store URI \"memory:\": cannot create the lock");
         rc = BOOKS_EIO;
         goto fail_lock;
     }

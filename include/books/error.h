@@ -74,6 +74,12 @@ struct books_error {
     struct books_field_violation inline_violations[BOOKS_ERROR_INLINE_VIOLATIONS];
 };
 
+/* Formats a start-up or open error message into err (errlen bytes, always NUL-terminated when
+ * errlen > 0; truncated to fit). err may be NULL or errlen 0: then nothing is written. The caller
+ * owns err. Used by every "char *err, size_t errlen" out-parameter (config, store openers). */
+void books_format_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Prepares `e` (no error) to allocate extra violations from `arena` (may be NULL). The arena must
  * outlive every use of e until the next books_error_init(). */
 void books_error_init(struct books_error *e, struct arena *arena);

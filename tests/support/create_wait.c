@@ -1,0 +1,51 @@
+/* create_wait.c: see create_wait.h. */
+#include "create_wait.h"
+
+void create_wait_init(struct create_wait *w)
+{
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->calls = 0;
+    w->rc = 1;
+}
+
+void create_wait_cleanup(struct create_wait *w)
+{
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}
+
+void create_wait_done(void *arg, int rc)
+{
+    struct create_wait *w = arg;
+
+    pthread_mutex_lock(&w->mu);
+    w->calls++;
+    w->rc = rc;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int create_wait_rc(struct create_wait *w)
+{
+    int rc;
+
+    pthread_mutex_lock(&w->mu);
+    while (w->calls == 0)
+        pthread_cond_wait(&w->cv, &w->mu);
+    rc = w->rc;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+int create_sync(struct store *s, struct store_book *b)
+{
+    struct create_wait w;
+    int rc;
+
+    create_wait_init(&w);
+    store_create(s, b, create_wait_done, &w);
+    rc = create_wait_rc(&w);
+    create_wait_cleanup(&w);
+    return rc;
+}
