@@ -262,6 +262,16 @@ static void test_default_ids_are_uuid4(void **state)
     }
     assert_string_not_equal(seen[0], seen[1]);
     assert_string_not_equal(seen[1], seen[2]);
+    /* Past several refills of the random pool: every id a distinct, well-formed UUID4. */
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(book_of(create_book(f, "", "T", 1, one_author, "P"))->name[6 + 14], '4');
+    const Books__V1__ListBooksResponse *p = page_of(list_books(f, 1000, NULL));
+    assert_int_equal(p->n_books, 303);
+    for (size_t i = 0; i < p->n_books; i++) {
+        const char *id = p->books[i]->name + 6;
+        assert_true(svc_valid_book_id(id, strlen(id)));
+        assert_true(strchr("89ab", id[19]) != NULL);
+    }
 }
 
 static void test_create_ignores_output_only_name(void **state)
