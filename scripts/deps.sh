@@ -1,7 +1,11 @@
 #!/bin/sh
-# deps.sh [run|test]: install the Debian 12 packages books-server needs, and nothing else.
-#   run   what building and running the server needs (default)
-#   test  also what the unit tests, wire tests, sanitizer and valgrind runs need
+# deps.sh [run|unit|test|container]: install the Debian 12 packages books-server needs, and nothing
+# else.
+#   run        what building and running the server needs (default)
+#   unit       run + what the cmocka unit tests need (the container image's build stage)
+#   test       also what the wire tests, sanitizer, valgrind and terraform checks need
+#   container  what scripts/container-test.sh needs on the host: podman, runc, mmdebstrap and the
+#              Python gRPC client with the protos it calls through
 # apt-get runs only when a package is missing, so a second run takes a moment and works offline.
 # Must run as root (or with SKIP_APT=1, which only reports what is missing).
 set -eu
@@ -10,10 +14,18 @@ RUN_PKGS="build-essential cmake pkg-config
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
   golang-github-gogo-googleapis-dev grpc-proto
   uuid-dev libbsd-dev libssl-dev libsqlite3-dev"
-TEST_PKGS="libcmocka-dev python3 python3-grpcio python3-grpc-tools python3-protobuf valgrind"
+UNIT_PKGS="libcmocka-dev"
+TEST_PKGS="$UNIT_PKGS python3 python3-grpcio python3-grpc-tools python3-protobuf valgrind"
+CONTAINER_PKGS="podman runc mmdebstrap python3 python3-grpcio python3-grpc-tools python3-protobuf
+  grpc-proto golang-github-gogo-googleapis-dev"
 
-want=$RUN_PKGS
-[ "${1:-run}" = test ] && want="$RUN_PKGS $TEST_PKGS"
+case "${1:-run}" in
+  run) want=$RUN_PKGS ;;
+  unit) want="$RUN_PKGS $UNIT_PKGS" ;;
+  test) want="$RUN_PKGS $TEST_PKGS" ;;
+  container) want="$CONTAINER_PKGS" ;;
+  *) echo "usage: deps.sh [run|unit|test|container]" >&2; exit 2 ;;
+esac
 # The terraform test (tests/terraform) needs node and npm: any already on PATH will do (such as
 # NodeSource's nodejs, which conflicts with Debian's npm package), else Debian's.
 if [ "${1:-run}" = test ] && ! { command -v node && command -v npm; } >/dev/null 2>&1; then

@@ -1,0 +1,68 @@
+# books-server container image for Cloud Run.
+#   build:   debian:bookworm, the project's scripts/deps.sh unit, CMake RelWithDebInfo (the
+#            tested configuration), the unit tests (a failing test fails the image build), strip.
+#   runtime: debian:bookworm-slim with only the shared libraries the binary links, non-root.
+# Build and smoke-test locally with podman: scripts/container-test.sh.
+
+# ---- build ------------------------------------------------------------------------------------------
+FROM debian:bookworm AS build
+ENV DEBIAN_FRONTEND=noninteractive
+# The package list lives in scripts/deps.sh: "unit" is the build plus cmocka for the unit tests
+# ("test" would also pull python, valgrind, node and npm, ~480 packages, for tests not run here).
+# deps.sh is copied alone so this layer stays cached while the sources change.
+COPY scripts/deps.sh /src/scripts/deps.sh
+RUN /src/scripts/deps.sh unit \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/*
+COPY . /src
+WORKDIR /src
+RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBOOKS_TESTS=ON \
+ && cmake --build /build -j"$(nproc)" \
+ && ctest --test-dir /build -L unit --output-on-failure -j"$(nproc)" \
+ && strip --strip-unneeded -o /books-server /build/books-server \
+ && /books-server --version
+
+# ---- runtime ----------------------------------------------------------------------------------------
+FROM debian:bookworm-slim AS runtime
+# Runtime libraries: `objdump -p build/books-server | grep NEEDED` and `ldd`, each library mapped to its
+# package with `dpkg -S`:
+#   libgrpc.so.29 libgpr.so.29 -> libgrpc29 (pulls abseil, c-ares, re2, zlib, libstdc++, and
+#     libprotobuf32/libprotoc32 for the libgrpc_plugin_support it also ships: unused, unavoidable)
+#   libprotobuf-c.so.1 -> libprotobuf-c1     libcrypto.so.3 -> libssl3     libuuid.so.1 -> libuuid1
+#   libsqlite3.so.0 -> libsqlite3-0 (the sqlite: store)    libc.so.6 -> libc6 (in the base)
+# If the binary starts linking something else, the ldd check below fails the build until its package
+# is added here.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      libgrpc29 libprotobuf-c1 libsqlite3-0 libssl3 libuuid1 \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /var/log/apt \
+      /var/log/dpkg.log \
+ && groupadd --system --gid 65532 books \
+ && useradd --system --uid 65532 --gid 65532 --home-dir /var/lib/books --no-create-home \
+      --shell /usr/sbin/nologin books \
+ && install -d -o 65532 -g 65532 -m 0750 /var/lib/books
+COPY --from=build /books-server /usr/local/bin/books-server
+# The API's FileDescriptorSet, for a front end (ESPv2, API Gateway) that transcodes REST to gRPC.
+COPY --from=build /build/gen/books_descriptor_set.pb /usr/local/share/books-server/books_descriptor_set.pb
+RUN if ldd /usr/local/bin/books-server | grep 'not found'; then \
+      echo "runtime stage: shared libraries missing (add their packages above)" >&2; exit 1; \
+    fi \
+ && /usr/local/bin/books-server --version
+
+# The repository has no LICENSE file and no public URL yet: both are build arguments, defaulting to
+# SPDX "NOASSERTION" and empty, e.g. --build-arg SOURCE_URL=https://github.com/org/books-server.
+ARG SOURCE_URL=""
+ARG LICENSES="NOASSERTION"
+LABEL org.opencontainers.image.title="books-server" \
+      org.opencontainers.image.description="Books API gRPC server (gRPC core C API, protobuf-c)" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.licenses="${LICENSES}" \
+      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
+
+USER 65532:65532
+WORKDIR /var/lib/books
+ENV PORT=8080
+EXPOSE 8080
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/books-server"]
