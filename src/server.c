@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "books/codec.h"
@@ -985,6 +986,18 @@ void server_shutdown(struct server *s, int grace_ms)
                                             NULL);
             break;
         }
+    }
+    /* A call whose handler answers later (a create waiting for the durable store's commit) is
+     * still in flight after the cancel, and its reply, even to a cancelled call, is a batch on its
+     * worker's queue: the queues must outlive it. The store answers every queued create promptly
+     * (committed or failed), so wait for those answers while the workers still poll. */
+    for (long waited_ms = 0;; waited_ms += SHUTDOWN_POLL_MS) {
+        long left = atomic_load_explicit(&s->in_flight, memory_order_acquire);
+        if (left == 0)
+            break;
+        if (waited_ms % 1000 == 0)
+            log_msg(LOG_WARNING, "shutdown: waiting for the store to answer %ld calls", left);
+        nanosleep(&(struct timespec){0, SHUTDOWN_POLL_MS * 1000000L}, NULL);
     }
     grpc_server_destroy(s->server);
     s->server = NULL;

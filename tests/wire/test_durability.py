@@ -394,5 +394,71 @@ class DiskFullTest(DurableCase):
         self.assertEqual((got.display_name, list(got.authors)), ("After", authors))
 
 
+class ShutdownWhileCommittingTest(DurableCase):
+    """SIGTERM with no grace period while eight clients create books one fsync at a time: calls
+    still waiting for their commit are cancelled, yet their answers arrive after the cancel; the
+    server must wait for them and exit 0 (it used to abort), and every acknowledged book must be
+    there after a restart."""
+
+    def test_sigterm_with_creates_queued_exits_zero(self):
+        env = self.env("?group_commit=off")
+        env["BOOKS_SHUTDOWN_GRACE_MS"] = "0"
+        server = self.start_server(env=env, label="committing")
+        acked, lock, stop = [], threading.Lock(), threading.Event()
+        started = threading.Barrier(CLIENTS + 1)
+
+        def client(c):
+            stub = server.stub(server.channel())
+            futures = []
+            started.wait()
+            k = 0
+            while not stop.is_set() and k < 100000:
+                book_id = "q%d-%05d" % (c, k)
+                futures.append((book_id, stub.CreateBook.future(
+                    CreateBookRequest(book=make_book("T " + book_id), book_id=book_id),
+                    timeout=30)))
+                k += 1
+                if len(futures) >= 20:   # keep 20 calls in flight per client
+                    book_id, f = futures.pop(0)
+                    try:
+                        f.result()
+                        with lock:
+                            acked.append(book_id)
+                    except grpc.RpcError:
+                        pass
+            for book_id, f in futures:
+                try:
+                    f.result()
+                    with lock:
+                        acked.append(book_id)
+                except grpc.RpcError:
+                    pass
+
+        threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        started.wait()
+        deadline = time.monotonic() + PHASE_TIMEOUT_S
+        while len(acked) < 300:
+            self.assertLess(time.monotonic(), deadline, "only %d creates acknowledged" % len(acked))
+            time.sleep(0.05)
+        # SIGTERM while the clients keep their channels open (stop() would close them first).
+        server.send_signal(signal.SIGTERM)
+        rc = server.wait(30)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        server.check_clean()   # no sanitizer report
+        self.assertEqual(rc, 0, server.output_tail())
+        # The path under test ran: calls were still in flight when the grace period (0) ended.
+        messages = [line.get("message", "") for line in server.log_lines()]
+        self.assertTrue(any("cancelling" in m for m in messages), messages[-5:])
+        server = self.start_server(env=self.env(), label="after")
+        stub = server.stub()
+        names = {b.name for b in harness.list_all(stub, page_size=1000)[0]}
+        missing = [i for i in acked if "books/" + i not in names]
+        self.assertEqual(missing, [], "acknowledged books lost at shutdown")
+
+
 if __name__ == "__main__":
     unittest.main()
