@@ -123,26 +123,26 @@ struct sqlite_options {
     unsigned long cache_mb;
 };
 
-static int parse_synchronous(const char *v, size_t n, struct sqlite_options *o)
+/* v[0..n) is `yes` or `no` (case-insensitive, RFC 3986 style): *out true or false; -1 otherwise. */
+static int parse_choice(const char *v, size_t n, const char *yes, const char *no, bool *out)
 {
-    if (n == 4 && strncasecmp(v, "full", 4) == 0)
-        o->sync_normal = false;
-    else if (n == 6 && strncasecmp(v, "normal", 6) == 0)
-        o->sync_normal = true;
+    if (n == strlen(yes) && strncasecmp(v, yes, n) == 0)
+        *out = true;
+    else if (n == strlen(no) && strncasecmp(v, no, n) == 0)
+        *out = false;
     else
         return -1;
     return 0;
 }
 
+static int parse_synchronous(const char *v, size_t n, struct sqlite_options *o)
+{
+    return parse_choice(v, n, "normal", "full", &o->sync_normal);
+}
+
 static int parse_group_commit(const char *v, size_t n, struct sqlite_options *o)
 {
-    if (n == 2 && strncasecmp(v, "on", 2) == 0)
-        o->group_commit = true;
-    else if (n == 3 && strncasecmp(v, "off", 3) == 0)
-        o->group_commit = false;
-    else
-        return -1;
-    return 0;
+    return parse_choice(v, n, "on", "off", &o->group_commit);
 }
 
 /* A decimal integer of n digits (no sign, no spaces) from lo to hi into *out; -1 otherwise. */
