@@ -12,6 +12,7 @@
  * OpenSSL's libcrypto, which gRPC core already loads. */
 #include "books/page_token.h"
 
+#include <assert.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -20,9 +21,25 @@
 #include "books/error.h"
 
 #define TOKEN_VERSION 0x01
-#define TAG_BYTES 16
+#define TAG_BYTES PAGE_TOKEN_TAG_BYTES
 #define MAX_PURPOSE_BYTES 64
-#define MAX_RAW_BYTES (1 + PAGE_TOKEN_MAX_CURSOR_BYTES + TAG_BYTES)
+#define MAX_RAW_BYTES PAGE_TOKEN_MAX_RAW_BYTES
+
+/* libcrypto's documented output bounds (EVP_EncodeBlock(3)): EVP_EncodeBlock writes 4 characters
+ * per 3 bytes, the last group padded with '=', then a NUL; EVP_DecodeBlock writes 3 bytes per 4
+ * characters of (padded) input, whatever those characters decode to. Every buffer handed to them
+ * below is sized by these, from constants the input was checked against before the call. */
+#define B64_ENCODED_BOUND(bytes) (((bytes) + 2) / 3 * 4 + 1)
+#define B64_DECODED_BOUND(chars) (((chars) + 3) / 4 * 3)
+
+/* The longest accepted token, padded to a multiple of 4 for EVP_DecodeBlock. */
+#define MAX_PADDED_CHARS ((PAGE_TOKEN_MAX_LEN + 3) / 4 * 4)
+
+static_assert(PAGE_TOKEN_MAX_LEN == 194, "a token of the longest cursor is 194 characters");
+static_assert(PAGE_TOKEN_B64_CHARS(MAX_RAW_BYTES) <= PAGE_TOKEN_MAX_LEN,
+              "the longest token this module writes is one it accepts");
+static_assert(B64_DECODED_BOUND(MAX_PADDED_CHARS) >= MAX_RAW_BYTES,
+              "the decode buffer holds the longest raw token");
 
 static int compute_tag(const uint8_t key[PAGE_TOKEN_KEY_BYTES], const char *purpose,
                        const uint8_t *cursor, size_t cursor_len, uint8_t tag[TAG_BYTES])
@@ -46,18 +63,22 @@ static int compute_tag(const uint8_t key[PAGE_TOKEN_KEY_BYTES], const char *purp
     return 0;
 }
 
-/* Standard base64 from libcrypto, then the URL-safe alphabet and no padding (RFC 4648 §5). */
-static size_t b64url_encode(const uint8_t *raw, size_t n, char *out)
+/* Standard base64 from libcrypto, then the URL-safe alphabet and no padding (RFC 4648 §5).
+ * `n` is at most MAX_RAW_BYTES; `out` holds at least PAGE_TOKEN_MAX_CHARS bytes. Returns the
+ * token's length. */
+static size_t b64url_encode(const uint8_t *raw, size_t n, char out[PAGE_TOKEN_MAX_CHARS])
 {
-    int len = EVP_EncodeBlock((unsigned char *)out, raw, (int)n);
-    while (len > 0 && out[len - 1] == '=')
+    unsigned char padded[B64_ENCODED_BOUND(MAX_RAW_BYTES)];
+    int len;
+
+    if (n > MAX_RAW_BYTES)
+        return 0;
+    len = EVP_EncodeBlock(padded, raw, (int)n);
+    while (len > 0 && padded[len - 1] == '=')
         len--;
-    for (int i = 0; i < len; i++) {
-        if (out[i] == '+')
-            out[i] = '-';
-        else if (out[i] == '/')
-            out[i] = '_';
-    }
+    /* Unpadded, n <= MAX_RAW_BYTES bytes take at most PAGE_TOKEN_MAX_LEN characters. */
+    for (int i = 0; i < len; i++)
+        out[i] = padded[i] == '+' ? '-' : padded[i] == '/' ? '_' : (char)padded[i];
     out[len] = '\0';
     return (size_t)len;
 }
@@ -83,22 +104,21 @@ int page_token_encode(const uint8_t key[PAGE_TOKEN_KEY_BYTES], const char *purpo
 int page_token_decode(const uint8_t key[PAGE_TOKEN_KEY_BYTES], const char *purpose,
                       const char *token, char *cursor, size_t cursorlen)
 {
-    char b64[PAGE_TOKEN_MAX_CHARS + 4];
-    char again[PAGE_TOKEN_MAX_CHARS + 4];
-    uint8_t raw[MAX_RAW_BYTES + 3];
+    char b64[MAX_PADDED_CHARS + 1];
+    char again[PAGE_TOKEN_MAX_CHARS];
+    uint8_t raw[B64_DECODED_BOUND(MAX_PADDED_CHARS)];
     uint8_t tag[TAG_BYTES];
-    size_t len = strnlen(token, PAGE_TOKEN_MAX_CHARS + 1), i, raw_len, clen;
+    size_t len = strnlen(token, PAGE_TOKEN_MAX_LEN + 1), i, raw_len, clen;
     int dec;
 
-    if (len == 0 || len > PAGE_TOKEN_MAX_CHARS || len % 4 == 1)
+    /* The length check comes before anything is decoded: it is what bounds every buffer here.
+     * One character over 4k carries only 6 bits, never a whole byte, so len % 4 == 1 is never a
+     * token. */
+    if (len == 0 || len > PAGE_TOKEN_MAX_LEN || len % 4 == 1)
         return BOOKS_EINVAL;
     for (i = 0; i < len; i++) {
         char c = token[i];
-        if (c >= 'A' && c <= 'Z')
-            b64[i] = c;
-        else if (c >= 'a' && c <= 'z')
-            b64[i] = c;
-        else if (c >= '0' && c <= '9')
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
             b64[i] = c;
         else if (c == '-')
             b64[i] = '+';
@@ -110,11 +130,13 @@ int page_token_decode(const uint8_t key[PAGE_TOKEN_KEY_BYTES], const char *purpo
     while (i % 4)
         b64[i++] = '=';
     b64[i] = '\0';
+    /* i <= MAX_PADDED_CHARS, so EVP_DecodeBlock writes at most B64_DECODED_BOUND(i) <= sizeof raw
+     * bytes. */
     dec = EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)i);
-    if (dec < 0)
+    if (dec < 0 || (size_t)dec > sizeof raw)
         return BOOKS_EINVAL;
     /* EVP_DecodeBlock counts the zero bytes that padding stands for; take them off. */
-    raw_len = (size_t)dec - (i - len == 2 ? 2 : i - len == 1 ? 1 : 0);
+    raw_len = (size_t)dec - (i - len);
     if (raw_len < 1 + 1 + TAG_BYTES || raw_len > MAX_RAW_BYTES || raw[0] != TOKEN_VERSION)
         return BOOKS_EINVAL;
     /* Canonical form only: otherwise the spare low bits of the last character could change without

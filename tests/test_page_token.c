@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -145,6 +146,57 @@ static void test_small_cursor_buffer_fails(void **state)
     assert_int_equal(page_token_decode(f->key, PURPOSE, tok, out, sizeof out), BOOKS_EINVAL);
 }
 
+/* Every page_token length a client can send, 0 to 420 characters: random base64url text, text
+ * that decodes to a well-formed but forged token (right version byte, wrong tag), and a real token
+ * where one of that length exists. Each lives in a heap block of exactly its length + 1, so
+ * valgrind (scripts/test.sh step 3) reports any read past it. Only real tokens decode, and only
+ * lengths of real tokens (18 to 145 raw bytes: 24 to 194 characters) can. */
+static void test_every_length_0_to_420(void **state)
+{
+    struct fixture *f = *state;
+    char out[PAGE_TOKEN_MAX_CURSOR_BYTES + 1];
+    unsigned seed = 12345;
+    size_t accepted = 0;
+
+    for (size_t len = 0; len <= 420; len++) {
+        char *tok = malloc(len + 1);
+        assert_non_null(tok);
+
+        for (size_t i = 0; i < len; i++) {
+            seed = seed * 1103515245u + 12345u;
+            tok[i] = ALPHABET[(seed >> 16) % 64];
+        }
+        tok[len] = '\0';
+        assert_int_equal(page_token_decode(f->key, PURPOSE, tok, out, sizeof out), BOOKS_EINVAL);
+
+        /* A forgery: 'A' after 'A' then the version byte up front ("AQ" is 0x01 0x..): it passes
+         * the shape checks and fails on the tag. */
+        memset(tok, 'A', len);
+        if (len >= 2)
+            memcpy(tok, "AQ", 2);
+        assert_int_equal(page_token_decode(f->key, PURPOSE, tok, out, sizeof out), BOOKS_EINVAL);
+
+        /* The real token of that length, if the cursor length that gives it is allowed. */
+        for (size_t clen = 1; clen <= PAGE_TOKEN_MAX_CURSOR_BYTES; clen++) {
+            char cursor[PAGE_TOKEN_MAX_CURSOR_BYTES + 1], real[PAGE_TOKEN_MAX_CHARS];
+            if (PAGE_TOKEN_B64_CHARS(1 + clen + PAGE_TOKEN_TAG_BYTES) != len)
+                continue;
+            memset(cursor, 'c', clen);
+            cursor[clen] = '\0';
+            assert_int_equal(page_token_encode(f->key, PURPOSE, cursor, real, sizeof real), 0);
+            assert_int_equal(strlen(real), len);
+            memcpy(tok, real, len + 1);
+            assert_int_equal(page_token_decode(f->key, PURPOSE, tok, out, sizeof out), 0);
+            assert_string_equal(out, cursor);
+            accepted++;
+        }
+        free(tok);
+    }
+    /* One real token length per cursor length. */
+    assert_int_equal(accepted, PAGE_TOKEN_MAX_CURSOR_BYTES);
+    assert_int_equal(PAGE_TOKEN_MAX_LEN, 194);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -155,6 +207,7 @@ int main(void)
         cmocka_unit_test(test_foreign_key_and_purpose_fail),
         cmocka_unit_test(test_garbage_fails),
         cmocka_unit_test(test_small_cursor_buffer_fails),
+        cmocka_unit_test(test_every_length_0_to_420),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -12,8 +12,17 @@
 #define PAGE_TOKEN_KEY_BYTES 32
 /* Longest cursor (resource id) a token carries, in bytes. */
 #define PAGE_TOKEN_MAX_CURSOR_BYTES 128
-/* Longest token this module produces or accepts, in characters, plus room for the NUL. */
-#define PAGE_TOKEN_MAX_CHARS 208
+/* Bytes of the HMAC tag a token carries. */
+#define PAGE_TOKEN_TAG_BYTES 16
+/* Decoded size of the longest token: version byte, cursor, tag. */
+#define PAGE_TOKEN_MAX_RAW_BYTES (1 + PAGE_TOKEN_MAX_CURSOR_BYTES + PAGE_TOKEN_TAG_BYTES)
+/* Characters of unpadded base64 (RFC 4648 §5) for n bytes: 4 per 3, rounded up. */
+#define PAGE_TOKEN_B64_CHARS(n) (((n) * 4 + 2) / 3)
+/* Longest token this module produces or accepts, in characters (194). A longer page_token is
+ * refused before any decoding. */
+#define PAGE_TOKEN_MAX_LEN PAGE_TOKEN_B64_CHARS(PAGE_TOKEN_MAX_RAW_BYTES)
+/* Buffer size, in bytes, that holds any token and its NUL. */
+#define PAGE_TOKEN_MAX_CHARS (PAGE_TOKEN_MAX_LEN + 1)
 
 /* Writes the token for `cursor` (NUL-terminated, 1..PAGE_TOKEN_MAX_CURSOR_BYTES bytes) to `out`
  * (`outlen` bytes, at least PAGE_TOKEN_MAX_CHARS). Returns 0, or BOOKS_EINVAL (cursor empty or too
