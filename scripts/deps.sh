@@ -13,7 +13,7 @@ set -eu
 RUN_PKGS="build-essential cmake pkg-config
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
   golang-github-gogo-googleapis-dev grpc-proto
-  uuid-dev libbsd-dev libssl-dev libsqlite3-dev"
+  uuid-dev libbsd-dev libssl-dev libsqlite3-dev zlib1g-dev"
 UNIT_PKGS="libcmocka-dev"
 TEST_PKGS="$UNIT_PKGS python3 python3-grpcio python3-grpc-tools python3-protobuf valgrind"
 CONTAINER_PKGS="podman runc mmdebstrap python3 python3-grpcio python3-grpc-tools python3-protobuf

@@ -823,7 +823,7 @@ int cli_print_error(FILE *f, const struct client_error *err, bool json)
         fputc('\n', f);
     }
     if (d->n_dropped)
-        fprintf(f, "  (%zu more field violations did not fit in memory)\n", d->n_dropped);
+        fprintf(f, "  (%zu more field violations not shown)\n", d->n_dropped);
     return 0;
 }
 

@@ -86,8 +86,13 @@ int client_new(const struct client_options *opts, struct client **out)
 {
     struct client *c = NULL;
     grpc_channel_credentials *creds = NULL;
-    grpc_arg arg;
-    grpc_channel_args args = {0, NULL};
+    /* Responses are inflated by the codec, never past CLIENT_MAX_RESPONSE_BYTES: gRPC core would
+     * inflate a compressed response whole before checking its size. */
+    grpc_arg argv[2] = {
+        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, {.integer = 0}},
+        {GRPC_ARG_STRING, GRPC_ARG_PRIMARY_USER_AGENT_STRING, {.string = NULL}},
+    };
+    grpc_channel_args args = {1, argv};
 
     if (!opts->target || !*opts->target || opts->timeout_ms <= 0 ||
         (opts->token && !legal_header_value(opts->token)) ||
@@ -113,11 +118,8 @@ int client_new(const struct client_options *opts, struct client **out)
     creds = opts->tls ? grpc_ssl_credentials_create(NULL, NULL, NULL, NULL)
                       : grpc_insecure_credentials_create();
     if (opts->user_agent) {
-        arg.type = GRPC_ARG_STRING;
-        arg.key = GRPC_ARG_PRIMARY_USER_AGENT_STRING;
-        arg.value.string = (char *)opts->user_agent;
-        args.num_args = 1;
-        args.args = &arg;
+        argv[1].value.string = (char *)opts->user_agent;
+        args.num_args = 2;
     }
     /* Never NULL: on a bad target core returns a "lame" channel whose calls fail with a status. */
     c->channel = grpc_channel_create(opts->target, creds, &args);
@@ -193,9 +195,7 @@ static int unary(struct client *c, enum method m, const ProtobufCMessage *reques
 
     books_error_init(&err->detail, arena);
     err->status = GRPC_STATUS_OK;
-    if (codec_encode(request, &request_bb) != 0)
-        return fail_local(err, GRPC_STATUS_RESOURCE_EXHAUSTED, BOOKS_ENOMEM,
-                          "out of memory encoding the request");
+    codec_encode(request, &request_bb);
     grpc_metadata_array_init(&st.initial);
     grpc_metadata_array_init(&st.trailing);
     st.message = grpc_empty_slice();
@@ -247,7 +247,8 @@ static int unary(struct client *c, enum method m, const ProtobufCMessage *reques
         rc = fail_local(err, GRPC_STATUS_INTERNAL, BOOKS_EBADMSG,
                         "the server ended the call with OK but sent no response message");
     } else {
-        rc = codec_decode(st.response, methods[m].response, arena, out, &err->detail);
+        static const struct codec_limits limits = {.max_message_bytes = CLIENT_MAX_RESPONSE_BYTES};
+        rc = codec_decode(st.response, methods[m].response, &limits, arena, out, &err->detail);
         if (rc) {
             char what[160];
             snprintf(what, sizeof what, "the server's response is not a valid %s message",

@@ -4,23 +4,38 @@
  * detail blob of AIP-193 (google.rpc.Status with ErrorInfo, BadRequest, ResourceInfo) is built here
  * and nowhere else.
  *
- * protobuf-c hands string fields over as NUL-terminated char*, and checks neither UTF-8 nor embedded
- * NULs, so after a successful unpack the same bytes are walked once more, guided by the message
- * descriptor, to check each string field where its length is still known. */
+ * Before protobuf-c sees a request, its bytes are walked once, guided by the message descriptor
+ * (scan_message): protobuf-c neither checks UTF-8 nor embedded NULs in string fields, nor bounds
+ * what it allocates (scratch per field occurrence, every repeated entry, every unknown field), so
+ * the walk checks the strings where their lengths are still known and refuses a request that
+ * carries more fields, or more entries of a capped repeated field, than the API allows, before any
+ * of it is decoded. Compressed requests are inflated here, never past the receive limit. */
 #include "books/codec.h"
 
 #include "books/utf8.h"
 
 #include <grpc/byte_buffer_reader.h>
+#include <grpc/compression.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 
-/* Reads a base-128 varint; returns its length in bytes, 0 when malformed or cut short. */
+static int too_big(const struct codec_limits *limits, struct books_error *err)
+{
+    books_error_set(err, BOOKS_E2BIG, "MESSAGE_TOO_LARGE",
+                    "the request message is larger than %zu bytes once decompressed, this "
+                    "server's limit (BOOKS_MAX_RECV_BYTES); send a smaller request",
+                    limits ? limits->max_message_bytes : (size_t)0);
+    return BOOKS_E2BIG;
+}
+
+/* Reads a base-128 varint (at most 10 bytes, the most a uint64 takes); returns its length in
+ * bytes, 0 when malformed or cut short. Never reads at or past `end`. */
 static size_t read_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
 {
     uint64_t x = 0;
@@ -34,86 +49,268 @@ static size_t read_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
     return 0;
 }
 
-#define MAX_NESTING 16
+/* Counted fields per message: each field's index in its descriptor, for repeated-field limits and
+ * for the "[i]" of violation paths. Descriptors of the requests this server reads have fewer. */
 #define MAX_COUNTED_FIELDS 32
 
-/* Walks one message's bytes (already accepted by protobuf-c) and adds a violation for each string
- * field that holds a NUL or invalid UTF-8. `path` holds the field path of this message (len bytes
- * used of cap). Unknown fields are skipped: their type is not known. */
-static void check_strings(const uint8_t *p, size_t n, const ProtobufCMessageDescriptor *desc,
-                          char *path, size_t len, size_t cap, int depth, struct books_error *err)
+struct scan {
+    const struct codec_limits *limits;
+    struct books_error *err;
+    char path[BOOKS_ERROR_FIELD_BYTES];
+    bool malformed; /* the bytes are not a protobuf message: MALFORMED_REQUEST */
+    bool over;      /* a limit was exceeded: stop walking */
+};
+
+/* The API's cap on how often field `f` of `desc` may occur, or 0 for none. */
+static size_t field_cap(const struct codec_limits *limits, const ProtobufCMessageDescriptor *desc,
+                        const ProtobufCFieldDescriptor *f)
+{
+    for (size_t i = 0; limits && i < limits->n_fields; i++)
+        if (limits->fields[i].message == desc && strcmp(limits->fields[i].field, f->name) == 0)
+            return limits->fields[i].max_count;
+    return 0;
+}
+
+/* Walks one message's wire bytes before protobuf-c sees them (protobuf_c_message_unpack costs
+ * about 32 bytes of scratch per field occurrence and keeps every unknown field, so what it is fed
+ * must be bounded first). Checks, in one pass and without allocating:
+ *   - the framing: every key, varint and length inside the bytes (else s->malformed);
+ *   - at most CODEC_MAX_FIELDS_PER_MESSAGE field occurrences in this message (else s->malformed,
+ *     s->over), and for repeated fields the API's cap from s->limits (else one violation, s->over);
+ *   - every string field: no NUL, valid UTF-8 (RFC 3629): one violation per bad field.
+ * Recurses into known message fields, at most CODEC_MAX_DEPTH deep. `len` is the length of
+ * s->path used by this message's own path. */
+static void scan_message(struct scan *s, const uint8_t *p, size_t n,
+                         const ProtobufCMessageDescriptor *desc, size_t len, int depth)
 {
     const uint8_t *end = p + n;
     unsigned seen[MAX_COUNTED_FIELDS] = {0};
+    size_t fields = 0;
+    const size_t cap = sizeof s->path;
 
-    while (p < end) {
+    while (p < end && !s->over) {
         uint64_t key, size = 0;
         size_t k = read_varint(p, end, &key);
-        if (!k)
+        if (!k || (key >> 3) == 0 || (key >> 3) > 0x1fffffff) {
+            s->malformed = true;
             return;
+        }
         p += k;
+        if (++fields > CODEC_MAX_FIELDS_PER_MESSAGE) {
+            books_error_set(s->err, BOOKS_EINVAL, "MALFORMED_REQUEST",
+                            "%s%s holds more than %d fields; no message of this API needs that "
+                            "many",
+                            len ? "field " : "the request", len ? s->path : "",
+                            CODEC_MAX_FIELDS_PER_MESSAGE);
+            s->over = true;
+            return;
+        }
         switch (key & 7) {
         case 0:
             k = read_varint(p, end, &size);
-            if (!k)
+            if (!k) {
+                s->malformed = true;
                 return;
+            }
             p += k;
             continue;
         case 1:
-            p += 8;
+        case 5: {
+            size_t w = (key & 7) == 1 ? 8 : 4;
+            if ((size_t)(end - p) < w) {
+                s->malformed = true;
+                return;
+            }
+            p += w;
             continue;
-        case 5:
-            p += 4;
-            continue;
+        }
         case 2:
             break;
-        default: /* groups: not in proto3 */
+        default: /* groups (3, 4) are not proto3; 6 and 7 do not exist */
+            s->malformed = true;
             return;
         }
         k = read_varint(p, end, &size);
-        if (!k || size > (uint64_t)(end - p - k))
+        if (!k || size > (uint64_t)(end - p - k)) {
+            s->malformed = true;
             return;
+        }
         p += k;
         const ProtobufCFieldDescriptor *f =
             protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
         if (f && (f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_MESSAGE)) {
             size_t idx = (size_t)(f - desc->fields), at = len;
+            unsigned count = idx < MAX_COUNTED_FIELDS ? seen[idx] : 0u;
             int w;
-            if (f->label == PROTOBUF_C_LABEL_REPEATED)
-                w = snprintf(path + at, cap - at, "%s%s[%u]", at ? "." : "", f->name,
-                             idx < MAX_COUNTED_FIELDS ? seen[idx] : 0u);
-            else
-                w = snprintf(path + at, cap - at, "%s%s", at ? "." : "", f->name);
             if (idx < MAX_COUNTED_FIELDS)
                 seen[idx]++;
+            if (f->label == PROTOBUF_C_LABEL_REPEATED)
+                w = snprintf(s->path + at, cap - at, "%s%s[%u]", at ? "." : "", f->name, count);
+            else
+                w = snprintf(s->path + at, cap - at, "%s%s", at ? "." : "", f->name);
             at = w > 0 && (size_t)w < cap - at ? at + (size_t)w : cap - 1;
+            size_t max = f->label == PROTOBUF_C_LABEL_REPEATED ? field_cap(s->limits, desc, f) : 0;
+            if (max && count >= max) {
+                /* Name the field, not the entry: "book.authors". */
+                s->path[len] = '\0';
+                w = snprintf(s->path + len, cap - len, "%s%s", len ? "." : "", f->name);
+                books_error_add_violation(s->err, s->path,
+                                          "has more than %zu entries; at most %zu are allowed",
+                                          max, max);
+                s->path[len] = '\0';
+                s->over = true;
+                return;
+            }
             if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
-                if (depth < MAX_NESTING)
-                    check_strings(p, (size_t)size, f->descriptor, path, at, cap, depth + 1, err);
+                if (depth >= CODEC_MAX_DEPTH) {
+                    s->malformed = true;
+                    return;
+                }
+                scan_message(s, p, (size_t)size, f->descriptor, at, depth + 1);
+                if (s->malformed || s->over)
+                    return;
             } else if (memchr(p, '\0', (size_t)size)) {
-                books_error_add_violation(err, path,
+                books_error_add_violation(s->err, s->path,
                                           "contains a NUL character (U+0000), which this API does "
                                           "not accept in text; remove it");
             } else if (!utf8_valid((const char *)p, (size_t)size)) {
-                books_error_add_violation(err, path,
+                books_error_add_violation(s->err, s->path,
                                           "is not valid UTF-8; proto3 string fields must hold "
                                           "UTF-8 text");
             }
-            path[len] = '\0';
+            s->path[len] = '\0';
         }
         p += size;
     }
 }
 
-int codec_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, struct arena *arena,
-                 ProtobufCMessage **out, struct books_error *err)
+static int malformed(const ProtobufCMessageDescriptor *desc, struct books_error *err)
+{
+    books_error_set(err, BOOKS_EBADMSG, "MALFORMED_REQUEST",
+                    "the request is not a valid %s message; encode it with the service's .proto",
+                    desc->name);
+    return BOOKS_EBADMSG;
+}
+
+int codec_decode_bytes(const uint8_t *data, size_t len, const ProtobufCMessageDescriptor *desc,
+                       const struct codec_limits *limits, struct arena *arena,
+                       ProtobufCMessage **out, struct books_error *err)
+{
+    struct scan s = {.limits = limits, .err = err};
+    ProtobufCMessage *msg;
+
+    if (limits && len > limits->max_message_bytes)
+        return too_big(limits, err);
+    scan_message(&s, data ? data : (const uint8_t *)"", data ? len : 0, desc, 0, 0);
+    if (s.malformed)
+        return malformed(desc, err);
+    if (err->code) /* a message-level limit (books_error_set above) */
+        return err->code;
+    if (err->n_violations || err->n_dropped) {
+        books_error_finish_fields(err, desc->name);
+        return BOOKS_EINVAL;
+    }
+    /* Zero bytes are a valid message with every field at its default. protobuf-c returns NULL for
+     * malformed bytes and for allocation failure alike; the arena fails only when malloc does. */
+    msg = protobuf_c_message_unpack(desc, arena_pb_allocator(arena), len,
+                                    data ? data : (const uint8_t *)"");
+    if (!msg)
+        return malformed(desc, err);
+    *out = msg;
+    return 0;
+}
+
+/* Inflates a gzip (RFC 1952) or zlib/deflate (RFC 1950) request into a buffer of its own, never
+ * past limits->max_message_bytes: a small compressed message that would inflate to gigabytes costs
+ * at most the limit plus zlib's fixed state (about 40 KiB). gRPC's "deflate" is the zlib format,
+ * its "gzip" the gzip format (grpc doc/compression.md). *out is malloc'ed; the caller frees it. */
+static int inflate_bounded(grpc_byte_buffer *bb, const struct codec_limits *limits,
+                           uint8_t **out, size_t *out_len, const ProtobufCMessageDescriptor *desc,
+                           struct books_error *err)
+{
+    const grpc_slice_buffer *in = &bb->data.raw.slice_buffer;
+    const size_t max = limits ? limits->max_message_bytes : (size_t)1 << 30;
+    size_t cap, next = 0;
+    uint8_t *buf = NULL;
+    z_stream zs;
+    int zr = Z_OK, rc;
+
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit2(&zs, 15 + (bb->data.raw.compression == GRPC_COMPRESS_GZIP ? 16 : 0)) != Z_OK)
+        return BOOKS_ENOMEM;
+    /* A first guess at the size, then doubling, never past max + 1 bytes: one byte more than the
+     * limit is how "larger than the limit" shows. */
+    cap = in->length < max / 4 ? in->length * 4 + 64 : max + 1;
+    if (cap > max + 1)
+        cap = max + 1;
+    buf = malloc(cap);
+    if (!buf) {
+        rc = BOOKS_ENOMEM;
+        goto out;
+    }
+    zs.next_out = buf;
+    zs.avail_out = (uInt)cap;
+    while (zr != Z_STREAM_END) {
+        if (zs.avail_in == 0 && next < in->count) {
+            zs.next_in = (Bytef *)GRPC_SLICE_START_PTR(in->slices[next]);
+            zs.avail_in = (uInt)GRPC_SLICE_LENGTH(in->slices[next]);
+            next++;
+            continue;
+        }
+        if (zs.avail_out == 0) {
+            size_t used = cap;
+            if (cap > max) {
+                rc = too_big(limits, err);
+                goto out;
+            }
+            cap = cap > max / 2 ? max + 1 : cap * 2;
+            uint8_t *grown = realloc(buf, cap);
+            if (!grown) {
+                rc = BOOKS_ENOMEM;
+                goto out;
+            }
+            buf = grown;
+            zs.next_out = buf + used;
+            zs.avail_out = (uInt)(cap - used);
+        }
+        zr = inflate(&zs, Z_NO_FLUSH);
+        if (zr == Z_BUF_ERROR && zs.avail_in == 0 && next == in->count && zs.avail_out > 0) {
+            rc = malformed(desc, err); /* the compressed stream stops before its end */
+            goto out;
+        }
+        if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR) {
+            rc = zr == Z_MEM_ERROR ? BOOKS_ENOMEM : malformed(desc, err);
+            goto out;
+        }
+    }
+    /* Bytes after the end of the compressed stream belong to no message. */
+    if (zs.avail_in > 0 || next < in->count) {
+        rc = malformed(desc, err);
+        goto out;
+    }
+    if (zs.total_out > max) {
+        rc = too_big(limits, err);
+        goto out;
+    }
+    *out = buf;
+    *out_len = zs.total_out;
+    buf = NULL;
+    rc = 0;
+out:
+    inflateEnd(&zs);
+    free(buf);
+    return rc;
+}
+
+int codec_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
+                 const struct codec_limits *limits, struct arena *arena, ProtobufCMessage **out,
+                 struct books_error *err)
 {
     grpc_byte_buffer_reader reader;
     grpc_slice *first = NULL, *second = NULL, flat = grpc_empty_slice();
-    const uint8_t *data = (const uint8_t *)"";
+    const uint8_t *data = NULL;
     size_t len = 0;
-    ProtobufCMessage *msg = NULL;
-    char path[BOOKS_ERROR_FIELD_BYTES];
+    int rc;
 
     if (!bb) {
         books_error_set(err, BOOKS_EBADMSG, "MALFORMED_REQUEST",
@@ -121,9 +318,31 @@ int codec_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, s
                         desc->name);
         return BOOKS_EBADMSG;
     }
-    /* Fails only when the payload is compressed with an algorithm core cannot undo. */
+    if (bb->type != GRPC_BB_RAW)
+        return malformed(desc, err);
+    if (bb->data.raw.compression != GRPC_COMPRESS_NONE) {
+        /* The server turns gRPC core's own decompression off (it inflates a message whole before
+         * checking its size), so compressed requests arrive here as they were sent. */
+        uint8_t *inflated = NULL;
+        if (bb->data.raw.compression != GRPC_COMPRESS_GZIP &&
+            bb->data.raw.compression != GRPC_COMPRESS_DEFLATE) {
+            books_error_set(err, BOOKS_EUNIMPL, "UNSUPPORTED_COMPRESSION",
+                            "the request is compressed with an algorithm this server does not "
+                            "support; use gzip, deflate or none");
+            return BOOKS_EUNIMPL;
+        }
+        rc = inflate_bounded(bb, limits, &inflated, &len, desc, err);
+        if (rc == BOOKS_ENOMEM)
+            books_error_set(err, BOOKS_ENOMEM, "OUT_OF_MEMORY",
+                            "the server is out of memory; retry later");
+        if (rc)
+            return rc;
+        rc = codec_decode_bytes(inflated, len, desc, limits, arena, out, err);
+        free(inflated);
+        return rc;
+    }
     if (!grpc_byte_buffer_reader_init(&reader, bb))
-        goto malformed;
+        return malformed(desc, err);
     if (grpc_byte_buffer_reader_peek(&reader, &first)) {
         if (!grpc_byte_buffer_reader_peek(&reader, &second)) {
             data = GRPC_SLICE_START_PTR(*first);
@@ -132,36 +351,16 @@ int codec_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, s
             /* Split across slices: flatten once. readall starts from the beginning. */
             grpc_byte_buffer_reader_destroy(&reader);
             if (!grpc_byte_buffer_reader_init(&reader, bb))
-                goto malformed;
+                return malformed(desc, err);
             flat = grpc_byte_buffer_reader_readall(&reader);
             data = GRPC_SLICE_START_PTR(flat);
             len = GRPC_SLICE_LENGTH(flat);
         }
     }
-    /* Zero bytes are a valid message with every field at its default. protobuf-c returns NULL for
-     * malformed bytes and for allocation failure alike; the arena fails only when malloc does. */
-    msg = protobuf_c_message_unpack(desc, arena_pb_allocator(arena), len, data);
-    if (msg) {
-        path[0] = '\0';
-        check_strings(data, len, desc, path, 0, sizeof path, 0, err);
-    }
+    rc = codec_decode_bytes(data, len, desc, limits, arena, out, err);
     grpc_slice_unref(flat);
     grpc_byte_buffer_reader_destroy(&reader);
-    if (!msg)
-        goto malformed;
-    if (err->n_violations || err->n_dropped) {
-        protobuf_c_message_free_unpacked(msg, arena_pb_allocator(arena));
-        books_error_finish_fields(err, desc->name);
-        return BOOKS_EINVAL;
-    }
-    *out = msg;
-    return 0;
-
-malformed:
-    books_error_set(err, BOOKS_EBADMSG, "MALFORMED_REQUEST",
-                    "the request is not a valid %s message; encode it with the service's .proto",
-                    desc->name);
-    return BOOKS_EBADMSG;
+    return rc;
 }
 
 void codec_free_request(ProtobufCMessage *msg, struct arena *arena)
@@ -170,14 +369,14 @@ void codec_free_request(ProtobufCMessage *msg, struct arena *arena)
         protobuf_c_message_free_unpacked(msg, arena_pb_allocator(arena));
 }
 
-int codec_encode(const ProtobufCMessage *msg, grpc_byte_buffer **out)
+void codec_encode(const ProtobufCMessage *msg, grpc_byte_buffer **out)
 {
     size_t n = protobuf_c_message_get_packed_size(msg);
+    /* grpc_slice_malloc aborts the process when malloc fails, as all of gRPC core does. */
     grpc_slice slice = grpc_slice_malloc(n);
     protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
     *out = grpc_raw_byte_buffer_create(&slice, 1);
     grpc_slice_unref(slice);
-    return 0;
 }
 
 /* Packs `msg` into a new heap buffer wrapped as google.protobuf.Any. */

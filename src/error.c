@@ -24,6 +24,7 @@ grpc_status_code books_err_to_grpc_status(int err)
         return GRPC_STATUS_ALREADY_EXISTS;
     case BOOKS_ENOMEM:
     case BOOKS_ENOSPC:
+    case BOOKS_E2BIG:
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
     case BOOKS_EIO:
     case BOOKS_EUNAVAIL:
@@ -70,6 +71,7 @@ const char *books_err_name(int err)
     case BOOKS_EDEADLINE: return "BOOKS_EDEADLINE";
     case BOOKS_ECORRUPT: return "BOOKS_ECORRUPT";
     case BOOKS_EINTERNAL: return "BOOKS_EINTERNAL";
+    case BOOKS_E2BIG: return "BOOKS_E2BIG";
     default: return "BOOKS_E?";
     }
 }
@@ -100,7 +102,9 @@ static bool grow_violations(struct books_error *e)
 {
     struct books_field_violation *more;
     size_t cap = e->cap_violations * 2;
-    if (!e->arena)
+    if (cap > BOOKS_ERROR_MAX_VIOLATIONS)
+        cap = BOOKS_ERROR_MAX_VIOLATIONS;
+    if (!e->arena || cap <= e->cap_violations)
         return false;
     more = arena_alloc(e->arena, cap * sizeof *more);
     if (!more)
@@ -125,7 +129,8 @@ void books_error_add_violation(struct books_error *e, const char *field, const c
 {
     va_list ap;
     struct books_field_violation *v;
-    if (e->n_violations == e->cap_violations && !grow_violations(e)) {
+    if (e->n_violations >= BOOKS_ERROR_MAX_VIOLATIONS ||
+        (e->n_violations == e->cap_violations && !grow_violations(e))) {
         e->n_dropped++;
         return;
     }
@@ -167,8 +172,8 @@ const char *books_error_quote(char *dst, size_t dstlen, const char *src)
 void books_error_finish_fields(struct books_error *e, const char *what)
 {
     size_t off, i, room = sizeof e->message;
-    /* Leave space for the tail that says how many violations did not fit. */
-    const size_t tail = 64;
+    /* Leave space for the tail that says how many violations are not in the message. */
+    const size_t tail = 160;
     off = (size_t)snprintf(e->message, room, "invalid %s: ", what);
     for (i = 0; i < e->n_violations; i++) {
         const struct books_field_violation *v = &e->violations[i];
@@ -178,9 +183,15 @@ void books_error_finish_fields(struct books_error *e, const char *what)
         off += (size_t)snprintf(e->message + off, room - off, "%s%s: %s", i ? "; " : "", v->field,
                                 v->description);
     }
-    if (i < e->n_violations + e->n_dropped)
+    if (e->n_dropped)
+        snprintf(e->message + off, room - off,
+                 "%s(%zu more field problems: %zu in the BadRequest details, %zu not reported; at "
+                 "most %d are reported per request)",
+                 i ? "; " : "", e->n_violations + e->n_dropped - i, e->n_violations - i,
+                 e->n_dropped, BOOKS_ERROR_MAX_VIOLATIONS);
+    else if (i < e->n_violations)
         snprintf(e->message + off, room - off, "%s(%zu more field problems; see the BadRequest "
-                 "details)", i ? "; " : "", e->n_violations + e->n_dropped - i);
+                 "details)", i ? "; " : "", e->n_violations - i);
     e->code = BOOKS_EINVAL;
     e->reason = "FIELD_VIOLATION";
 }

@@ -74,6 +74,7 @@ struct method_slot {
     const struct rpc_method *method;
     void *self;            /* the service object passed to the handler */
     void *registered;      /* grpc_server_register_method's handle */
+    struct codec_limits limits; /* what a request of this method may be */
 };
 
 struct call {
@@ -305,7 +306,12 @@ static void step_registered(struct tag *t, bool ok)
         reply_done(&c->reply);
         return;
     }
-    rc = codec_decode(c->payload, slot->method->request, &c->arena, &c->request, &c->reply.error);
+    rc = codec_decode(c->payload, slot->method->request, &slot->limits, &c->arena, &c->request,
+                      &c->reply.error);
+    /* The request's bytes are not needed once decoded (strings were copied into the arena): give
+     * them back now rather than when a durable store answers. */
+    grpc_byte_buffer_destroy(c->payload);
+    c->payload = NULL;
     if (rc) {
         reply_done(&c->reply);
         return;
@@ -412,9 +418,8 @@ static void reply_done(struct rpc_reply *reply)
     memset(ops, 0, sizeof ops);
     if (reply->error.code == 0 && !reply->response)
         books_error_set(&reply->error, BOOKS_EINTERNAL, "INTERNAL", "the handler gave no response");
-    if (reply->error.code == 0 && codec_encode(reply->response, &c->response) != 0)
-        books_error_set(&reply->error, BOOKS_ENOMEM, "OUT_OF_MEMORY",
-                        "the server is out of memory; retry later");
+    if (reply->error.code == 0)
+        codec_encode(reply->response, &c->response);
     if (reply->release)
         reply->release(reply);
     reply->release = NULL;
@@ -557,8 +562,7 @@ int rpc_stream_send(struct rpc_stream *stream, const ProtobufCMessage *msg)
 {
     struct call *c = container_of(stream, struct call, stream);
     grpc_byte_buffer *bb = NULL;
-    if (codec_encode(msg, &bb) != 0)
-        return BOOKS_ENOMEM;
+    codec_encode(msg, &bb);
     pthread_mutex_lock(&c->mu);
     if (c->finishing || c->closed) {
         pthread_mutex_unlock(&c->mu);
@@ -691,7 +695,8 @@ static void step_bidi_recv(struct tag *t, bool ok)
     c->reply.release = NULL;
     c->reply.done = bidi_answered;
     c->answered = false;
-    rc = codec_decode(c->payload, slot->method->request, &c->arena, &c->request, &c->reply.error);
+    rc = codec_decode(c->payload, slot->method->request, &slot->limits, &c->arena, &c->request,
+                      &c->reply.error);
     grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
     if (rc) {
@@ -701,8 +706,8 @@ static void step_bidi_recv(struct tag *t, bool ok)
     slot->method->handle(slot->self, c->request, &c->reply);
     if (!c->answered) /* the contract: bidi handlers answer before returning */
         abort();
-    if (c->reply.error.code == 0 && codec_encode(c->reply.response, &c->response) != 0)
-        books_error_set(&c->reply.error, BOOKS_ENOMEM, "OUT_OF_MEMORY", "the server is out of memory");
+    if (c->reply.error.code == 0)
+        codec_encode(c->reply.response, &c->response);
     if (c->reply.release)
         c->reply.release(&c->reply);
     c->reply.release = NULL;
@@ -871,6 +876,9 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = opts->max_recv_bytes}},
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_CONCURRENT_STREAMS,
          {.integer = opts->max_concurrent_streams}},
+        /* Core would inflate a compressed request whole before checking its size (a 256 MiB
+         * gzip bomb costs 256 MiB); the codec inflates it instead, never past max_recv_bytes. */
+        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, {.integer = 0}},
         /* Keepalive: clients may ping every 10 s, with or without calls, without being sent a
          * GOAWAY (too_many_pings); the server itself probes idle connections every 2 minutes. */
         {GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 10000}},
@@ -890,6 +898,9 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
             struct method_slot *slot = &s->slots[k];
             slot->method = &services[i].methods[j];
             slot->self = services[i].self;
+            slot->limits.max_message_bytes = (size_t)opts->max_recv_bytes;
+            slot->limits.fields = slot->method->limits;
+            slot->limits.n_fields = slot->method->n_limits;
             /* Bidirectional streams read their messages one by one; every other kind gets its
              * one request message together with the call. */
             slot->registered = grpc_server_register_method(

@@ -97,6 +97,11 @@ void svc_set_id_generator(struct svc *svc, svc_id_fn fn, void *arg)
 
 void svc_free(struct svc *svc) { free(svc); }
 
+/* AIP field limits that the codec enforces on the wire, before a request is decoded. */
+static const struct rpc_field_limit create_limits[] = {
+    {&books__v1__book__descriptor, "authors", SVC_MAX_AUTHORS},
+};
+
 static const struct rpc_method svc_methods[] = {
     {.path = "/books.v1.BooksService/GetBook",
      .request = &books__v1__get_book_request__descriptor,
@@ -106,7 +111,9 @@ static const struct rpc_method svc_methods[] = {
      .handle = svc_list_books},
     {.path = "/books.v1.BooksService/CreateBook",
      .request = &books__v1__create_book_request__descriptor,
-     .handle = svc_create_book},
+     .handle = svc_create_book,
+     .limits = create_limits,
+     .n_limits = sizeof create_limits / sizeof create_limits[0]},
 };
 
 void svc_describe(struct svc *svc, struct rpc_service *out)

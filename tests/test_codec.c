@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <stdalign.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
 #include "books/arena.h"
 #include "books/codec.h"
@@ -22,6 +24,10 @@
 #include "books/v1/books.pb-c.h"
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
+
+/* What the server applies to CreateBook: the receive limit and the API's cap on authors. */
+static const struct rpc_field_limit AUTHOR_CAP[] = {{&books__v1__book__descriptor, "authors", 100}};
+static const struct codec_limits LIMITS = {4 * 1024 * 1024, AUTHOR_CAP, 1};
 
 struct fixture {
     struct arena arena;
@@ -103,7 +109,7 @@ static void test_decode_round_trip_single_and_split(void **state)
         grpc_byte_buffer *bb = buffer_of(wire, len, parts);
         ProtobufCMessage *msg = NULL;
         assert_int_equal(
-            codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg, &f->err), 0);
+            codec_decode(bb, &books__v1__create_book_request__descriptor, &LIMITS, &f->arena, &msg, &f->err), 0);
         Books__V1__CreateBookRequest *req = (Books__V1__CreateBookRequest *)msg;
         assert_string_equal(req->book_id, "the-dispossessed");
         assert_non_null(req->book);
@@ -123,12 +129,12 @@ static void test_decode_empty_and_null(void **state)
     ProtobufCMessage *msg = NULL;
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(NULL, 0);
     /* Zero bytes are a valid message with every field at its default. */
-    assert_int_equal(codec_decode(bb, &books__v1__get_book_request__descriptor, &f->arena, &msg, &f->err), 0);
+    assert_int_equal(codec_decode(bb, &books__v1__get_book_request__descriptor, &LIMITS, &f->arena, &msg, &f->err), 0);
     assert_string_equal(((Books__V1__GetBookRequest *)msg)->name, "");
     codec_free_request(msg, &f->arena);
     grpc_byte_buffer_destroy(bb);
     msg = NULL;
-    assert_int_equal(codec_decode(NULL, &books__v1__get_book_request__descriptor, &f->arena, &msg, &f->err),
+    assert_int_equal(codec_decode(NULL, &books__v1__get_book_request__descriptor, &LIMITS, &f->arena, &msg, &f->err),
                      BOOKS_EBADMSG);
     assert_null(msg);
     assert_string_equal(f->err.reason, "MALFORMED_REQUEST");
@@ -153,7 +159,7 @@ static void test_decode_garbage(void **state)
         ProtobufCMessage *msg = NULL;
         grpc_byte_buffer *bb = buffer_of((const uint8_t *)cases[i].bytes, cases[i].len, 1);
         assert_int_equal(
-            codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg, &f->err),
+            codec_decode(bb, &books__v1__create_book_request__descriptor, &LIMITS, &f->arena, &msg, &f->err),
             BOOKS_EBADMSG);
         assert_null(msg);
         assert_string_equal(f->err.reason, "MALFORMED_REQUEST");
@@ -172,7 +178,7 @@ static void test_decode_every_truncation(void **state)
     for (size_t cut = 1; cut < len; cut++) {
         ProtobufCMessage *msg = NULL;
         grpc_byte_buffer *bb = buffer_of(wire, cut, 1 + cut % 3);
-        int rc = codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg, &f->err);
+        int rc = codec_decode(bb, &books__v1__create_book_request__descriptor, &LIMITS, &f->arena, &msg, &f->err);
         assert_true(rc == 0 || rc == BOOKS_EBADMSG || rc == BOOKS_EINVAL);
         if (rc == 0)
             codec_free_request(msg, &f->arena);
@@ -206,7 +212,7 @@ static void test_decode_random_bytes(void **state)
         }
         ProtobufCMessage *msg = NULL;
         grpc_byte_buffer *bb = buffer_of(wire, len, 1 + (size_t)iter % 3);
-        int rc = codec_decode(bb, descs[iter % 3], &f->arena, &msg, &f->err);
+        int rc = codec_decode(bb, descs[iter % 3], &LIMITS, &f->arena, &msg, &f->err);
         assert_true(rc == 0 || rc == BOOKS_EBADMSG || rc == BOOKS_EINVAL);
         if (rc == 0)
             codec_free_request(msg, &f->arena);
@@ -227,7 +233,7 @@ static void test_encode_round_trip(void **state)
     book.authors = authors;
     book.publisher = "Publisher 2";
     grpc_byte_buffer *bb = NULL;
-    assert_int_equal(codec_encode(&book.base, &bb), 0);
+    codec_encode(&book.base, &bb);
     assert_int_equal(grpc_byte_buffer_length(bb), books__v1__book__get_packed_size(&book));
 
     struct arena a;
@@ -236,7 +242,7 @@ static void test_encode_round_trip(void **state)
     arena_init(&a, buf, sizeof buf);
     books_error_init(&err, &a);
     ProtobufCMessage *msg = NULL;
-    assert_int_equal(codec_decode(bb, &books__v1__book__descriptor, &a, &msg, &err), 0);
+    assert_int_equal(codec_decode(bb, &books__v1__book__descriptor, &LIMITS, &a, &msg, &err), 0);
     Books__V1__Book *back = (Books__V1__Book *)msg;
     assert_string_equal(back->name, "books/b0042");
     assert_string_equal(back->authors[1], "B");
@@ -357,7 +363,7 @@ static void test_decode_rejects_nul_and_bad_utf8_with_paths(void **state)
     grpc_byte_buffer *bb = buffer_of(wire, len, 2);
     ProtobufCMessage *msg = NULL;
     assert_int_equal(
-        codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg, &f->err),
+        codec_decode(bb, &books__v1__create_book_request__descriptor, &LIMITS, &f->arena, &msg, &f->err),
         BOOKS_EINVAL);
     assert_null(msg);
     assert_string_equal(f->err.reason, "FIELD_VIOLATION");
@@ -381,13 +387,13 @@ static void test_decode_accepts_valid_utf8(void **state)
     grpc_byte_buffer *bb = buffer_of(wire, len, 1);
     ProtobufCMessage *msg = NULL;
     assert_int_equal(
-        codec_decode(bb, &books__v1__create_book_request__descriptor, &f->arena, &msg, &f->err), 0);
+        codec_decode(bb, &books__v1__create_book_request__descriptor, &LIMITS, &f->arena, &msg, &f->err), 0);
     assert_string_equal(((Books__V1__CreateBookRequest *)msg)->book->display_name, title);
     codec_free_request(msg, &f->arena);
     grpc_byte_buffer_destroy(bb);
 }
 
-static void test_many_violations_grow_in_arena(void **state)
+static void test_violations_are_capped(void **state)
 {
     struct fixture *f = *state;
     char field[32];
@@ -395,19 +401,21 @@ static void test_many_violations_grow_in_arena(void **state)
         snprintf(field, sizeof field, "book.authors[%d]", i);
         books_error_add_violation(&f->err, field, "must not be empty");
     }
-    assert_int_equal(f->err.n_violations, 103);
-    assert_int_equal(f->err.n_dropped, 0);
-    assert_string_equal(f->err.violations[102].field, "book.authors[102]");
+    /* The first BOOKS_ERROR_MAX_VIOLATIONS are kept (grown in the arena), the rest counted. */
+    assert_int_equal(f->err.n_violations, BOOKS_ERROR_MAX_VIOLATIONS);
+    assert_int_equal(f->err.n_dropped, 103 - BOOKS_ERROR_MAX_VIOLATIONS);
+    assert_string_equal(f->err.violations[31].field, "book.authors[31]");
     books_error_finish_fields(&f->err, "CreateBookRequest");
-    /* The message lists what fits and points at the details for the rest. */
-    assert_non_null(strstr(f->err.message, "more field problems"));
+    /* The message lists what fits and says how many are in the details and how many were left
+     * out. */
+    assert_non_null(strstr(f->err.message, "in the BadRequest details, 71 not reported"));
     grpc_slice s;
     assert_int_equal(codec_encode_status_details(&f->err, &s), 0);
     Google__Rpc__Status *st =
         google__rpc__status__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
     Google__Rpc__BadRequest *bad = google__rpc__bad_request__unpack(
         NULL, st->details[1]->value.len, st->details[1]->value.data);
-    assert_int_equal(bad->n_field_violations, 103);
+    assert_int_equal(bad->n_field_violations, BOOKS_ERROR_MAX_VIOLATIONS);
     google__rpc__bad_request__free_unpacked(bad, NULL);
     google__rpc__status__free_unpacked(st, NULL);
     grpc_slice_unref(s);
@@ -658,6 +666,225 @@ static void test_status_details_decode_needs_an_arena(void **state)
     assert_int_equal(codec_decode_status_details(&s, &e), BOOKS_EINVAL);
 }
 
+/* A CreateBookRequest whose book carries `n` empty authors (2 bytes each on the wire), into a
+ * malloc'ed buffer; *len gets its size. */
+static uint8_t *pack_many_authors(size_t n, size_t *len)
+{
+    size_t book_len = 2 * n, cap = book_len + 16, off = 0;
+    uint8_t *w = malloc(cap);
+    assert_non_null(w);
+    w[off++] = 0x0a; /* book, length-delimited */
+    for (size_t v = book_len; ; v >>= 7) { /* varint */
+        w[off++] = (uint8_t)((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
+        if (v < 0x80)
+            break;
+    }
+    for (size_t i = 0; i < n; i++) {
+        w[off++] = 0x1a; /* authors (field 3), length 0 */
+        w[off++] = 0x00;
+    }
+    *len = off;
+    return w;
+}
+
+static void test_repeated_cap_refused_before_decoding(void **state)
+{
+    struct fixture *f = *state;
+    size_t len;
+    uint8_t *wire = pack_many_authors(1300000, &len); /* the 2.6 MB request of issue 8 */
+    grpc_byte_buffer *bb = buffer_of(wire, len, 3);
+    ProtobufCMessage *msg = NULL;
+    assert_int_equal(codec_decode(bb, &books__v1__create_book_request__descriptor, &LIMITS,
+                                  &f->arena, &msg, &f->err),
+                     BOOKS_EINVAL);
+    assert_null(msg);
+    assert_string_equal(f->err.reason, "FIELD_VIOLATION");
+    assert_int_equal(f->err.n_violations, 1);
+    assert_string_equal(f->err.violations[0].field, "book.authors");
+    assert_non_null(strstr(f->err.message, "at most 100"));
+    /* Nothing was unpacked: the arena never needed a heap chunk. */
+    assert_null(f->arena.chunks);
+    grpc_byte_buffer_destroy(bb);
+    free(wire);
+
+    /* Exactly at the cap is fine (the service then checks each entry). */
+    wire = pack_many_authors(100, &len);
+    bb = buffer_of(wire, len, 1);
+    books_error_clear(&f->err);
+    assert_int_equal(codec_decode(bb, &books__v1__create_book_request__descriptor, &LIMITS,
+                                  &f->arena, &msg, &f->err),
+                     0);
+    assert_int_equal(((Books__V1__CreateBookRequest *)msg)->book->n_authors, 100);
+    codec_free_request(msg, &f->arena);
+    grpc_byte_buffer_destroy(bb);
+    free(wire);
+}
+
+static void test_field_count_cap(void **state)
+{
+    struct fixture *f = *state;
+    /* GetBookRequest with 1024 and 1025 occurrences of an unknown varint field 15 (key 0x78). */
+    uint8_t wire[2 * (CODEC_MAX_FIELDS_PER_MESSAGE + 1)];
+    for (size_t i = 0; i < CODEC_MAX_FIELDS_PER_MESSAGE + 1; i++) {
+        wire[2 * i] = 0x78;
+        wire[2 * i + 1] = 0x01;
+    }
+    ProtobufCMessage *msg = NULL;
+    assert_int_equal(codec_decode_bytes(wire, 2 * CODEC_MAX_FIELDS_PER_MESSAGE,
+                                        &books__v1__get_book_request__descriptor, &LIMITS,
+                                        &f->arena, &msg, &f->err),
+                     0);
+    codec_free_request(msg, &f->arena);
+    msg = NULL;
+    assert_int_equal(codec_decode_bytes(wire, sizeof wire, &books__v1__get_book_request__descriptor,
+                                        &LIMITS, &f->arena, &msg, &f->err),
+                     BOOKS_EINVAL);
+    assert_null(msg);
+    assert_string_equal(f->err.reason, "MALFORMED_REQUEST");
+    assert_non_null(strstr(f->err.message, "more than 1024 fields"));
+}
+
+/* `len` bytes at `data`, compressed as gRPC's gzip (window bits 31) or deflate (15), as one byte
+ * buffer of `parts` slices marked with that algorithm. */
+static grpc_byte_buffer *compressed_of(const uint8_t *data, size_t len, bool gzip, size_t parts)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    assert_int_equal(deflateInit2(&zs, 9, Z_DEFLATED, gzip ? 31 : 15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    size_t cap = deflateBound(&zs, (uLong)len);
+    uint8_t *out = malloc(cap);
+    zs.next_in = (Bytef *)data;
+    zs.avail_in = (uInt)len;
+    zs.next_out = out;
+    zs.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
+    size_t n = zs.total_out;
+    deflateEnd(&zs);
+    grpc_slice slices[4];
+    size_t off = 0;
+    for (size_t i = 0; i < parts; i++) {
+        size_t k = i + 1 == parts ? n - off : n / parts;
+        slices[i] = grpc_slice_from_copied_buffer((const char *)out + off, k);
+        off += k;
+    }
+    grpc_byte_buffer *bb = grpc_raw_compressed_byte_buffer_create(
+        slices, parts, gzip ? GRPC_COMPRESS_GZIP : GRPC_COMPRESS_DEFLATE);
+    for (size_t i = 0; i < parts; i++)
+        grpc_slice_unref(slices[i]);
+    free(out);
+    return bb;
+}
+
+static void test_compressed_requests(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t wire[256];
+    size_t len = pack_create_request(wire, sizeof wire);
+    for (int gzip = 0; gzip <= 1; gzip++)
+        for (size_t parts = 1; parts <= 3; parts++) {
+            grpc_byte_buffer *bb = compressed_of(wire, len, gzip, parts);
+            ProtobufCMessage *msg = NULL;
+            assert_int_equal(codec_decode(bb, &books__v1__create_book_request__descriptor,
+                                          &LIMITS, &f->arena, &msg, &f->err),
+                             0);
+            assert_string_equal(((Books__V1__CreateBookRequest *)msg)->book_id,
+                                "the-dispossessed");
+            codec_free_request(msg, &f->arena);
+            grpc_byte_buffer_destroy(bb);
+        }
+}
+
+static void test_compression_bomb_stops_at_the_limit(void **state)
+{
+    struct fixture *f = *state;
+    /* A GetBookRequest whose name is 64 MiB of 'a' (about 64 KiB compressed), and one exactly at
+     * a 1 MiB limit and one byte past it. */
+    const size_t big = 64u << 20;
+    uint8_t *msg_bytes = malloc(big + 16);
+    assert_non_null(msg_bytes);
+    for (int gzip = 0; gzip <= 1; gzip++) {
+        static const struct codec_limits one_mib = {1u << 20, NULL, 0};
+        struct {
+            size_t total; /* encoded message size */
+            const struct codec_limits *limits;
+            int rc;
+        } cases[] = {
+            {big, &LIMITS, BOOKS_E2BIG},
+            {1u << 20, &one_mib, 0},
+            {(1u << 20) + 1, &one_mib, BOOKS_E2BIG},
+        };
+        for (size_t c = 0; c < 3; c++) {
+            /* name: key 0x0a, a 4-byte varint length (forced long form), the bytes. */
+            size_t name_len = cases[c].total - 5;
+            msg_bytes[0] = 0x0a;
+            msg_bytes[1] = (uint8_t)(0x80 | (name_len & 0x7f));
+            msg_bytes[2] = (uint8_t)(0x80 | ((name_len >> 7) & 0x7f));
+            msg_bytes[3] = (uint8_t)(0x80 | ((name_len >> 14) & 0x7f));
+            msg_bytes[4] = (uint8_t)(name_len >> 21);
+            memset(msg_bytes + 5, 'a', name_len);
+            grpc_byte_buffer *bb = compressed_of(msg_bytes, cases[c].total, gzip, 2);
+            ProtobufCMessage *msg = NULL;
+            books_error_clear(&f->err);
+            int rc = codec_decode(bb, &books__v1__get_book_request__descriptor, cases[c].limits,
+                                  &f->arena, &msg, &f->err);
+            assert_int_equal(rc, cases[c].rc);
+            if (rc == 0) {
+                assert_int_equal(strlen(((Books__V1__GetBookRequest *)msg)->name), name_len);
+                codec_free_request(msg, &f->arena);
+            } else {
+                assert_string_equal(f->err.reason, "MESSAGE_TOO_LARGE");
+                assert_int_equal(books_err_to_grpc_status(rc), GRPC_STATUS_RESOURCE_EXHAUSTED);
+            }
+            grpc_byte_buffer_destroy(bb);
+            arena_reset(&f->arena);
+        }
+    }
+    free(msg_bytes);
+}
+
+static void test_broken_compressed_streams(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t wire[256];
+    size_t len = pack_create_request(wire, sizeof wire);
+    for (int gzip = 0; gzip <= 1; gzip++) {
+        grpc_byte_buffer *good = compressed_of(wire, len, gzip, 1);
+        grpc_slice whole = good->data.raw.slice_buffer.slices[0];
+        size_t n = GRPC_SLICE_LENGTH(whole);
+        /* Every truncation, and the whole stream followed by garbage. */
+        for (size_t cut = 0; cut <= n; cut++) {
+            uint8_t tail[] = "junk";
+            grpc_slice sl[2] = {grpc_slice_from_copied_buffer(
+                                    (const char *)GRPC_SLICE_START_PTR(whole), cut),
+                                grpc_slice_from_copied_buffer((const char *)tail, 4)};
+            size_t nsl = cut == n ? 2 : 1;
+            grpc_byte_buffer *bb = grpc_raw_compressed_byte_buffer_create(
+                sl, nsl, gzip ? GRPC_COMPRESS_GZIP : GRPC_COMPRESS_DEFLATE);
+            grpc_slice_unref(sl[0]);
+            grpc_slice_unref(sl[1]);
+            ProtobufCMessage *msg = NULL;
+            books_error_clear(&f->err);
+            assert_int_equal(codec_decode(bb, &books__v1__create_book_request__descriptor,
+                                          &LIMITS, &f->arena, &msg, &f->err),
+                             BOOKS_EBADMSG);
+            assert_null(msg);
+            grpc_byte_buffer_destroy(bb);
+        }
+        grpc_byte_buffer_destroy(good);
+    }
+    /* An algorithm the codec does not know. */
+    grpc_slice sl = grpc_slice_from_copied_buffer("x", 1);
+    grpc_byte_buffer *bb = grpc_raw_compressed_byte_buffer_create(
+        &sl, 1, (grpc_compression_algorithm)GRPC_COMPRESS_ALGORITHMS_COUNT);
+    grpc_slice_unref(sl);
+    ProtobufCMessage *msg = NULL;
+    books_error_clear(&f->err);
+    assert_int_equal(codec_decode(bb, &books__v1__get_book_request__descriptor, &LIMITS,
+                                  &f->arena, &msg, &f->err),
+                     BOOKS_EUNIMPL);
+    grpc_byte_buffer_destroy(bb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -672,7 +899,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_decode_rejects_nul_and_bad_utf8_with_paths, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_decode_accepts_valid_utf8, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_many_violations_grow_in_arena, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_violations_are_capped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repeated_cap_refused_before_decoding, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_field_count_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compressed_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compression_bomb_stops_at_the_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_broken_compressed_streams, setup, teardown),
         cmocka_unit_test(test_violations_without_arena_are_counted),
         cmocka_unit_test(test_error_mapping),
         cmocka_unit_test(test_error_quote),

@@ -16,6 +16,10 @@
 
 struct client;
 
+/* Largest response message the client accepts, in bytes, after inflating a compressed one (gRPC
+ * core's default receive limit, which it applies to the compressed size). */
+#define CLIENT_MAX_RESPONSE_BYTES (4 * 1024 * 1024)
+
 /* Plain data; the client copies what it keeps, so the strings need only outlive client_new(). */
 struct client_options {
     const char *target;     /* gRPC target: "host:port" (DNS), "ipv4:1.2.3.4:80", "unix:/path" */

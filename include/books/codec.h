@@ -10,26 +10,60 @@
 
 #include "books/arena.h"
 #include "books/error.h"
+#include "books/rpc.h"
 
-/* Unpacks `bb` (which may be compressed; core decompresses) as a message of type `desc`, allocating
- * from `arena`, then checks every string field, at any depth, against proto3's rule (valid UTF-8,
- * RFC 3629) and ours (no U+0000: strings are C strings from here on, and a NUL would silently cut
- * them). `bb` stays owned by the caller. Returns 0 with *out set, or fills `err` and returns:
- *   BOOKS_EBADMSG  the bytes are not a valid message of that type, or `bb` is NULL
- *                  (reason MALFORMED_REQUEST);
- *   BOOKS_EINVAL   a string field is not UTF-8 or holds a NUL: one BadRequest violation per field,
- *                  named by its path, e.g. "book.authors[2]" (reason FIELD_VIOLATION).
- * Every successful decode is paired with codec_free_request(). */
-int codec_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, struct arena *arena,
-                 ProtobufCMessage **out, struct books_error *err);
+/* Most field occurrences (known, repeated entries and unknown alike) one message may carry.
+ * protobuf-c spends about 32 bytes of scratch per occurrence while unpacking; this cap keeps a
+ * request's decode memory within a small multiple of its size. No message of this API comes near
+ * it (a CreateBookRequest has at most 106). */
+#define CODEC_MAX_FIELDS_PER_MESSAGE 1024
+/* Deepest message nesting accepted (the requests of this API nest 2 deep). */
+#define CODEC_MAX_DEPTH 16
+
+/* What a request may be, beyond its type. */
+struct codec_limits {
+    size_t max_message_bytes;             /* largest message accepted, in bytes, after inflating */
+    const struct rpc_field_limit *fields; /* the API's caps on repeated fields; may be NULL */
+    size_t n_fields;
+};
+
+/* Decodes a request message of type `desc` from `bb` (owned by the caller), allocating from
+ * `arena`. A compressed message (gzip, RFC 1952, or deflate = zlib, RFC 1950: gRPC's
+ * doc/compression.md) is inflated here, into a buffer that never grows past
+ * limits->max_message_bytes; the server has gRPC core's own decompression turned off, because core
+ * inflates a message whole before it checks its size. Before protobuf-c sees the bytes, one walk
+ * checks them: framing, at most CODEC_MAX_FIELDS_PER_MESSAGE fields per message, the caps in
+ * limits->fields, and every string field, at any depth, against proto3's rule (valid UTF-8, RFC
+ * 3629) and ours (no U+0000: strings are C strings from here on). Returns 0 with *out set (pair it
+ * with codec_free_request()), or fills `err` and returns:
+ *   BOOKS_EBADMSG  the bytes are not a valid message of that type, or `bb` is NULL, or the
+ *                  compressed stream is broken (reason MALFORMED_REQUEST);
+ *   BOOKS_EINVAL   a string field is not UTF-8 or holds a NUL, or a repeated field has more entries
+ *                  than its cap: one BadRequest violation per field, named by its path, e.g.
+ *                  "book.authors[2]" (reason FIELD_VIOLATION); or a message holds more than
+ *                  CODEC_MAX_FIELDS_PER_MESSAGE fields (reason MALFORMED_REQUEST);
+ *   BOOKS_E2BIG    the message inflates past limits->max_message_bytes (MESSAGE_TOO_LARGE);
+ *   BOOKS_EUNIMPL  compressed with an algorithm other than gzip or deflate;
+ *   BOOKS_ENOMEM   out of memory (OUT_OF_MEMORY).
+ * `limits` may be NULL: no caps (tests, trusted input). Thread-safe (no shared state). */
+int codec_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
+                 const struct codec_limits *limits, struct arena *arena, ProtobufCMessage **out,
+                 struct books_error *err);
+
+/* The same for `len` bytes at `data` (the caller's; not compressed). For callers and fuzz targets
+ * that have the bytes in one piece. Same return values, except never BOOKS_EUNIMPL. */
+int codec_decode_bytes(const uint8_t *data, size_t len, const ProtobufCMessageDescriptor *desc,
+                       const struct codec_limits *limits, struct arena *arena,
+                       ProtobufCMessage **out, struct books_error *err);
 
 /* Releases a message from codec_decode() (protobuf_c_message_free_unpacked through the arena's
  * allocator). NULL is a no-op. */
 void codec_free_request(ProtobufCMessage *msg, struct arena *arena);
 
 /* Packs `msg` into one freshly allocated slice and wraps it in a byte buffer that the caller owns
- * (grpc_byte_buffer_destroy). Returns 0 or BOOKS_ENOMEM. */
-int codec_encode(const ProtobufCMessage *msg, grpc_byte_buffer **out);
+ * (grpc_byte_buffer_destroy). Cannot fail: like all of gRPC core, the slice allocator aborts the
+ * process when malloc does. Thread-safe. */
+void codec_encode(const ProtobufCMessage *msg, grpc_byte_buffer **out);
 
 /* Serializes `e` as a google.rpc.Status (code, message, details: ErrorInfo{reason, domain
  * BOOKS_ERROR_DOMAIN, metadata}, BadRequest{field_violations} when there are any, ResourceInfo when

@@ -23,6 +23,7 @@ enum books_err {
     BOOKS_EDEADLINE = -10, /* the caller's deadline passed before work began   -> DEADLINE_EXCEEDED */
     BOOKS_ECORRUPT = -11,  /* stored data is not what was written              -> DATA_LOSS */
     BOOKS_EINTERNAL = -12, /* a bug or an impossible state                     -> INTERNAL */
+    BOOKS_E2BIG = -13,     /* the request is larger than the server accepts    -> RESOURCE_EXHAUSTED */
 };
 
 /* The one mapping from enum books_err to a gRPC status code (doc/statuscodes.md in grpc/grpc).
@@ -43,6 +44,9 @@ const char *books_err_name(int err);
 #define BOOKS_ERROR_FIELD_BYTES 48
 #define BOOKS_ERROR_DESCRIPTION_BYTES 256
 #define BOOKS_ERROR_INLINE_VIOLATIONS 4
+/* Most field violations one error carries (AIP-193 asks for one per bad field, not for a million:
+ * a request with more bad fields gets the first ones and a count of the rest). */
+#define BOOKS_ERROR_MAX_VIOLATIONS 32
 #define BOOKS_ERROR_META_VALUE_BYTES 128
 
 /* One google.rpc.BadRequest.FieldViolation: `field` is the path of the field in the request,
@@ -56,7 +60,8 @@ struct arena;
 
 /* An error as the caller will see it (AIP-193). Plain data with fixed-size text buffers, so it lives
  * inside a per-call object; text that does not fit is truncated. Field violations start in a small
- * inline array and grow in the call's arena, so every bad field is reported however many there are.
+ * inline array and grow in the call's arena up to BOOKS_ERROR_MAX_VIOLATIONS; the rest are counted
+ * in n_dropped, and the message says how many were left out.
  * Initialise with books_error_init(); `code` == 0 means "no error". */
 struct books_error {
     int code;            /* enum books_err; 0 when there is no error */
@@ -69,7 +74,7 @@ struct books_error {
     struct arena *arena;                     /* where more violations go; NULL: inline only */
     size_t n_violations;
     size_t cap_violations;
-    size_t n_dropped;                        /* violations that found no memory */
+    size_t n_dropped;                        /* violations past the cap, or that found no memory */
     struct books_field_violation *violations; /* inline_violations or arena memory */
     struct books_field_violation inline_violations[BOOKS_ERROR_INLINE_VIOLATIONS];
 };
@@ -93,8 +98,10 @@ void books_error_set(struct books_error *e, int code, const char *reason, const 
     __attribute__((format(printf, 4, 5)));
 
 /* Appends one field violation (printf-formatted description); `field` is copied (truncated to
- * fit). Only when the arena cannot grow (or there is none and the inline array is full) is the
- * violation counted in n_dropped instead. */
+ * fit). Past BOOKS_ERROR_MAX_VIOLATIONS, or when the arena cannot grow (or there is none and the
+ * inline array is full), the violation is only counted in n_dropped. At most
+ * BOOKS_ERROR_MAX_VIOLATIONS * sizeof(struct books_field_violation) bytes (about 10 KiB) come from
+ * the arena however many are added. */
 void books_error_add_violation(struct books_error *e, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -106,7 +113,8 @@ void books_error_set_resource(struct books_error *e, const char *type, const cha
 
 /* Turns the violations collected in `e` into one INVALID_ARGUMENT error (reason FIELD_VIOLATION)
  * whose message names the request kind (`what`, e.g. "CreateBookRequest") and lists each field with
- * what to fix, as many as fit, then how many more the BadRequest details hold. */
+ * what to fix, as many as fit, then how many more the BadRequest details hold and how many were
+ * not reported at all (n_dropped). */
 void books_error_finish_fields(struct books_error *e, const char *what);
 
 /* Copies caller input into dst (dstlen bytes) for use inside an error message: printable ASCII

@@ -54,8 +54,8 @@ typedef void (*rpc_stream_close_fn)(void *self, struct rpc_stream *stream);
 
 /* Queues `msg` (encoded at once; the caller keeps msg) on the stream. At most one message is on
  * the wire at a time; a message queued while another is in flight replaces any older queued one
- * (the newest state wins, as for health Watch). Thread-safe. Returns 0, BOOKS_EUNAVAIL when the
- * stream is finishing or closed, BOOKS_ENOMEM. */
+ * (the newest state wins, as for health Watch). Thread-safe. Returns 0, or BOOKS_EUNAVAIL when the
+ * stream is finishing or closed. */
 int rpc_stream_send(struct rpc_stream *stream, const ProtobufCMessage *msg);
 
 /* Ends the stream after the messages already queued: status OK when `err` is NULL or err->code is
@@ -69,6 +69,15 @@ enum rpc_kind {
                           * must call rpc_reply_done() before it returns; an error ends the call */
 };
 
+/* The API's cap on how many entries a repeated field of a request may carry (e.g. a Book's
+ * `authors`, at most 100). The codec refuses a request with more before decoding it, so a client
+ * cannot make the server unpack a million entries only to be told "at most 100". */
+struct rpc_field_limit {
+    const ProtobufCMessageDescriptor *message; /* the message type that has the field */
+    const char *field;                         /* the field's proto name, e.g. "authors" */
+    size_t max_count;
+};
+
 /* One method. `path` is the HTTP/2 :path, "/{package}.{Service}/{Method}" (gRPC PROTOCOL-HTTP2). */
 struct rpc_method {
     const char *path;
@@ -77,6 +86,8 @@ struct rpc_method {
     rpc_unary_fn handle;
     rpc_stream_start_fn start;
     rpc_stream_close_fn close;
+    const struct rpc_field_limit *limits; /* caps on the request's repeated fields, or NULL */
+    size_t n_limits;
 };
 
 /* A service: its fully-qualified name (for health) and its method table. */
