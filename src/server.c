@@ -75,6 +75,7 @@ struct method_slot {
     void *self;            /* the service object passed to the handler */
     void *registered;      /* grpc_server_register_method's handle */
     struct codec_limits limits; /* what a request of this method may be */
+    atomic_long in_flight;      /* this method's calls matched and not yet released */
 };
 
 struct call {
@@ -126,6 +127,7 @@ struct server {
     struct tag shutdown_tag;
     atomic_bool shutting_down;
     atomic_long in_flight; /* calls matched and not yet released */
+    bool abandoned;        /* server_shutdown() gave up waiting for the store */
     int port;
     size_t n_workers;
     struct worker *workers;
@@ -292,6 +294,7 @@ static void step_registered(struct tag *t, bool ok)
         return;
     }
     atomic_fetch_add_explicit(&w->srv->in_flight, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&((struct method_slot *)slot)->in_flight, 1, memory_order_relaxed);
     if (!atomic_load_explicit(&w->srv->shutting_down, memory_order_relaxed))
         request_registered(w, slot);
     reply_prepare(c);
@@ -445,8 +448,11 @@ static void reply_done(struct rpc_reply *reply)
 static void call_finished(struct call *c)
 {
     struct worker *w = c->w;
+    struct method_slot *slot = (struct method_slot *)c->slot;
     log_call(c);
     call_put(w, c);
+    if (slot)
+        atomic_fetch_sub_explicit(&slot->in_flight, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&w->srv->in_flight, 1, memory_order_release);
 }
 
@@ -818,7 +824,8 @@ static void server_destroy_unstarted(struct server *s)
 {
     if (s->server)
         grpc_server_destroy(s->server);
-    for (size_t i = 0; i < s->n_workers; i++)
+    /* s->workers is NULL when its own allocation is what failed. */
+    for (size_t i = 0; s->workers && i < s->n_workers; i++)
         if (s->workers[i].cq) {
             grpc_completion_queue_shutdown(s->workers[i].cq);
             while (grpc_completion_queue_next(s->workers[i].cq, gpr_inf_future(GPR_CLOCK_REALTIME),
@@ -965,7 +972,27 @@ fail_alloc:
 
 int server_port(const struct server *s) { return s->port; }
 
-void server_shutdown(struct server *s, int grace_ms)
+/* One warning naming every method that still has calls in flight, with their counts. */
+static void log_unanswered(const struct server *s, long left, long waited_ms)
+{
+    char list[512];
+    size_t off = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < s->n_slots && off < sizeof list; i++) {
+        long n = atomic_load_explicit(&s->slots[i].in_flight, memory_order_relaxed);
+        if (n > 0) {
+            int w = snprintf(list + off, sizeof list - off, "%s%s: %ld", off ? ", " : "",
+                             s->slots[i].method->path, n);
+            off = w > 0 ? off + (size_t)w : off;
+        }
+    }
+    log_msg(LOG_ERROR,
+            "shutdown: %ld calls still unanswered after waiting %ld ms for the store (%s); "
+            "leaving them: none was acknowledged to its client",
+            left, waited_ms, off ? list : "no registered method");
+}
+
+long server_shutdown(struct server *s, int grace_ms)
 {
     gpr_timespec deadline;
     grpc_event ev;
@@ -1001,11 +1028,17 @@ void server_shutdown(struct server *s, int grace_ms)
     /* A call whose handler answers later (a create waiting for the durable store's commit) is
      * still in flight after the cancel, and its reply, even to a cancelled call, is a batch on its
      * worker's queue: the queues must outlive it. The store answers every queued create promptly
-     * (committed or failed), so wait for those answers while the workers still poll. */
+     * (committed or failed), so wait for those answers while the workers still poll, but not
+     * forever: a store stuck on a dead disk must not hold the process past its platform's kill. */
     for (long waited_ms = 0;; waited_ms += SHUTDOWN_POLL_MS) {
         long left = atomic_load_explicit(&s->in_flight, memory_order_acquire);
         if (left == 0)
             break;
+        if (waited_ms >= SERVER_STORE_WAIT_MS) {
+            log_unanswered(s, left, waited_ms);
+            s->abandoned = true;
+            return left;
+        }
         if (waited_ms % 1000 == 0)
             log_msg(LOG_WARNING, "shutdown: waiting for the store to answer %ld calls", left);
         nanosleep(&(struct timespec){0, SHUTDOWN_POLL_MS * 1000000L}, NULL);
@@ -1041,11 +1074,13 @@ void server_shutdown(struct server *s, int grace_ms)
         ;
     grpc_completion_queue_destroy(s->shutdown_cq);
     s->shutdown_cq = NULL;
+    return 0;
 }
 
 void server_free(struct server *s)
 {
-    if (!s)
+    /* An abandoned server still has calls whose late answers will touch it: keep it. */
+    if (!s || s->abandoned)
         return;
     free(s->workers);
     free(s->slots);

@@ -31,12 +31,22 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
 /* The port actually bound (useful when opts->port was taken from the environment). */
 int server_port(const struct server *s);
 
-/* Graceful shutdown (gRPC core's order): stop accepting calls, let calls in flight finish for up to
- * `grace_ms` milliseconds, cancel whatever is left, wait for every call to be released, stop the
- * worker threads and destroy the server. Blocks until all of that is done. Call once. */
-void server_shutdown(struct server *s, int grace_ms);
+/* How long server_shutdown() waits, after the grace period and the cancel, for a store to answer
+ * the calls it still holds (creates waiting for a commit), in milliseconds. With Cloud Run's
+ * default 8 s grace this ends before its SIGKILL at 10 s. */
+#define SERVER_STORE_WAIT_MS 2000
 
-/* Frees a server after server_shutdown() and calls grpc_shutdown(). NULL is a no-op. */
+/* Graceful shutdown (gRPC core's order): stop accepting calls, let calls in flight finish for up to
+ * `grace_ms` milliseconds, cancel whatever is left, wait up to SERVER_STORE_WAIT_MS for the store to
+ * answer the calls it holds, stop the worker threads and destroy the server. Blocks until all of
+ * that is done. Call once, from one thread (not a worker). Returns 0, or the number of calls the
+ * store never answered: then an error line names their methods, the server is left running for
+ * them (server_free() keeps it) and the caller should exit without closing the store, since the
+ * store is stuck; none of those calls was acknowledged to its client. */
+long server_shutdown(struct server *s, int grace_ms);
+
+/* Frees a server after server_shutdown() and calls grpc_shutdown(). NULL is a no-op, and so is a
+ * server whose shutdown returned a non-zero count (it is deliberately leaked). */
 void server_free(struct server *s);
 
 /* Worker threads when none are configured: the CPUs in this process's affinity mask (so a server
