@@ -1,6 +1,7 @@
 # books-server container image for Cloud Run.
 #   build:   debian:bookworm, the project's scripts/deps.sh unit, CMake RelWithDebInfo (the
-#            tested configuration), the unit tests (a failing test fails the image build), strip.
+#            tested configuration, with Debian's hardening flags: CMake's BOOKS_HARDEN), the unit
+#            tests (a failing test fails the image build), strip.
 #   runtime: debian:bookworm-slim with only the shared libraries the binary links, non-root.
 # Build and smoke-test locally with podman: scripts/container-test.sh.
 
@@ -30,6 +31,7 @@ FROM debian:bookworm-slim AS runtime
 #     libprotobuf32/libprotoc32 for the libgrpc_plugin_support it also ships: unused, unavoidable)
 #   libprotobuf-c.so.1 -> libprotobuf-c1     libcrypto.so.3 -> libssl3     libuuid.so.1 -> libuuid1
 #   libsqlite3.so.0 -> libsqlite3-0 (the sqlite: store)    libc.so.6 -> libc6 (in the base)
+#   libz.so.1 -> zlib1g (the codec's bounded inflate; required priority, in the base)
 # If the binary starts linking something else, the ldd check below fails the build until its package
 # is added here.
 RUN apt-get update \

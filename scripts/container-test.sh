@@ -4,7 +4,8 @@
 #   1. installs podman, runc, mmdebstrap and the Python gRPC client when missing (apt only then);
 #   2. creates the base images docker.io/library/debian:bookworm and :bookworm-slim with mmdebstrap
 #      from the Debian mirror when they are not in podman's store (reused by later runs);
-#   3. podman build --pull=never (the image build runs the unit tests) and prints the image size;
+#   3. podman build --pull=never (the image build runs the unit tests), prints the image size and
+#      checks the image's binary with tests/hardening/check.sh (devscripts' hardening-check);
 #   4. runs the image as Cloud Run would (PORT in the environment), waits for grpc.health.v1 Check to
 #      say SERVING, calls CreateBook, GetBook, ListBooks with Debian's python3-grpcio, checks the
 #      server runs as uid 65532, stops it with SIGTERM (podman stop) and checks exit code 0 and JSON
@@ -148,6 +149,11 @@ grep -E 'STEP [0-9]+/[0-9]+: (FROM|RUN)|tests passed|tests failed' "$WORK/build.
 echo "cached steps: $(grep -c -- '--> Using cache' "$WORK/build.log" || true)"
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 echo "image $IMAGE: $(awk -v s="$size" 'BEGIN{printf "%.1f MB (%d bytes)", s/1e6, s}')"
+# The binary in the image carries Debian's hardening flags (the same check as the build tree's).
+hc=$(podman create "$IMAGE") || fail "podman create $IMAGE"
+podman cp "$hc:/usr/local/bin/books-server" "$WORK/books-server" || fail "podman cp the binary"
+podman rm "$hc" >/dev/null
+sh tests/hardening/check.sh "$WORK/books-server" || fail "the image's books-server is not hardened"
 [ "$(podman image inspect --format '{{.Config.User}}' "$IMAGE")" = 65532:65532 ] \
   || fail "image User is not 65532:65532"
 

@@ -3,7 +3,9 @@
 # else.
 #   run        what building and running the server needs (default)
 #   unit       run + what the cmocka unit tests need (the container image's build stage)
-#   test       also what the wire tests, sanitizer, valgrind and terraform checks need
+#   test       also what the wire tests, sanitizer, valgrind and terraform checks need, the hostile
+#              suite (python3-h2, nghttpx), fuzzing (clang, libFuzzer) and hardening-check
+#              (devscripts)
 #   container  what scripts/container-test.sh needs on the host: podman, runc, mmdebstrap and the
 #              Python gRPC client with the protos it calls through
 # apt-get runs only when a package is missing, so a second run takes a moment and works offline.
@@ -15,8 +17,9 @@ RUN_PKGS="build-essential cmake pkg-config
   golang-github-gogo-googleapis-dev grpc-proto
   uuid-dev libbsd-dev libssl-dev libsqlite3-dev zlib1g-dev"
 UNIT_PKGS="libcmocka-dev"
-TEST_PKGS="$UNIT_PKGS python3 python3-grpcio python3-grpc-tools python3-protobuf valgrind"
-CONTAINER_PKGS="podman runc mmdebstrap python3 python3-grpcio python3-grpc-tools python3-protobuf
+TEST_PKGS="$UNIT_PKGS python3 python3-grpcio python3-grpc-tools python3-protobuf python3-h2 valgrind
+  devscripts nghttp2-client nghttp2-proxy clang libclang-rt-14-dev"
+CONTAINER_PKGS="podman runc mmdebstrap devscripts python3 python3-grpcio python3-grpc-tools python3-protobuf
   grpc-proto golang-github-gogo-googleapis-dev"
 
 case "${1:-run}" in
