@@ -92,6 +92,49 @@ static const struct setting settings[] = {
      .max = 65536,
      .def = "100",
      .help = "Most calls (HTTP/2 streams) a single client connection may have open at once."},
+    {.env = "BOOKS_MEMORY_LIMIT_MB",
+     .flag = "--memory-limit-mb",
+     .arg = "MIB",
+     .type = SETTING_INT,
+     .offset = FIELD(memory_limit_mb),
+     .min = 0,
+     .max = 1048576,
+     .def = "0",
+     .help = "Memory this process may use, in MiB; 0 means the limit of its cgroup (Cloud Run sets "
+             "it to the instance's memory), or 512 where there is none. Half of it is gRPC "
+             "core's resource quota for connections and calls, and a quarter bounds the memory: "
+             "store; past them calls fail with RESOURCE_EXHAUSTED instead of the process being "
+             "killed."},
+    {.env = "BOOKS_MAX_CONNECTION_IDLE_MS",
+     .flag = "--max-connection-idle-ms",
+     .arg = "MS",
+     .type = SETTING_INT,
+     .offset = FIELD(max_connection_idle_ms),
+     .min = 0,
+     .max = 86400000,
+     .def = "300000",
+     .help = "A client connection with no call for this many milliseconds is closed (GOAWAY); 0 "
+             "keeps idle connections open."},
+    {.env = "BOOKS_MAX_CONNECTION_AGE_MS",
+     .flag = "--max-connection-age-ms",
+     .arg = "MS",
+     .type = SETTING_INT,
+     .offset = FIELD(max_connection_age_ms),
+     .min = 0,
+     .max = 86400000,
+     .def = "1800000",
+     .help = "A client connection older than this many milliseconds (plus or minus 10%) is asked to "
+             "reconnect (GOAWAY), its calls in flight get 60 s more; 0 means no age limit."},
+    {.env = "BOOKS_MAX_METADATA_BYTES",
+     .flag = "--max-metadata-bytes",
+     .arg = "BYTES",
+     .type = SETTING_INT,
+     .offset = FIELD(max_metadata_bytes),
+     .min = 1024,
+     .max = 1048576,
+     .def = "8192",
+     .help = "Largest header list (request metadata) a call may send, in bytes; a call with more "
+             "fails with RESOURCE_EXHAUSTED."},
     {.env = "GOOGLE_CLOUD_PROJECT",
      .flag = "--project",
      .arg = "ID",
@@ -467,8 +510,13 @@ void config_print_help(FILE *f, const char *argv0)
     for (size_t i = 0; i < N_SETTINGS; i++) {
         const struct setting *s = &settings[i];
         describe_accepted(s, accepted, sizeof accepted);
-        fprintf(f, "  %s=%s  (env %s, default %s)\n", s->flag, s->arg, s->env,
-                s->def[0] ? s->def : "none");
+        snprintf(line, sizeof line, "  %s=%s  (env %s, default %s)", s->flag, s->arg, s->env,
+                 s->def[0] ? s->def : "none");
+        if (strlen(line) <= 79)
+            fprintf(f, "%s\n", line);
+        else /* a long flag: its environment variable and default go on a line of their own */
+            fprintf(f, "  %s=%s\n      (env %s, default %s)\n", s->flag, s->arg, s->env,
+                    s->def[0] ? s->def : "none");
         snprintf(line, sizeof line, "%s Accepts %s.", s->help, accepted);
         print_wrapped(f, 6, line);
     }

@@ -13,6 +13,7 @@
 #include "books/health.h"
 #include "books/log.h"
 #include "books/reflection.h"
+#include "books/resources.h"
 #include "books/server.h"
 #include "books/service.h"
 #include "books/store.h"
@@ -76,7 +77,17 @@ int main(int argc, char **argv)
     log_init((enum log_level)cfg.log_level, STDOUT_FILENO);
     log_set_project(cfg.project);
 
-    if (store_open(cfg.store, &store, err, sizeof err) != 0) {
+    /* The process's budgets: every client connection is a file descriptor, and memory is split
+     * between gRPC core (connections and calls) and the store, leaving room for the rest. */
+    uint64_t nofile_soft = 0, nofile_hard = 0;
+    if (resources_raise_nofile(&nofile_soft, &nofile_hard) != 0)
+        log_msg(LOG_WARNING, "cannot raise the open-files limit (soft %llu, hard %llu)",
+                (unsigned long long)nofile_soft, (unsigned long long)nofile_hard);
+    enum resources_memory_source memory_source;
+    uint64_t memory = resources_memory_budget(cfg.memory_limit_mb, "/sys/fs/cgroup", &memory_source);
+    const struct store_limits store_limits = {.memory_bytes = (size_t)(memory / 4)};
+
+    if (store_open(cfg.store, &store_limits, &store, err, sizeof err) != 0) {
         rc = fail("cannot open the store", err);
         goto out_config;
     }
@@ -98,6 +109,10 @@ int main(int argc, char **argv)
         .threads = cfg.threads ? cfg.threads : server_default_threads(),
         .max_recv_bytes = cfg.max_recv_bytes,
         .max_concurrent_streams = cfg.max_concurrent_streams,
+        .memory_quota_bytes = (size_t)(memory / 2),
+        .max_connection_idle_ms = cfg.max_connection_idle_ms,
+        .max_connection_age_ms = cfg.max_connection_age_ms,
+        .max_metadata_bytes = cfg.max_metadata_bytes,
     };
     if (server_start(&opts, services, 4, &server, err, sizeof err) != 0) {
         rc = fail("cannot start the server", err);
@@ -108,6 +123,9 @@ int main(int argc, char **argv)
         {.key = "port", .num = server_port(server)},
         {.key = "threads", .num = opts.threads},
         {.key = "store", .str = cfg.store},
+        {.key = "memory_limit_mb", .num = (long long)(memory >> 20)},
+        {.key = "memory_limit_from", .str = resources_memory_source_name(memory_source)},
+        {.key = "open_files", .num = (long long)nofile_soft},
         {.key = "version", .str = BOOKS_VERSION},
     };
     log_event(LOG_INFO, "listening", fields, sizeof fields / sizeof fields[0]);

@@ -52,6 +52,8 @@
 #define MAX_FREE_CALLS 512
 /* How often a graceful shutdown checks whether calls are still in flight. */
 #define SHUTDOWN_POLL_MS 20
+/* Room for every channel argument server_start() sets. */
+#define MAX_CHANNEL_ARGS 20
 /* Inline arena per call: a request and its response views fit without a heap chunk. */
 #define CALL_ARENA_BYTES 2048
 
@@ -133,6 +135,7 @@ struct server {
     struct worker *workers;
     size_t n_slots;
     struct method_slot *slots;
+    grpc_resource_quota *quota; /* NULL: core's default (unlimited) */
 };
 
 static void step_registered(struct tag *t, bool ok);
@@ -841,6 +844,8 @@ static void server_destroy_unstarted(struct server *s)
             ;
         grpc_completion_queue_destroy(s->shutdown_cq);
     }
+    if (s->quota)
+        grpc_resource_quota_unref(s->quota);
     free(s->workers);
     free(s->slots);
     free(s);
@@ -879,25 +884,52 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
         goto fail_server;
     }
 
-    grpc_arg args[] = {
-        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = opts->max_recv_bytes}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_CONCURRENT_STREAMS,
-         {.integer = opts->max_concurrent_streams}},
-        /* Core would inflate a compressed request whole before checking its size (a 256 MiB
-         * gzip bomb costs 256 MiB); the codec inflates it instead, never past max_recv_bytes. */
-        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, {.integer = 0}},
-        /* Keepalive: clients may ping every 10 s, with or without calls, without being sent a
-         * GOAWAY (too_many_pings); the server itself probes idle connections every 2 minutes. */
-        {GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 10000}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, {.integer = 1}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PING_STRIKES, {.integer = 2}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = 120000}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 20000}},
-        /* Core sets SO_REUSEPORT by default, which would let a second server bind a busy port and
-         * steal half its connections. A busy port must be an error. */
-        {GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}},
-    };
-    grpc_channel_args channel_args = {sizeof args / sizeof args[0], args};
+    grpc_arg args[MAX_CHANNEL_ARGS];
+    size_t n_args = 0;
+#define INT_ARG(key, v) (args[n_args++] = (grpc_arg){GRPC_ARG_INTEGER, (char *)(key), {.integer = (v)}})
+    INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, opts->max_recv_bytes);
+    INT_ARG(GRPC_ARG_MAX_CONCURRENT_STREAMS, opts->max_concurrent_streams);
+    /* Core would inflate a compressed request whole before checking its size (a 256 MiB gzip
+     * bomb costs 256 MiB); the codec inflates it instead, never past max_recv_bytes. */
+    INT_ARG(GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, 0);
+    /* Keepalive: clients may ping every 10 s, with or without calls, without being sent a GOAWAY
+     * (too_many_pings); the server itself probes idle connections every 2 minutes. A client that
+     * pings more often gets 2 strikes, then GOAWAY ENHANCE_YOUR_CALM: that bounds a PING flood's
+     * acks on a connection without calls. */
+    INT_ARG(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+    INT_ARG(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    INT_ARG(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+    INT_ARG(GRPC_ARG_KEEPALIVE_TIME_MS, 120000);
+    INT_ARG(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+    /* Core sets SO_REUSEPORT by default, which would let a second server bind a busy port and
+     * steal half its connections. A busy port must be an error. */
+    INT_ARG(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    /* A connection that has not finished the HTTP/2 preface and SETTINGS in 10 s is closed (core's
+     * default is 120 s of a file descriptor and buffers per silent connection). */
+    INT_ARG(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, SERVER_HANDSHAKE_TIMEOUT_MS);
+    if (opts->max_connection_idle_ms > 0)
+        INT_ARG(GRPC_ARG_MAX_CONNECTION_IDLE_MS, opts->max_connection_idle_ms);
+    if (opts->max_connection_age_ms > 0) {
+        INT_ARG(GRPC_ARG_MAX_CONNECTION_AGE_MS, opts->max_connection_age_ms);
+        INT_ARG(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, SERVER_CONNECTION_AGE_GRACE_MS);
+    }
+    if (opts->max_metadata_bytes > 0)
+        INT_ARG(GRPC_ARG_MAX_METADATA_SIZE, opts->max_metadata_bytes);
+#undef INT_ARG
+    if (opts->memory_quota_bytes > 0) {
+        /* Everything core allocates for connections and calls (read buffers, HPACK tables, call
+         * arenas) is charged to this quota; past it, core shrinks its read buffers and flow
+         * control windows, sends GOAWAY to idle connections and cancels streams (HTTP/2
+         * ENHANCE_YOUR_CALM; clients see RESOURCE_EXHAUSTED) rather than grow. */
+        s->quota = grpc_resource_quota_create("books-server");
+        grpc_resource_quota_resize(s->quota, opts->memory_quota_bytes);
+        args[n_args].type = GRPC_ARG_POINTER;
+        args[n_args].key = (char *)GRPC_ARG_RESOURCE_QUOTA;
+        args[n_args].value.pointer.p = s->quota;
+        args[n_args].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+        n_args++;
+    }
+    grpc_channel_args channel_args = {n_args, args};
     s->server = grpc_server_create(&channel_args, NULL);
 
     for (i = 0, k = 0; i < n; i++)
@@ -1082,6 +1114,8 @@ void server_free(struct server *s)
     /* An abandoned server still has calls whose late answers will touch it: keep it. */
     if (!s || s->abandoned)
         return;
+    if (s->quota)
+        grpc_resource_quota_unref(s->quota);
     free(s->workers);
     free(s->slots);
     free(s);

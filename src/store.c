@@ -68,6 +68,7 @@ int store_book_new(const char *name, const char *display_name, const char *const
     if (!b)
         return BOOKS_ENOMEM;
 
+    b->size_bytes = total;
     author_slots = (const char **)(b + 1);
     cursor = (char *)(author_slots + n_authors);
     atomic_init(&b->refs, 1);
@@ -124,7 +125,8 @@ int store_new_dataset_key(uint8_t key[STORE_DATASET_KEY_BYTES])
     return 0;
 }
 
-typedef int (*backend_open_fn)(const char *rest, struct store **out, char *err, size_t errlen);
+typedef int (*backend_open_fn)(const char *rest, const struct store_limits *limits,
+                               struct store **out, char *err, size_t errlen);
 
 /* The backends this binary can open, by URI scheme. `form` is how the URI is written; it is what
  * the error message lists as accepted. Add a backend here and nowhere else. */
@@ -155,8 +157,10 @@ static void format_accepted(char *buf, size_t len)
     }
 }
 
-int store_open(const char *uri, struct store **out, char *err, size_t errlen)
+int store_open(const char *uri, const struct store_limits *limits, struct store **out, char *err,
+               size_t errlen)
 {
+    static const struct store_limits none = {0};
     char accepted[128];
     const char *colon;
     size_t scheme_len;
@@ -180,7 +184,7 @@ int store_open(const char *uri, struct store **out, char *err, size_t errlen)
     for (size_t i = 0; i < N_BACKENDS; i++) {
         if (strlen(backends[i].scheme) == scheme_len &&
             strncasecmp(uri, backends[i].scheme, scheme_len) == 0)
-            return backends[i].open(colon + 1, out, err, errlen);
+            return backends[i].open(colon + 1, limits ? limits : &none, out, err, errlen);
     }
 
     books_format_err(err, errlen, "store URI \"%s\": unknown scheme \"%.*s\"; accepted forms: %s",

@@ -7,6 +7,10 @@
  * A name lookup and the start of a keyset page are both O(log n), and walking a page is O(limit)
  * with RB_NEXT, so page 1000 costs what page 1 costs.
  *
+ * Size: the records and tree nodes it holds are counted; with a limit (a share of the process's
+ * memory budget, store_limits) a create that would pass it fails with BOOKS_ENOSPC (STORE_FULL),
+ * so a flood of creates cannot take the process past its budget.
+ *
  * Locking rule: one pthread rwlock guards the tree. get and list take the read lock only long
  * enough to find their nodes and take a reference on each book; create takes the write lock only
  * around the insert. Nothing is allocated, freed or called back while the lock is held: the node
@@ -42,6 +46,8 @@ struct memory_store {
     struct store base; /* first: a struct store * is a struct memory_store * */
     pthread_rwlock_t lock;
     struct memory_tree tree; /* guarded by lock */
+    size_t bytes;            /* records and nodes held, guarded by lock */
+    size_t max_bytes;        /* 0: no limit */
 };
 
 static int node_cmp(const struct memory_node *a, const struct memory_node *b)
@@ -159,16 +165,25 @@ static void memory_create(struct store *s, struct store_book *book, store_create
     node->name = book->name;
     node->book = book;
 
+    size_t cost = book->size_bytes + sizeof(*node);
     lock_write(ms);
-    taken = RB_INSERT(memory_tree, &ms->tree, node);
-    if (!taken)
-        store_book_ref(book); /* the tree's own reference; readers see it only after unlock */
+    if (ms->max_bytes && cost > ms->max_bytes - (ms->bytes < ms->max_bytes ? ms->bytes : ms->max_bytes)) {
+        /* Full: the name may or may not be taken; a full store answers "full" either way. */
+        taken = NULL;
+        rc = BOOKS_ENOSPC;
+    } else {
+        taken = RB_INSERT(memory_tree, &ms->tree, node);
+        if (!taken) {
+            store_book_ref(book); /* the tree's own reference; readers see it only after unlock */
+            ms->bytes += cost;
+        }
+    }
     unlock(ms);
 
-    if (taken) {
-        free(node);
+    if (taken)
         rc = BOOKS_EEXIST;
-    }
+    if (rc)
+        free(node);
 out:
     if (done)
         done(arg, rc);
@@ -199,7 +214,8 @@ static const struct store_ops memory_ops = {
     .close = memory_close,
 };
 
-int store_memory_open(const char *rest, struct store **out, char *err, size_t errlen)
+int store_memory_open(const char *rest, const struct store_limits *limits, struct store **out,
+                      char *err, size_t errlen)
 {
     struct memory_store *ms = NULL;
     pthread_rwlockattr_t attr;
@@ -219,6 +235,7 @@ int store_memory_open(const char *rest, struct store **out, char *err, size_t er
         goto fail_alloc;
     }
     ms->base.ops = &memory_ops;
+    ms->max_bytes = limits->memory_bytes;
     RB_INIT(&ms->tree);
 
     rc = store_new_dataset_key(ms->base.dataset_key);

@@ -1807,7 +1807,8 @@ fail:
     return map_sqlite(rc) == BOOKS_ENOMEM ? BOOKS_ENOMEM : BOOKS_EIO;
 }
 
-int store_sqlite_open(const char *rest, struct store **out, char *err, size_t errlen)
+int store_sqlite_open(const char *rest, const struct store_limits *limits, struct store **out,
+                      char *err, size_t errlen)
 {
     struct sqlite_options o;
     struct sqlite_store *ss;
@@ -1842,7 +1843,11 @@ int store_sqlite_open(const char *rest, struct store **out, char *err, size_t er
     pthread_cond_init(&ss->a_cv, NULL);
     pthread_mutex_init(&ss->pool_mu, NULL);
     pthread_cond_init(&ss->pool_cv, NULL);
-    cache_init(&ss->cache, (size_t)o.cache_mb * 1024 * 1024);
+    /* The cache never takes more than the memory the process gives the store. */
+    size_t cache_bytes = (size_t)o.cache_mb * 1024 * 1024;
+    if (limits->memory_bytes && cache_bytes > limits->memory_bytes)
+        cache_bytes = limits->memory_bytes;
+    cache_init(&ss->cache, cache_bytes);
 
     rc = resolve_paths(ss->shown, &ss->path, dir, err, errlen);
     if (rc != 0)

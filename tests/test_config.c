@@ -96,6 +96,14 @@ static const struct int_setting {
      1024, 1073741824, 4194304},
     {"BOOKS_MAX_CONCURRENT_STREAMS", "--max-concurrent-streams",
      offsetof(struct books_config, max_concurrent_streams), 1, 65536, 100},
+    {"BOOKS_MEMORY_LIMIT_MB", "--memory-limit-mb", offsetof(struct books_config, memory_limit_mb),
+     0, 1048576, 0},
+    {"BOOKS_MAX_CONNECTION_IDLE_MS", "--max-connection-idle-ms",
+     offsetof(struct books_config, max_connection_idle_ms), 0, 86400000, 300000},
+    {"BOOKS_MAX_CONNECTION_AGE_MS", "--max-connection-age-ms",
+     offsetof(struct books_config, max_connection_age_ms), 0, 86400000, 1800000},
+    {"BOOKS_MAX_METADATA_BYTES", "--max-metadata-bytes",
+     offsetof(struct books_config, max_metadata_bytes), 1024, 1048576, 8192},
 };
 
 #define N_INT_SETTINGS (sizeof int_settings / sizeof int_settings[0])
@@ -530,6 +538,10 @@ static const struct {
     {"BOOKS_SHUTDOWN_GRACE_MS", "--shutdown-grace-ms", "8000"},
     {"BOOKS_MAX_RECV_BYTES", "--max-recv-bytes", "4194304"},
     {"BOOKS_MAX_CONCURRENT_STREAMS", "--max-concurrent-streams", "100"},
+    {"BOOKS_MEMORY_LIMIT_MB", "--memory-limit-mb", "0"},
+    {"BOOKS_MAX_CONNECTION_IDLE_MS", "--max-connection-idle-ms", "300000"},
+    {"BOOKS_MAX_CONNECTION_AGE_MS", "--max-connection-age-ms", "1800000"},
+    {"BOOKS_MAX_METADATA_BYTES", "--max-metadata-bytes", "8192"},
     {"GOOGLE_CLOUD_PROJECT", "--project", ""},
     {"BOOKS_LOG_LEVEL", "--log-level", "info"},
 };

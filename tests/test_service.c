@@ -41,7 +41,7 @@ static int setup(void **state)
 {
     char err[STORE_ERR_BYTES];
     struct fixture *f = calloc(1, sizeof *f);
-    assert_int_equal(store_open("memory:", &f->store, err, sizeof err), 0);
+    assert_int_equal(store_open("memory:", NULL, &f->store, err, sizeof err), 0);
     assert_int_equal(svc_new(f->store, &f->svc), 0);
     svc_set_id_generator(f->svc, counting_id, f);
     arena_init(&f->arena, f->buf, sizeof f->buf);
@@ -620,7 +620,7 @@ static void test_list_foreign_token(void **state)
     create_ok(f, "a");
     create_ok(f, "b");
     /* The same books in another data set: its tokens carry the same cursor but another key. */
-    assert_int_equal(store_open("memory:", &other_store, err, sizeof err), 0);
+    assert_int_equal(store_open("memory:", NULL, &other_store, err, sizeof err), 0);
     assert_int_equal(svc_new(other_store, &other), 0);
     struct svc *mine = f->svc;
     f->svc = other;

@@ -116,7 +116,7 @@ static int fresh_open(const struct backend *be, struct fresh *f)
         }
     }
     be->make_uri(f->dir, f->uri, sizeof(f->uri));
-    rc = store_open(f->uri, &f->s, err, sizeof(err));
+    rc = store_open(f->uri, NULL, &f->s, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "test_store: store_open(%s): %s (%s)\n", f->uri, books_err_name(rc), err);
         fresh_close(f);
@@ -735,7 +735,7 @@ static void test_open_errors(void **state)
         struct store *s = sentinel;
 
         err[0] = '\0';
-        assert_int_equal(store_open(cases[i].uri, &s, err, sizeof(err)), BOOKS_EINVAL);
+        assert_int_equal(store_open(cases[i].uri, NULL, &s, err, sizeof(err)), BOOKS_EINVAL);
         assert_ptr_equal(s, sentinel);
         snprintf(quoted, sizeof(quoted), "\"%s\"", cases[i].uri);
         if (!strstr(err, quoted) || !strstr(err, cases[i].also))
@@ -751,11 +751,11 @@ static void test_open_error_buffer(void **state)
 
     (void)state;
     /* No buffer at all is allowed; a short one is truncated and still terminated. */
-    assert_int_equal(store_open("nosuch:", &s, NULL, 0), BOOKS_EINVAL);
+    assert_int_equal(store_open("nosuch:", NULL, &s, NULL, 0), BOOKS_EINVAL);
     memset(err, 'x', sizeof(err));
-    assert_int_equal(store_open("nosuch:", &s, err, sizeof(err)), BOOKS_EINVAL);
+    assert_int_equal(store_open("nosuch:", NULL, &s, err, sizeof(err)), BOOKS_EINVAL);
     assert_int_equal(strlen(err), sizeof(err) - 1);
-    assert_int_equal(store_open(NULL, &s, err, sizeof(err)), BOOKS_EINVAL);
+    assert_int_equal(store_open(NULL, NULL, &s, err, sizeof(err)), BOOKS_EINVAL);
     assert_null(s);
 }
 
@@ -765,14 +765,52 @@ static void test_open_memory(void **state)
     char err[STORE_ERR_BYTES] = "";
 
     (void)state;
-    assert_int_equal(store_open("memory:", &s, err, sizeof(err)), 0);
+    assert_int_equal(store_open("memory:", NULL, &s, err, sizeof(err)), 0);
     assert_non_null(s);
     assert_string_equal(s->ops->scheme, "memory");
     store_close(s);
     /* RFC 3986: the scheme is case-insensitive. */
-    assert_int_equal(store_open("MEMORY:", &s, err, sizeof(err)), 0);
+    assert_int_equal(store_open("MEMORY:", NULL, &s, err, sizeof(err)), 0);
     store_close(s);
     store_close(NULL);
+}
+
+/* memory: with a memory limit (a share of the process's budget): creates stop with BOOKS_ENOSPC
+ * before the records pass it, reads go on, and what was stored is intact. */
+static void test_memory_limit(void **state)
+{
+    const struct store_limits limits = {.memory_bytes = 64 * 1024};
+    const char *authors[] = {"Someone"};
+    struct store *s = NULL;
+    char err[STORE_ERR_BYTES] = "", name[32];
+    size_t stored = 0, held = 0;
+    int rc = 0;
+
+    (void)state;
+    assert_int_equal(store_open("memory:", &limits, &s, err, sizeof(err)), 0);
+    for (int i = 0; i < 10000 && rc == 0; i++) {
+        struct store_book *b = NULL;
+        snprintf(name, sizeof name, "books/b%05d", i);
+        assert_int_equal(store_book_new(name, "A title", authors, 1, "A publisher", &b), 0);
+        rc = create_sync(s, b);
+        if (rc == 0) {
+            stored++;
+            held += b->size_bytes;
+        }
+        store_book_unref(b);
+    }
+    assert_int_equal(rc, BOOKS_ENOSPC);
+    assert_true(stored > 100);
+    assert_true(held <= limits.memory_bytes);
+    /* Full is full for a taken name too, and reads still work. */
+    struct store_book *b = NULL, *got = NULL;
+    assert_int_equal(store_book_new("books/b00000", "T", authors, 1, "P", &b), 0);
+    assert_int_equal(create_sync(s, b), BOOKS_ENOSPC);
+    store_book_unref(b);
+    assert_int_equal(store_get(s, "books/b00000", &got), 0);
+    assert_string_equal(got->display_name, "A title");
+    store_book_unref(got);
+    store_close(s);
 }
 
 /* ---- store_book: the record ------------------------------------------------------------------ */
@@ -938,6 +976,7 @@ static const struct CMUnitTest units[] = {
     cmocka_unit_test(test_open_errors),
     cmocka_unit_test(test_open_error_buffer),
     cmocka_unit_test(test_open_memory),
+    cmocka_unit_test(test_memory_limit),
 };
 
 int main(void)

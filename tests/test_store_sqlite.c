@@ -95,7 +95,7 @@ static struct store *open_ok(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(uri, sizeof(uri), fmt, ap);
     va_end(ap);
-    rc = store_open(uri, &s, err, sizeof(err));
+    rc = store_open(uri, NULL, &s, err, sizeof(err));
     if (rc != 0)
         fail_msg("store_open(%s): %s: %s", uri, books_err_name(rc), err);
     return s;
@@ -234,7 +234,7 @@ static void expect_open_fails(const char *uri, const char *path, int want, const
     int rc;
 
     before = slurp(path, &len_before);
-    rc = store_open(uri, &s, err, sizeof(err));
+    rc = store_open(uri, NULL, &s, err, sizeof(err));
     if (rc != want)
         fail_msg("store_open(%s): got %s (%s), want %s", uri, books_err_name(rc), err,
                  books_err_name(want));
@@ -382,15 +382,15 @@ static void test_uri_parameters(void **state)
     for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
         snprintf(uri, sizeof(uri), "sqlite:%s%s", f->db, bad[i].query);
         err[0] = '\0';
-        assert_int_equal(store_open(uri, &s, err, sizeof(err)), BOOKS_EINVAL);
+        assert_int_equal(store_open(uri, NULL, &s, err, sizeof(err)), BOOKS_EINVAL);
         if (!strstr(err, bad[i].names))
             fail_msg("%s: message \"%s\" does not name %s", uri, err, bad[i].names);
         assert_false(exists(f->db)); /* refused before touching anything */
     }
-    assert_int_equal(store_open("sqlite:", &s, err, sizeof(err)), BOOKS_EINVAL);
+    assert_int_equal(store_open("sqlite:", NULL, &s, err, sizeof(err)), BOOKS_EINVAL);
     assert_non_null(strstr(err, "path"));
-    assert_int_equal(store_open("sqlite:?synchronous=full", &s, err, sizeof(err)), BOOKS_EINVAL);
-    assert_int_equal(store_open("sqlite::memory:", &s, err, sizeof(err)), BOOKS_EINVAL);
+    assert_int_equal(store_open("sqlite:?synchronous=full", NULL, &s, err, sizeof(err)), BOOKS_EINVAL);
+    assert_int_equal(store_open("sqlite::memory:", NULL, &s, err, sizeof(err)), BOOKS_EINVAL);
     assert_non_null(strstr(err, "memory:"));
 
     /* Every accepted value, case-insensitive; the scheme too (RFC 3986). */
@@ -524,7 +524,7 @@ static int open_as_nobody(const char *uri, char *err, size_t errlen)
 
         close(fds[0]);
         if (setgid(65534) == 0 && setuid(65534) == 0)
-            rc = store_open(uri, &s, msg, sizeof(msg));
+            rc = store_open(uri, NULL, &s, msg, sizeof(msg));
         if (rc == 0)
             store_close(s);
         n = snprintf(buf, sizeof(buf), "%d\n%s", rc, msg);

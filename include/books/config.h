@@ -16,6 +16,10 @@ struct books_config {
     int shutdown_grace_ms;      /* BOOKS_SHUTDOWN_GRACE_MS / --shutdown-grace-ms, milliseconds */
     int max_recv_bytes;         /* BOOKS_MAX_RECV_BYTES / --max-recv-bytes, bytes */
     int max_concurrent_streams; /* BOOKS_MAX_CONCURRENT_STREAMS / --max-concurrent-streams */
+    int memory_limit_mb;        /* BOOKS_MEMORY_LIMIT_MB / --memory-limit-mb: 0 = the cgroup's */
+    int max_connection_idle_ms; /* BOOKS_MAX_CONNECTION_IDLE_MS: 0 = never closed for idleness */
+    int max_connection_age_ms;  /* BOOKS_MAX_CONNECTION_AGE_MS: 0 = no age limit */
+    int max_metadata_bytes;     /* BOOKS_MAX_METADATA_BYTES: request header list size, bytes */
     int log_level;              /* BOOKS_LOG_LEVEL / --log-level: enum log_level */
     char *project;              /* GOOGLE_CLOUD_PROJECT / --project: "" or a project id (owned) */
 };

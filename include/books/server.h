@@ -15,9 +15,18 @@ struct server_options {
     int threads;                /* worker threads (one completion queue each), >= 1 */
     int max_recv_bytes;         /* largest request message accepted; larger -> RESOURCE_EXHAUSTED */
     int max_concurrent_streams; /* HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection */
+    /* What bounds the transport (0 in any of these: gRPC core's default). */
+    size_t memory_quota_bytes;  /* gRPC core's resource quota: connection and call buffers */
+    int max_connection_idle_ms; /* GOAWAY to a connection with no call for this long; 0: never */
+    int max_connection_age_ms;  /* GOAWAY to a connection this old (+-10%); 0: no limit */
+    int max_metadata_bytes;     /* largest request header list (SETTINGS_MAX_HEADER_LIST_SIZE) */
 };
 
 #define SERVER_ERR_BYTES 256
+/* A new connection must finish the HTTP/2 preface and SETTINGS within this time (milliseconds). */
+#define SERVER_HANDSHAKE_TIMEOUT_MS 10000
+/* Calls in flight on a connection past its maximum age get this much longer (milliseconds). */
+#define SERVER_CONNECTION_AGE_GRACE_MS 60000
 
 struct server;
 

@@ -20,6 +20,7 @@ struct store_book {
     const char *publisher;
     const char *const *authors; /* n_authors strings */
     size_t n_authors;
+    size_t size_bytes;          /* bytes of the record's one allocation, for memory budgets */
 };
 
 /* Builds a record holding copies of all the strings (one allocation), with one reference owned by
@@ -80,11 +81,20 @@ struct store {
 
 #define STORE_ERR_BYTES 256
 
+/* What the process lets a store keep in memory, from its memory budget (BOOKS_MEMORY_LIMIT_MB).
+ * 0 means no limit. `memory:` caps its records at memory_bytes (creates past it fail with
+ * BOOKS_ENOSPC); a durable backend caps its record cache at it. */
+struct store_limits {
+    size_t memory_bytes;
+};
+
 /* Opens the backend named by `uri`: "memory:" (the default; data lives in this process only).
  * On failure writes a message naming the URI and the cause to err (errlen bytes) and returns
  * BOOKS_EINVAL (unknown or malformed URI), BOOKS_EIO (cannot open), BOOKS_ECORRUPT (not a books
- * data set), BOOKS_ENOMEM. The caller frees the store with store_close(). */
-int store_open(const char *uri, struct store **out, char *err, size_t errlen);
+ * data set), BOOKS_ENOMEM. `limits` may be NULL (no limits). The caller frees the store with
+ * store_close(). */
+int store_open(const char *uri, const struct store_limits *limits, struct store **out, char *err,
+               size_t errlen);
 
 /* Fills `key` with STORE_DATASET_KEY_BYTES random bytes from the kernel. 0 or BOOKS_EIO. */
 int store_new_dataset_key(uint8_t key[STORE_DATASET_KEY_BYTES]);
@@ -110,7 +120,9 @@ static inline void store_close(struct store *s)
         s->ops->close(s);
 }
 
-/* Backends (store_memory.c, ...): each opens from the part of the URI after the scheme's ':'. */
-int store_memory_open(const char *rest, struct store **out, char *err, size_t errlen);
+/* Backends (store_memory.c, ...): each opens from the part of the URI after the scheme's ':'.
+ * `limits` is never NULL here (store_open passes zeros for "none"). */
+int store_memory_open(const char *rest, const struct store_limits *limits, struct store **out,
+                      char *err, size_t errlen);
 
 #endif

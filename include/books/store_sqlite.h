@@ -31,7 +31,8 @@
  * directory or file not writable, in use by another process), BOOKS_ECORRUPT (not a SQLite
  * database, not a books database, or written by a newer books-server), BOOKS_ENOMEM; err names PATH
  * and the cause. A file that is rejected is never modified. */
-int store_sqlite_open(const char *rest, struct store **out, char *err, size_t errlen);
+int store_sqlite_open(const char *rest, const struct store_limits *limits, struct store **out,
+                      char *err, size_t errlen);
 
 /* Counters since the store was opened. */
 struct store_sqlite_stats {
