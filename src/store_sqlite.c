@@ -19,24 +19,16 @@
  * creation and checked at open: in UTF-16 BINARY would order differently).
  *
  * Threads and ownership:
- *  - One committer thread owns the write connection and its statements; no other thread touches
- *    them between store_sqlite_open() and close. create() only appends {book reference, done,
- *    arg} to a queue (mutex + condvar) and returns: it never waits for I/O. The committer swaps
- *    the whole queue out (double buffer: steady state allocates nothing), then per batch of at
- *    most BATCH_MAX creates runs BEGIN IMMEDIATE, one INSERT per create with one prepared
- *    statement, COMMIT (one fsync of the log for the whole batch), and only then hands the batch
- *    to the answerer thread, which calls each done() in queue order. A duplicate name, also
- *    within one batch, fails that INSERT alone (SQLite undoes just the statement): BOOKS_EEXIST
- *    for that call. Any other failure rolls the whole batch back and every call in it gets the
- *    mapped error (BOOKS_ENOSPC when full, BOOKS_EIO, ...); the next batch starts afresh, so the
- *    store recovers when space returns.
- *    Creates queued while a batch commits form the next batch: that is the group commit.
- *    group_commit=off sets the batch bound to 1.
- *  - done() runs on the answerer thread (inline in create() for a create refused at once; on the
- *    committer if memory to queue the answers ran out). It may do real work: the server encodes
- *    and sends the reply from it. A thread of its own lets the committer begin the next
- *    transaction at once, so one batch's fsync overlaps the previous batch's replies (measured
- *    +15-30% creates per second on one CPU). No lock of the store is held while it runs.
+ *  - Creates go through the commit pipeline (commit_pipeline.h): create() queues and returns, the
+ *    pipeline's committer thread calls write_batch() here with everything queued (at most
+ *    BATCH_MAX creates: BEGIN IMMEDIATE, one INSERT per create with one prepared statement,
+ *    COMMIT, one fsync of the log for the whole batch), and its answerer thread calls each done()
+ *    after the commit. The committer thread owns the write connection and its statements; no other
+ *    thread touches them between store_sqlite_open() and close. A duplicate name, also within one
+ *    batch, fails that INSERT alone (SQLite undoes just the statement): BOOKS_EEXIST for that
+ *    call. Any other failure rolls the whole batch back and every call in it gets the mapped error
+ *    (BOOKS_ENOSPC when full, BOOKS_EIO, ...); the next batch starts afresh, so the store recovers
+ *    when space returns. group_commit=off sets the batch bound to 1.
  *  - Reads use a pool of read-only connections (WAL: readers never block the writer or each
  *    other), each with its get/list statements prepared once. A reader takes an idle connection
  *    from the pool's free list (the pool mutex guards only that list), uses it without any lock,
@@ -44,16 +36,16 @@
  *    gives it back. The pool opens connections lazily up to READERS_MAX, then makes callers wait.
  *    Connections are opened SQLITE_OPEN_NOMUTEX: each is used by one thread at a time, handed
  *    over through a mutex.
- *  - Records come out of store_book_new() (one allocation per book). The store keeps a reference
- *    while a create is queued, and the record cache (see there) one per cached book: books never
- *    change once committed, so a cached record never goes stale and a cached GetBook does not
- *    touch SQLite at all.
+ *  - Records come out of store_book_new() (one allocation per book). The pipeline keeps a
+ *    reference while a create is queued, and the record cache (record_cache.h) one per cached
+ *    book: books never change once committed, so a cached record never goes stale and a cached
+ *    GetBook does not touch SQLite at all. Reads fill the cache, creates do not.
  *  - Checkpoints (copying the log into the database file) are the committer's too, between
- *    batches (after handing them over), every CHECKPOINT_FRAMES pages (SQLite's automatic
- *    checkpoint would run inside COMMIT and delay a whole batch's answers).
- *  - close(): refuses new creates, lets the committer commit everything queued, joins it, lets
- *    the answerer answer everything, joins it, closes the readers, checkpoints (TRUNCATE), closes
- *    the writer, then drops the lock.
+ *    batches (the pipeline's idle hook, after a batch is handed over), every CHECKPOINT_FRAMES
+ *    pages (SQLite's automatic checkpoint would run inside COMMIT and delay a whole batch's
+ *    answers).
+ *  - close(): stops the pipeline (everything queued is committed and answered), closes the
+ *    readers, checkpoints (TRUNCATE), closes the writer, then drops the lock.
  *
  * Start-up never scans the table and never modifies a file it rejects: it takes the lock, reads
  * the 100-byte header itself (not SQLite at all: "not a SQLite database"), then inspects with a
@@ -61,8 +53,10 @@
  * for writing. */
 #include "books/store_sqlite.h"
 
+#include "books/commit_pipeline.h"
 #include "books/error.h"
 #include "books/log.h"
+#include "books/record_cache.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -109,7 +103,6 @@
 #define CACHE_MB_DEFAULT 16
 /* Author pointers decoded on the stack before falling back to malloc. */
 #define AUTHORS_ON_STACK 32
-#define QUEUE_INITIAL_CAP 256
 
 static const char SQLITE_MAGIC[16] = "SQLite format 3"; /* and its NUL: 16 bytes */
 
@@ -186,254 +179,7 @@ static const struct uri_param {
 
 #define N_URI_PARAMS (sizeof(uri_params) / sizeof(uri_params[0]))
 
-/* ---- the record cache ------------------------------------------------------------------------
- * A book never changes and is never deleted once committed, so a record read from the database
- * stays true for the store's life: caching records needs no invalidation, only a bound. GetBook
- * on a cached name touches no SQLite at all; ListBooks still walks the primary key in SQLite (the
- * order and the keyset are SQLite's) but reads only the name column of a cached row and takes a
- * reference instead of decoding and copying the rest. Creates do not fill the cache: the first
- * read does, so a burst of creates does not push out what readers use.
- *
- * CACHE_SHARDS independent shards (by name hash), each a chained hash table with an LRU list
- * under its own mutex, held only to find or link a node; records evicted are released after the
- * mutex. The budget (cache_mb) is split evenly; a record larger than a shard's share is not
- * cached. Each cached record holds one reference of the cache's. */
-#define CACHE_SHARDS 16
-#define CACHE_MIN_BUCKETS 64
-
-struct cache_node {
-    struct cache_node *chain;       /* next in the bucket */
-    struct cache_node *prev, *next; /* LRU list: head.next is the most recently used */
-    uint64_t hash;
-    size_t bytes;
-    struct store_book *book;
-};
-
-struct cache_shard {
-    pthread_mutex_t mu;
-    struct cache_node **buckets; /* n_buckets, a power of two */
-    size_t n_buckets, n;
-    size_t bytes, budget;
-    struct cache_node lru; /* sentinel */
-    char pad[64];          /* keep shards on separate cache lines */
-};
-
-struct cache {
-    struct cache_shard shards[CACHE_SHARDS];
-    bool enabled;
-    uint64_t seed; /* of name_hash, random per store */
-    _Atomic uint64_t hits, misses;
-};
-
-/* FNV-1a over the name from a random per-store seed, then MurmurHash3's 64-bit finaliser. The
- * finaliser spreads every input bit over the whole word: without it, names that differ only in
- * their last characters ("c000".."c399") differ only in FNV's low bits and would all pick the
- * same shard. The seed keeps clients (who choose book ids) from precomputing names that collide
- * into one chain. */
-static uint64_t name_hash(uint64_t seed, const char *s, size_t len)
-{
-    uint64_t h = seed;
-
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
-}
-
-static void lru_unlink(struct cache_node *n)
-{
-    n->prev->next = n->next;
-    n->next->prev = n->prev;
-}
-
-static void lru_push_front(struct cache_shard *sh, struct cache_node *n)
-{
-    n->next = sh->lru.next;
-    n->prev = &sh->lru;
-    sh->lru.next->prev = n;
-    sh->lru.next = n;
-}
-
-static void cache_init(struct cache *c, size_t budget_bytes)
-{
-    uint8_t random[STORE_DATASET_KEY_BYTES];
-
-    c->enabled = budget_bytes > 0;
-    /* Without random bytes the cache still works; only the seed is predictable. */
-    c->seed = 0xcbf29ce484222325ull; /* FNV's offset basis */
-    if (store_new_dataset_key(random) == 0)
-        memcpy(&c->seed, random, sizeof(c->seed));
-    atomic_init(&c->hits, 0);
-    atomic_init(&c->misses, 0);
-    for (size_t i = 0; i < CACHE_SHARDS; i++) {
-        struct cache_shard *sh = &c->shards[i];
-
-        pthread_mutex_init(&sh->mu, NULL);
-        sh->buckets = NULL;
-        sh->n_buckets = sh->n = sh->bytes = 0;
-        sh->budget = budget_bytes / CACHE_SHARDS;
-        sh->lru.next = sh->lru.prev = &sh->lru;
-    }
-}
-
-static void cache_destroy(struct cache *c)
-{
-    for (size_t i = 0; i < CACHE_SHARDS; i++) {
-        struct cache_shard *sh = &c->shards[i];
-        struct cache_node *n = sh->lru.next;
-
-        while (n != &sh->lru) {
-            struct cache_node *next = n->next;
-
-            store_book_unref(n->book);
-            free(n);
-            n = next;
-        }
-        free(sh->buckets);
-        pthread_mutex_destroy(&sh->mu);
-    }
-}
-
-static struct cache_shard *cache_shard_of(struct cache *c, uint64_t hash)
-{
-    return &c->shards[(hash >> 32) % CACHE_SHARDS];
-}
-
-/* A new reference to the cached record named name[0..len), or NULL. */
-static struct store_book *cache_get(struct cache *c, const char *name, size_t len, uint64_t hash)
-{
-    struct cache_shard *sh = cache_shard_of(c, hash);
-    struct store_book *b = NULL;
-
-    pthread_mutex_lock(&sh->mu);
-    if (sh->n_buckets) {
-        for (struct cache_node *n = sh->buckets[hash & (sh->n_buckets - 1)]; n; n = n->chain) {
-            if (n->hash == hash && strncmp(n->book->name, name, len) == 0 &&
-                n->book->name[len] == '\0') {
-                lru_unlink(n);
-                lru_push_front(sh, n);
-                b = store_book_ref(n->book);
-                break;
-            }
-        }
-    }
-    pthread_mutex_unlock(&sh->mu);
-    atomic_fetch_add_explicit(b ? &c->hits : &c->misses, 1, memory_order_relaxed);
-    return b;
-}
-
-/* Doubles the bucket array (keeps the old one if memory is short). Shard mutex held. */
-static void cache_grow(struct cache_shard *sh)
-{
-    size_t nb = sh->n_buckets ? sh->n_buckets * 2 : CACHE_MIN_BUCKETS;
-    struct cache_node **b = calloc(nb, sizeof(*b));
-
-    if (!b)
-        return;
-    for (size_t i = 0; i < sh->n_buckets; i++) {
-        struct cache_node *n = sh->buckets[i];
-
-        while (n) {
-            struct cache_node *chain = n->chain;
-
-            n->chain = b[n->hash & (nb - 1)];
-            b[n->hash & (nb - 1)] = n;
-            n = chain;
-        }
-    }
-    free(sh->buckets);
-    sh->buckets = b;
-    sh->n_buckets = nb;
-}
-
-/* Removes n from its bucket. Shard mutex held. */
-static void cache_unchain(struct cache_shard *sh, struct cache_node *n)
-{
-    struct cache_node **pp = &sh->buckets[n->hash & (sh->n_buckets - 1)];
-
-    while (*pp != n)
-        pp = &(*pp)->chain;
-    *pp = n->chain;
-}
-
-/* Caches `b` (taking a reference of the cache's) unless its name is cached already or it is too
- * big; evicts least recently used records to stay within the budget. */
-static void cache_put(struct cache *c, struct store_book *b, uint64_t hash, size_t bytes)
-{
-    struct cache_shard *sh = cache_shard_of(c, hash);
-    struct cache_node *node, *victims = NULL;
-
-    bytes += sizeof(struct cache_node);
-    if (bytes > sh->budget)
-        return;
-    node = malloc(sizeof(*node));
-    if (!node)
-        return;
-    node->hash = hash;
-    node->bytes = bytes;
-    node->book = b;
-
-    pthread_mutex_lock(&sh->mu);
-    if (sh->n >= sh->n_buckets)
-        cache_grow(sh);
-    if (!sh->n_buckets) {
-        pthread_mutex_unlock(&sh->mu);
-        free(node);
-        return;
-    }
-    for (struct cache_node *n = sh->buckets[hash & (sh->n_buckets - 1)]; n; n = n->chain) {
-        if (n->hash == hash && strcmp(n->book->name, b->name) == 0) {
-            /* Another reader cached the same book meanwhile; it is the same content. */
-            pthread_mutex_unlock(&sh->mu);
-            free(node);
-            return;
-        }
-    }
-    while (sh->bytes + bytes > sh->budget && sh->lru.prev != &sh->lru) {
-        struct cache_node *old = sh->lru.prev;
-
-        lru_unlink(old);
-        cache_unchain(sh, old);
-        sh->bytes -= old->bytes;
-        sh->n--;
-        old->chain = victims;
-        victims = old;
-    }
-    store_book_ref(b);
-    node->chain = sh->buckets[hash & (sh->n_buckets - 1)];
-    sh->buckets[hash & (sh->n_buckets - 1)] = node;
-    lru_push_front(sh, node);
-    sh->bytes += bytes;
-    sh->n++;
-    pthread_mutex_unlock(&sh->mu);
-
-    /* Freeing records is done outside the mutex (readers may still hold them anyway). */
-    while (victims) {
-        struct cache_node *next = victims->chain;
-
-        store_book_unref(victims->book);
-        free(victims);
-        victims = next;
-    }
-}
-
 /* ---- the store ------------------------------------------------------------------------------- */
-
-struct pending {
-    struct store_book *book; /* the queue's reference */
-    store_create_done_fn done;
-    void *arg;
-    int rc;
-};
-
-struct pending_vec {
-    struct pending *items;
-    size_t n, cap;
-};
 
 struct reader {
     struct reader *next; /* in the pool's idle list */
@@ -453,35 +199,21 @@ struct sqlite_store {
     int lock_fd;       /* holds flock(LOCK_EX) on lock_path for the store's life */
     size_t batch_max;  /* BATCH_MAX, or 1 with group_commit=off */
 
-    /* Write side: owned by the committer thread once it runs. */
+    /* Write side: owned by the pipeline's committer thread once it runs. */
     sqlite3 *writer;
     sqlite3_stmt *insert, *begin, *commit, *rollback;
     char *blob_buf; /* authors blob scratch (committer only) */
     size_t blob_cap;
     int wal_frames;     /* pages in the log after the last commit (committer only) */
     int wal_backfilled; /* of those, copied into the database by the last checkpoint */
-    pthread_t committer;
-
-    pthread_mutex_t q_mu;
-    pthread_cond_t q_cv;  /* signalled when the queue becomes non-empty or closing is set */
-    struct pending_vec q; /* guarded by q_mu */
-    bool closing;         /* guarded by q_mu */
-
-    /* Committed batches waiting for their done() calls: the answerer thread's queue. */
-    pthread_t answerer;
-    pthread_mutex_t a_mu;
-    pthread_cond_t a_cv;        /* signalled when `answers` becomes non-empty or a_closing is set */
-    struct pending_vec answers; /* guarded by a_mu */
-    bool a_closing;             /* guarded by a_mu */
+    struct commit_pipeline *pipeline;
 
     pthread_mutex_t pool_mu;
     pthread_cond_t pool_cv; /* signalled when a connection is returned or a slot frees */
     struct reader *idle;    /* guarded by pool_mu */
     size_t n_readers;       /* open or being opened; guarded by pool_mu */
 
-    _Atomic uint64_t st_transactions, st_commits, st_rollbacks, st_books, st_largest;
-
-    struct cache cache;
+    struct record_cache *cache;
 };
 
 static const struct store_ops sqlite_ops;
@@ -578,9 +310,8 @@ static void sqlite_configure(void)
 /* ---- reading rows ---------------------------------------------------------------------------- */
 
 /* Builds a record from the current row of `st`. Columns: [name,] display_name, publisher,
- * authors; `name` NULL means the row has the name column first. *bytes: the record's size, for
- * the cache's budget. */
-static int row_to_book(sqlite3_stmt *st, const char *name, struct store_book **out, size_t *bytes)
+ * authors; `name` NULL means the row has the name column first. */
+static int row_to_book(sqlite3_stmt *st, const char *name, struct store_book **out)
 {
     const char *stack_authors[AUTHORS_ON_STACK];
     const char **authors = stack_authors;
@@ -620,9 +351,6 @@ static int row_to_book(sqlite3_stmt *st, const char *name, struct store_book **o
     rc = store_book_new(name, display, authors, n_authors, publisher, out);
     if (authors != stack_authors)
         free(authors);
-    *bytes = sizeof(struct store_book) + n_authors * sizeof(char *) + strlen(name) + 1 +
-             (size_t)sqlite3_column_bytes(st, col) + 1 + (size_t)sqlite3_column_bytes(st, col + 1) +
-             1 + len;
     return rc;
 }
 
@@ -724,10 +452,9 @@ static void reader_release(struct sqlite_store *ss, struct reader *r)
 
 /* ---- get, list ------------------------------------------------------------------------------- */
 
-/* Reads the book `name` (len bytes, NUL-terminated) with r->get; *bytes for the cache. Returns 0,
- * BOOKS_ENOTFOUND, or another books_err. */
-static int reader_fetch(struct reader *r, const char *name, size_t len, struct store_book **out,
-                        size_t *bytes)
+/* Reads the book `name` (len bytes, NUL-terminated) with r->get. Returns 0, BOOKS_ENOTFOUND, or
+ * another books_err. */
+static int reader_fetch(struct reader *r, const char *name, size_t len, struct store_book **out)
 {
     int rc = sqlite3_bind_text(r->get, 1, name, (int)len, SQLITE_STATIC);
     int step;
@@ -735,7 +462,7 @@ static int reader_fetch(struct reader *r, const char *name, size_t len, struct s
     if (rc != SQLITE_OK)
         rc = map_sqlite(rc);
     else if ((step = sqlite3_step(r->get)) == SQLITE_ROW)
-        rc = row_to_book(r->get, name, out, bytes);
+        rc = row_to_book(r->get, name, out);
     else
         rc = step == SQLITE_DONE ? BOOKS_ENOTFOUND : map_sqlite(step);
     /* Ends the read transaction at once (unless a list holds it), so checkpoints go on. */
@@ -748,7 +475,7 @@ static int sqlite_get(struct store *s, const char *name, struct store_book **out
     struct sqlite_store *ss = (struct sqlite_store *)s;
     struct store_book *b = NULL;
     struct reader *r;
-    size_t len, bytes = 0;
+    size_t len;
     uint64_t hash = 0;
     int rc;
 
@@ -757,9 +484,9 @@ static int sqlite_get(struct store *s, const char *name, struct store_book **out
     len = strlen(name);
     if (len > INT_MAX)
         return BOOKS_ENOTFOUND;
-    if (ss->cache.enabled) {
-        hash = name_hash(ss->cache.seed, name, len);
-        b = cache_get(&ss->cache, name, len, hash);
+    if (record_cache_enabled(ss->cache)) {
+        hash = record_cache_hash(ss->cache, name, len);
+        b = record_cache_get(ss->cache, name, len, hash);
         if (b) {
             *out = b;
             return 0;
@@ -768,12 +495,12 @@ static int sqlite_get(struct store *s, const char *name, struct store_book **out
     r = reader_acquire(ss, &rc);
     if (!r)
         return rc;
-    rc = reader_fetch(r, name, len, &b, &bytes);
+    rc = reader_fetch(r, name, len, &b);
     reader_release(ss, r);
     if (rc != 0)
         return rc;
-    if (ss->cache.enabled)
-        cache_put(&ss->cache, b, hash, bytes);
+    if (record_cache_enabled(ss->cache))
+        record_cache_put(ss->cache, b, hash);
     *out = b;
     return 0;
 }
@@ -786,7 +513,7 @@ static int sqlite_list(struct store *s, const char *after_name, size_t limit,
 {
     struct sqlite_store *ss = (struct sqlite_store *)s;
     sqlite3_int64 lim = limit > (size_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)limit;
-    bool cached = ss->cache.enabled;
+    bool cached = record_cache_enabled(ss->cache);
     struct reader *r;
     sqlite3_stmt *st;
     size_t n = 0;
@@ -812,10 +539,8 @@ static int sqlite_list(struct store *s, const char *after_name, size_t limit,
     }
     rc = map_sqlite(rc);
     while (rc == 0 && n < limit && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        size_t bytes = 0;
-
         if (!cached) {
-            rc = row_to_book(st, NULL, &out[n], &bytes);
+            rc = row_to_book(st, NULL, &out[n]);
         } else {
             const char *name = (const char *)sqlite3_column_text(st, 0);
             size_t len = (size_t)sqlite3_column_bytes(st, 0);
@@ -825,14 +550,14 @@ static int sqlite_list(struct store *s, const char *after_name, size_t limit,
                 rc = BOOKS_ECORRUPT;
                 break;
             }
-            hash = name_hash(ss->cache.seed, name, len);
-            out[n] = cache_get(&ss->cache, name, len, hash);
+            hash = record_cache_hash(ss->cache, name, len);
+            out[n] = record_cache_get(ss->cache, name, len, hash);
             if (!out[n]) {
-                rc = reader_fetch(r, name, len, &out[n], &bytes);
+                rc = reader_fetch(r, name, len, &out[n]);
                 if (rc == BOOKS_ENOTFOUND)
                     rc = BOOKS_ECORRUPT; /* listed, then not found in the same snapshot */
                 if (rc == 0)
-                    cache_put(&ss->cache, out[n], hash, bytes);
+                    record_cache_put(ss->cache, out[n], hash);
             }
         }
         if (rc == 0)
@@ -851,46 +576,14 @@ static int sqlite_list(struct store *s, const char *after_name, size_t limit,
     return 0;
 }
 
-/* ---- create: the queue and the committer ----------------------------------------------------- */
+/* ---- create: through the commit pipeline ------------------------------------------------------ */
 
 static void sqlite_create(struct store *s, struct store_book *book, store_create_done_fn done,
                           void *arg)
 {
     struct sqlite_store *ss = (struct sqlite_store *)s;
-    int rc = 0;
 
-    if (!book) {
-        rc = BOOKS_EINVAL;
-        goto refuse;
-    }
-    pthread_mutex_lock(&ss->q_mu);
-    if (ss->closing) {
-        rc = BOOKS_EUNAVAIL;
-    } else if (ss->q.n == ss->q.cap) {
-        /* Rare: the buffers keep their size, so this happens only when a burst outgrows every
-         * earlier one. Allocating under the lock is the price of never losing order. */
-        size_t cap = ss->q.cap ? ss->q.cap * 2 : QUEUE_INITIAL_CAP;
-        struct pending *items = realloc(ss->q.items, cap * sizeof(*items));
-
-        if (items) {
-            ss->q.items = items;
-            ss->q.cap = cap;
-        } else {
-            rc = BOOKS_ENOMEM;
-        }
-    }
-    if (rc == 0) {
-        ss->q.items[ss->q.n++] = (struct pending){store_book_ref(book), done, arg, 0};
-        /* The committer waits only on an empty queue, so only the first entry needs a wake-up. */
-        if (ss->q.n == 1)
-            pthread_cond_signal(&ss->q_cv);
-    }
-    pthread_mutex_unlock(&ss->q_mu);
-    if (rc == 0)
-        return;
-refuse:
-    if (done)
-        done(arg, rc);
+    commit_pipeline_submit(ss->pipeline, book, done, arg);
 }
 
 /* The authors blob of `b` (see the top): *out, *len. Store records lay their strings out one after
@@ -956,143 +649,39 @@ static int insert_book(struct sqlite_store *ss, const struct store_book *b)
     return step_reset(st);
 }
 
-static void stat_max(_Atomic uint64_t *m, uint64_t v)
+/* commit_backend.write_batch: BEGIN IMMEDIATE, one INSERT per create with one prepared statement,
+ * COMMIT (with synchronous=full, one fsync of the log for the whole batch). A duplicate name, also
+ * within the batch, fails that INSERT alone (SQLite undoes just the statement). Any other failure
+ * rolls the whole batch back. Committer thread only. */
+static int write_batch(void *self, struct commit_item *items, size_t n)
 {
-    uint64_t cur = atomic_load_explicit(m, memory_order_relaxed);
-
-    while (v > cur && !atomic_compare_exchange_weak_explicit(m, &cur, v, memory_order_relaxed,
-                                                             memory_order_relaxed))
-        ;
-}
-
-/* Calls each done() in order and drops the queue's references. */
-static void answer(struct pending *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (p[i].done)
-            p[i].done(p[i].arg, p[i].rc);
-        store_book_unref(p[i].book);
-    }
-}
-
-/* Passes a finished batch (every rc set) to the answerer thread, so the committer can begin the
- * next transaction at once: the next batch's fsync then overlaps this batch's replies, which the
- * server encodes and sends from inside done(). Without memory to queue them, answers inline. */
-static void hand_over(struct sqlite_store *ss, struct pending *p, size_t n)
-{
-    bool inline_answer = false;
-
-    pthread_mutex_lock(&ss->a_mu);
-    if (ss->answers.n + n > ss->answers.cap) {
-        size_t cap = ss->answers.cap ? ss->answers.cap : QUEUE_INITIAL_CAP;
-        struct pending *items;
-
-        while (cap < ss->answers.n + n)
-            cap *= 2;
-        items = realloc(ss->answers.items, cap * sizeof(*items));
-        if (items) {
-            ss->answers.items = items;
-            ss->answers.cap = cap;
-        } else {
-            inline_answer = true;
-        }
-    }
-    if (!inline_answer) {
-        memcpy(ss->answers.items + ss->answers.n, p, n * sizeof(*p));
-        if (ss->answers.n == 0)
-            pthread_cond_signal(&ss->a_cv);
-        ss->answers.n += n;
-    }
-    pthread_mutex_unlock(&ss->a_mu);
-    if (inline_answer)
-        answer(p, n);
-}
-
-/* Waits until `q` (guarded by mu, signalled on cv) has entries or *closing is set, then swaps the
- * whole of `q` with *mine, whose entries the caller has consumed (mine->n == 0): producers go on
- * filling the other buffer, and in steady state nothing is allocated. Returns false once closing
- * is set and `q` is empty. mu is not held on entry or return. */
-static bool take_all(pthread_mutex_t *mu, pthread_cond_t *cv, struct pending_vec *q,
-                     const bool *closing, struct pending_vec *mine)
-{
-    struct pending_vec t;
-
-    pthread_mutex_lock(mu);
-    while (q->n == 0 && !*closing)
-        pthread_cond_wait(cv, mu);
-    if (q->n == 0) {
-        pthread_mutex_unlock(mu);
-        return false;
-    }
-    t = *q;
-    *q = *mine;
-    *mine = t;
-    pthread_mutex_unlock(mu);
-    return true;
-}
-
-static void *answerer_main(void *arg)
-{
-    struct sqlite_store *ss = arg;
-    struct pending_vec mine = {NULL, 0, 0};
-
-    pthread_setname_np(pthread_self(), "books-answer");
-    /* Ends once closing: the committer (already joined then) hands over no more. */
-    while (take_all(&ss->a_mu, &ss->a_cv, &ss->answers, &ss->a_closing, &mine)) {
-        answer(mine.items, mine.n);
-        mine.n = 0;
-    }
-    free(mine.items);
-    return NULL;
-}
-
-/* Tells the answerer to finish what it has and waits for it. */
-static void stop_answerer(struct sqlite_store *ss)
-{
-    pthread_mutex_lock(&ss->a_mu);
-    ss->a_closing = true;
-    pthread_cond_signal(&ss->a_cv);
-    pthread_mutex_unlock(&ss->a_mu);
-    if (pthread_join(ss->answerer, NULL) != 0)
-        abort();
-}
-
-/* One transaction for p[0..n), then hands the batch to the answerer. Committer thread only. */
-static void commit_batch(struct sqlite_store *ss, struct pending *p, size_t n)
-{
-    uint64_t written = 0;
+    struct sqlite_store *ss = self;
     int fail = SQLITE_OK;
     int rc;
 
-    atomic_fetch_add_explicit(&ss->st_transactions, 1, memory_order_relaxed);
-    stat_max(&ss->st_largest, n);
     rc = step_reset(ss->begin);
     if (rc != SQLITE_DONE) {
         fail = rc;
         goto failed;
     }
     for (size_t i = 0; i < n; i++) {
-        rc = insert_book(ss, p[i].book);
+        rc = insert_book(ss, items[i].book);
         if (rc == SQLITE_DONE) {
-            p[i].rc = 0;
-            written++;
+            items[i].rc = 0;
         } else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
             /* Only this statement was undone; the transaction goes on. */
-            p[i].rc = BOOKS_EEXIST;
+            items[i].rc = BOOKS_EEXIST;
         } else {
             fail = rc;
             goto failed;
         }
     }
-    /* With synchronous=full this returns once the log, commit record included, is fsync'ed. */
     rc = step_reset(ss->commit);
     if (rc != SQLITE_DONE) {
         fail = rc;
         goto failed;
     }
-    atomic_fetch_add_explicit(&ss->st_commits, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&ss->st_books, written, memory_order_relaxed);
-    goto answer;
+    return 0;
 
 failed:
     /* After SQLITE_FULL, SQLITE_IOERR or a failed COMMIT SQLite may or may not have rolled back
@@ -1100,19 +689,9 @@ failed:
     if (!sqlite3_get_autocommit(ss->writer) && step_reset(ss->rollback) != SQLITE_DONE)
         log_msg(LOG_ERROR, "sqlite store \"%s\": ROLLBACK failed: %s", ss->shown,
                 sqlite3_errmsg(ss->writer));
-    atomic_fetch_add_explicit(&ss->st_rollbacks, 1, memory_order_relaxed);
-    log_msg(LOG_WARNING,
-            "sqlite store \"%s\": a transaction of %zu creates failed and was rolled "
-            "back: %s (%d)",
-            ss->shown, n, sqlite3_errstr(fail), fail);
+    log_msg(LOG_WARNING, "sqlite store \"%s\": %s (%d)", ss->shown, sqlite3_errstr(fail), fail);
     rc = map_sqlite(fail);
-    if (rc == 0)
-        rc = BOOKS_EIO;
-    for (size_t i = 0; i < n; i++)
-        p[i].rc = rc;
-
-answer:
-    hand_over(ss, p, n);
+    return rc ? rc : BOOKS_EIO;
 }
 
 /* sqlite3_wal_hook: runs inside every COMMIT on the committer thread, after the log is written
@@ -1133,8 +712,9 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int n_frames)
  * done() of that batch: here it runs after the batch has been handed to the answerer, while the
  * next batch gathers. PASSIVE: never waits for readers; pages a reader still needs are copied next
  * time. */
-static void maybe_checkpoint(struct sqlite_store *ss)
+static void maybe_checkpoint(void *self)
 {
+    struct sqlite_store *ss = self;
     int n_log = 0, n_ckpt = 0;
     int rc;
 
@@ -1150,28 +730,6 @@ static void maybe_checkpoint(struct sqlite_store *ss)
     }
     ss->wal_frames = n_log;
     ss->wal_backfilled = n_ckpt;
-}
-
-static void *committer_main(void *arg)
-{
-    struct sqlite_store *ss = arg;
-    struct pending_vec batch = {NULL, 0, 0};
-
-    /* A name for top -H, perf and gdb (at most 15 characters). */
-    pthread_setname_np(pthread_self(), "books-commit");
-    /* Takes the whole queue each time; creates arriving meanwhile fill the other buffer. Ends once
-     * closing is set and everything queued has been committed and handed over. */
-    while (take_all(&ss->q_mu, &ss->q_cv, &ss->q, &ss->closing, &batch)) {
-        for (size_t off = 0; off < batch.n; off += ss->batch_max) {
-            size_t k = batch.n - off < ss->batch_max ? batch.n - off : ss->batch_max;
-
-            commit_batch(ss, batch.items + off, k);
-        }
-        batch.n = 0;
-        maybe_checkpoint(ss);
-    }
-    free(batch.items);
-    return NULL;
 }
 
 /* ---- close ----------------------------------------------------------------------------------- */
@@ -1211,16 +769,10 @@ static void destroy(struct sqlite_store *ss, bool checkpoint)
         close(ss->lock_fd);
     }
     free(ss->lock_path);
-    cache_destroy(&ss->cache);
-    free(ss->q.items);
-    free(ss->answers.items);
+    record_cache_free(ss->cache);
     free(ss->blob_buf);
     pthread_cond_destroy(&ss->pool_cv);
     pthread_mutex_destroy(&ss->pool_mu);
-    pthread_cond_destroy(&ss->q_cv);
-    pthread_mutex_destroy(&ss->q_mu);
-    pthread_cond_destroy(&ss->a_cv);
-    pthread_mutex_destroy(&ss->a_mu);
     free(ss->path);
     free(ss->shown);
     free(ss);
@@ -1230,27 +782,19 @@ static void sqlite_close(struct store *s)
 {
     struct sqlite_store *ss = (struct sqlite_store *)s;
 
-    pthread_mutex_lock(&ss->q_mu);
-    ss->closing = true;
-    pthread_cond_signal(&ss->q_cv);
-    pthread_mutex_unlock(&ss->q_mu);
-    /* The committer commits everything queued and hands it over before it returns; then the
-     * answerer calls the last done()s. */
-    if (pthread_join(ss->committer, NULL) != 0)
-        abort();
-    stop_answerer(ss);
-    if (log_enabled(LOG_INFO)) {
-        struct store_sqlite_stats st;
+    struct commit_pipeline_stats ps;
+    struct record_cache_stats cs;
 
-        store_sqlite_stats(s, &st);
-        log_msg(LOG_INFO,
-                "sqlite store \"%s\": closing; %llu books written in %llu transactions (largest "
-                "%llu, %llu rolled back); record cache: %llu hits, %llu misses",
-                ss->shown, (unsigned long long)st.books_written,
-                (unsigned long long)st.transactions, (unsigned long long)st.largest_batch,
-                (unsigned long long)st.rollbacks, (unsigned long long)st.cache_hits,
-                (unsigned long long)st.cache_misses);
-    }
+    /* Commits everything queued and answers it, then reports what the store did. */
+    commit_pipeline_stop(ss->pipeline, &ps);
+    ss->pipeline = NULL;
+    record_cache_stats(ss->cache, &cs);
+    log_msg(LOG_INFO,
+            "sqlite store \"%s\": closing; %llu books written in %llu transactions (largest "
+            "%llu, %llu rolled back); record cache: %llu hits, %llu misses",
+            ss->shown, (unsigned long long)ps.books_written, (unsigned long long)ps.transactions,
+            (unsigned long long)ps.largest_batch, (unsigned long long)ps.rollbacks,
+            (unsigned long long)cs.hits, (unsigned long long)cs.misses);
     destroy(ss, true);
 }
 
@@ -1268,13 +812,19 @@ int store_sqlite_stats(struct store *s, struct store_sqlite_stats *out)
 
     if (!s || s->ops != &sqlite_ops || !out)
         return BOOKS_EINVAL;
-    out->transactions = atomic_load_explicit(&ss->st_transactions, memory_order_relaxed);
-    out->commits = atomic_load_explicit(&ss->st_commits, memory_order_relaxed);
-    out->rollbacks = atomic_load_explicit(&ss->st_rollbacks, memory_order_relaxed);
-    out->books_written = atomic_load_explicit(&ss->st_books, memory_order_relaxed);
-    out->largest_batch = atomic_load_explicit(&ss->st_largest, memory_order_relaxed);
-    out->cache_hits = atomic_load_explicit(&ss->cache.hits, memory_order_relaxed);
-    out->cache_misses = atomic_load_explicit(&ss->cache.misses, memory_order_relaxed);
+    struct commit_pipeline_stats ps = {0};
+    struct record_cache_stats cs;
+
+    if (ss->pipeline)
+        commit_pipeline_stats(ss->pipeline, &ps);
+    record_cache_stats(ss->cache, &cs);
+    out->transactions = ps.transactions;
+    out->commits = ps.commits;
+    out->rollbacks = ps.rollbacks;
+    out->books_written = ps.books_written;
+    out->largest_batch = ps.largest_batch;
+    out->cache_hits = cs.hits;
+    out->cache_misses = cs.misses;
     return 0;
 }
 
@@ -1837,17 +1387,17 @@ int store_sqlite_open(const char *rest, const struct store_limits *limits, struc
     ss->shown = o.path; /* owned by ss from here on; destroy() frees it */
     ss->lock_fd = -1;
     ss->batch_max = o.group_commit ? BATCH_MAX : 1;
-    pthread_mutex_init(&ss->q_mu, NULL);
-    pthread_cond_init(&ss->q_cv, NULL);
-    pthread_mutex_init(&ss->a_mu, NULL);
-    pthread_cond_init(&ss->a_cv, NULL);
     pthread_mutex_init(&ss->pool_mu, NULL);
     pthread_cond_init(&ss->pool_cv, NULL);
     /* The cache never takes more than the memory the process gives the store. */
     size_t cache_bytes = (size_t)o.cache_mb * 1024 * 1024;
     if (limits->memory_bytes && cache_bytes > limits->memory_bytes)
         cache_bytes = limits->memory_bytes;
-    cache_init(&ss->cache, cache_bytes);
+    if (record_cache_new(cache_bytes, &ss->cache) != 0) {
+        books_format_err(err, errlen, "sqlite store \"%s\": out of memory", ss->shown);
+        rc = BOOKS_ENOMEM;
+        goto fail;
+    }
 
     rc = resolve_paths(ss->shown, &ss->path, dir, err, errlen);
     if (rc != 0)
@@ -1884,21 +1434,17 @@ int store_sqlite_open(const char *rest, const struct store_limits *limits, struc
     }
     ss->idle = r;
     ss->n_readers = 1;
-    if (pthread_create(&ss->answerer, NULL, answerer_main, ss) != 0) {
-        books_format_err(err, errlen, "sqlite store \"%s\": cannot start a thread", ss->shown);
-        rc = BOOKS_ENOMEM;
+    const struct commit_backend backend = {
+        .self = ss, .write_batch = write_batch, .idle = maybe_checkpoint};
+    rc = commit_pipeline_start(&backend, ss->batch_max, "books", ss->shown, &ss->pipeline);
+    if (rc != 0) {
+        books_format_err(err, errlen, "sqlite store \"%s\": cannot start the commit threads",
+                         ss->shown);
         goto fail;
-    }
-    if (pthread_create(&ss->committer, NULL, committer_main, ss) != 0) {
-        books_format_err(err, errlen, "sqlite store \"%s\": cannot start a thread", ss->shown);
-        rc = BOOKS_ENOMEM;
-        goto fail_committer;
     }
     *out = &ss->base;
     return 0;
 
-fail_committer:
-    stop_answerer(ss);
 fail:
     /* destroy() undoes whatever steps ran: readers, writer, lock, memory. */
     destroy(ss, false);

@@ -1,0 +1,262 @@
+/* record_cache.c: the cache of book records (record_cache.h).
+ *
+ * CACHE_SHARDS independent shards (by name hash), each a chained hash table with an LRU list
+ * under its own mutex, held only to find or link a node; records evicted are released after the
+ * mutex. The budget is split evenly; a record larger than a shard's share is not cached. Each
+ * cached record holds one reference of the cache's. Backends decide what to cache: the durable
+ * ones fill it on reads, not on creates, so a burst of creates does not push out what readers
+ * use. */
+#include "books/record_cache.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "books/error.h"
+
+#define CACHE_SHARDS 16
+#define CACHE_MIN_BUCKETS 64
+
+struct cache_node {
+    struct cache_node *chain;       /* next in the bucket */
+    struct cache_node *prev, *next; /* LRU list: head.next is the most recently used */
+    uint64_t hash;
+    size_t bytes;
+    struct store_book *book;
+};
+
+struct cache_shard {
+    pthread_mutex_t mu;
+    struct cache_node **buckets; /* n_buckets, a power of two */
+    size_t n_buckets, n;
+    size_t bytes, budget;
+    struct cache_node lru; /* sentinel */
+    char pad[64];          /* keep shards on separate cache lines */
+};
+
+struct record_cache {
+    struct cache_shard shards[CACHE_SHARDS];
+    bool enabled;
+    uint64_t seed; /* of the hash, random per cache */
+    _Atomic uint64_t hits, misses, bytes;
+};
+
+/* FNV-1a over the name from a random per-store seed, then MurmurHash3's 64-bit finaliser. The
+ * finaliser spreads every input bit over the whole word: without it, names that differ only in
+ * their last characters ("c000".."c399") differ only in FNV's low bits and would all pick the
+ * same shard. The seed keeps clients (who choose book ids) from precomputing names that collide
+ * into one chain. */
+uint64_t record_cache_hash(const struct record_cache *c, const char *s, size_t len)
+{
+    uint64_t h = c->seed;
+
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+static void lru_unlink(struct cache_node *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+}
+
+static void lru_push_front(struct cache_shard *sh, struct cache_node *n)
+{
+    n->next = sh->lru.next;
+    n->prev = &sh->lru;
+    sh->lru.next->prev = n;
+    sh->lru.next = n;
+}
+
+int record_cache_new(size_t budget_bytes, struct record_cache **out)
+{
+    uint8_t random[STORE_DATASET_KEY_BYTES];
+    struct record_cache *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return BOOKS_ENOMEM;
+    c->enabled = budget_bytes > 0;
+    /* Without random bytes the cache still works; only the seed is predictable. */
+    c->seed = 0xcbf29ce484222325ull; /* FNV's offset basis */
+    if (store_new_dataset_key(random) == 0)
+        memcpy(&c->seed, random, sizeof(c->seed));
+    atomic_init(&c->hits, 0);
+    atomic_init(&c->misses, 0);
+    atomic_init(&c->bytes, 0);
+    for (size_t i = 0; i < CACHE_SHARDS; i++) {
+        struct cache_shard *sh = &c->shards[i];
+
+        pthread_mutex_init(&sh->mu, NULL);
+        sh->buckets = NULL;
+        sh->n_buckets = sh->n = sh->bytes = 0;
+        sh->budget = budget_bytes / CACHE_SHARDS;
+        sh->lru.next = sh->lru.prev = &sh->lru;
+    }
+    *out = c;
+    return 0;
+}
+
+void record_cache_free(struct record_cache *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < CACHE_SHARDS; i++) {
+        struct cache_shard *sh = &c->shards[i];
+        struct cache_node *n = sh->lru.next;
+
+        while (n != &sh->lru) {
+            struct cache_node *next = n->next;
+
+            store_book_unref(n->book);
+            free(n);
+            n = next;
+        }
+        free(sh->buckets);
+        pthread_mutex_destroy(&sh->mu);
+    }
+    free(c);
+}
+
+bool record_cache_enabled(const struct record_cache *c) { return c->enabled; }
+
+static struct cache_shard *cache_shard_of(struct record_cache *c, uint64_t hash)
+{
+    return &c->shards[(hash >> 32) % CACHE_SHARDS];
+}
+
+struct store_book *record_cache_get(struct record_cache *c, const char *name, size_t len,
+                                    uint64_t hash)
+{
+    struct cache_shard *sh = cache_shard_of(c, hash);
+    struct store_book *b = NULL;
+
+    if (!c->enabled) {
+        atomic_fetch_add_explicit(&c->misses, 1, memory_order_relaxed);
+        return NULL;
+    }
+    pthread_mutex_lock(&sh->mu);
+    if (sh->n_buckets) {
+        for (struct cache_node *n = sh->buckets[hash & (sh->n_buckets - 1)]; n; n = n->chain) {
+            if (n->hash == hash && strncmp(n->book->name, name, len) == 0 &&
+                n->book->name[len] == '\0') {
+                lru_unlink(n);
+                lru_push_front(sh, n);
+                b = store_book_ref(n->book);
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&sh->mu);
+    atomic_fetch_add_explicit(b ? &c->hits : &c->misses, 1, memory_order_relaxed);
+    return b;
+}
+
+/* Doubles the bucket array (keeps the old one if memory is short). Shard mutex held. */
+static void cache_grow(struct cache_shard *sh)
+{
+    size_t nb = sh->n_buckets ? sh->n_buckets * 2 : CACHE_MIN_BUCKETS;
+    struct cache_node **b = calloc(nb, sizeof(*b));
+
+    if (!b)
+        return;
+    for (size_t i = 0; i < sh->n_buckets; i++) {
+        struct cache_node *n = sh->buckets[i];
+
+        while (n) {
+            struct cache_node *chain = n->chain;
+
+            n->chain = b[n->hash & (nb - 1)];
+            b[n->hash & (nb - 1)] = n;
+            n = chain;
+        }
+    }
+    free(sh->buckets);
+    sh->buckets = b;
+    sh->n_buckets = nb;
+}
+
+/* Removes n from its bucket. Shard mutex held. */
+static void cache_unchain(struct cache_shard *sh, struct cache_node *n)
+{
+    struct cache_node **pp = &sh->buckets[n->hash & (sh->n_buckets - 1)];
+
+    while (*pp != n)
+        pp = &(*pp)->chain;
+    *pp = n->chain;
+}
+
+void record_cache_put(struct record_cache *c, struct store_book *b, uint64_t hash)
+{
+    struct cache_shard *sh = cache_shard_of(c, hash);
+    struct cache_node *node, *victims = NULL;
+    size_t bytes = b->size_bytes + sizeof(struct cache_node), freed = 0;
+
+    if (!c->enabled || bytes > sh->budget)
+        return;
+    node = malloc(sizeof(*node));
+    if (!node)
+        return;
+    node->hash = hash;
+    node->bytes = bytes;
+    node->book = b;
+
+    pthread_mutex_lock(&sh->mu);
+    if (sh->n >= sh->n_buckets)
+        cache_grow(sh);
+    if (!sh->n_buckets) {
+        pthread_mutex_unlock(&sh->mu);
+        free(node);
+        return;
+    }
+    for (struct cache_node *n = sh->buckets[hash & (sh->n_buckets - 1)]; n; n = n->chain) {
+        if (n->hash == hash && strcmp(n->book->name, b->name) == 0) {
+            /* Another reader cached the same book meanwhile; it is the same content. */
+            pthread_mutex_unlock(&sh->mu);
+            free(node);
+            return;
+        }
+    }
+    while (sh->bytes + bytes > sh->budget && sh->lru.prev != &sh->lru) {
+        struct cache_node *old = sh->lru.prev;
+
+        lru_unlink(old);
+        cache_unchain(sh, old);
+        sh->bytes -= old->bytes;
+        freed += old->bytes;
+        sh->n--;
+        old->chain = victims;
+        victims = old;
+    }
+    store_book_ref(b);
+    node->chain = sh->buckets[hash & (sh->n_buckets - 1)];
+    sh->buckets[hash & (sh->n_buckets - 1)] = node;
+    lru_push_front(sh, node);
+    sh->bytes += bytes;
+    sh->n++;
+    pthread_mutex_unlock(&sh->mu);
+    atomic_fetch_add_explicit(&c->bytes, bytes, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&c->bytes, freed, memory_order_relaxed);
+
+    /* Freeing records is done outside the mutex (readers may still hold them anyway). */
+    while (victims) {
+        struct cache_node *next = victims->chain;
+
+        store_book_unref(victims->book);
+        free(victims);
+        victims = next;
+    }
+}
+
+void record_cache_stats(const struct record_cache *c, struct record_cache_stats *out)
+{
+    out->hits = atomic_load_explicit(&c->hits, memory_order_relaxed);
+    out->misses = atomic_load_explicit(&c->misses, memory_order_relaxed);
+    out->bytes = atomic_load_explicit(&c->bytes, memory_order_relaxed);
+}

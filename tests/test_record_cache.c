@@ -1,0 +1,192 @@
+/* test_record_cache.c: the backend-neutral cache of book records. It hands out references to what
+ * was put, never holds more than its budget, evicts the least recently used record of a shard,
+ * keeps nothing with a budget of 0 or a record larger than a shard's share, and gives back every
+ * reference it took (checked by reference counts here and by valgrind/ASan for the memory). */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "books/error.h"
+#include "books/record_cache.h"
+
+static struct store_book *book(const char *name, size_t title_len)
+{
+    static const char *authors[] = {"An Author"};
+    char *title = malloc(title_len + 1);
+    struct store_book *b = NULL;
+    memset(title, 't', title_len);
+    title[title_len] = '\0';
+    assert_int_equal(store_book_new(name, title, authors, 1, "A Publisher", &b), 0);
+    free(title);
+    return b;
+}
+
+static unsigned refs(const struct store_book *b) { return atomic_load(&b->refs); }
+
+static struct store_book *get(struct record_cache *c, const char *name)
+{
+    return record_cache_get(c, name, strlen(name), record_cache_hash(c, name, strlen(name)));
+}
+
+static void put(struct record_cache *c, struct store_book *b)
+{
+    record_cache_put(c, b, record_cache_hash(c, b->name, strlen(b->name)));
+}
+
+static void test_put_get_and_references(void **state)
+{
+    (void)state;
+    struct record_cache *c = NULL;
+    struct record_cache_stats st;
+    assert_int_equal(record_cache_new(1 << 20, &c), 0);
+    assert_true(record_cache_enabled(c));
+    struct store_book *b = book("books/dune", 10);
+    assert_null(get(c, "books/dune"));
+    put(c, b);
+    assert_int_equal(refs(b), 2); /* ours and the cache's */
+    put(c, b);                    /* the same name again: kept once */
+    assert_int_equal(refs(b), 2);
+    struct store_book *got = get(c, "books/dune");
+    assert_ptr_equal(got, b);
+    assert_int_equal(refs(b), 3);
+    store_book_unref(got);
+    /* A prefix or an extension of the name is another name. */
+    assert_null(get(c, "books/dun"));
+    assert_null(get(c, "books/dunes"));
+    record_cache_stats(c, &st);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.misses, 3);
+    assert_true(st.bytes >= b->size_bytes);
+    record_cache_free(c); /* gives the cache's reference back */
+    assert_int_equal(refs(b), 1);
+    store_book_unref(b);
+    record_cache_free(NULL);
+}
+
+static void test_budget_zero_keeps_nothing(void **state)
+{
+    (void)state;
+    struct record_cache *c = NULL;
+    assert_int_equal(record_cache_new(0, &c), 0);
+    assert_false(record_cache_enabled(c));
+    struct store_book *b = book("books/x", 1);
+    put(c, b);
+    assert_int_equal(refs(b), 1);
+    assert_null(get(c, "books/x"));
+    record_cache_free(c);
+    store_book_unref(b);
+}
+
+static void test_budget_and_lru(void **state)
+{
+    (void)state;
+    /* 16 shards of 4 KiB each: a shard holds a handful of 700-byte records. */
+    const size_t budget = 64 * 1024;
+    struct record_cache *c = NULL;
+    struct record_cache_stats st;
+    char name[32];
+    assert_int_equal(record_cache_new(budget, &c), 0);
+    struct store_book *hot = book("books/hot", 600);
+    put(c, hot);
+    struct store_book *all[2000];
+    for (int i = 0; i < 2000; i++) {
+        snprintf(name, sizeof name, "books/b%04d", i);
+        all[i] = book(name, 600);
+        put(c, all[i]);
+        /* Used after every put: always the most recent of its shard, so never evicted. */
+        struct store_book *h = get(c, "books/hot");
+        assert_ptr_equal(h, hot);
+        store_book_unref(h);
+        record_cache_stats(c, &st);
+        assert_true(st.bytes <= budget);
+    }
+    /* Most of the 2000 were evicted, and eviction gave their references back. */
+    int cached = 0;
+    for (int i = 0; i < 2000; i++)
+        if (refs(all[i]) == 2)
+            cached++;
+        else
+            assert_int_equal(refs(all[i]), 1);
+    assert_true(cached > 0 && cached < 200);
+    /* A record larger than a shard's share (4 KiB) is not cached. */
+    struct store_book *big = book("books/big", 8000);
+    put(c, big);
+    assert_int_equal(refs(big), 1);
+    assert_null(get(c, "books/big"));
+    record_cache_free(c);
+    for (int i = 0; i < 2000; i++) {
+        assert_int_equal(refs(all[i]), 1);
+        store_book_unref(all[i]);
+    }
+    assert_int_equal(refs(hot), 1);
+    store_book_unref(hot);
+    store_book_unref(big);
+}
+
+/* Readers and writers on overlapping names from several threads: every get returns the record of
+ * the name asked for, and all references come back. */
+struct shared {
+    struct record_cache *c;
+    struct store_book *books[64];
+};
+
+static void *hammer(void *arg)
+{
+    struct shared *sh = arg;
+    unsigned seed = (unsigned)(uintptr_t)pthread_self();
+    for (int i = 0; i < 20000; i++) {
+        struct store_book *b = sh->books[rand_r(&seed) % 64];
+        if (i % 3 == 0) {
+            put(sh->c, b);
+        } else {
+            struct store_book *got = get(sh->c, b->name);
+            if (got) {
+                if (got != b)
+                    abort();
+                store_book_unref(got);
+            }
+        }
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    struct shared sh;
+    char name[32];
+    assert_int_equal(record_cache_new(32 * 1024, &sh.c), 0);
+    for (int i = 0; i < 64; i++) {
+        snprintf(name, sizeof name, "books/t%02d", i);
+        sh.books[i] = book(name, 200);
+    }
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, hammer, &sh), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    record_cache_free(sh.c);
+    for (int i = 0; i < 64; i++) {
+        assert_int_equal(refs(sh.books[i]), 1);
+        store_book_unref(sh.books[i]);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_put_get_and_references),
+        cmocka_unit_test(test_budget_zero_keeps_nothing),
+        cmocka_unit_test(test_budget_and_lru),
+        cmocka_unit_test(test_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
