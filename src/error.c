@@ -93,6 +93,7 @@ void books_error_clear(struct books_error *e)
     e->resource_name[0] = '\0';
     e->n_violations = 0;
     e->n_dropped = 0;
+    e->violation_bytes = 0;
     e->violations = e->inline_violations;
     e->cap_violations = BOOKS_ERROR_INLINE_VIOLATIONS;
 }
@@ -129,16 +130,25 @@ void books_error_add_violation(struct books_error *e, const char *field, const c
 {
     va_list ap;
     struct books_field_violation *v;
+    size_t bytes;
     if (e->n_violations >= BOOKS_ERROR_MAX_VIOLATIONS ||
         (e->n_violations == e->cap_violations && !grow_violations(e))) {
         e->n_dropped++;
         return;
     }
-    v = &e->violations[e->n_violations++];
+    v = &e->violations[e->n_violations];
     snprintf(v->field, sizeof v->field, "%s", field);
     va_start(ap, fmt);
     vsnprintf(v->description, sizeof v->description, fmt, ap);
     va_end(ap);
+    /* Each violation costs its text plus a few bytes of protobuf framing. */
+    bytes = strlen(v->field) + strlen(v->description) + 8;
+    if (e->violation_bytes + bytes > BOOKS_ERROR_MAX_VIOLATION_BYTES) {
+        e->n_dropped++;
+        return;
+    }
+    e->violation_bytes += bytes;
+    e->n_violations++;
 }
 
 void books_error_set_meta(struct books_error *e, const char *key, const char *value)

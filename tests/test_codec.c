@@ -421,6 +421,34 @@ static void test_violations_are_capped(void **state)
     grpc_slice_unref(s);
 }
 
+/* The worst case: as many violations as fit, each with the longest field and description, and the
+ * longest message. The trailer a client receives (grpc-message plus grpc-status-details-bin,
+ * base64) must stay under the 8 KiB of metadata a default gRPC client accepts. */
+static void test_violation_details_fit_a_default_client(void **state)
+{
+    struct fixture *f = *state;
+    char field[BOOKS_ERROR_FIELD_BYTES], desc[BOOKS_ERROR_DESCRIPTION_BYTES];
+    memset(field, 'f', sizeof field - 1);
+    field[sizeof field - 1] = '\0';
+    memset(desc, 'd', sizeof desc - 1);
+    desc[sizeof desc - 1] = '\0';
+    for (int i = 0; i < 100; i++)
+        books_error_add_violation(&f->err, field, "%s", desc);
+    assert_true(f->err.n_violations < BOOKS_ERROR_MAX_VIOLATIONS);
+    assert_int_equal(f->err.n_violations + f->err.n_dropped, 100);
+    assert_true(f->err.violation_bytes <= BOOKS_ERROR_MAX_VIOLATION_BYTES);
+    books_error_finish_fields(&f->err, "CreateBookRequest");
+    assert_true(strlen(f->err.message) < BOOKS_ERROR_MESSAGE_BYTES);
+    grpc_slice s;
+    assert_int_equal(codec_encode_status_details(&f->err, &s), 0);
+    size_t details = GRPC_SLICE_LENGTH(s), base64 = (details + 2) / 3 * 4;
+    /* grpc-status, grpc-message and grpc-status-details-bin, each counted as name + value + 32
+     * (RFC 7541 section 4.1, as gRPC counts metadata size). */
+    size_t trailer = (11 + 2 + 32) + (12 + BOOKS_ERROR_MESSAGE_BYTES + 32) + (23 + base64 + 32);
+    assert_true(trailer < 8192);
+    grpc_slice_unref(s);
+}
+
 static void test_violations_without_arena_are_counted(void **state)
 {
     (void)state;
@@ -900,6 +928,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_decode_accepts_valid_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_violations_are_capped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_violation_details_fit_a_default_client, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_repeated_cap_refused_before_decoding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_field_count_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compressed_requests, setup, teardown),

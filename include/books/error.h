@@ -47,6 +47,12 @@ const char *books_err_name(int err);
 /* Most field violations one error carries (AIP-193 asks for one per bad field, not for a million:
  * a request with more bad fields gets the first ones and a count of the rest). */
 #define BOOKS_ERROR_MAX_VIOLATIONS 32
+/* Most bytes of violation text (fields and descriptions) one error carries. The details travel
+ * base64-encoded in the grpc-status-details-bin trailer beside the grpc-message (at most
+ * BOOKS_ERROR_MESSAGE_BYTES): 4 KiB keeps the whole trailer within the 8 KiB of metadata that a
+ * gRPC client accepts by default, so the caller always gets the error itself, never a
+ * RESOURCE_EXHAUSTED about its size. */
+#define BOOKS_ERROR_MAX_VIOLATION_BYTES 4096
 #define BOOKS_ERROR_META_VALUE_BYTES 128
 
 /* One google.rpc.BadRequest.FieldViolation: `field` is the path of the field in the request,
@@ -74,7 +80,8 @@ struct books_error {
     struct arena *arena;                     /* where more violations go; NULL: inline only */
     size_t n_violations;
     size_t cap_violations;
-    size_t n_dropped;                        /* violations past the cap, or that found no memory */
+    size_t n_dropped;                        /* violations past the caps, or that found no memory */
+    size_t violation_bytes;                  /* text of the kept violations, in bytes */
     struct books_field_violation *violations; /* inline_violations or arena memory */
     struct books_field_violation inline_violations[BOOKS_ERROR_INLINE_VIOLATIONS];
 };
@@ -98,8 +105,9 @@ void books_error_set(struct books_error *e, int code, const char *reason, const 
     __attribute__((format(printf, 4, 5)));
 
 /* Appends one field violation (printf-formatted description); `field` is copied (truncated to
- * fit). Past BOOKS_ERROR_MAX_VIOLATIONS, or when the arena cannot grow (or there is none and the
- * inline array is full), the violation is only counted in n_dropped. At most
+ * fit). Past BOOKS_ERROR_MAX_VIOLATIONS or BOOKS_ERROR_MAX_VIOLATION_BYTES, or when the arena cannot
+ * grow (or there is none and the inline array is full), the violation is only counted in
+ * n_dropped. At most
  * BOOKS_ERROR_MAX_VIOLATIONS * sizeof(struct books_field_violation) bytes (about 10 KiB) come from
  * the arena however many are added. */
 void books_error_add_violation(struct books_error *e, const char *field, const char *fmt, ...)
