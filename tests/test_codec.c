@@ -19,6 +19,7 @@
 #include <zlib.h>
 
 #include "books/arena.h"
+#include "books/status.h"
 #include "books/codec.h"
 #include "books/error.h"
 #include "books/v1/books.pb-c.h"
@@ -463,23 +464,23 @@ static void test_violations_without_arena_are_counted(void **state)
 static void test_error_mapping(void **state)
 {
     (void)state;
-    assert_int_equal(books_err_to_grpc_status(0), GRPC_STATUS_OK);
-    assert_int_equal(books_err_to_grpc_status(BOOKS_EINVAL), GRPC_STATUS_INVALID_ARGUMENT);
-    assert_int_equal(books_err_to_grpc_status(BOOKS_EBADMSG), GRPC_STATUS_INVALID_ARGUMENT);
-    assert_int_equal(books_err_to_grpc_status(BOOKS_ENOTFOUND), GRPC_STATUS_NOT_FOUND);
-    assert_int_equal(books_err_to_grpc_status(BOOKS_EEXIST), GRPC_STATUS_ALREADY_EXISTS);
-    assert_int_equal(books_err_to_grpc_status(BOOKS_ENOMEM), GRPC_STATUS_RESOURCE_EXHAUSTED);
-    assert_int_equal(books_err_to_grpc_status(BOOKS_ENOSPC), GRPC_STATUS_RESOURCE_EXHAUSTED);
-    assert_int_equal(books_err_to_grpc_status(BOOKS_EIO), GRPC_STATUS_UNAVAILABLE);
-    assert_int_equal(books_err_to_grpc_status(BOOKS_EUNAVAIL), GRPC_STATUS_UNAVAILABLE);
-    assert_int_equal(books_err_to_grpc_status(BOOKS_EUNIMPL), GRPC_STATUS_UNIMPLEMENTED);
-    assert_int_equal(books_err_to_grpc_status(BOOKS_EDEADLINE), GRPC_STATUS_DEADLINE_EXCEEDED);
-    assert_int_equal(books_err_to_grpc_status(BOOKS_ECORRUPT), GRPC_STATUS_DATA_LOSS);
-    assert_int_equal(books_err_to_grpc_status(BOOKS_EINTERNAL), GRPC_STATUS_INTERNAL);
-    assert_int_equal(books_err_to_grpc_status(-999), GRPC_STATUS_INTERNAL);
-    assert_string_equal(books_grpc_status_name(GRPC_STATUS_NOT_FOUND), "NOT_FOUND");
-    assert_string_equal(books_grpc_status_name(GRPC_STATUS_UNAUTHENTICATED), "UNAUTHENTICATED");
-    assert_string_equal(books_grpc_status_name((grpc_status_code)99), "UNKNOWN");
+    assert_int_equal(rpc_status_of(0), GRPC_STATUS_OK);
+    assert_int_equal(rpc_status_of(BOOKS_EINVAL), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(rpc_status_of(BOOKS_EBADMSG), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(rpc_status_of(BOOKS_ENOTFOUND), GRPC_STATUS_NOT_FOUND);
+    assert_int_equal(rpc_status_of(BOOKS_EEXIST), GRPC_STATUS_ALREADY_EXISTS);
+    assert_int_equal(rpc_status_of(BOOKS_ENOMEM), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(rpc_status_of(BOOKS_ENOSPC), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(rpc_status_of(BOOKS_EIO), GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(rpc_status_of(BOOKS_EUNAVAIL), GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(rpc_status_of(BOOKS_EUNIMPL), GRPC_STATUS_UNIMPLEMENTED);
+    assert_int_equal(rpc_status_of(BOOKS_EDEADLINE), GRPC_STATUS_DEADLINE_EXCEEDED);
+    assert_int_equal(rpc_status_of(BOOKS_ECORRUPT), GRPC_STATUS_DATA_LOSS);
+    assert_int_equal(rpc_status_of(BOOKS_EINTERNAL), GRPC_STATUS_INTERNAL);
+    assert_int_equal(rpc_status_of(-999), GRPC_STATUS_INTERNAL);
+    assert_string_equal(rpc_status_name(GRPC_STATUS_NOT_FOUND), "NOT_FOUND");
+    assert_string_equal(rpc_status_name(GRPC_STATUS_UNAUTHENTICATED), "UNAUTHENTICATED");
+    assert_string_equal(rpc_status_name((grpc_status_code)99), "UNKNOWN");
 }
 
 static void test_error_quote(void **state)
@@ -861,7 +862,7 @@ static void test_compression_bomb_stops_at_the_limit(void **state)
                 codec_free_request(msg, &f->arena);
             } else {
                 assert_string_equal(f->err.reason, "MESSAGE_TOO_LARGE");
-                assert_int_equal(books_err_to_grpc_status(rc), GRPC_STATUS_RESOURCE_EXHAUSTED);
+                assert_int_equal(rpc_status_of(rc), GRPC_STATUS_RESOURCE_EXHAUSTED);
             }
             grpc_byte_buffer_destroy(bb);
             arena_reset(&f->arena);

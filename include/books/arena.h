@@ -1,11 +1,11 @@
 /* arena.h: a per-call bump allocator. Request messages are unpacked into it and handlers build
  * their responses in it, so a call costs no malloc/free pairs for its small objects; everything is
  * released at once by arena_reset() when the call is over. Not thread-safe: one call, one thread at
- * a time. Never use it for anything that must outlive the call. */
+ * a time. Never use it for anything that must outlive the call. Knows nothing of protobuf: the
+ * codec wraps it in protobuf-c's allocator interface. */
 #ifndef BOOKS_ARENA_H
 #define BOOKS_ARENA_H
 
-#include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 
 struct arena_chunk;
@@ -16,7 +16,6 @@ struct arena {
     size_t cap;                 /* its size in bytes */
     size_t used;                /* bytes handed out from buf */
     struct arena_chunk *chunks; /* heap chunks for what did not fit, freed by reset */
-    ProtobufCAllocator pb;      /* protobuf-c allocator view of this arena */
 };
 
 /* Uses `buf` (`cap` bytes, caller-owned, must outlive the arena) as the first block. */
@@ -34,9 +33,5 @@ void arena_reset(struct arena *a);
 
 /* Releases all heap memory; the arena must be re-initialised before reuse. NULL is a no-op. */
 void arena_cleanup(struct arena *a);
-
-/* The allocator to pass to protobuf_c_message_unpack(): allocations come from the arena and
- * protobuf_c_message_free_unpacked() through it is a no-op (the arena frees on reset). */
-static inline ProtobufCAllocator *arena_pb_allocator(struct arena *a) { return &a->pb; }
 
 #endif

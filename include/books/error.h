@@ -1,14 +1,16 @@
 /* error.h: the project's error codes, the one mapping from them to gRPC status codes, and the
  * AIP-193 error value (reason, message, field violations) that handlers fill in and the codec turns
- * into google.rpc.Status. This module never allocates, never logs and never touches gRPC calls. */
+ * into google.rpc.Status. This module never logs and knows nothing of gRPC (status.h, in the RPC
+ * layer, maps these codes to gRPC status codes); it allocates only from the arena it is given.
+ * Thread safety: a struct books_error belongs to one call; the functions keep no state. */
 #ifndef BOOKS_ERROR_H
 #define BOOKS_ERROR_H
 
-#include <grpc/status.h>
 #include <stddef.h>
 
 /* Every function in this project that can fail returns 0 or one of these (always negative).
- * Out-parameters are left untouched on failure. */
+ * Out-parameters are left untouched on failure. The arrow is the gRPC status rpc_status_of()
+ * (status.h) maps each to. */
 enum books_err {
     BOOKS_OK = 0,
     BOOKS_EINVAL = -1,     /* the caller sent a bad value                      -> INVALID_ARGUMENT */
@@ -25,14 +27,6 @@ enum books_err {
     BOOKS_EINTERNAL = -12, /* a bug or an impossible state                     -> INTERNAL */
     BOOKS_E2BIG = -13,     /* the request is larger than the server accepts    -> RESOURCE_EXHAUSTED */
 };
-
-/* The one mapping from enum books_err to a gRPC status code (doc/statuscodes.md in grpc/grpc).
- * 0 maps to GRPC_STATUS_OK; an unknown value maps to GRPC_STATUS_INTERNAL. */
-grpc_status_code books_err_to_grpc_status(int err);
-
-/* The canonical upper-case name of a gRPC status code ("NOT_FOUND"), as used in logs and in
- * google.rpc.Code. Returns a static string; "UNKNOWN" for values outside 0..16. */
-const char *books_grpc_status_name(grpc_status_code code);
 
 /* A short static name for an enum books_err ("BOOKS_ENOTFOUND"), for logs and tests. */
 const char *books_err_name(int err);

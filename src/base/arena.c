@@ -21,15 +21,6 @@ struct arena_chunk {
 
 static size_t align_up(size_t n) { return (n + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1); }
 
-static void *pb_alloc(void *data, size_t size) { return arena_alloc(data, size); }
-
-/* protobuf-c's free through the arena: memory comes back on arena_reset(). */
-static void pb_free(void *data, void *ptr)
-{
-    (void)data;
-    (void)ptr;
-}
-
 void arena_init(struct arena *a, void *buf, size_t cap)
 {
     /* Start handing out from the first aligned byte of the caller's buffer. */
@@ -39,9 +30,6 @@ void arena_init(struct arena *a, void *buf, size_t cap)
     a->cap = skip < cap ? cap - skip : 0;
     a->used = 0;
     a->chunks = NULL;
-    a->pb.alloc = pb_alloc;
-    a->pb.free = pb_free;
-    a->pb.allocator_data = a;
 }
 
 void *arena_alloc(struct arena *a, size_t n)

@@ -11,6 +11,7 @@
  * carries more fields, or more entries of a capped repeated field, than the API allows, before any
  * of it is decoded. Compressed requests are inflated here, never past the receive limit. */
 #include "books/codec.h"
+#include "books/status.h"
 
 #include "books/utf8.h"
 
@@ -24,6 +25,22 @@
 
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
+
+/* protobuf-c's allocator interface over a call's arena: unpacking allocates from the arena, and
+ * freeing through it is a no-op (the arena frees everything on reset). */
+static void *arena_pb_alloc(void *data, size_t size) { return arena_alloc(data, size); }
+
+static void arena_pb_free(void *data, void *ptr)
+{
+    (void)data;
+    (void)ptr;
+}
+
+static ProtobufCAllocator arena_allocator(struct arena *a)
+{
+    ProtobufCAllocator pb = {.alloc = arena_pb_alloc, .free = arena_pb_free, .allocator_data = a};
+    return pb;
+}
 
 static int too_big(const struct codec_limits *limits, struct books_error *err)
 {
@@ -212,7 +229,8 @@ int codec_decode_bytes(const uint8_t *data, size_t len, const ProtobufCMessageDe
     }
     /* Zero bytes are a valid message with every field at its default. protobuf-c returns NULL for
      * malformed bytes and for allocation failure alike; the arena fails only when malloc does. */
-    msg = protobuf_c_message_unpack(desc, arena_pb_allocator(arena), len,
+    ProtobufCAllocator pb = arena_allocator(arena);
+    msg = protobuf_c_message_unpack(desc, &pb, len,
                                     data ? data : (const uint8_t *)"");
     if (!msg)
         return malformed(desc, err);
@@ -365,8 +383,10 @@ int codec_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
 
 void codec_free_request(ProtobufCMessage *msg, struct arena *arena)
 {
-    if (msg)
-        protobuf_c_message_free_unpacked(msg, arena_pb_allocator(arena));
+    if (msg) {
+        ProtobufCAllocator pb = arena_allocator(arena);
+        protobuf_c_message_free_unpacked(msg, &pb);
+    }
 }
 
 void codec_encode(const ProtobufCMessage *msg, grpc_byte_buffer **out)
@@ -455,7 +475,7 @@ int codec_encode_status_details(const struct books_error *e, grpc_slice *out)
 
     for (i = 0; i < n_any; i++)
         any_list[i] = &any[i];
-    status.code = (int32_t)books_err_to_grpc_status(e->code);
+    status.code = (int32_t)rpc_status_of(e->code);
     status.message = (char *)e->message;
     status.n_details = n_any;
     status.details = any_list;

@@ -13,6 +13,7 @@
  * break the one-book-per-line layout or send escape sequences to the terminal. JSON output is the
  * proto3 JSON mapping; every string goes through json_escape_append(). */
 #include "books/cli.h"
+#include "books/status.h"
 
 #include <errno.h>
 #include <grpc/grpc.h>
@@ -757,7 +758,7 @@ static void json_error(struct jbuf *b, const struct client_error *err)
     jb_raw(b, "{\"error\":{\"code\":");
     jb_int(b, (long)err->status);
     jb_raw(b, ",\"status\":");
-    jb_str(b, books_grpc_status_name(err->status));
+    jb_str(b, rpc_status_name(err->status));
     jb_raw(b, ",\"message\":");
     jb_str(b, d->message);
     jb_raw(b, ",\"details\":[");
@@ -809,7 +810,7 @@ int cli_print_error(FILE *f, const struct client_error *err, bool json)
         jb_free(&b);
         return rc;
     }
-    fputs(books_grpc_status_name(err->status), f);
+    fputs(rpc_status_name(err->status), f);
     if (d->message[0]) {
         fputs(": ", f);
         put_text(f, d->message, false);
@@ -1016,7 +1017,7 @@ int cli_run(const struct cli_args *args, FILE *out, FILE *errf)
         /* Whatever the page(s) before printed goes out before the error. */
         fflush(out);
         if (cli_print_error(errf, &err, args->json) != 0)
-            fprintf(errf, "%s: %s\n", books_grpc_status_name(err.status), err.detail.message);
+            fprintf(errf, "%s: %s\n", rpc_status_name(err.status), err.detail.message);
         if (!args->json)
             print_hint(errf, args, &err);
         status = CLI_EXIT_FAILED;

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "books/codec.h"
+#include "books/status.h"
 
 enum method { METHOD_GET_BOOK, METHOD_LIST_BOOKS, METHOD_CREATE_BOOK, N_METHODS };
 
@@ -47,35 +48,6 @@ struct call {
     grpc_status_code status;
     grpc_slice message;
 };
-
-/* The enum books_err nearest to a status the server (or the transport) reported. Only the client
- * needs this direction; the server's one mapping is books_err_to_grpc_status(). */
-static int err_from_status(grpc_status_code status)
-{
-    switch (status) {
-    case GRPC_STATUS_OK:
-        return 0;
-    case GRPC_STATUS_INVALID_ARGUMENT:
-    case GRPC_STATUS_OUT_OF_RANGE:
-        return BOOKS_EINVAL;
-    case GRPC_STATUS_NOT_FOUND:
-        return BOOKS_ENOTFOUND;
-    case GRPC_STATUS_ALREADY_EXISTS:
-        return BOOKS_EEXIST;
-    case GRPC_STATUS_RESOURCE_EXHAUSTED:
-        return BOOKS_ENOSPC;
-    case GRPC_STATUS_UNAVAILABLE:
-        return BOOKS_EUNAVAIL;
-    case GRPC_STATUS_UNIMPLEMENTED:
-        return BOOKS_EUNIMPL;
-    case GRPC_STATUS_DEADLINE_EXCEEDED:
-        return BOOKS_EDEADLINE;
-    case GRPC_STATUS_DATA_LOSS:
-        return BOOKS_ECORRUPT;
-    default:
-        return BOOKS_EINTERNAL;
-    }
-}
 
 static bool legal_header_value(const char *s)
 {
@@ -157,7 +129,7 @@ static int fail_from_status(struct call *st, struct client_error *err)
     size_t n = GRPC_SLICE_LENGTH(st->message);
 
     err->status = st->status;
-    err->detail.code = err_from_status(st->status);
+    err->detail.code = rpc_status_to_err(st->status);
     if (n >= sizeof err->detail.message)
         n = sizeof err->detail.message - 1;
     memcpy(err->detail.message, GRPC_SLICE_START_PTR(st->message), n);

@@ -10,51 +10,6 @@
 #include <stdio.h>
 #include <string.h>
 
-grpc_status_code books_err_to_grpc_status(int err)
-{
-    switch (err) {
-    case BOOKS_OK:
-        return GRPC_STATUS_OK;
-    case BOOKS_EINVAL:
-    case BOOKS_EBADMSG:
-        return GRPC_STATUS_INVALID_ARGUMENT;
-    case BOOKS_ENOTFOUND:
-        return GRPC_STATUS_NOT_FOUND;
-    case BOOKS_EEXIST:
-        return GRPC_STATUS_ALREADY_EXISTS;
-    case BOOKS_ENOMEM:
-    case BOOKS_ENOSPC:
-    case BOOKS_E2BIG:
-        return GRPC_STATUS_RESOURCE_EXHAUSTED;
-    case BOOKS_EIO:
-    case BOOKS_EUNAVAIL:
-        return GRPC_STATUS_UNAVAILABLE;
-    case BOOKS_EUNIMPL:
-        return GRPC_STATUS_UNIMPLEMENTED;
-    case BOOKS_EDEADLINE:
-        return GRPC_STATUS_DEADLINE_EXCEEDED;
-    case BOOKS_ECORRUPT:
-        return GRPC_STATUS_DATA_LOSS;
-    default:
-        return GRPC_STATUS_INTERNAL;
-    }
-}
-
-const char *books_grpc_status_name(grpc_status_code code)
-{
-    /* Names from google.rpc.Code / gRPC doc/statuscodes.md, indexed by code. */
-    static const char *const names[] = {
-        "OK",        "CANCELLED",         "UNKNOWN",        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-        "UNIMPLEMENTED", "INTERNAL",      "UNAVAILABLE",    "DATA_LOSS",
-        "UNAUTHENTICATED",
-    };
-    if ((unsigned)code < sizeof names / sizeof names[0])
-        return names[code];
-    return "UNKNOWN";
-}
-
 const char *books_err_name(int err)
 {
     switch (err) {

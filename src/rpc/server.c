@@ -22,6 +22,7 @@
  * calls in flight, grpc_server_cancel_all_calls, wait for the shutdown tag, grpc_server_destroy,
  * shut down each worker queue and let its thread drain it to GRPC_QUEUE_SHUTDOWN, join, destroy. */
 #include "books/server.h"
+#include "books/status.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -376,7 +377,7 @@ static void set_status(struct call *c, const struct books_error *e)
         c->code = GRPC_STATUS_OK;
         return;
     }
-    c->code = books_err_to_grpc_status(e->code);
+    c->code = rpc_status_of(e->code);
     if (e != &c->reply.error)
         snprintf(c->reply.error.message, sizeof c->reply.error.message, "%s", e->message);
     grpc_slice_unref(c->status_message);
@@ -498,7 +499,7 @@ static void log_call(struct call *c)
             r.method_len = GRPC_SLICE_LENGTH(c->details.method);
         }
         /* A call the client cancelled (or whose deadline passed) did not get our status. */
-        r.code = c->cancelled ? "CANCELLED" : books_grpc_status_name(c->code);
+        r.code = c->cancelled ? "CANCELLED" : rpc_status_name(c->code);
         r.latency_us = log_now_us() - c->start_us;
         r.peer = peer;
         r.message = c->code != GRPC_STATUS_OK ? c->reply.error.message : NULL;

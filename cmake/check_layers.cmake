@@ -1,0 +1,106 @@
+# check_layers.cmake: every source file and public header includes only what its layer may use.
+#   cmake -DSOURCE_DIR=<repo> -P cmake/check_layers.cmake
+# Run by every build before any layer compiles (the check_layers target). The layers, bottom up:
+#   base   src/base/,  include/books/<base headers>      libc, pthreads only
+#   store  src/store/, include/books/<store headers>     base; SQLite, libbsd, libpq
+#   rpc    src/rpc/,   include/books/<rpc headers>       base; gRPC core, protobuf-c, zlib, protos
+#   api    src/api/,   include/books/<api headers>       rpc (not the server loop), store, base
+#   cli    src/cli/,   include/books/<cli headers>       rpc (not the server loop), base
+#   app    src/*.c                                        everything (main.c and config.c: wiring)
+# Linking enforces the same rule for symbols (a layer's library links only the layers below it);
+# this adds headers, which compile without their library: an enum or an inline is enough to couple
+# a store backend to gRPC.
+
+cmake_policy(SET CMP0057 NEW)
+
+# Which layer each public header belongs to.
+set(base_headers arena error json log options resources text trace utf8)
+set(store_headers commit_pipeline record_cache store store_postgres store_sqlite)
+set(rpc_headers codec rpc server status)
+set(api_headers health page_token reflection service)
+set(cli_headers cli client)
+set(app_headers config)
+
+# The books/ headers each layer may include, and the other headers it must not.
+set(base_may base)
+set(store_may base store)
+set(rpc_may base rpc)
+set(api_may base store rpc api)
+set(cli_may base rpc cli)
+set(app_may base store rpc api cli app)
+# Outside headers, by prefix. "books/v1/", "google/" and "grpc/" (quoted) are the generated protos.
+set(no_grpc "<grpc/" "<protobuf-c/" "\"books/v1/" "\"google/" "\"grpc/" "<zlib.h>")
+set(no_db "<sqlite3.h>" "<libpq-fe.h>")
+set(base_banned ${no_grpc} ${no_db} "<openssl/" "<uuid/" "<bsd/")
+set(store_banned ${no_grpc} "<openssl/" "<uuid/")
+set(rpc_banned ${no_db})
+set(api_banned ${no_db})
+set(cli_banned ${no_db})
+set(app_banned)
+# The server loop is the rpc layer's own: services and the CLI speak rpc.h (the method table).
+set(api_denied_headers server)
+set(cli_denied_headers server)
+
+function(header_layer header out)
+  foreach(layer base store rpc api cli app)
+    if(header IN_LIST ${layer}_headers)
+      set(${out} ${layer} PARENT_SCOPE)
+      return()
+    endif()
+  endforeach()
+  set(${out} "" PARENT_SCOPE)
+endfunction()
+
+set(problems "")
+function(check_file path layer)
+  file(STRINGS "${path}" lines REGEX "^[ \t]*#[ \t]*include")
+  foreach(line ${lines})
+    string(REGEX MATCH "include[ \t]*([<\"][^>\"]*[>\"])" m "${line}")
+    set(inc "${CMAKE_MATCH_1}")
+    if(inc MATCHES "^\"books/([a-z_0-9]+)\\.h\"$")
+      set(h ${CMAKE_MATCH_1})
+      header_layer(${h} hl)
+      if(hl STREQUAL "")
+        list(APPEND problems "${path}: includes books/${h}.h, which no layer owns (add it to cmake/check_layers.cmake)")
+      elseif(NOT hl IN_LIST ${layer}_may)
+        list(APPEND problems "${path} (${layer}) includes books/${h}.h of the ${hl} layer, above it")
+      elseif(h IN_LIST ${layer}_denied_headers)
+        list(APPEND problems "${path} (${layer}) includes books/${h}.h: use rpc.h, not the server loop")
+      endif()
+    else()
+      foreach(prefix ${${layer}_banned})
+        string(FIND "${inc}" "${prefix}" at)
+        if(at EQUAL 0)
+          list(APPEND problems "${path} (${layer}) includes ${inc}, which the ${layer} layer may not use")
+        endif()
+      endforeach()
+    endif()
+  endforeach()
+  set(problems "${problems}" PARENT_SCOPE)
+endfunction()
+
+foreach(layer base store rpc api cli)
+  file(GLOB_RECURSE sources "${SOURCE_DIR}/src/${layer}/*.c" "${SOURCE_DIR}/src/${layer}/*.h")
+  foreach(f ${sources})
+    check_file("${f}" ${layer})
+  endforeach()
+endforeach()
+file(GLOB headers "${SOURCE_DIR}/include/books/*.h")
+foreach(f ${headers})
+  get_filename_component(h "${f}" NAME_WE)
+  header_layer(${h} hl)
+  if(hl STREQUAL "")
+    list(APPEND problems "${f}: a public header no layer owns (add it to cmake/check_layers.cmake)")
+  else()
+    check_file("${f}" ${hl})
+  endif()
+endforeach()
+file(GLOB app_sources "${SOURCE_DIR}/src/*.c")
+foreach(f ${app_sources})
+  check_file("${f}" app)
+endforeach()
+
+if(problems)
+  list(JOIN problems "\n  " text)
+  message(FATAL_ERROR "layering violations:\n  ${text}")
+endif()
