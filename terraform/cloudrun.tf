@@ -1,4 +1,5 @@
-# Artifact Registry repository, runtime identity, Cloud Run service and invoker IAM of books-server.
+# Artifact Registry repository, runtime identity, Cloud Run service and invoker IAM of books-server,
+# and what the service needs from the store it runs with.
 
 locals {
   # Image pushed by the README's build commands into the repository below.
@@ -7,6 +8,37 @@ locals {
 
   # Service account IDs are 6-30 characters: "<service_name>-sa", with the name cut to fit.
   service_account_id = "${substr(var.service_name, 0, 26)}-sa"
+
+  postgresql = var.store == "postgresql"
+  # Cloud SQL objects are created unless an existing instance is named.
+  create_cloudsql = local.postgresql && var.cloudsql_instance_connection_name == null
+
+  # "PROJECT:REGION:INSTANCE". Cloud Run's Cloud SQL volume, mounted at /cloudsql, puts the
+  # instance's PostgreSQL socket in /cloudsql/PROJECT:REGION:INSTANCE (as .s.PGSQL.5432, which
+  # libpq finds from host= the directory). Only the selected branch of a conditional is evaluated,
+  # so [0] is safe while the instance has count = 0.
+  cloudsql_connection_name = local.create_cloudsql ? google_sql_database_instance.books[0].connection_name : var.cloudsql_instance_connection_name
+  cloudsql_socket_dir      = "/cloudsql/${coalesce(local.cloudsql_connection_name, "none")}"
+  # roles/cloudsql.client is needed in the instance's project: all but the last two parts of the
+  # connection name (a domain-scoped project ID, "example.com:project", has a colon of its own).
+  existing_connection_parts = split(":", coalesce(var.cloudsql_instance_connection_name, "-:-:-"))
+  cloudsql_project          = local.create_cloudsql ? var.project_id : join(":", slice(local.existing_connection_parts, 0, length(local.existing_connection_parts) - 2))
+
+  # The password's secret: created in database.tf, or an existing one. Cloud Run puts the version
+  # into PGPASSWORD, which libpq reads when BOOKS_STORE has no password (it never has one).
+  password_secret         = local.create_cloudsql ? google_secret_manager_secret.db_password[0].secret_id : var.postgresql_password_secret
+  password_secret_version = local.create_cloudsql ? google_secret_manager_secret_version.db_password[0].version : var.postgresql_password_secret_version
+
+  # libpq URI over the socket: no host name, no port, no password; the store's own parameters last.
+  postgresql_uri = "postgresql:///${var.postgresql_database}?host=${local.cloudsql_socket_dir}&user=${var.postgresql_user}${join("", [for k, v in var.postgresql_store_params : "&${k}=${v}"])}"
+
+  # BOOKS_STORE of each store. sqlite: the image's WORKDIR, owned by the server's user; Cloud Run's
+  # file system is in memory, hence accept_sqlite_data_loss.
+  books_store = {
+    memory     = coalesce(var.books_store, "memory:")
+    sqlite     = coalesce(var.books_store, "sqlite:/var/lib/books/books.db")
+    postgresql = local.postgresql_uri
+  }[var.store]
 }
 
 resource "google_artifact_registry_repository" "books" {
@@ -17,14 +49,27 @@ resource "google_artifact_registry_repository" "books" {
   description   = "Container images of ${var.service_name}"
 }
 
-# Dedicated runtime identity. It gets no project roles: the memory: store needs no Google API,
-# and Cloud Run collects stdout/stderr logs without roles on the service's account. Pulling the
-# image from the same project's Artifact Registry is done by the Cloud Run service agent.
+# Dedicated runtime identity. The memory and sqlite stores need no Google API and Cloud Run
+# collects stdout/stderr logs without roles on the service's account, so it holds nothing then.
+# Pulling the image from the same project's Artifact Registry is done by the Cloud Run service
+# agent. With the postgresql store it gets roles/cloudsql.client below and, in database.tf,
+# roles/secretmanager.secretAccessor on the password's secret alone.
 resource "google_service_account" "books" {
   project      = var.project_id
   account_id   = local.service_account_id
   display_name = "${var.service_name} (Cloud Run runtime)"
-  description  = "Runtime identity of the ${var.service_name} Cloud Run service; holds no roles."
+  description  = "Runtime identity of the ${var.service_name} Cloud Run service; with the postgresql store, Cloud SQL Client and access to the database password secret only."
+}
+
+# Cloud Run's Cloud SQL connection authorizes the revision's service account: it needs
+# cloudsql.instances.connect and .get on the instance, i.e. Cloud SQL Client on its project (the
+# role cannot be granted on one instance).
+resource "google_project_iam_member" "cloudsql_client" {
+  count = local.postgresql ? 1 : 0
+
+  project = local.cloudsql_project
+  role    = "roles/cloudsql.client"
+  member  = "serviceAccount:${google_service_account.books.email}"
 }
 
 resource "google_cloud_run_v2_service" "books" {
@@ -42,6 +87,31 @@ resource "google_cloud_run_v2_service" "books" {
     scaling {
       min_instance_count = var.min_instance_count
       max_instance_count = var.max_instance_count
+    }
+
+    # postgresql: Cloud Run's built-in Cloud SQL connection (the Cloud SQL Auth Proxy, run by
+    # Cloud Run: TLS to the instance, authorized by the service account's IAM roles).
+    dynamic "volumes" {
+      for_each = local.postgresql ? [local.cloudsql_connection_name] : []
+      content {
+        name = "cloudsql"
+        cloud_sql_instance {
+          instances = [volumes.value]
+        }
+      }
+    }
+
+    # A private-IP instance is reached through Direct VPC egress; only private ranges take it,
+    # so the connection's calls to Google APIs keep their usual path.
+    dynamic "vpc_access" {
+      for_each = local.postgresql && var.cloudsql_private_network != null ? [1] : []
+      content {
+        egress = "PRIVATE_RANGES_ONLY"
+        network_interfaces {
+          network    = var.cloudsql_private_network
+          subnetwork = var.cloudsql_private_subnetwork
+        }
+      }
     }
 
     containers {
@@ -67,9 +137,24 @@ resource "google_cloud_run_v2_service" "books" {
         startup_cpu_boost = true
       }
 
+      # The store URI holds no password, whichever the store (see local.books_store).
       env {
         name  = "BOOKS_STORE"
-        value = var.books_store
+        value = local.books_store
+      }
+      # postgresql: the database password, read by Cloud Run from Secret Manager when an instance
+      # starts; it never appears in the service's configuration.
+      dynamic "env" {
+        for_each = local.postgresql ? [1] : []
+        content {
+          name = "PGPASSWORD"
+          value_source {
+            secret_key_ref {
+              secret  = local.password_secret
+              version = local.password_secret_version
+            }
+          }
+        }
       }
       env {
         name  = "BOOKS_LOG_LEVEL"
@@ -81,8 +166,20 @@ resource "google_cloud_run_v2_service" "books" {
         value = var.project_id
       }
 
+      # Mount path fixed by Cloud Run for Cloud SQL volumes; local.cloudsql_socket_dir is below it.
+      dynamic "volume_mounts" {
+        for_each = local.postgresql ? [1] : []
+        content {
+          name       = "cloudsql"
+          mount_path = "/cloudsql"
+        }
+      }
+
       # grpc.health.v1.Health/Check with the empty service name: the server's overall status,
-      # SERVING once the store is open and the port is bound. Up to 2 s x 30 = 60 s to start.
+      # SERVING once the store is open and the port is bound. Up to 2 s x 30 = 60 s to start,
+      # above the postgresql store's own 30 s of connection retries at start-up
+      # (startup_timeout_s). Not "books.v1.BooksService": that one reports whether the database is
+      # reachable, and a database outage must not make Cloud Run kill every instance.
       startup_probe {
         initial_delay_seconds = 0
         period_seconds        = 2
@@ -95,6 +192,7 @@ resource "google_cloud_run_v2_service" "books" {
       }
 
       # Restart the instance after three failed checks 15 s apart (NOT_SERVING or no answer).
+      # Also the process status (""): it stays SERVING while the database is down.
       liveness_probe {
         initial_delay_seconds = 0
         period_seconds        = 15
@@ -114,7 +212,15 @@ resource "google_cloud_run_v2_service" "books" {
   }
 
   # The default image lives in the repository above (pushed between two applies, see README.md).
-  depends_on = [google_artifact_registry_repository.books]
+  # A revision fails to deploy when its account cannot yet read the secret or reach the instance,
+  # and the server needs its database and user at start-up: all of them come first.
+  depends_on = [
+    google_artifact_registry_repository.books,
+    google_project_iam_member.cloudsql_client,
+    google_secret_manager_secret_iam_member.db_password,
+    google_sql_database.books,
+    google_sql_user.books,
+  ]
 
   lifecycle {
     precondition {
@@ -122,8 +228,25 @@ resource "google_cloud_run_v2_service" "books" {
       error_message = "min_instance_count must not be greater than max_instance_count."
     }
     precondition {
-      condition     = !startswith(var.books_store, "memory:") || var.max_instance_count == 1 || var.allow_split_memory_store
-      error_message = "With books_store = \"memory:\" every instance holds its own books, so max_instance_count must be 1. Use a shared store, or set allow_split_memory_store = true to accept split data."
+      condition     = var.store != "memory" || var.max_instance_count == 1 || var.allow_split_memory_store
+      error_message = "With store = \"memory\" every instance holds its own books, so max_instance_count must be 1. Use store = \"postgresql\" (shared), or set allow_split_memory_store = true to accept split data."
+    }
+    # Cloud Run's file system is the instance's memory: the SQLite file goes with the instance.
+    precondition {
+      condition     = var.store != "sqlite" || var.accept_sqlite_data_loss
+      error_message = "store = \"sqlite\" keeps the database file on Cloud Run's in-memory file system, so every book is lost when the instance stops. Use store = \"postgresql\" for durable books, or set accept_sqlite_data_loss = true to accept the loss."
+    }
+    precondition {
+      condition     = var.store != "sqlite" || var.max_instance_count == 1
+      error_message = "With store = \"sqlite\" every instance has its own database file, so max_instance_count must be 1."
+    }
+    precondition {
+      condition     = var.books_store == null || (var.store == "memory" && startswith(coalesce(var.books_store, "-"), "memory:")) || (var.store == "sqlite" && (startswith(coalesce(var.books_store, "-"), "sqlite:") || startswith(coalesce(var.books_store, "-"), "file:")))
+      error_message = "books_store must use the scheme of store (memory: or sqlite:/file:), and must be null with store = \"postgresql\" (the module builds that URI; see postgresql_store_params)."
+    }
+    precondition {
+      condition     = (var.cloudsql_instance_connection_name == null) == (var.postgresql_password_secret == null)
+      error_message = "cloudsql_instance_connection_name and postgresql_password_secret go together: an existing instance needs the existing secret holding its user's password, and a created instance gets a created secret."
     }
   }
 }

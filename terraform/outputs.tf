@@ -27,3 +27,18 @@ output "repository" {
   description = "Docker repository path to tag and push images to: REGION-docker.pkg.dev/PROJECT/REPOSITORY."
   value       = "${google_artifact_registry_repository.books.location}-docker.pkg.dev/${google_artifact_registry_repository.books.project}/${google_artifact_registry_repository.books.repository_id}"
 }
+
+output "books_store" {
+  description = "BOOKS_STORE the service runs with. Never holds a password (with postgresql it comes from Secret Manager in PGPASSWORD)."
+  value       = local.books_store
+}
+
+output "cloudsql_connection_name" {
+  description = "Connection name (PROJECT:REGION:INSTANCE) of the Cloud SQL instance the postgresql store uses, created or given; null with other stores. For `gcloud sql connect` or `cloud-sql-proxy`."
+  value       = local.postgresql ? local.cloudsql_connection_name : null
+}
+
+output "database_password_secret" {
+  description = "ID (projects/PROJECT/secrets/SECRET) of the Secret Manager secret holding the database user's password, when this module created it; null otherwise. Read it with `gcloud secrets versions access latest --secret=SECRET`."
+  value       = local.create_cloudsql ? google_secret_manager_secret.db_password[0].id : null
+}

@@ -1,8 +1,10 @@
 # Inputs of the books-server Cloud Run deployment. Only project_id is required.
 #
-# Rules that involve two variables (min <= max instances; one instance with a memory: store)
-# are lifecycle preconditions on google_cloud_run_v2_service.books in cloudrun.tf, because
-# validation blocks that refer to other variables need Terraform 1.9.
+# Rules that involve two variables (min <= max instances; how many instances each store allows;
+# books_store agreeing with store; an existing Cloud SQL instance needing an existing secret) are
+# lifecycle preconditions on google_cloud_run_v2_service.books in cloudrun.tf (and one on the
+# Cloud SQL instance in database.tf), because validation blocks that refer to other variables need
+# Terraform 1.9.
 
 variable "project_id" {
   description = "Google Cloud project ID to deploy into (for example \"my-project-123\")."
@@ -70,7 +72,7 @@ variable "image" {
 }
 
 variable "min_instance_count" {
-  description = "Minimum number of instances. 0 lets the service scale to zero when idle; with the memory: store that also drops every book, so set 1 to keep the data while the service is idle (billed while idle)."
+  description = "Minimum number of instances. 0 lets the service scale to zero when idle; with the memory and sqlite stores that also drops every book, so set 1 to keep the data while the service is idle (billed while idle). The postgresql store keeps the books in Cloud SQL, so 0 loses nothing."
   type        = number
   default     = 0
 
@@ -81,7 +83,7 @@ variable "min_instance_count" {
 }
 
 variable "max_instance_count" {
-  description = "Maximum number of instances. Keep 1 with the default memory: store: each instance holds its own books in its own memory, so more than one instance would split the data and answer differently depending on which instance a call reaches. Raise it only with a shared store (see allow_split_memory_store)."
+  description = "Maximum number of instances. Keep 1 with the default memory store (and with sqlite, where it is required): each instance holds its own books in its own memory, so more than one instance would split the data and answer differently depending on which instance a call reaches. Raise it only with store = \"postgresql\", where every instance shares one database (each instance holds 1 + pool connections, 3 by default: keep max_instance_count x 3 under the Cloud SQL tier's connection limit). See allow_split_memory_store for load tests."
   type        = number
   default     = 1
 
@@ -92,7 +94,13 @@ variable "max_instance_count" {
 }
 
 variable "allow_split_memory_store" {
-  description = "Set true to allow max_instance_count > 1 while books_store is memory:, accepting that every instance keeps a separate set of books (for load tests only). Default false: such a plan fails."
+  description = "Set true to allow max_instance_count > 1 while store = \"memory\", accepting that every instance keeps a separate set of books (for load tests only). Default false: such a plan fails."
+  type        = bool
+  default     = false
+}
+
+variable "accept_sqlite_data_loss" {
+  description = "Set true to allow store = \"sqlite\". Cloud Run's container file system lives in the instance's memory, so the SQLite file dies with the instance (scale to zero, new revision, restart, host maintenance): the books are durable across crashes of the process only, never across instances. Default false: store = \"sqlite\" fails the plan. Even when true, max_instance_count must be 1."
   type        = bool
   default     = false
 }
@@ -131,7 +139,7 @@ variable "cpu" {
 }
 
 variable "memory" {
-  description = "Memory limit of the container (\"512Mi\", \"1Gi\", ...). With the memory: store, every book lives in this memory."
+  description = "Memory limit of the container (\"512Mi\", \"1Gi\", ...). With the memory store every book lives in this memory, and with the sqlite store the database file does too (Cloud Run's file system is in memory)."
   type        = string
   default     = "512Mi"
 
@@ -141,15 +149,217 @@ variable "memory" {
   }
 }
 
-variable "books_store" {
-  description = "BOOKS_STORE of the server: the store URI. \"memory:\" keeps the books in the instance's memory only: they are lost when the instance stops (scale to zero, new revision, restart)."
+variable "store" {
+  description = "Which store the server uses. \"memory\" (default): the books live in one instance's memory and are lost when it stops; one instance. \"sqlite\": a SQLite file on the instance's in-memory file system; lost when the instance stops, so it needs accept_sqlite_data_loss = true and one instance. \"postgresql\": Cloud SQL for PostgreSQL through Cloud Run's Cloud SQL connection; durable and shared, so any number of instances. database.tf creates the Cloud SQL instance unless cloudsql_instance_connection_name names an existing one."
   type        = string
-  default     = "memory:"
+  default     = "memory"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9+.-]*:", var.books_store))
-    error_message = "books_store must be a store URI that starts with a scheme and a colon, such as \"memory:\"."
+    condition     = contains(["memory", "sqlite", "postgresql"], var.store)
+    error_message = "store must be one of \"memory\", \"sqlite\", \"postgresql\"."
   }
+}
+
+variable "books_store" {
+  description = "Literal BOOKS_STORE for the memory and sqlite stores, to pass store parameters (e.g. \"sqlite:/var/lib/books/books.db?synchronous=normal\"); it must use the scheme of store. Default (null): \"memory:\", or \"sqlite:/var/lib/books/books.db\". Must stay null with store = \"postgresql\": the module builds that URI itself from the Cloud SQL connection (see postgresql_store_params for the store's own parameters)."
+  type        = string
+  default     = null
+
+  validation {
+    # Not short-circuiting: regex() of null fails inside can(), which then gives false.
+    condition     = var.books_store == null || can(regex("^[a-z][a-z0-9+.-]*:", var.books_store))
+    error_message = "books_store must be null or a store URI that starts with a scheme and a colon, such as \"memory:\" or \"sqlite:/var/lib/books/books.db\"."
+  }
+  validation {
+    # BOOKS_STORE is a plain environment variable, visible to anyone who can read the service.
+    condition     = var.books_store == null || !can(regex("(?i)(://[^/?#@]*:[^/?#@]*@|[?&]password=)", var.books_store))
+    error_message = "books_store must not contain a password: BOOKS_STORE is a plain environment variable. With store = \"postgresql\" the password comes from Secret Manager in PGPASSWORD."
+  }
+}
+
+variable "postgresql_store_params" {
+  description = "The postgresql store's own URI parameters, appended to the BOOKS_STORE the module builds: pool (reader connections per instance, default 2, plus one writer), statement_timeout_ms, startup_timeout_s (default 30), cache_mb, group_commit (on/off). Example: { pool = \"4\" }."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    # An allow-list, so that no libpq keyword (host, user, password, ...) can reach the URI.
+    condition     = alltrue([for k, v in var.postgresql_store_params : contains(["pool", "statement_timeout_ms", "startup_timeout_s", "cache_mb", "group_commit"], k) && can(regex("^[A-Za-z0-9_]+$", v))])
+    error_message = "postgresql_store_params keys must be among pool, statement_timeout_ms, startup_timeout_s, cache_mb, group_commit, with values of letters, digits and '_'."
+  }
+}
+
+variable "postgresql_database" {
+  description = "Database the postgresql store uses; the module creates it on a Cloud SQL instance it creates. The server creates its own tables in it on first start."
+  type        = string
+  default     = "books"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.postgresql_database))
+    error_message = "postgresql_database must be 1 to 63 lowercase letters, digits or '_', not starting with a digit."
+  }
+}
+
+variable "postgresql_user" {
+  description = "Database user of the postgresql store (a built-in user with a password); the module creates it on a Cloud SQL instance it creates."
+  type        = string
+  default     = "books"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.postgresql_user))
+    error_message = "postgresql_user must be 1 to 63 lowercase letters, digits or '_', not starting with a digit."
+  }
+}
+
+variable "cloudsql_instance_connection_name" {
+  description = "Connection name (\"PROJECT:REGION:INSTANCE\") of an existing Cloud SQL for PostgreSQL instance to use with store = \"postgresql\", instead of creating one. Then postgresql_database and postgresql_user must already exist there, and postgresql_password_secret must name the secret holding that user's password. Default (null): database.tf creates the instance, database, user and secret."
+  type        = string
+  default     = null
+
+  validation {
+    # PROJECT may be domain-scoped ("example.com:project").
+    condition     = var.cloudsql_instance_connection_name == null || can(regex("^([a-z][-a-z0-9.]*:)?[a-z][-a-z0-9]{4,28}[a-z0-9]:[a-z]+-[a-z]+[0-9]+:[a-z]([-a-z0-9]*[a-z0-9])?$", var.cloudsql_instance_connection_name))
+    error_message = "cloudsql_instance_connection_name must be \"PROJECT:REGION:INSTANCE\", such as \"my-project:us-central1:books-pg\"."
+  }
+}
+
+variable "postgresql_password_secret" {
+  description = "With cloudsql_instance_connection_name: the existing Secret Manager secret holding postgresql_user's password, as \"SECRET\" (in project_id) or \"projects/PROJECT/secrets/SECRET\". The runtime service account is granted roles/secretmanager.secretAccessor on this secret only. Must be null when the module creates the instance (it creates the secret too)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.postgresql_password_secret == null || can(regex("^(projects/[^/]+/secrets/)?[A-Za-z0-9_-]{1,255}$", var.postgresql_password_secret))
+    error_message = "postgresql_password_secret must be a secret ID (\"books-db-password\") or \"projects/PROJECT/secrets/SECRET\"."
+  }
+}
+
+variable "postgresql_password_secret_version" {
+  description = "Version of postgresql_password_secret that Cloud Run reads into PGPASSWORD when an instance starts: \"latest\" or a version number. Only for an existing secret; a secret the module creates is pinned to the version it wrote."
+  type        = string
+  default     = "latest"
+
+  validation {
+    condition     = can(regex("^(latest|[1-9][0-9]*)$", var.postgresql_password_secret_version))
+    error_message = "postgresql_password_secret_version must be \"latest\" or a version number."
+  }
+}
+
+variable "cloudsql_instance_name" {
+  description = "Name of the Cloud SQL instance the module creates. Default (null): \"<service_name>-pg\". A deleted instance's name cannot be reused for about a week."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.cloudsql_instance_name == null || can(regex("^[a-z][-a-z0-9]{0,78}[a-z0-9]$", var.cloudsql_instance_name))
+    error_message = "cloudsql_instance_name must be 2 to 80 lowercase letters, digits or hyphens, start with a letter and not end with a hyphen."
+  }
+}
+
+variable "cloudsql_database_version" {
+  description = "PostgreSQL major version of the created Cloud SQL instance."
+  type        = string
+  default     = "POSTGRES_15"
+
+  validation {
+    condition     = can(regex("^POSTGRES_[0-9]+$", var.cloudsql_database_version))
+    error_message = "cloudsql_database_version must be a Cloud SQL PostgreSQL version such as \"POSTGRES_15\"."
+  }
+}
+
+variable "cloudsql_tier" {
+  description = "Machine type of the created Cloud SQL instance. db-f1-micro (shared vCPU, 0.6 GB, 25 connections, no SLA) is the cheapest, enough for the default single instance and tests; db-g1-small (1.7 GB, 50 connections) or db-custom-1-3840 (dedicated vCPU, SLA) for real traffic. Shared-core and db-custom tiers need cloudsql_edition = \"ENTERPRISE\"."
+  type        = string
+  default     = "db-f1-micro"
+
+  validation {
+    condition     = can(regex("^db-[a-z0-9-]+$", var.cloudsql_tier))
+    error_message = "cloudsql_tier must be a Cloud SQL tier such as \"db-f1-micro\", \"db-g1-small\" or \"db-custom-1-3840\"."
+  }
+}
+
+variable "cloudsql_edition" {
+  description = "Cloud SQL edition of the created instance. Set explicitly because PostgreSQL 16+ would otherwise default to ENTERPRISE_PLUS, which refuses the shared-core tiers."
+  type        = string
+  default     = "ENTERPRISE"
+
+  validation {
+    condition     = contains(["ENTERPRISE", "ENTERPRISE_PLUS"], var.cloudsql_edition)
+    error_message = "cloudsql_edition must be \"ENTERPRISE\" or \"ENTERPRISE_PLUS\"."
+  }
+}
+
+variable "cloudsql_availability_type" {
+  description = "\"ZONAL\" (one zone; cheapest) or \"REGIONAL\" (a standby in a second zone with automatic failover; about twice the instance cost; needs cloudsql_point_in_time_recovery)."
+  type        = string
+  default     = "ZONAL"
+
+  validation {
+    condition     = contains(["ZONAL", "REGIONAL"], var.cloudsql_availability_type)
+    error_message = "cloudsql_availability_type must be \"ZONAL\" or \"REGIONAL\"."
+  }
+}
+
+variable "cloudsql_disk_size_gb" {
+  description = "Initial SSD size of the created instance, in GB (minimum 10). Storage grows automatically when nearly full and never shrinks; later changes to this variable are ignored once the instance exists."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.cloudsql_disk_size_gb >= 10 && floor(var.cloudsql_disk_size_gb) == var.cloudsql_disk_size_gb
+    error_message = "cloudsql_disk_size_gb must be a whole number >= 10."
+  }
+}
+
+variable "cloudsql_disk_autoresize_limit_gb" {
+  description = "Largest size, in GB, that automatic storage increases may reach; 0 means no limit. A limit caps the storage bill, and once it is reached creates fail with RESOURCE_EXHAUSTED while reads go on."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.cloudsql_disk_autoresize_limit_gb >= 0 && floor(var.cloudsql_disk_autoresize_limit_gb) == var.cloudsql_disk_autoresize_limit_gb
+    error_message = "cloudsql_disk_autoresize_limit_gb must be a whole number >= 0."
+  }
+}
+
+variable "cloudsql_retained_backups" {
+  description = "Number of daily automated backups the created instance keeps (backups are always on)."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.cloudsql_retained_backups >= 1 && var.cloudsql_retained_backups <= 365 && floor(var.cloudsql_retained_backups) == var.cloudsql_retained_backups
+    error_message = "cloudsql_retained_backups must be a whole number from 1 to 365."
+  }
+}
+
+variable "cloudsql_point_in_time_recovery" {
+  description = "Keep the write-ahead log (7 days) so the created instance can be restored to any moment, not only to a daily backup. Costs the log's storage; required by REGIONAL availability."
+  type        = bool
+  default     = true
+}
+
+variable "cloudsql_private_network" {
+  description = "VPC network (\"projects/PROJECT/global/networks/NETWORK\") for private IP. Default (null): the created instance gets a public IP with no authorized networks, reachable only through the Cloud SQL Auth Proxy path (IAM-checked, TLS) that Cloud Run's Cloud SQL connection uses; no VPC needed. Set: the created instance gets a private IP in this network and no public IP (the network needs private services access first), and the service sends private-range traffic into it through Direct VPC egress; Cloud Run's socket then reaches the instance over the private IP."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.cloudsql_private_network == null || can(regex("^projects/[^/]+/global/networks/[^/]+$", var.cloudsql_private_network))
+    error_message = "cloudsql_private_network must be \"projects/PROJECT/global/networks/NETWORK\"."
+  }
+}
+
+variable "cloudsql_private_subnetwork" {
+  description = "Subnetwork (in region) the service's Direct VPC egress takes its addresses from, with cloudsql_private_network. Default (null): the subnetwork named like the network."
+  type        = string
+  default     = null
+}
+
+variable "database_deletion_protection" {
+  description = "Protect the created Cloud SQL instance (in Terraform and in the Cloud SQL API, against every client) and the password secret from deletion. Set false and apply before terraform destroy, or before switching store away from postgresql."
+  type        = bool
+  default     = true
 }
 
 variable "log_level" {

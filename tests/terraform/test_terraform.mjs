@@ -127,6 +127,413 @@ function container(config) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A small evaluator for the part of Terraform's expression language the module uses in locals,
+// preconditions, validations, counts and for_each: literals, templates, var./local. references,
+// operators, conditionals, tuples, objects, indexing, for expressions and a few functions. It lets
+// the checks ask what a rule decides for given variables (e.g. "postgresql with 10 instances")
+// instead of matching the rule's text. A reference to a resource or data source evaluates to an
+// Unknown standing for its value at apply time ("<google_sql_database_instance.books[0].name>" in
+// a string); a rule that needs one to decide fails loudly. Like HCL, && and || evaluate both sides,
+// and a conditional evaluates only the branch it selects.
+
+class Unknown {
+  constructor(path) { this.path = path; }
+  toString() { return `<${this.path}>`; }
+}
+
+class EvalError extends Error {}
+
+function lex(src) {
+  const tokens = [];
+  let i = 0;
+  const punct = ["==", "!=", "<=", ">=", "&&", "||", "=>", "...", "(", ")", "[", "]", "{", "}", ",", ".", "?", ":", "=", "<", ">", "!", "+", "-", "*", "/", "%"];
+  while (i < src.length) {
+    const c = src[i];
+    if (/\s/.test(c)) { i++; continue; }
+    if (c === '"') {
+      const end = scanTemplateEnd(src, i + 1);
+      tokens.push({ t: "str", v: parseTemplate(src.slice(i + 1, end)) });
+      i = end + 1;
+      continue;
+    }
+    let m = /^[0-9]+(\.[0-9]+)?/.exec(src.slice(i));
+    if (m) { tokens.push({ t: "num", v: Number(m[0]) }); i += m[0].length; continue; }
+    m = /^[A-Za-z_][A-Za-z0-9_-]*/.exec(src.slice(i));
+    if (m) { tokens.push({ t: "id", v: m[0] }); i += m[0].length; continue; }
+    const p = punct.find((q) => src.startsWith(q, i));
+    if (!p) throw new EvalError(`cannot read ${JSON.stringify(src.slice(i, i + 20))}`);
+    tokens.push({ t: p });
+    i += p.length;
+  }
+  tokens.push({ t: "eof" });
+  return tokens;
+}
+
+// Index of the quote that closes a string whose body starts at i (interpolations may nest strings).
+function scanTemplateEnd(src, i) {
+  for (; i < src.length; i++) {
+    if (src[i] === "\\") { i++; continue; }
+    if (src[i] === '"') return i;
+    if (src.startsWith("${", i)) i = scanInterpolationEnd(src, i + 2);
+  }
+  throw new EvalError("unterminated string");
+}
+
+// Index of the } that closes an interpolation whose expression starts at i.
+function scanInterpolationEnd(src, i) {
+  let depth = 0;
+  for (; i < src.length; i++) {
+    const c = src[i];
+    if (c === '"') i = scanTemplateEnd(src, i + 1);
+    else if (c === "{") depth++;
+    else if (c === "}") { if (depth === 0) return i; depth--; }
+  }
+  throw new EvalError("unterminated interpolation");
+}
+
+// A template body: literal text and ${...} parts, each part parsed as an expression.
+function parseTemplate(body) {
+  const parts = [];
+  let lit = "";
+  for (let i = 0; i < body.length; i++) {
+    if (body[i] === "\\" && i + 1 < body.length) {
+      const e = body[++i];
+      lit += { n: "\n", t: "\t", '"': '"', "\\": "\\" }[e] ?? "\\" + e;
+    } else if (body.startsWith("$${", i)) {
+      lit += "${";
+      i += 2;
+    } else if (body.startsWith("${", i)) {
+      const end = scanInterpolationEnd(body, i + 2);
+      if (lit) parts.push(lit);
+      lit = "";
+      parts.push(parseExpression(body.slice(i + 2, end)));
+      i = end;
+    } else {
+      lit += body[i];
+    }
+  }
+  if (lit || parts.length === 0) parts.push(lit);
+  return { k: "template", parts };
+}
+
+function parseExpression(src) {
+  const tokens = lex(src);
+  let pos = 0;
+  const peek = (o = 0) => tokens[pos + o];
+  const next = () => tokens[pos++];
+  const expect = (t) => {
+    const tok = next();
+    if (tok.t !== t) throw new EvalError(`expected ${t}, found ${tok.t} ${tok.v ?? ""} in ${src}`);
+    return tok;
+  };
+  const accept = (t) => (peek().t === t ? next() : null);
+  const binary = [["||"], ["&&"], ["==", "!="], ["<", ">", "<=", ">="], ["+", "-"], ["*", "/", "%"]];
+
+  function expr() {
+    const cond = bin(0);
+    if (!accept("?")) return cond;
+    const yes = expr();
+    expect(":");
+    return { k: "cond", cond, yes, no: expr() };
+  }
+  function bin(level) {
+    if (level === binary.length) return unary();
+    let left = bin(level + 1);
+    while (binary[level].includes(peek().t)) {
+      const op = next().t;
+      left = { k: "bin", op, left, right: bin(level + 1) };
+    }
+    return left;
+  }
+  function unary() {
+    if (accept("!")) return { k: "not", e: unary() };
+    if (accept("-")) return { k: "neg", e: unary() };
+    return postfix(primary());
+  }
+  function postfix(e) {
+    for (;;) {
+      if (peek().t === "." && peek(1).t === "id") { next(); e = { k: "attr", e, name: next().v }; }
+      else if (peek().t === "." && peek(1).t === "num") { next(); e = { k: "index", e, i: { k: "lit", v: next().v } }; }
+      else if (peek().t === "[" ) { next(); const i = expr(); expect("]"); e = { k: "index", e, i }; }
+      else return e;
+    }
+  }
+  function forExpr(close) {
+    // after "for": [k,] v in coll : [key =>] value [if cond]
+    const a = expect("id").v;
+    const b = accept(",") ? expect("id").v : null;
+    expect("id"); // "in"
+    const coll = expr();
+    expect(":");
+    let key = null;
+    let value = expr();
+    if (accept("=>")) { key = value; value = expr(); }
+    let cond = null;
+    if (peek().t === "id" && peek().v === "if") { next(); cond = expr(); }
+    expect(close);
+    return { k: "for", kVar: b ? a : null, vVar: b ?? a, coll, key, value, cond, object: close === "}" };
+  }
+  function primary() {
+    const tok = next();
+    switch (tok.t) {
+      case "num": return { k: "lit", v: tok.v };
+      case "str": return tok.v;
+      case "(": { const e = expr(); expect(")"); return e; }
+      case "[": {
+        if (peek().t === "id" && peek().v === "for") { next(); return forExpr("]"); }
+        const items = [];
+        while (!accept("]")) { items.push(expr()); accept(","); }
+        return { k: "tuple", items };
+      }
+      case "{": {
+        if (peek().t === "id" && peek().v === "for") { next(); return forExpr("}"); }
+        const items = [];
+        while (!accept("}")) {
+          const keyTok = next();
+          const key = keyTok.t === "id" ? keyTok.v : keyTok.t === "str" ? evalNode(keyTok.v, {}) : null;
+          if (key === null) throw new EvalError(`bad object key in ${src}`);
+          if (!accept("=")) expect(":");
+          items.push([key, expr()]);
+          accept(",");
+        }
+        return { k: "object", items };
+      }
+      case "id": {
+        if (tok.v === "true" || tok.v === "false") return { k: "lit", v: tok.v === "true" };
+        if (tok.v === "null") return { k: "lit", v: null };
+        if (accept("(")) {
+          const args = [];
+          while (!accept(")")) { args.push(expr()); accept(","); }
+          return { k: "call", name: tok.v, args };
+        }
+        return { k: "ref", name: tok.v };
+      }
+      default:
+        throw new EvalError(`unexpected ${tok.t} in ${src}`);
+    }
+  }
+  const e = expr();
+  if (peek().t !== "eof") throw new EvalError(`unexpected ${peek().t} ${peek().v ?? ""} after expression in ${src}`);
+  return e;
+}
+
+const isUnknown = (v) => v instanceof Unknown;
+
+function known(v, what) {
+  if (isUnknown(v)) throw new EvalError(`${what} depends on ${v.path}, known only at apply time`);
+  return v;
+}
+
+function equal(a, b) {
+  if (isUnknown(a) || isUnknown(b)) throw new EvalError(`comparison with ${isUnknown(a) ? a.path : b.path}`);
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+function str(v) {
+  if (isUnknown(v)) return v.toString();
+  if (v === null) throw new EvalError("null in a string template");
+  if (typeof v === "object") throw new EvalError(`cannot put ${JSON.stringify(v)} in a string`);
+  return String(v);
+}
+
+// RE2's (?i) prefix becomes JavaScript's "i" flag; regex() fails when nothing matches, like Terraform's.
+function tfRegex(pattern, s) {
+  let flags = "";
+  if (pattern.startsWith("(?i)")) { flags = "i"; pattern = pattern.slice(4); }
+  const m = new RegExp(pattern, flags).exec(known(s, "regex"));
+  if (!m) throw new EvalError(`regex ${pattern} does not match ${s}`);
+  return m[0];
+}
+
+const functions = {
+  coalesce: (...a) => { const v = a.find((x) => x !== null && x !== ""); if (v === undefined) throw new EvalError("coalesce: no non-null argument"); return v; },
+  startswith: (s, p) => known(s, "startswith").startsWith(known(p, "startswith")),
+  endswith: (s, p) => known(s, "endswith").endsWith(known(p, "endswith")),
+  contains: (list, v) => known(list, "contains").some((x) => equal(x, v)),
+  alltrue: (list) => list.every((x) => known(x, "alltrue") === true),
+  anytrue: (list) => list.some((x) => known(x, "anytrue") === true),
+  length: (v) => (typeof v === "string" ? v.length : Array.isArray(v) ? v.length : Object.keys(known(v, "length")).length),
+  join: (sep, list) => list.map(str).join(sep),
+  split: (sep, s) => known(s, "split").split(sep),
+  slice: (list, a, b) => known(list, "slice").slice(a, b),
+  substr: (s, off, len) => known(s, "substr").substr(off, len < 0 ? undefined : len),
+  trimprefix: (s, p) => (known(s, "trimprefix").startsWith(p) ? s.slice(p.length) : s),
+  tostring: (v) => (v === null ? null : str(v)),
+  tonumber: (v) => { if (v === null) return null; const n = Number(known(v, "tonumber")); if (v === "" || Number.isNaN(n)) throw new EvalError(`tonumber(${v})`); return n; },
+  trimsuffix: (s, x) => (known(s, "trimsuffix").endsWith(x) ? s.slice(0, s.length - x.length) : s),
+  floor: (n) => Math.floor(known(n, "floor")),
+  regex: tfRegex,
+};
+
+function evalNode(n, scope) {
+  switch (n.k) {
+    case "lit": return n.v;
+    case "template": {
+      if (n.parts.length === 1 && typeof n.parts[0] !== "string") return evalNode(n.parts[0], scope);
+      const out = n.parts.map((p) => (typeof p === "string" ? p : str(evalNode(p, scope)))).join("");
+      return out;
+    }
+    case "tuple": return n.items.map((e) => evalNode(e, scope));
+    case "object": return Object.fromEntries(n.items.map(([k, e]) => [k, evalNode(e, scope)]));
+    case "not": return !known(evalNode(n.e, scope), "!");
+    case "neg": return -known(evalNode(n.e, scope), "-");
+    case "cond": {
+      const c = known(evalNode(n.cond, scope), "a condition");
+      if (typeof c !== "boolean") throw new EvalError(`condition is ${JSON.stringify(c)}, not a bool`);
+      return evalNode(c ? n.yes : n.no, scope);
+    }
+    case "bin": {
+      const a = evalNode(n.left, scope);
+      const b = evalNode(n.right, scope);
+      switch (n.op) {
+        case "==": return equal(a, b);
+        case "!=": return !equal(a, b);
+        case "||": case "&&": {
+          for (const v of [a, b]) {
+            if (typeof known(v, n.op) !== "boolean") throw new EvalError(`${n.op} of ${JSON.stringify(v)}`);
+          }
+          return n.op === "||" ? a || b : a && b;
+        }
+      }
+      const x = known(a, n.op);
+      const y = known(b, n.op);
+      return { "<": x < y, ">": x > y, "<=": x <= y, ">=": x >= y, "+": x + y, "-": x - y, "*": x * y, "/": x / y, "%": x % y }[n.op];
+    }
+    case "call": {
+      if (n.name === "can") {
+        try {
+          const v = evalNode(n.args[0], scope);
+          return !isUnknown(v);
+        } catch (e) {
+          if (e instanceof EvalError) return false;
+          throw e;
+        }
+      }
+      if (n.name === "try") {
+        for (const a of n.args) {
+          try {
+            return evalNode(a, scope);
+          } catch (e) {
+            if (!(e instanceof EvalError)) throw e;
+          }
+        }
+        throw new EvalError("try: no argument could be evaluated");
+      }
+      const f = functions[n.name];
+      if (!f) throw new EvalError(`function ${n.name}() is not supported by this evaluator`);
+      return f(...n.args.map((a) => evalNode(a, scope)));
+    }
+    case "for": {
+      const coll = known(evalNode(n.coll, scope), "for");
+      const entries = Array.isArray(coll) ? coll.map((v, i) => [i, v]) : Object.keys(coll).sort().map((k) => [k, coll[k]]);
+      const out = n.object ? {} : [];
+      for (const [k, v] of entries) {
+        const inner = { ...scope, [n.vVar]: v, ...(n.kVar ? { [n.kVar]: k } : {}) };
+        if (n.cond && !known(evalNode(n.cond, inner), "for if")) continue;
+        const value = evalNode(n.value, inner);
+        if (n.object) out[str(evalNode(n.key, inner))] = value;
+        else out.push(value);
+      }
+      return out;
+    }
+    case "ref": {
+      if (n.name in scope) return scope[n.name];
+      return new Unknown(n.name);
+    }
+    case "attr": case "index": {
+      const base = evalNode(n.e, scope);
+      const key = n.k === "attr" ? n.name : known(evalNode(n.i, scope), "an index");
+      if (isUnknown(base)) return new Unknown(n.k === "attr" ? `${base.path}.${key}` : `${base.path}[${key}]`);
+      if (base === null || typeof base !== "object" || !(key in base)) {
+        throw new EvalError(`no ${JSON.stringify(key)} in ${JSON.stringify(base)}`);
+      }
+      return base[key];
+    }
+  }
+  throw new EvalError(`cannot evaluate ${n.k}`);
+}
+
+// The variables a plan would see: every default, project_id set, then the scenario's own values.
+function scenario(config, values = {}) {
+  const vars = { project_id: "my-project" };
+  for (const [name, blocks] of Object.entries(config.variable ?? {})) {
+    if ("default" in blocks[0]) vars[name] = blocks[0].default;
+  }
+  for (const name of Object.keys(values)) {
+    assert.ok(name in (config.variable ?? {}), `scenario sets undeclared variable ${name}`);
+  }
+  return { ...vars, ...values };
+}
+
+// Evaluates an attribute as hcl2json gives it (a template string, or a JSON literal) under vars.
+// local.X is evaluated on demand from the merged locals.
+function evaluate(config, value, vars) {
+  const l = locals(config);
+  const cache = new Map();
+  const localScope = new Proxy({}, {
+    has: (_, k) => k in l,
+    get: (_, k) => {
+      if (!(k in l)) throw new EvalError(`local.${String(k)} is not defined`);
+      if (!cache.has(k)) cache.set(k, evalValue(l[k]));
+      return cache.get(k);
+    },
+  });
+  const scope = { var: vars, local: localScope };
+  function evalValue(v) {
+    if (typeof v === "string") return evalNode(parseTemplate(v), scope);
+    if (Array.isArray(v)) return v.map(evalValue);
+    if (isObject(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, evalValue(x)]));
+    return v;
+  }
+  return evalValue(value);
+}
+
+// The error messages of the failing preconditions of a lifecycle block, for vars.
+function failingPreconditions(config, body, vars) {
+  const lifecycle = body.lifecycle?.[0] ?? {};
+  return (lifecycle.precondition ?? [])
+    .filter((p) => evaluate(config, p.condition, vars) !== true)
+    .map((p) => p.error_message);
+}
+
+// The error messages of the failing validations of variable `name` for value v.
+function failingValidations(config, name, v) {
+  const vars = scenario(config, { [name]: v });
+  return (variable(config, name).validation ?? [])
+    .filter((rule) => evaluate(config, rule.condition, vars) !== true)
+    .map((rule) => rule.error_message);
+}
+
+// How many instances of a resource (count) a plan would have: 1 without count.
+function countOf(config, body, vars) {
+  return "count" in body ? evaluate(config, body.count, vars) : 1;
+}
+
+// The dynamic blocks of a kind in a block body, with how many blocks each makes for vars.
+function dynamicBlocks(block, kind) {
+  return block.dynamic?.[kind] ?? [];
+}
+
+function dynamicCount(config, dyn, vars) {
+  const coll = evaluate(config, dyn.for_each, vars);
+  return Array.isArray(coll) ? coll.length : Object.keys(coll).length;
+}
+
+// Scenarios of the store rules, reused by several checks.
+const EXISTING_CONNECTION = "other-project:us-central1:books-pg";
+const SCENARIOS = {
+  memory: {},
+  sqlite: { store: "sqlite", accept_sqlite_data_loss: true },
+  postgresqlCreated: { store: "postgresql", max_instance_count: 10 },
+  postgresqlExisting: {
+    store: "postgresql",
+    max_instance_count: 10,
+    cloudsql_instance_connection_name: EXISTING_CONNECTION,
+    postgresql_password_secret: "projects/other-project/secrets/books-db-password",
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
 // The checks. Each takes the merged configuration and throws when the rule is broken.
 
 const checks = {
@@ -139,9 +546,36 @@ const checks = {
     assert.ok(isObject(google), "required_providers.google must be an object with source and version");
     assert.equal(google.source, "hashicorp/google");
     assert.match(google.version ?? "", /~>\s*\d+\.\d+|<\s*\d+/, `required_providers.google.version must have an upper bound (~> or <), got ${google.version}`);
+    const random = one(tf.required_providers, "terraform.required_providers").random;
+    assert.ok(isObject(random), "required_providers.random must be an object with source and version (random_password)");
+    assert.equal(random.source, "hashicorp/random");
+    assert.match(random.version ?? "", /~>\s*\d+\.\d+|<\s*\d+/, `required_providers.random.version must have an upper bound, got ${random.version}`);
     const provider = one(config.provider?.google, 'provider "google"');
     assert.equal(provider.project, ref("var.project_id"), "provider project must be var.project_id");
     assert.equal(provider.region, ref("var.region"), "provider region must be var.region");
+  },
+
+  "every variable's default passes its own validations, and the store inputs check their form"(config) {
+    for (const [name, blocks] of Object.entries(config.variable ?? {})) {
+      const v = blocks[0];
+      assert.ok(typeof v.description === "string" && v.description.length > 20, `variable ${name} needs a description`);
+      if (!("default" in v)) continue;
+      assert.deepEqual(failingValidations(config, name, v.default), [], `the default of ${name} fails its own validation`);
+    }
+    const samples = {
+      cloudsql_instance_connection_name: [["my-project:us-central1:books-pg", "example.com:books-prod:europe-west1:pg"], ["my-project/us-central1/pg", "books-pg", "my-project:us-central1:"]],
+      postgresql_password_secret: [["books-db-password", "projects/other-project/secrets/books-db-password"], ["projects/p/secrets/s/versions/1", "a b"]],
+      postgresql_password_secret_version: [["latest", "3"], ["0", "v1"]],
+      postgresql_database: [["books", "books_2"], ["Books", "books-db", ""]],
+      cloudsql_tier: [["db-f1-micro", "db-custom-1-3840"], ["f1-micro"]],
+      cloudsql_availability_type: [["REGIONAL"], ["MULTI_REGIONAL"]],
+      cloudsql_disk_size_gb: [[10, 100], [9, 10.5]],
+      cloudsql_private_network: [["projects/my-project/global/networks/default"], ["default"]],
+    };
+    for (const [name, [good, bad]] of Object.entries(samples)) {
+      for (const g of good) assert.deepEqual(failingValidations(config, name, g), [], `${name} = ${JSON.stringify(g)} must be accepted`);
+      for (const b of bad) assert.ok(failingValidations(config, name, b).length > 0, `${name} = ${JSON.stringify(b)} must be refused`);
+    }
   },
 
   "project_id is required and region defaults to us-central1"(config) {
@@ -166,16 +600,241 @@ const checks = {
   },
 
   "no env var named PORT, and the server's env is wired to variables"(config) {
-    const env = container(config).env ?? [];
-    const names = env.map((e) => e.name);
+    const c = container(config);
+    const env = c.env ?? [];
+    const dynamicNames = dynamicBlocks(c, "env").map((d) => one(d.content, "dynamic env content").name);
+    const names = [...env.map((e) => e.name), ...dynamicNames];
     assert.ok(!names.some((n) => String(n).toUpperCase() === "PORT"), "env must not set PORT: Cloud Run injects it");
     assert.equal(new Set(names).size, names.length, `env names must be unique: ${names}`);
     const value = (n) => env.find((e) => e.name === n)?.value;
-    assert.equal(value("BOOKS_STORE"), ref("var.books_store"));
+    assert.equal(value("BOOKS_STORE"), ref("local.books_store"), "BOOKS_STORE must be local.books_store (chosen by var.store)");
     assert.equal(value("BOOKS_LOG_LEVEL"), ref("var.log_level"));
     assert.equal(value("GOOGLE_CLOUD_PROJECT"), ref("var.project_id"));
-    assert.equal(variable(config, "books_store").default, "memory:");
     assert.equal(variable(config, "log_level").default, "info");
+  },
+
+  "store chooses BOOKS_STORE, and memory: stays the default"(config) {
+    assert.equal(variable(config, "store").default, "memory");
+    for (const ok of ["memory", "sqlite", "postgresql"]) {
+      assert.deepEqual(failingValidations(config, "store", ok), [], `store = "${ok}" must be accepted`);
+    }
+    assert.ok(failingValidations(config, "store", "redis").length > 0, 'store = "redis" must be refused');
+    assert.equal(variable(config, "books_store").default, null, "books_store must default to null (derived from store)");
+    const books = (values) => evaluate(config, ref("local.books_store"), scenario(config, values));
+    assert.equal(books({}), "memory:", "the default deployment must run BOOKS_STORE=memory:");
+    assert.equal(books({ books_store: "memory:" }), "memory:");
+    assert.equal(books(SCENARIOS.sqlite), "sqlite:/var/lib/books/books.db", "sqlite must default to the image's WORKDIR");
+    assert.equal(books({ ...SCENARIOS.sqlite, books_store: "sqlite:/var/lib/books/b.db?synchronous=normal" }), "sqlite:/var/lib/books/b.db?synchronous=normal");
+    assert.match(books(SCENARIOS.postgresqlExisting), /^postgresql:\/\/\//, "postgresql must run a postgresql:// URI");
+  },
+
+  "the postgresql store connects through Cloud Run's Cloud SQL volume at /cloudsql"(config) {
+    const t = template(config);
+    const c = container(config);
+    for (const [kind, block] of [["volumes", t], ["volume_mounts", c]]) {
+      assert.ok(!(block[kind] ?? []).some((v) => JSON.stringify(v).includes("cloud")), `a static ${kind} block must not mount Cloud SQL for every store`);
+    }
+    const volumes = dynamicBlocks(t, "volumes").filter((d) => one(d.content, "volumes content").cloud_sql_instance);
+    assert.equal(volumes.length, 1, "one dynamic volumes block with cloud_sql_instance is expected");
+    const volume = one(volumes[0].content, "volumes content");
+    const instances = one(volume.cloud_sql_instance, "cloud_sql_instance").instances;
+    assert.deepEqual(instances, [ref("volumes.value")], "cloud_sql_instance.instances must be [volumes.value]");
+    const mounts = dynamicBlocks(c, "volume_mounts").map((d) => ({ d, m: one(d.content, "volume_mounts content") }));
+    const mount = mounts.find(({ m }) => m.name === volume.name);
+    assert.ok(mount, `a dynamic volume_mounts block must mount volume ${volume.name}`);
+    assert.equal(mount.m.mount_path, "/cloudsql", "Cloud Run requires Cloud SQL volumes at /cloudsql");
+
+    for (const [name, values] of Object.entries(SCENARIOS)) {
+      const vars = scenario(config, values);
+      const pg = values.store === "postgresql";
+      assert.equal(dynamicCount(config, volumes[0], vars), pg ? 1 : 0, `${name}: the Cloud SQL volume must exist exactly with the postgresql store`);
+      assert.equal(dynamicCount(config, mount.d, vars), pg ? 1 : 0, `${name}: the /cloudsql mount must exist exactly with the postgresql store`);
+    }
+    const vars = scenario(config, SCENARIOS.postgresqlExisting);
+    assert.deepEqual(evaluate(config, volumes[0].for_each, vars), [EXISTING_CONNECTION], "the volume must mount the given instance");
+
+    // BOOKS_STORE: the socket directory Cloud Run makes for that instance, the database, the user.
+    const uri = new URL(evaluate(config, ref("local.books_store"), vars));
+    assert.equal(uri.protocol, "postgresql:");
+    assert.equal(uri.host, "", "no host name: libpq must take host= (the socket directory)");
+    assert.equal(uri.pathname, "/books");
+    assert.equal(uri.searchParams.get("host"), `/cloudsql/${EXISTING_CONNECTION}`);
+    assert.equal(uri.searchParams.get("user"), "books");
+    const created = new URL(evaluate(config, ref("local.books_store"), scenario(config, SCENARIOS.postgresqlCreated)));
+    assert.match(created.searchParams.get("host"), /^\/cloudsql\/<google_sql_database_instance\.[A-Za-z0-9_-]+\[0\]\.connection_name>$/, "a created instance must be mounted by its connection_name");
+    const tuned = new URL(evaluate(config, ref("local.books_store"), scenario(config, { ...SCENARIOS.postgresqlExisting, postgresql_store_params: { pool: "4" } })));
+    assert.equal(tuned.searchParams.get("pool"), "4", "postgresql_store_params must reach the URI");
+  },
+
+  "the database password reaches the server only from Secret Manager"(config) {
+    const c = container(config);
+    for (const e of c.env ?? []) {
+      assert.ok(!/PASS|SECRET|TOKEN|KEY/i.test(e.name), `env ${e.name} looks like a credential in plain text`);
+    }
+    const pg = dynamicBlocks(c, "env").filter((d) => one(d.content, "env content").name === "PGPASSWORD");
+    assert.equal(pg.length, 1, "one dynamic env block must set PGPASSWORD");
+    const content = one(pg[0].content, "PGPASSWORD content");
+    assert.ok(!("value" in content), "PGPASSWORD must not have a literal value");
+    const keyRef = one(one(content.value_source, "PGPASSWORD value_source").secret_key_ref, "secret_key_ref");
+    for (const [name, values] of Object.entries(SCENARIOS)) {
+      assert.equal(dynamicCount(config, pg[0], scenario(config, values)), values.store === "postgresql" ? 1 : 0, `${name}: PGPASSWORD exactly with the postgresql store`);
+    }
+    const existing = scenario(config, SCENARIOS.postgresqlExisting);
+    assert.equal(evaluate(config, keyRef.secret, existing), SCENARIOS.postgresqlExisting.postgresql_password_secret);
+    assert.equal(evaluate(config, keyRef.version, existing), "latest");
+    const created = scenario(config, SCENARIOS.postgresqlCreated);
+    assert.match(String(evaluate(config, keyRef.secret, created)), /^<google_secret_manager_secret\.[A-Za-z0-9_-]+\[0\]\.secret_id>$/);
+    assert.match(String(evaluate(config, keyRef.version, created)), /^<google_secret_manager_secret_version\.[A-Za-z0-9_-]+\[0\]\.version>$/, "a created secret must be pinned to the version written");
+
+    // No password in BOOKS_STORE, whatever the store.
+    for (const [name, values] of Object.entries(SCENARIOS)) {
+      const store = String(evaluate(config, ref("local.books_store"), scenario(config, values)));
+      assert.ok(!/password|random_password|secret/i.test(store), `${name}: BOOKS_STORE must hold no password: ${store}`);
+      assert.ok(!/:\/\/[^/?#@]*:[^/?#@]*@/.test(store), `${name}: BOOKS_STORE must have no user:password@: ${store}`);
+    }
+    for (const bad of ["postgresql://books:hunter2@db/books", "postgresql:///books?host=/x&password=hunter2", "sqlite:/x?PASSWORD=y"]) {
+      assert.ok(failingValidations(config, "books_store", bad).length > 0, `books_store = ${bad} must be refused`);
+    }
+    for (const good of [null, "memory:", "sqlite:/var/lib/books/books.db?synchronous=normal"]) {
+      assert.deepEqual(failingValidations(config, "books_store", good), [], `books_store = ${good} must be accepted`);
+    }
+    for (const bad of [{ password: "x" }, { host: "evil" }, { user: "postgres" }, { pool: "4&password=x" }]) {
+      assert.ok(failingValidations(config, "postgresql_store_params", bad).length > 0, `postgresql_store_params = ${JSON.stringify(bad)} must be refused`);
+    }
+    assert.deepEqual(failingValidations(config, "postgresql_store_params", { pool: "4", group_commit: "off" }), []);
+
+    // The generated password goes to the database user and the secret version, nowhere else.
+    const uses = [];
+    const walk = (v, path) => {
+      if (typeof v === "string" && /random_password\./.test(v)) uses.push(path);
+      else if (Array.isArray(v)) v.forEach((x, i) => walk(x, `${path}[${i}]`));
+      else if (isObject(v)) for (const [k, x] of Object.entries(v)) walk(x, `${path}.${k}`);
+    };
+    walk({ resource: config.resource, output: config.output, locals: config.locals }, "");
+    const allowed = [/^\.resource\.google_sql_user\.[^.]+\[0\]\.password$/, /^\.resource\.google_secret_manager_secret_version\.[^.]+\[0\]\.secret_data$/];
+    for (const u of uses) assert.ok(allowed.some((re) => re.test(u)), `random_password used at ${u}: only the SQL user and the secret version may see it`);
+    assert.equal(uses.length, 2, `random_password must feed exactly the SQL user's password and the secret version, found ${uses}`);
+    assert.ok(!/secret_data/.test(JSON.stringify(config.output ?? {})), "no output may expose secret_data");
+  },
+
+  "the runtime account gets Cloud SQL Client and access to the password secret, nothing more"(config) {
+    for (const type of Object.keys(config.resource ?? {})) {
+      assert.ok(!/_iam_(binding|policy)$/.test(type), `${type} is authoritative: grant with *_iam_member only`);
+    }
+    const sa = /^\$\{google_service_account\.([A-Za-z0-9_-]+)\.email\}$/.exec(template(config).service_account ?? "")?.[1];
+    assert.ok(sa, "template.service_account must be a google_service_account's email");
+    const member = `serviceAccount:${ref(`google_service_account.${sa}.email`)}`;
+    const expectMember = (m) => assert.ok(m === member || m === ref(`google_service_account.${sa}.member`), `member must be the runtime account, got ${m}`);
+
+    const project = resources(config, "google_project_iam_member");
+    assert.equal(project.length, 1, "exactly one google_project_iam_member (roles/cloudsql.client) is expected");
+    assert.equal(project[0].body.role, "roles/cloudsql.client");
+    expectMember(project[0].body.member);
+    const secretIam = resources(config, "google_secret_manager_secret_iam_member");
+    assert.equal(secretIam.length, 1, "exactly one google_secret_manager_secret_iam_member is expected");
+    assert.equal(secretIam[0].body.role, "roles/secretmanager.secretAccessor");
+    expectMember(secretIam[0].body.member);
+
+    for (const [name, values] of Object.entries(SCENARIOS)) {
+      const vars = scenario(config, values);
+      const n = values.store === "postgresql" ? 1 : 0;
+      assert.equal(countOf(config, project[0].body, vars), n, `${name}: roles/cloudsql.client exactly with the postgresql store`);
+      assert.equal(countOf(config, secretIam[0].body, vars), n, `${name}: the secret grant exactly with the postgresql store`);
+    }
+    // The role goes to the instance's project; the grant to the one secret.
+    assert.equal(evaluate(config, project[0].body.project, scenario(config, SCENARIOS.postgresqlCreated)), "my-project");
+    assert.equal(evaluate(config, project[0].body.project, scenario(config, SCENARIOS.postgresqlExisting)), "other-project");
+    assert.equal(evaluate(config, project[0].body.project, scenario(config, { ...SCENARIOS.postgresqlExisting, cloudsql_instance_connection_name: "example.com:books-prod:europe-west1:pg" })), "example.com:books-prod");
+    assert.equal(evaluate(config, secretIam[0].body.secret_id, scenario(config, SCENARIOS.postgresqlExisting)), SCENARIOS.postgresqlExisting.postgresql_password_secret);
+    assert.match(String(evaluate(config, secretIam[0].body.secret_id, scenario(config, SCENARIOS.postgresqlCreated))), /^<google_secret_manager_secret\.[A-Za-z0-9_-]+\[0\]\.id>$/);
+
+    // The revision must not be deployed before its account can read the secret and reach Cloud SQL.
+    const deps = service(config).body.depends_on ?? [];
+    for (const r of [`google_project_iam_member.${project[0].name}`, `google_secret_manager_secret_iam_member.${secretIam[0].name}`]) {
+      assert.ok(deps.includes(ref(r)), `the service must depend_on ${r}`);
+    }
+  },
+
+  "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed"(config) {
+    const instances = resources(config, "google_sql_database_instance");
+    assert.equal(instances.length, 1, "one google_sql_database_instance is expected");
+    const inst = instances[0].body;
+    const counts = Object.fromEntries(Object.entries(SCENARIOS).map(([k, v]) => [k, countOf(config, inst, scenario(config, v))]));
+    assert.deepEqual(counts, { memory: 0, sqlite: 0, postgresqlCreated: 1, postgresqlExisting: 0 }, "the instance must be created only for postgresql without an existing instance");
+    assert.equal(resolveDefault(config, inst.database_version), "POSTGRES_15");
+    assert.equal(inst.region, ref("var.region"), "the instance must be in the service's region");
+    assert.equal(resolveDefault(config, inst.deletion_protection), true, "Terraform deletion protection must default to true");
+    const settings = one(inst.settings, "settings");
+    assert.equal(resolveDefault(config, settings.deletion_protection_enabled), true, "API deletion protection must default to true");
+    assert.equal(resolveDefault(config, settings.tier), "db-f1-micro");
+    assert.equal(resolveDefault(config, settings.edition), "ENTERPRISE", "shared-core tiers need the ENTERPRISE edition");
+    assert.equal(resolveDefault(config, settings.availability_type), "ZONAL");
+    assert.ok(resolveDefault(config, settings.disk_size) >= 10, "disk_size must default to at least 10 GB");
+    const backups = one(settings.backup_configuration, "settings.backup_configuration");
+    assert.equal(backups.enabled, true, "backups must be enabled, not a variable");
+    const ip = one(settings.ip_configuration, "settings.ip_configuration");
+    assert.equal(ip.authorized_networks, undefined, "no authorized networks: only the Cloud SQL Auth Proxy path may connect");
+    assert.equal(ip.server_ca_mode, "GOOGLE_MANAGED_INTERNAL_CA", "Cloud Run's Cloud SQL connection needs the per-instance CA");
+    assert.equal(ip.ssl_mode, "ENCRYPTED_ONLY");
+    const pg = scenario(config, SCENARIOS.postgresqlCreated);
+    assert.equal(evaluate(config, ip.ipv4_enabled, pg), true, "public IP by default (no VPC needed)");
+    const priv = scenario(config, { ...SCENARIOS.postgresqlCreated, cloudsql_private_network: "projects/my-project/global/networks/default" });
+    assert.equal(evaluate(config, ip.ipv4_enabled, priv), false, "a private network means no public IP");
+    assert.equal(evaluate(config, ip.private_network, priv), "projects/my-project/global/networks/default");
+    const egress = dynamicBlocks(template(config), "vpc_access");
+    assert.equal(egress.length, 1, "a dynamic vpc_access block must give the service a route to a private instance");
+    assert.equal(dynamicCount(config, egress[0], pg), 0);
+    assert.equal(dynamicCount(config, egress[0], priv), 1);
+    assert.deepEqual(failingPreconditions(config, inst, pg), []);
+    assert.equal(failingPreconditions(config, inst, scenario(config, { ...SCENARIOS.postgresqlCreated, cloudsql_availability_type: "REGIONAL", cloudsql_point_in_time_recovery: false })).length, 1, "REGIONAL without point-in-time recovery must fail");
+
+    // Database, user, password and secret: all with the instance, named as the store expects.
+    for (const type of ["google_sql_database", "google_sql_user", "random_password", "google_secret_manager_secret", "google_secret_manager_secret_version"]) {
+      const rs = resources(config, type);
+      assert.equal(rs.length, 1, `one ${type} is expected`);
+      assert.equal(rs[0].body.count, inst.count, `${type} must be created exactly with the instance`);
+    }
+    assert.equal(resolveDefault(config, resources(config, "google_sql_database")[0].body.name), "books");
+    const user = resources(config, "google_sql_user")[0].body;
+    assert.equal(resolveDefault(config, user.name), "books");
+    assert.match(user.password ?? "", /^\$\{random_password\.[A-Za-z0-9_-]+\[0\]\.result\}$/);
+    const pw = resources(config, "random_password")[0].body;
+    assert.ok(pw.length >= 24, `random_password.length must be >= 24, got ${pw.length}`);
+    const secret = resources(config, "google_secret_manager_secret")[0];
+    assert.ok(one(one(secret.body.replication, "replication").auto, "replication.auto"), "replication { auto {} } (the provider's 5.x+ syntax)");
+    assert.equal(resolveDefault(config, secret.body.deletion_protection), true, "the password secret must be protected like the instance");
+    const version = resources(config, "google_secret_manager_secret_version")[0].body;
+    assert.equal(version.secret, ref(`google_secret_manager_secret.${secret.name}[0].id`));
+    assert.match(version.secret_data ?? "", /^\$\{random_password\.[A-Za-z0-9_-]+\[0\]\.result\}$/);
+  },
+
+  "each store allows the instance counts it can serve"(config) {
+    const svc = service(config).body;
+    const fails = (values) => failingPreconditions(config, svc, scenario(config, values));
+    const passes = (what, values) => assert.deepEqual(fails(values), [], `${what} must pass the service's preconditions`);
+    const refused = (what, values, pattern) => {
+      const f = fails(values);
+      assert.ok(f.length > 0, `${what} must fail a precondition`);
+      if (pattern) assert.ok(f.some((m) => pattern.test(m)), `${what}: expected a message matching ${pattern}, got ${f}`);
+    };
+    passes("the defaults (memory, one instance)", {});
+    refused("memory with 3 instances", { max_instance_count: 3 }, /memory/);
+    passes("memory with 3 instances and allow_split_memory_store", { max_instance_count: 3, allow_split_memory_store: true });
+    passes("postgresql (created) with 10 instances", SCENARIOS.postgresqlCreated);
+    passes("postgresql (existing) with 10 instances", SCENARIOS.postgresqlExisting);
+    passes("postgresql with min 2, max 10", { ...SCENARIOS.postgresqlCreated, min_instance_count: 2 });
+    refused("sqlite without accept_sqlite_data_loss", { store: "sqlite" }, /sqlite/);
+    passes("sqlite with accept_sqlite_data_loss and one instance", SCENARIOS.sqlite);
+    refused("sqlite with accept_sqlite_data_loss and 2 instances", { ...SCENARIOS.sqlite, max_instance_count: 2 }, /sqlite/);
+    refused("sqlite with 2 instances and allow_split_memory_store", { ...SCENARIOS.sqlite, max_instance_count: 2, allow_split_memory_store: true });
+    refused("min 2 > max 1", { min_instance_count: 2 }, /min_instance_count/);
+    refused("postgresql with a literal books_store", { ...SCENARIOS.postgresqlCreated, books_store: "postgresql://db/books" }, /books_store/);
+    refused("memory with an sqlite books_store", { books_store: "sqlite:/x.db" }, /books_store/);
+    passes("sqlite with its own books_store", { ...SCENARIOS.sqlite, books_store: "file:/var/lib/books/b.db" });
+    refused("an existing instance without its secret", { ...SCENARIOS.postgresqlExisting, postgresql_password_secret: null }, /secret/);
+    refused("a secret without an existing instance", { ...SCENARIOS.postgresqlCreated, postgresql_password_secret: "x" }, /secret/);
+    assert.equal(variable(config, "accept_sqlite_data_loss").default, false, "accept_sqlite_data_loss must default to false");
+    assert.equal(variable(config, "allow_split_memory_store").default, false, "allow_split_memory_store must default to false");
   },
 
   "startup and liveness probes use gRPC health checks on 8080"(config) {
@@ -206,8 +865,8 @@ const checks = {
     const lifecycle = one(service(config).body.lifecycle, "google_cloud_run_v2_service lifecycle");
     const conditions = (lifecycle.precondition ?? []).map((p) => p.condition);
     assert.ok(
-      conditions.some((c) => c.includes("var.books_store") && c.includes("var.max_instance_count")),
-      "a precondition must tie max_instance_count to books_store (memory:)",
+      conditions.some((c) => c.includes("var.store") && c.includes("var.max_instance_count") && c.includes("var.allow_split_memory_store")),
+      "a precondition must tie max_instance_count to store (memory), with allow_split_memory_store as the opt-in",
     );
     assert.ok(
       conditions.some((c) => /var\.min_instance_count\s*<=\s*var\.max_instance_count/.test(c)),
@@ -245,9 +904,14 @@ const checks = {
     const m = /^\$\{google_service_account\.([A-Za-z0-9_-]+)\.email\}$/.exec(sa ?? "");
     assert.ok(m, `template.service_account must be google_service_account.<name>.email, got ${sa}`);
     assert.ok(accounts.some((a) => a.name === m[1]), `google_service_account.${m[1]} is not declared`);
-    // Least privilege: the memory: store needs no project roles for the runtime account.
-    for (const type of ["google_project_iam_member", "google_project_iam_binding", "google_project_iam_policy"]) {
-      assert.equal(resources(config, type).length, 0, `${type} is not expected: the runtime account needs no roles`);
+    // Least privilege: the memory and sqlite stores need no project role for the runtime account;
+    // the postgresql store needs Cloud SQL Client alone (checked in detail by its own check).
+    for (const type of ["google_project_iam_binding", "google_project_iam_policy"]) {
+      assert.equal(resources(config, type).length, 0, `${type} is not expected: grants are non-authoritative members`);
+    }
+    for (const r of resources(config, "google_project_iam_member")) {
+      assert.equal(r.body.role, "roles/cloudsql.client", `google_project_iam_member.${r.name}: the runtime account needs no project role but Cloud SQL Client`);
+      assert.equal(countOf(config, r.body, scenario(config, {})), 0, `google_project_iam_member.${r.name} must not exist with the default memory store`);
     }
   },
 
@@ -307,6 +971,20 @@ const checks = {
     }
   },
 
+  "outputs: the Cloud SQL connection name, and the secret's id when created"(config) {
+    const outputs = config.output ?? {};
+    for (const name of ["cloudsql_connection_name", "database_password_secret"]) {
+      assert.ok(outputs[name], `output "${name}" is missing`);
+    }
+    const out = (name, values) => evaluate(config, one(outputs[name], name).value, scenario(config, values));
+    assert.equal(out("cloudsql_connection_name", {}), null, "no connection name without the postgresql store");
+    assert.equal(out("cloudsql_connection_name", SCENARIOS.postgresqlExisting), EXISTING_CONNECTION);
+    assert.match(String(out("cloudsql_connection_name", SCENARIOS.postgresqlCreated)), /^<google_sql_database_instance\.[A-Za-z0-9_-]+\[0\]\.connection_name>$/);
+    assert.equal(out("database_password_secret", {}), null);
+    assert.equal(out("database_password_secret", SCENARIOS.postgresqlExisting), null, "an existing secret is the caller's, not an output");
+    assert.match(String(out("database_password_secret", SCENARIOS.postgresqlCreated)), /^<google_secret_manager_secret\.[A-Za-z0-9_-]+\[0\]\.id>$/, "the secret's id, never its data");
+  },
+
   "outputs: uri from the service, service_account_email, repository path"(config) {
     const outputs = config.output ?? {};
     const svc = service(config).name;
@@ -331,7 +1009,7 @@ const config = await parseSources(sources);
 describe(`terraform configuration in ${TF_DIR}`, () => {
   test("the expected files exist and every *.tf file parses", async () => {
     const names = Object.keys(sources).map((f) => f.slice(TF_DIR.length + 1));
-    for (const f of ["main.tf", "variables.tf", "cloudrun.tf", "outputs.tf"]) {
+    for (const f of ["main.tf", "variables.tf", "cloudrun.tf", "database.tf", "outputs.tf"]) {
       assert.ok(names.includes(f), `terraform/${f} is missing`);
     }
     for (const [file, text] of Object.entries(sources)) {
@@ -400,9 +1078,117 @@ describe("the checks catch regressions", () => {
     ["no memory-store precondition", "a precondition keeps the memory: store on one instance and min <= max",
       (c) => {
         const l = service(c).body.lifecycle[0];
-        l.precondition = l.precondition.filter((p) => !p.condition.includes("var.books_store"));
+        l.precondition = l.precondition.filter((p) => !p.condition.includes("var.allow_split_memory_store"));
       }],
+
+    // The store rules, evaluated.
+    ["no memory-store precondition", "each store allows the instance counts it can serve",
+      (c) => {
+        const l = service(c).body.lifecycle[0];
+        l.precondition = l.precondition.filter((p) => !p.condition.includes("var.allow_split_memory_store"));
+      }],
+    ["a memory rule that ignores the opt-in", "each store allows the instance counts it can serve",
+      (c) => {
+        const p = service(c).body.lifecycle[0].precondition.find((x) => x.condition.includes("var.allow_split_memory_store"));
+        p.condition = ref('var.store != "memory" || var.max_instance_count == 1');
+      }],
+    ["no sqlite opt-in precondition", "each store allows the instance counts it can serve",
+      (c) => {
+        const l = service(c).body.lifecycle[0];
+        l.precondition = l.precondition.filter((p) => !p.condition.includes("var.accept_sqlite_data_loss"));
+      }],
+    ["sqlite allowed on several instances", "each store allows the instance counts it can serve",
+      (c) => {
+        const l = service(c).body.lifecycle[0];
+        l.precondition = l.precondition.filter((p) => !(p.condition.includes('"sqlite"') && p.condition.includes("var.max_instance_count")));
+      }],
+    ["a one-instance rule for every store", "each store allows the instance counts it can serve",
+      (c) => { service(c).body.lifecycle[0].precondition.push({ condition: ref("var.max_instance_count == 1"), error_message: "one instance" }); }],
+    ["accept_sqlite_data_loss defaulting to true", "each store allows the instance counts it can serve",
+      (c) => { c.variable.accept_sqlite_data_loss[0].default = true; }],
+    ["a connection name validation that accepts anything", "every variable's default passes its own validations, and the store inputs check their form",
+      (c) => { c.variable.cloudsql_instance_connection_name[0].validation[0].condition = ref("true"); }],
+    ["a default that fails its validation", "every variable's default passes its own validations, and the store inputs check their form",
+      (c) => { c.variable.cloudsql_disk_size_gb[0].default = 5; }],
+    ["memory: no longer the default store", "store chooses BOOKS_STORE, and memory: stays the default",
+      (c) => { c.variable.store[0].default = "sqlite"; }],
+
+    // The Cloud SQL connection.
+    ["a mount path other than /cloudsql", "the postgresql store connects through Cloud Run's Cloud SQL volume at /cloudsql",
+      (c) => { one(container(c).dynamic.volume_mounts[0].content, "mount").mount_path = "/sockets"; }],
+    ["a Cloud SQL volume for every store", "the postgresql store connects through Cloud Run's Cloud SQL volume at /cloudsql",
+      (c) => { template(c).dynamic.volumes[0].for_each = ref("[local.cloudsql_connection_name]"); }],
+    ["a socket path outside the mount", "the postgresql store connects through Cloud Run's Cloud SQL volume at /cloudsql",
+      (c) => { locals(c); c.locals.find((l) => "cloudsql_socket_dir" in l).cloudsql_socket_dir = "/tmp/${local.cloudsql_connection_name}"; }],
+    ["a TCP host in the URI", "the postgresql store connects through Cloud Run's Cloud SQL volume at /cloudsql",
+      (c) => { c.locals.find((l) => "postgresql_uri" in l).postgresql_uri = "postgresql://10.0.0.3:5432/${var.postgresql_database}?user=${var.postgresql_user}"; }],
+
+    // The password.
+    ["PGPASSWORD as a plain value", "the database password reaches the server only from Secret Manager",
+      (c) => {
+        const e = container(c).dynamic.env.find((d) => d.content[0].name === "PGPASSWORD").content[0];
+        delete e.value_source;
+        e.value = ref("random_password.db_password[0].result");
+      }],
+    ["a password env in plain text", "the database password reaches the server only from Secret Manager",
+      (c) => { container(c).env.push({ name: "DB_PASSWORD", value: "hunter2" }); }],
+    ["the password inside BOOKS_STORE", "the database password reaches the server only from Secret Manager",
+      (c) => {
+        const l = c.locals.find((x) => "postgresql_uri" in x);
+        l.postgresql_uri = l.postgresql_uri.replace("postgresql:///", "postgresql://${var.postgresql_user}:${random_password.db_password[0].result}@/");
+      }],
+    ["books_store accepting a password", "the database password reaches the server only from Secret Manager",
+      (c) => { c.variable.books_store[0].validation = c.variable.books_store[0].validation.filter((v) => !/password/i.test(v.condition)); }],
+    ["postgresql_store_params accepting any key", "the database password reaches the server only from Secret Manager",
+      (c) => { delete c.variable.postgresql_store_params[0].validation; }],
+    ["an output of the password", "the database password reaches the server only from Secret Manager",
+      (c) => { c.output.db_password = [{ value: ref("random_password.db_password[0].result"), sensitive: true }]; }],
+    ["the secret on the latest version", "the database password reaches the server only from Secret Manager",
+      (c) => { c.locals.find((x) => "password_secret_version" in x).password_secret_version = "latest"; }],
+
+    // IAM.
+    ["roles/editor for the runtime account", "the runtime account gets Cloud SQL Client and access to the password secret, nothing more",
+      (c) => { c.resource.google_project_iam_member.cloudsql_client[0].role = "roles/editor"; }],
+    ["secretAccessor on the whole project", "the runtime account gets Cloud SQL Client and access to the password secret, nothing more",
+      (c) => { c.resource.google_project_iam_member.secrets = [{ count: ref("local.postgresql ? 1 : 0"), project: ref("var.project_id"), role: "roles/secretmanager.secretAccessor", member: c.resource.google_project_iam_member.cloudsql_client[0].member }]; }],
+    ["secretmanager.admin on the secret", "the runtime account gets Cloud SQL Client and access to the password secret, nothing more",
+      (c) => { c.resource.google_secret_manager_secret_iam_member.db_password[0].role = "roles/secretmanager.admin"; }],
+    ["an authoritative secret binding", "the runtime account gets Cloud SQL Client and access to the password secret, nothing more",
+      (c) => { c.resource.google_secret_manager_secret_iam_binding = { b: [{ secret_id: "x", role: "roles/secretmanager.secretAccessor", members: [] }] }; }],
+    ["Cloud SQL Client for every store", "the runtime account gets Cloud SQL Client and access to the password secret, nothing more",
+      (c) => { delete c.resource.google_project_iam_member.cloudsql_client[0].count; }],
+    ["the role in the service's project for an instance elsewhere", "the runtime account gets Cloud SQL Client and access to the password secret, nothing more",
+      (c) => { c.resource.google_project_iam_member.cloudsql_client[0].project = ref("var.project_id"); }],
+    ["a service deployed before the secret grant", "the runtime account gets Cloud SQL Client and access to the password secret, nothing more",
+      (c) => { service(c).body.depends_on = service(c).body.depends_on.filter((d) => !d.includes("secret_iam")); }],
+    ["a project role for the default store", "a dedicated service account runs the service",
+      (c) => { delete c.resource.google_project_iam_member.cloudsql_client[0].count; }],
+
+    // The instance.
+    ["backups off", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { c.resource.google_sql_database_instance.books[0].settings[0].backup_configuration[0].enabled = false; }],
+    ["an authorized network 0.0.0.0/0", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { c.resource.google_sql_database_instance.books[0].settings[0].ip_configuration[0].authorized_networks = [{ value: "0.0.0.0/0" }]; }],
+    ["database deletion protection off by default", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { c.variable.database_deletion_protection[0].default = false; }],
+    ["a shared CA the Cloud Run connection refuses", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { c.resource.google_sql_database_instance.books[0].settings[0].ip_configuration[0].server_ca_mode = "GOOGLE_MANAGED_CAS_CA"; }],
+    ["an instance created beside an existing one", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { c.resource.google_sql_database_instance.books[0].count = ref("local.postgresql ? 1 : 0"); }],
+    ["a short password", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { c.resource.random_password.db_password[0].length = 8; }],
+    ["no REGIONAL precondition", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { c.resource.google_sql_database_instance.books[0].lifecycle[0].precondition = []; }],
+    ["a connection name output of the variable only", "outputs: the Cloud SQL connection name, and the secret's id when created",
+      (c) => { c.output.cloudsql_connection_name[0].value = ref("var.cloudsql_instance_connection_name"); }],
+    ["the secret version as the secret output", "outputs: the Cloud SQL connection name, and the secret's id when created",
+      (c) => { c.output.database_password_secret[0].value = ref("local.create_cloudsql ? google_secret_manager_secret_version.db_password[0].secret_data : null"); }],
   ];
+
+  test("the mutations have unique names", () => {
+    const names = mutations.map(([what, checkName]) => `${what} fails "${checkName}"`);
+    assert.equal(new Set(names).size, names.length);
+  });
 
   for (const [what, checkName, mutate] of mutations) {
     test(`${what} fails "${checkName}"`, () => {
