@@ -1,8 +1,11 @@
-/* cli.h: the `books` command line. Parsing turns argv and the environment into struct cli_args,
- * driven by one table of options (flag, value, which commands take it, help), which also writes
- * --help. Running a command calls the client and prints the result for people (one line per book)
- * or as JSON for scripts. This module never exits and never reads the environment itself: main
- * passes it in. */
+/* cli.h: the `books` command line. Parsing (src/cli/args.c) turns argv and the environment into
+ * struct cli_args, driven by one options.h table (flag, value, setter, which commands take it,
+ * help), which also writes --help. Running a command (cli.c) calls the client and prints the
+ * result (print.c) for people (one line per book) or as JSON for scripts. This module never exits
+ * and never reads the environment itself: main passes it in.
+ * Threads: cli_parse() walks argv with getopt_long(3), whose state is global: one thread at a
+ * time (main's). The printing functions and cli_run() keep no state: any thread, each with its
+ * own FILEs and arguments. */
 #ifndef BOOKS_CLI_H
 #define BOOKS_CLI_H
 
@@ -58,10 +61,13 @@ struct cli_args {
 /* Parses argv[1..argc-1] with `envp` (NULL-terminated "NAME=value" strings, like environ; PORT
  * and BOOKS_TOKEN are read from it). Options may come before or after the command, as "--flag
  * VALUE" or "--flag=VALUE"; a later single-valued option overrides an earlier one; "--" ends the
- * options. When -h/--help or -V/--version appears anywhere, returns 0 with that action and nothing
- * else validated. Returns 0 with *args filled (free with cli_args_cleanup()), or BOOKS_EINVAL with
- * a one-line message naming the option or argument to fix in err (errlen bytes) and *args zeroed,
- * or BOOKS_ENOMEM. */
+ * options; "--flag VALUE" takes the next argument whatever it is (so "--author -dash" works);
+ * short flags are whole arguments ("-h", never "-hV"); long flags are named exactly (no
+ * abbreviations). When -h/--help or -V/--version appears anywhere (or `books help [COMMAND]`),
+ * returns 0 with that action and nothing else validated. Returns 0 with *args filled (free with
+ * cli_args_cleanup(); args->authors is never NULL then), or BOOKS_EINVAL with a one-line message
+ * naming the option or argument to fix in err (errlen bytes; the first problem on the line) and
+ * *args zeroed, or BOOKS_ENOMEM. argv and envp are only read, and must outlive *args. */
 int cli_parse(struct cli_args *args, int argc, char *const argv[], char *const envp[], char *err,
               size_t errlen);
 

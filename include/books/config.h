@@ -1,7 +1,9 @@
-/* config.h: the server's settings as one declarative table (name, environment variable, flag, type,
- * offset into struct books_config, default, bounds, help). The table drives parsing, --help and the
- * README's configuration table (--help-markdown), so they cannot drift apart. Precedence: default <
- * environment < command-line flag. Values are validated once, at start-up; config never exits. */
+/* config.h: the server's settings as one declarative table (options.h: name, environment variable,
+ * flag, setter, offset into struct books_config, default, bounds, help). The table drives parsing,
+ * --help and the README's configuration table (--help-markdown), so they cannot drift apart.
+ * Precedence: default < environment < command-line flag. Values are validated once, at start-up;
+ * config never exits. Threads: config_load() parses argv with getopt_long(3), whose state is
+ * global, so it runs in one thread at a time (main's, at start-up); the rest may run anywhere. */
 #ifndef BOOKS_CONFIG_H
 #define BOOKS_CONFIG_H
 
@@ -36,10 +38,13 @@ enum config_action {
 /* Fills `cfg` from the defaults, then `envp` (NULL-terminated "NAME=value" strings, like environ),
  * then the flags in argv[1..argc-1] ("--flag value" or "--flag=value"). On success returns 0 and
  * sets *action; the caller frees cfg with config_cleanup(). If argv holds --help, --help-markdown
- * or --version anywhere, the first of them sets *action, nothing else is validated, and cfg holds
- * the defaults. On a bad value, an unknown flag or a missing flag value returns BOOKS_EINVAL with a
- * message naming the setting and the accepted values in err (errlen bytes); *cfg is then zeroed
- * (nothing to free) and *action untouched. BOOKS_ENOMEM when out of memory. */
+ * or --version (or -h, -V) anywhere, the first of them sets *action, nothing else is validated,
+ * and cfg holds the defaults. "--flag value" takes the next argument as the value unless it starts
+ * with "--" (then the value was forgotten: "--store --port 80" is an error, "--store=--odd" is not).
+ * On a bad value, an unknown flag, a missing flag value or any other argument returns BOOKS_EINVAL
+ * with a message naming the setting and the accepted values in err (errlen bytes; the first
+ * problem, the environment's before the flags'); *cfg is then zeroed (nothing to free) and *action
+ * untouched. BOOKS_ENOMEM when out of memory. argv and envp are only read. */
 int config_load(struct books_config *cfg, int argc, char *const argv[], char *const envp[],
                 enum config_action *action, char *err, size_t errlen);
 

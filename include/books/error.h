@@ -121,7 +121,8 @@ void books_error_finish_fields(struct books_error *e, const char *what);
 
 /* Copies caller input into dst (dstlen bytes) for use inside an error message: printable ASCII
  * only (any other byte becomes '?'), at most 48 characters, "..." appended when cut. Messages never
- * echo raw bytes back to the caller or into logs. Returns dst. */
+ * echo raw bytes back to the caller or into logs. This is text.h's text_quote() in the style
+ * TEXT_QUOTE_ASCII, under the name the RPC and API layers use. Returns dst. Any thread. */
 const char *books_error_quote(char *dst, size_t dstlen, const char *src);
 
 #endif

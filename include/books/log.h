@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "books/options.h"
 #include "books/trace.h"
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARNING = 2, LOG_ERROR = 3 };
@@ -27,7 +28,12 @@ void log_init(enum log_level min_level, int fd);
 /* True when lines of `level` are written. Cheap: check it before building anything to log. */
 bool log_enabled(enum log_level level);
 
-/* Parses "debug", "info", "warning", "error" (case-insensitive). 0 or BOOKS_EINVAL. */
+/* The level names "debug", "info", "warning" (alias "warn"), "error" and their enum log_level
+ * values, for opt_set_choice() rows (the server's --log-level). */
+extern const struct opt_choice log_level_choices[];
+
+/* Parses a name of log_level_choices, case-insensitively. 0, or BOOKS_EINVAL with *out
+ * untouched. Any thread. */
 int log_level_parse(const char *s, enum log_level *out);
 
 /* The Cloud Logging severity name of a level ("INFO"). */

@@ -4,6 +4,7 @@
 #include "books/error.h"
 
 #include "books/arena.h"
+#include "books/text.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -120,18 +121,7 @@ void books_error_set_resource(struct books_error *e, const char *type, const cha
 
 const char *books_error_quote(char *dst, size_t dstlen, const char *src)
 {
-    size_t i = 0, o = 0;
-    const size_t max = 48;
-    if (dstlen == 0)
-        return dst;
-    for (; src[i] && o + 4 < dstlen && i < max; i++)
-        dst[o++] = (src[i] >= 0x20 && src[i] < 0x7f) ? src[i] : '?';
-    if (src[i] && o + 4 < dstlen) {
-        memcpy(dst + o, "...", 3);
-        o += 3;
-    }
-    dst[o] = '\0';
-    return dst;
+    return text_quote(dst, dstlen, src, TEXT_QUOTE_ASCII);
 }
 
 void books_error_finish_fields(struct books_error *e, const char *what)

@@ -18,7 +18,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -113,122 +112,12 @@ static void write_lines(const char *p, size_t n)
 
 /* ---- JSON building --------------------------------------------------------------------------- */
 
-/* A line under construction in a caller's buffer. Appends stop at `soft`, which keeps
- * LOG_TAIL_RESERVE bytes for jb_finish(); so whatever was cut, the line can always be closed. */
-struct jbuf {
-    char *p;
-    size_t len;
-    size_t soft;
-    bool full;      /* something did not fit: the current field is rolled back, no more fields */
-    bool truncated; /* a value was cut or a field dropped: the line says "truncated":true */
-};
-
-static void jb_init(struct jbuf *b, char *p, size_t cap)
+/* Lines are built with json.h's builder over a caller's buffer (a stack line, or the free space of
+ * a thread's batch); each keeps LOG_TAIL_RESERVE bytes past `soft` for finish(), so whatever was
+ * cut, the line can always be closed. */
+static void line_init(struct json_buf *b, char *p, size_t cap)
 {
-    b->p = p;
-    b->len = 0;
-    b->soft = cap - LOG_TAIL_RESERVE;
-    b->full = false;
-    b->truncated = false;
-}
-
-static void jb_raw(struct jbuf *b, const char *s, size_t n)
-{
-    if (b->full || n > b->soft - b->len) {
-        b->full = true;
-        return;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-
-#define JB_LIT(b, lit) jb_raw((b), (lit), sizeof(lit) - 1)
-
-/* A string value: `"` + s escaped (at most `max` bytes of it) + `"`. */
-static void jb_str(struct jbuf *b, const char *s, size_t n, size_t max)
-{
-    if (b->full || b->soft - b->len < 2) {
-        b->full = true;
-        return;
-    }
-    size_t limit = b->soft - 1; /* the closing quote always fits */
-    b->p[b->len++] = '"';
-    if (max < limit - b->len)
-        limit = b->len + max;
-    if (!json_escape_append(b->p, &b->len, limit, s, n))
-        b->truncated = true;
-    b->p[b->len++] = '"';
-}
-
-/* Unsigned decimal, written backwards from `end`; returns the first digit. */
-static char *fmt_u64(char *end, uint64_t v)
-{
-    do {
-        *--end = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return end;
-}
-
-static void jb_num(struct jbuf *b, long long v)
-{
-    char digits[24];
-    char *end = digits + sizeof digits;
-    /* Negate in unsigned arithmetic so that LLONG_MIN works. */
-    uint64_t mag = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    char *p = fmt_u64(end, mag);
-    if (v < 0)
-        *--p = '-';
-    jb_raw(b, p, (size_t)(end - p));
-}
-
-/* `,"key":` then the value; a field that does not fit entirely is taken out again and no further
- * field is added, so a cut never lands inside a key or a number. */
-static size_t jb_key(struct jbuf *b, const char *key)
-{
-    size_t mark = b->len;
-    JB_LIT(b, ",\"");
-    jb_raw(b, key, strlen(key));
-    JB_LIT(b, "\":");
-    return mark;
-}
-
-static void jb_end_field(struct jbuf *b, size_t mark)
-{
-    if (b->full) {
-        b->len = mark;
-        b->truncated = true;
-    }
-}
-
-static void jb_field_str(struct jbuf *b, const char *key, const char *s, size_t n, size_t max)
-{
-    if (b->full)
-        return;
-    size_t mark = jb_key(b, key);
-    jb_str(b, s, n, max);
-    jb_end_field(b, mark);
-}
-
-static void jb_field_bool(struct jbuf *b, const char *key, bool v)
-{
-    if (b->full)
-        return;
-    size_t mark = jb_key(b, key);
-    if (v)
-        JB_LIT(b, "true");
-    else
-        JB_LIT(b, "false");
-    jb_end_field(b, mark);
-}
-
-static void jb_field_num(struct jbuf *b, const char *key, long long v)
-{
-    if (b->full)
-        return;
-    size_t mark = jb_key(b, key);
-    jb_num(b, v);
-    jb_end_field(b, mark);
+    json_buf_init(b, p, cap, LOG_TAIL_RESERVE);
 }
 
 /* Per-thread cache of the formatted seconds ("2026-11-23T08:43:00"), so gmtime_r and the
@@ -245,7 +134,7 @@ static_assert(sizeof(",\"time\":\"") - 1 + TIME_TEXT_BYTES - 1 + sizeof(".123456
 static _Thread_local struct time_cache t_time;
 
 /* `,"time":"2026-11-23T08:43:00.123456Z"` (RFC 3339, UTC, microseconds). */
-static void jb_time(struct jbuf *b)
+static void put_time(struct json_buf *b)
 {
     struct timespec ts;
     struct time_cache *tc = &t_time;
@@ -268,33 +157,32 @@ static void jb_time(struct jbuf *b)
     memcpy(field + n, tc->text, tc->len);
     n += tc->len;
     field[n++] = '.';
-    char *end = field + n + 6;
-    char *p = fmt_u64(end, (uint64_t)ts.tv_nsec / 1000);
-    while (p > field + n)
-        *--p = '0'; /* zero-pad the microseconds to six digits */
+    unsigned long us = (unsigned long)ts.tv_nsec / 1000;
+    for (int i = 5; i >= 0; i--, us /= 10)
+        field[n + (size_t)i] = (char)('0' + us % 10); /* six digits, zero-padded */
     n += 6;
     field[n++] = 'Z';
     field[n++] = '"';
-    jb_raw(b, field, n);
+    json_raw(b, field, n);
 }
 
 /* `{"severity":"...","message":"...","time":"..."`: the message gets whatever room the time field
  * leaves, so the three fields Cloud Logging needs are always there. */
-static void jb_head(struct jbuf *b, enum log_level level, const char *msg, size_t msg_len,
-                    size_t msg_max)
+static void put_head(struct json_buf *b, enum log_level level, const char *msg, size_t msg_len,
+                     size_t msg_max)
 {
     const char *sev = log_level_name(level);
-    JB_LIT(b, "{\"severity\":\"");
-    jb_raw(b, sev, strlen(sev));
-    JB_LIT(b, "\",\"message\":");
+    JSON_LIT(b, "{\"severity\":\"");
+    json_raw(b, sev, strlen(sev));
+    JSON_LIT(b, "\",\"message\":");
     size_t room = b->full ? 0 : b->soft - b->len;
     size_t max = room > LOG_TIME_FIELD_BYTES + 2 ? room - LOG_TIME_FIELD_BYTES - 2 : 0;
-    jb_str(b, msg, msg_len, msg_max < max ? msg_max : max);
-    jb_time(b);
+    json_str(b, msg, msg_len, msg_max < max ? msg_max : max);
+    put_time(b);
 }
 
 /* Closes the line with `}\n`, in the reserve kept for it. Returns its length. */
-static size_t jb_finish(struct jbuf *b)
+static size_t finish(struct json_buf *b)
 {
     static const char tail[] = ",\"truncated\":true";
     if (b->truncated) {
@@ -331,24 +219,19 @@ bool log_enabled(enum log_level level)
     return (int)level >= atomic_load_explicit(&g_min_level, memory_order_relaxed);
 }
 
+/* "warn" after "warning": an alias, accepted but not listed in help and messages. */
+const struct opt_choice log_level_choices[] = {
+    {"debug", LOG_DEBUG},  {"info", LOG_INFO},   {"warning", LOG_WARNING},
+    {"warn", LOG_WARNING}, {"error", LOG_ERROR}, {NULL, 0},
+};
+
 int log_level_parse(const char *s, enum log_level *out)
 {
-    static const struct {
-        const char *name;
-        enum log_level level;
-    } names[] = {
-        {"debug", LOG_DEBUG},  {"info", LOG_INFO},   {"warning", LOG_WARNING},
-        {"warn", LOG_WARNING}, {"error", LOG_ERROR},
-    };
-    if (s == NULL)
+    int level;
+    if (opt_choice_find(log_level_choices, s, &level) != 0)
         return BOOKS_EINVAL;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if (strcasecmp(s, names[i].name) == 0) {
-            *out = names[i].level;
-            return 0;
-        }
-    }
-    return BOOKS_EINVAL;
+    *out = (enum log_level)level;
+    return 0;
 }
 
 const char *log_level_name(enum log_level level)
@@ -371,9 +254,9 @@ static void write_event(enum log_level level, const char *msg, size_t msg_len, b
                         const struct log_field *fields, size_t n)
 {
     char line[LOG_LINE_BYTES];
-    struct jbuf b;
-    jb_init(&b, line, sizeof line);
-    jb_head(&b, level, msg, msg_len, SIZE_MAX);
+    struct json_buf b;
+    line_init(&b, line, sizeof line);
+    put_head(&b, level, msg, msg_len, SIZE_MAX);
     if (msg_cut)
         b.truncated = true;
     for (size_t i = 0; i < n; i++) {
@@ -381,13 +264,13 @@ static void write_event(enum log_level level, const char *msg, size_t msg_len, b
         if (f->key == NULL)
             continue;
         if (f->str != NULL)
-            jb_field_str(&b, f->key, f->str, strlen(f->str), SIZE_MAX);
+            json_field_str(&b, f->key, f->str, strlen(f->str), SIZE_MAX);
         else
-            jb_field_num(&b, f->key, f->num);
+            json_field_num(&b, f->key, f->num);
     }
     if (b.full)
         b.truncated = true;
-    write_lines(line, jb_finish(&b));
+    write_lines(line, finish(&b));
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)
@@ -462,11 +345,11 @@ static size_t format_rpc(char *dst, size_t cap, const struct log_rpc *r, bool *c
     size_t method_len = r->method != NULL ? r->method_len : 0;
     const char *code = r->code != NULL ? r->code : "UNKNOWN";
     size_t code_len = strlen(code);
-    struct jbuf b;
-    jb_init(&b, dst, cap);
+    struct json_buf b;
+    line_init(&b, dst, cap);
 
     /* The message is "<method> <code>": escape both halves into one JSON string. */
-    JB_LIT(&b, "{\"severity\":\"INFO\",\"message\":\"");
+    JSON_LIT(&b, "{\"severity\":\"INFO\",\"message\":\"");
     if (!b.full && b.soft - b.len >= LOG_RPC_CODE_MAX + 3) {
         /* The method gets its budget or what is left after the code, the space and the quote. */
         size_t avail = b.soft - b.len - LOG_RPC_CODE_MAX - 2;
@@ -481,30 +364,30 @@ static size_t format_rpc(char *dst, size_t cap, const struct log_rpc *r, bool *c
     } else {
         b.full = true;
     }
-    jb_time(&b);
-    jb_field_str(&b, "method", method, method_len, LOG_RPC_METHOD_MAX);
-    jb_field_str(&b, "code", code, code_len, LOG_RPC_CODE_MAX);
-    jb_field_num(&b, "latency_us",
-                 r->latency_us > INT64_MAX ? INT64_MAX : (long long)r->latency_us);
+    put_time(&b);
+    json_field_str(&b, "method", method, method_len, LOG_RPC_METHOD_MAX);
+    json_field_str(&b, "code", code, code_len, LOG_RPC_CODE_MAX);
+    json_field_num(&b, "latency_us",
+                   r->latency_us > INT64_MAX ? INT64_MAX : (long long)r->latency_us);
     if (r->peer != NULL)
-        jb_field_str(&b, "peer", r->peer, strlen(r->peer), LOG_RPC_PEER_MAX);
+        json_field_str(&b, "peer", r->peer, strlen(r->peer), LOG_RPC_PEER_MAX);
     if (r->message != NULL)
-        jb_field_str(&b, "status_message", r->message, strlen(r->message), SIZE_MAX);
+        json_field_str(&b, "status_message", r->message, strlen(r->message), SIZE_MAX);
     if (r->trace != NULL && g_project[0] != '\0') {
         /* Cloud Logging's special fields tie the line to its trace in Cloud Trace. */
         char trace[sizeof g_project + sizeof r->trace->trace_id + 24];
         int n = snprintf(trace, sizeof trace, "projects/%s/traces/%s", g_project,
                          r->trace->trace_id);
-        jb_field_str(&b, "logging.googleapis.com/trace", trace, (size_t)n, SIZE_MAX);
+        json_field_str(&b, "logging.googleapis.com/trace", trace, (size_t)n, SIZE_MAX);
         if (r->trace->span_id[0] != '\0')
-            jb_field_str(&b, "logging.googleapis.com/spanId", r->trace->span_id,
-                         strlen(r->trace->span_id), SIZE_MAX);
-        jb_field_bool(&b, "logging.googleapis.com/trace_sampled", r->trace->sampled);
+            json_field_str(&b, "logging.googleapis.com/spanId", r->trace->span_id,
+                           strlen(r->trace->span_id), SIZE_MAX);
+        json_field_bool(&b, "logging.googleapis.com/trace_sampled", r->trace->sampled);
     }
     *cut = b.full || b.truncated;
     if (b.full)
         b.truncated = true;
-    return jb_finish(&b);
+    return finish(&b);
 }
 
 void log_rpc(const struct log_rpc *r)

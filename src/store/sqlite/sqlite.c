@@ -56,6 +56,7 @@
 #include "books/commit_pipeline.h"
 #include "books/error.h"
 #include "books/log.h"
+#include "books/options.h"
 #include "books/record_cache.h"
 
 #include <errno.h>
@@ -97,10 +98,10 @@
 /* Page cache of the write connection (KiB): keeps the b-tree's interior and most leaves in
  * memory while inserts land at random places. Read connections keep SQLite's default. */
 #define WRITER_CACHE_KIB 16384
-#define MAX_SIZE_MB_LIMIT 1048576ul
-#define CACHE_MB_LIMIT 65536ul
-/* Default budget of the record cache (see "the record cache"), MiB. */
-#define CACHE_MB_DEFAULT 16
+#define MAX_SIZE_MB_LIMIT 1048576
+#define CACHE_MB_LIMIT 65536
+/* Default budget of the record cache (see "the record cache"), MiB, as URI text. */
+#define CACHE_MB_DEFAULT "16"
 /* Author pointers decoded on the stack before falling back to malloc. */
 #define AUTHORS_ON_STACK 32
 
@@ -109,72 +110,42 @@ static const char SQLITE_MAGIC[16] = "SQLite format 3"; /* and its NUL: 16 bytes
 /* ---- settings from the URI (kept apart from the runtime, as a table) ------------------------- */
 
 struct sqlite_options {
-    char *path; /* owned */
-    bool sync_normal;
-    bool group_commit;
-    unsigned long max_size_mb; /* 0: no cap */
-    unsigned long cache_mb;
+    char *path;       /* owned */
+    int sync_normal;  /* synchronous=normal (1) or full (0) */
+    int group_commit; /* on (1) or off (0) */
+    int max_size_mb;  /* 0: no cap */
+    int cache_mb;
 };
 
-/* v[0..n) is `yes` or `no` (case-insensitive, RFC 3986 style): *out true or false; -1 otherwise. */
-static int parse_choice(const char *v, size_t n, const char *yes, const char *no, bool *out)
-{
-    if (n == strlen(yes) && strncasecmp(v, yes, n) == 0)
-        *out = true;
-    else if (n == strlen(no) && strncasecmp(v, no, n) == 0)
-        *out = false;
-    else
-        return -1;
-    return 0;
-}
+#define URI_FIELD(f) offsetof(struct sqlite_options, f)
 
-static int parse_synchronous(const char *v, size_t n, struct sqlite_options *o)
-{
-    return parse_choice(v, n, "normal", "full", &o->sync_normal);
-}
+static const struct opt_choice synchronous_values[] = {{"full", 0}, {"normal", 1}, {NULL, 0}};
+static const struct opt_choice on_off[] = {{"on", 1}, {"off", 0}, {NULL, 0}};
 
-static int parse_group_commit(const char *v, size_t n, struct sqlite_options *o)
-{
-    return parse_choice(v, n, "on", "off", &o->group_commit);
-}
-
-/* A decimal integer of n digits (no sign, no spaces) from lo to hi into *out; -1 otherwise. */
-static int parse_mb(const char *v, size_t n, unsigned long lo, unsigned long hi, unsigned long *out)
-{
-    unsigned long mb = 0;
-
-    if (n == 0 || n > 9)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (v[i] < '0' || v[i] > '9')
-            return -1;
-        mb = mb * 10 + (unsigned long)(v[i] - '0');
-    }
-    if (mb < lo || mb > hi)
-        return -1;
-    *out = mb;
-    return 0;
-}
-
-static int parse_max_size_mb(const char *v, size_t n, struct sqlite_options *o)
-{
-    return parse_mb(v, n, 1, MAX_SIZE_MB_LIMIT, &o->max_size_mb);
-}
-
-static int parse_cache_mb(const char *v, size_t n, struct sqlite_options *o)
-{
-    return parse_mb(v, n, 0, CACHE_MB_LIMIT, &o->cache_mb);
-}
-
-static const struct uri_param {
-    const char *name;
-    const char *values; /* what the error message says is accepted */
-    int (*parse)(const char *value, size_t len, struct sqlite_options *o);
-} uri_params[] = {
-    {"synchronous", "full or normal", parse_synchronous},
-    {"group_commit", "on or off", parse_group_commit},
-    {"max_size_mb", "an integer from 1 to 1048576", parse_max_size_mb},
-    {"cache_mb", "an integer from 0 to 65536", parse_cache_mb},
+/* The parameters after '?', walked by opt_parse_query() (options.h). Values are case-insensitive
+ * words (RFC 3986 style) or decimal MiB. */
+static const struct opt uri_params[] = {
+    {.name = "synchronous",
+     .set = opt_set_choice,
+     .offset = URI_FIELD(sync_normal),
+     .choices = synchronous_values,
+     .def = "full"},
+    {.name = "group_commit",
+     .set = opt_set_choice,
+     .offset = URI_FIELD(group_commit),
+     .choices = on_off,
+     .def = "on"},
+    {.name = "max_size_mb",
+     .set = opt_set_int,
+     .offset = URI_FIELD(max_size_mb),
+     .min = 1,
+     .max = MAX_SIZE_MB_LIMIT}, /* no default: no cap */
+    {.name = "cache_mb",
+     .set = opt_set_int,
+     .offset = URI_FIELD(cache_mb),
+     .min = 0,
+     .max = CACHE_MB_LIMIT,
+     .def = CACHE_MB_DEFAULT},
 };
 
 #define N_URI_PARAMS (sizeof(uri_params) / sizeof(uri_params[0]))
@@ -830,17 +801,46 @@ int store_sqlite_stats(struct store *s, struct store_sqlite_stats *out)
 
 /* ---- opening: URI, paths, lock, inspection, schema ------------------------------------------- */
 
+/* The message of a bad parameter; p->self is the URI after "sqlite:". */
+static void report_param(struct opt_parser *p, const struct opt_problem *pr)
+{
+    const char *rest = p->self;
+    char accepted[64], names[128];
+    size_t off = 0;
+
+    if (pr->kind == OPT_UNKNOWN) {
+        names[0] = '\0';
+        for (size_t i = 0; i < N_URI_PARAMS && off < sizeof(names); i++)
+            off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s", i ? ", " : "",
+                                    uri_params[i].name);
+        opt_fail(p, BOOKS_EINVAL,
+                 "store URI \"sqlite:%s\": unknown parameter \"%.*s\"; accepted: %s", rest,
+                 (int)(pr->name_len > 40 ? 40 : pr->name_len), pr->name, names);
+        return;
+    }
+    opt_fail(p, BOOKS_EINVAL, "store URI \"sqlite:%s\": parameter \"%s\" %s; it takes %s", rest,
+             pr->o->name,
+             pr->kind == OPT_REPEATED        ? "is given twice"
+             : pr->kind == OPT_MISSING_VALUE ? "has no value"
+                                             : "has a bad value",
+             opt_describe(pr->o, accepted, sizeof(accepted)));
+}
+
 static int parse_uri(const char *rest, struct sqlite_options *o, char *err, size_t errlen)
 {
     const char *q = strchr(rest, '?');
     size_t path_len = q ? (size_t)(q - rest) : strlen(rest);
-    bool seen[N_URI_PARAMS] = {false};
+    struct opt_parser p = {
+        .opts = uri_params,
+        .n_opts = N_URI_PARAMS,
+        .base = o,
+        .report = report_param,
+        .self = (void *)rest,
+        .err = err,
+        .errlen = errlen,
+    };
 
-    o->path = NULL;
-    o->sync_normal = false;
-    o->group_commit = true;
-    o->max_size_mb = 0;
-    o->cache_mb = CACHE_MB_DEFAULT;
+    memset(o, 0, sizeof(*o));
     if (path_len == 0) {
         books_format_err(err, errlen,
                          "store URI \"sqlite:%s\": no database path; write sqlite:PATH, e.g. "
@@ -854,37 +854,12 @@ static int parse_uri(const char *rest, struct sqlite_options *o, char *err, size
             "store URI \"sqlite:%s\": an in-memory database is not durable; use memory:", rest);
         return BOOKS_EINVAL;
     }
-    for (const char *p = q ? q + 1 : NULL; p;) {
-        const char *amp = strchr(p, '&');
-        size_t seg = amp ? (size_t)(amp - p) : strlen(p);
-        const char *eq = memchr(p, '=', seg);
-        size_t name_len = eq ? (size_t)(eq - p) : seg;
-        size_t i;
-
-        for (i = 0; i < N_URI_PARAMS; i++)
-            if (strlen(uri_params[i].name) == name_len &&
-                memcmp(uri_params[i].name, p, name_len) == 0)
-                break;
-        if (i == N_URI_PARAMS) {
-            books_format_err(err, errlen,
-                             "store URI \"sqlite:%s\": unknown parameter \"%.*s\"; accepted: "
-                             "synchronous, group_commit, max_size_mb, cache_mb",
-                             rest, (int)(name_len > 40 ? 40 : name_len), p);
-            return BOOKS_EINVAL;
-        }
-        if (!eq || seen[i] || uri_params[i].parse(eq + 1, seg - name_len - 1, o) != 0) {
-            books_format_err(err, errlen,
-                             "store URI \"sqlite:%s\": parameter \"%s\" %s; it takes %s", rest,
-                             uri_params[i].name,
-                             seen[i] ? "is given twice"
-                             : eq    ? "has a bad value"
-                                     : "has no value",
-                             uri_params[i].values);
-            return BOOKS_EINVAL;
-        }
-        seen[i] = true;
-        p = amp ? amp + 1 : NULL;
-    }
+    if (opt_load_defaults(&p) == 0 && q)
+        opt_parse_query(&p, q + 1);
+    if (p.rc == BOOKS_ENOMEM)
+        books_format_err(err, errlen, "store URI \"sqlite:%s\": out of memory", rest);
+    if (p.rc != 0)
+        return p.rc;
     o->path = strndup(rest, path_len);
     if (!o->path) {
         books_format_err(err, errlen, "store URI \"sqlite:%s\": out of memory", rest);
