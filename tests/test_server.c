@@ -192,6 +192,22 @@ static void test_start_serve_stop(void **state)
     server_free(s);
 }
 
+/* A shutdown right after the start, many times: the workers may still be making their first
+ * requests, and server_start() must not return before they have (a request on a destroyed server
+ * crashes inside gRPC core). */
+static void test_start_then_stop_at_once(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 40; i++) {
+        struct server_options o = options(0);
+        struct server *s = NULL;
+        char err[SERVER_ERR_BYTES];
+        assert_int_equal(server_start(&o, &test_service, 1, &s, err, sizeof err), 0);
+        assert_int_equal(server_shutdown(s, 0), 0);
+        server_free(s);
+    }
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -341,6 +357,7 @@ int main(int argc, char **argv)
     log_init(LOG_ERROR, STDOUT_FILENO);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start_serve_stop),
+        cmocka_unit_test(test_start_then_stop_at_once),
         cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_duplicate_method),
         cmocka_unit_test(test_port_in_use),

@@ -1,6 +1,11 @@
 /* codec.h: the only module that touches grpc_byte_buffer and protobuf-c pack/unpack. Decodes request
  * byte buffers into messages, encodes responses into byte buffers, and builds the one
- * google.rpc.Status detail blob (AIP-193) sent in the grpc-status-details-bin trailer. */
+ * google.rpc.Status detail blob (AIP-193) sent in the grpc-status-details-bin trailer.
+ *
+ * Threads: the codec keeps no state of its own, so every function may be called from any thread,
+ * at the same time as any other; what a call is given (a byte buffer, an arena, an error) must not
+ * be used by another thread during it. The server calls it on its workers and, for replies given
+ * later, on the thread that answers; the client on the thread making the call. */
 #ifndef BOOKS_CODEC_H
 #define BOOKS_CODEC_H
 
@@ -45,29 +50,30 @@ struct codec_limits {
  *   BOOKS_E2BIG    the message inflates past limits->max_message_bytes (MESSAGE_TOO_LARGE);
  *   BOOKS_EUNIMPL  compressed with an algorithm other than gzip or deflate;
  *   BOOKS_ENOMEM   out of memory (OUT_OF_MEMORY).
- * `limits` may be NULL: no caps (tests, trusted input). Thread-safe (no shared state). */
+ * `limits` may be NULL: no caps (tests, trusted input). Any thread (no shared state). */
 int codec_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
                  const struct codec_limits *limits, struct arena *arena, ProtobufCMessage **out,
                  struct books_error *err);
 
 /* The same for `len` bytes at `data` (the caller's; not compressed). For callers and fuzz targets
- * that have the bytes in one piece. Same return values, except never BOOKS_EUNIMPL. */
+ * that have the bytes in one piece. Same return values, except never BOOKS_EUNIMPL. Any thread. */
 int codec_decode_bytes(const uint8_t *data, size_t len, const ProtobufCMessageDescriptor *desc,
                        const struct codec_limits *limits, struct arena *arena,
                        ProtobufCMessage **out, struct books_error *err);
 
 /* Releases a message from codec_decode() (protobuf_c_message_free_unpacked through the arena's
- * allocator). NULL is a no-op. */
+ * allocator). NULL is a no-op. Any thread: the one that owns `arena` at the time. */
 void codec_free_request(ProtobufCMessage *msg, struct arena *arena);
 
 /* Packs `msg` into one freshly allocated slice and wraps it in a byte buffer that the caller owns
  * (grpc_byte_buffer_destroy). Cannot fail: like all of gRPC core, the slice allocator aborts the
- * process when malloc does. Thread-safe. */
+ * process when malloc does. Any thread. */
 void codec_encode(const ProtobufCMessage *msg, grpc_byte_buffer **out);
 
 /* Serializes `e` as a google.rpc.Status (code, message, details: ErrorInfo{reason, domain
  * BOOKS_ERROR_DOMAIN, metadata}, BadRequest{field_violations} when there are any, ResourceInfo when
- * a resource is named). *out is a new slice the caller unrefs. Returns 0 or BOOKS_ENOMEM. */
+ * a resource is named). *out is a new slice the caller unrefs. Returns 0 or BOOKS_ENOMEM. Any
+ * thread. */
 int codec_encode_status_details(const struct books_error *e, grpc_slice *out);
 
 /* The client side of codec_encode_status_details(): reads the google.rpc.Status in `bin` (the
@@ -81,7 +87,7 @@ int codec_encode_status_details(const struct books_error *e, grpc_slice *out);
  * Detail types other than these are skipped. out->code and out->message are left alone: they
  * come from the call's own status and grpc-message. Returns 0; BOOKS_EINVAL when out has no
  * arena; BOOKS_EBADMSG when the bytes are not a Status or a known detail does not parse (out is
- * then untouched); BOOKS_ENOMEM. `bin` stays the caller's. */
+ * then untouched); BOOKS_ENOMEM. `bin` stays the caller's. Any thread. */
 int codec_decode_status_details(const grpc_slice *bin, struct books_error *out);
 
 #endif

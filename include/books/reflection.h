@@ -9,9 +9,11 @@
 #include <stdint.h>
 
 #include "books/rpc.h"
+#include "books/rpc_paths.h"
 
-#define REFLECTION_V1_SERVICE_NAME "grpc.reflection.v1.ServerReflection"
-#define REFLECTION_V1ALPHA_SERVICE_NAME "grpc.reflection.v1alpha.ServerReflection"
+/* "grpc.reflection.v1.ServerReflection" and "grpc.reflection.v1alpha.ServerReflection" */
+#define REFLECTION_V1_SERVICE_NAME RPC_REFLECTION_V1_SERVICE
+#define REFLECTION_V1ALPHA_SERVICE_NAME RPC_REFLECTION_V1ALPHA_SERVICE
 
 /* The embedded FileDescriptorSet of every hosted service and its imports (generated code). */
 extern const unsigned char books_descriptor_set[];

@@ -1,11 +1,17 @@
 /* rpc.h: the contract between the server loop and the services it serves (books, health). A
  * service is a table of methods; a unary handler is a function of (service, request) that fills an
  * rpc_reply and calls rpc_reply_done() exactly once, inline or later from any thread. Handlers
- * never touch gRPC calls, byte buffers or the network, so cmocka tests call them directly. */
+ * never touch gRPC calls, byte buffers or the network, so cmocka tests call them directly.
+ *
+ * Threads: the server runs handlers on its worker threads, several at once (different calls of one
+ * method on different workers), so a service object must be safe to use from many threads at once.
+ * Each function type below says on which thread it is called, and each function from which threads
+ * it may be called. */
 #ifndef BOOKS_RPC_H
 #define BOOKS_RPC_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdint.h>
 
 #include "books/arena.h"
 #include "books/error.h"
@@ -16,50 +22,66 @@ struct rpc_reply;
 typedef void (*rpc_done_fn)(struct rpc_reply *reply);
 
 /* What a handler produces. The server owns it (inside its per-call object) and prepares it before
- * calling the handler: arena set, error cleared, response NULL, done set. */
+ * calling the handler: arena set, error cleared, response NULL, done set. Used by one thread at a
+ * time: the handler's, until it calls rpc_reply_done(), and then the server's. */
 struct rpc_reply {
     struct arena *arena;            /* per-call memory for building the response */
     const ProtobufCMessage *response; /* on success: the response message (in the arena or the handler's) */
     struct books_error error;       /* on failure: error.code != 0, response ignored */
     /* Optional: called by the server after the response was encoded (or the call failed) to
-     * release what the response pointed into (e.g. store_book references). */
+     * release what the response pointed into (e.g. store_book references). Unary: on the thread
+     * that called rpc_reply_done(), before that returns; bidi: on the worker, after the handler
+     * returned. */
     void (*release)(struct rpc_reply *reply);
     void *release_arg;
     rpc_done_fn done;               /* set by the caller of the handler; see rpc_reply_done() */
+    /* When the caller stops waiting: CLOCK_MONOTONIC time in nanoseconds, 0 for no deadline. A
+     * handler passes it to work that may wait (a store's query), which then gives up at that time
+     * (store_get_async(), store.h). */
+    uint64_t deadline_ns;
 };
 
-/* Signals that `reply` is complete (response set, or error.code != 0). Exactly once per call.
- * After it returns, the handler must not touch the reply or the request. */
+/* Signals that `reply` is complete (response set, or error.code != 0). Exactly once per call, from
+ * any thread: inline on the worker that runs the handler, or later from another thread (e.g. a
+ * durable store's commit thread); for RPC_BIDI_STREAM, before the handler returns, on its thread.
+ * For a unary call the server encodes and sends the reply inside it, on the calling thread. After
+ * it returns, the handler must not touch the reply or the request. */
 static inline void rpc_reply_done(struct rpc_reply *reply) { reply->done(reply); }
 
 /* A unary handler. `self` is the service object from rpc_service.self; `request` is an unpacked
- * message of the method's request descriptor, valid until the handler calls rpc_reply_done(). */
+ * message of the method's request descriptor, valid until the handler calls rpc_reply_done().
+ * Called from any thread: the server calls it on one of its workers, concurrently with other calls
+ * on the other workers (tests call it directly). A handler that blocks holds up the other calls of
+ * its worker's queue; one that must wait (a durable commit) returns and answers later. */
 typedef void (*rpc_unary_fn)(void *self, const ProtobufCMessage *request, struct rpc_reply *reply);
 
 /* A server-streaming call as its handler sees it (owned by the server). */
 struct rpc_stream;
 
 /* Starts a server-streaming call. The handler may keep `stream` and call rpc_stream_send() and
- * rpc_stream_finish() from any thread until the server calls the method's `close` for it.
- * `request` is valid only during this call: copy what is needed. */
+ * rpc_stream_finish() from any thread until the server calls the method's `close` for it (from
+ * inside this call too). `request` is valid only during this call: copy what is needed. Called on
+ * a worker thread, concurrently with other calls on the other workers. */
 typedef void (*rpc_stream_start_fn)(void *self, const ProtobufCMessage *request,
                                     struct rpc_stream *stream);
 
-/* Called exactly once per started stream, on a server thread, when the call is over (finished, or
- * cancelled by the client or by shutdown). After it returns the handler must not touch `stream`.
- * May be called while other threads are inside rpc_stream_send() for it only if the handler does
- * not serialise the two; handlers that keep a list of streams remove the stream here under the
- * same lock they hold while sending. */
+/* Called exactly once per started stream, on the worker thread that serves the call, when the call
+ * is over (finished, or cancelled by the client or by shutdown). After it returns the handler must
+ * not touch `stream`. May be called while other threads are inside rpc_stream_send() for it only
+ * if the handler does not serialise the two; handlers that keep a list of streams remove the
+ * stream here under the same lock they hold while sending. */
 typedef void (*rpc_stream_close_fn)(void *self, struct rpc_stream *stream);
 
 /* Queues `msg` (encoded at once; the caller keeps msg) on the stream. At most one message is on
  * the wire at a time; a message queued while another is in flight replaces any older queued one
- * (the newest state wins, as for health Watch). Thread-safe. Returns 0, or BOOKS_EUNAVAIL when the
- * stream is finishing or closed. */
+ * (the newest state wins, as for health Watch). Thread-safe: any thread, from the start handler
+ * until the close hook has returned. Returns 0, or BOOKS_EUNAVAIL when the stream is finishing or
+ * closed. */
 int rpc_stream_send(struct rpc_stream *stream, const ProtobufCMessage *msg);
 
 /* Ends the stream after the messages already queued: status OK when `err` is NULL or err->code is
- * 0, else err's status and AIP-193 details. Only the first call counts. Thread-safe. */
+ * 0, else err's status and AIP-193 details. Only the first call counts. Thread-safe: any thread,
+ * from the start handler until the close hook has returned. */
 void rpc_stream_finish(struct rpc_stream *stream, const struct books_error *err);
 
 enum rpc_kind {
@@ -90,7 +112,8 @@ struct rpc_method {
     size_t n_limits;
 };
 
-/* A service: its fully-qualified name (for health) and its method table. */
+/* A service: its fully-qualified name (for health) and its method table. The server reads both
+ * from every worker at once: they must not change while a server uses them. */
 struct rpc_service {
     const char *name;
     const struct rpc_method *methods;

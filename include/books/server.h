@@ -2,7 +2,11 @@
  * queue and one worker thread per configured thread, the registered-method table built from the
  * services it is given, the per-call state objects (every completion-queue tag is one), the channel
  * arguments (limits, keepalive) and the shutdown order. Calls to methods no service declares are
- * answered UNIMPLEMENTED. Never decides API semantics: that is the services' job. */
+ * answered UNIMPLEMENTED. Never decides API semantics: that is the services' job.
+ *
+ * Threads: one thread owns a server, the one that starts it (main's): it alone calls
+ * server_start(), server_shutdown() and server_free(), and it is never one of the server's workers
+ * or a thread a handler waits on. Handlers and stream hooks run on the workers (rpc.h). */
 #ifndef BOOKS_SERVER_H
 #define BOOKS_SERVER_H
 
@@ -33,11 +37,13 @@ struct server;
 /* Creates the server, registers every method of `services` (n of them, borrowed: they must outlive
  * the server), binds the port and starts the worker threads. On failure writes a message naming
  * the port or the cause to err and returns BOOKS_EUNAVAIL (port in use or not permitted),
- * BOOKS_EINVAL (bad options, duplicate method), BOOKS_ENOMEM. Calls grpc_init(). */
+ * BOOKS_EINVAL (bad options, duplicate method), BOOKS_ENOMEM. Calls grpc_init(). Called by the
+ * thread that will own the server; the workers it starts may run handlers before it returns. */
 int server_start(const struct server_options *opts, const struct rpc_service *services, size_t n,
                  struct server **out, char *err, size_t errlen);
 
-/* The port actually bound (useful when opts->port was taken from the environment). */
+/* The port actually bound (useful when opts->port was taken from the environment). Any thread,
+ * from server_start()'s return until server_free() (the value never changes). */
 int server_port(const struct server *s);
 
 /* How long server_shutdown() waits, after the grace period and the cancel, for a store to answer
@@ -48,18 +54,23 @@ int server_port(const struct server *s);
 /* Graceful shutdown (gRPC core's order): stop accepting calls, let calls in flight finish for up to
  * `grace_ms` milliseconds, cancel whatever is left, wait up to SERVER_STORE_WAIT_MS for the store to
  * answer the calls it holds, stop the worker threads and destroy the server. Blocks until all of
- * that is done. Call once, from one thread (not a worker). Returns 0, or the number of calls the
- * store never answered: then an error line names their methods, the server is left running for
- * them (server_free() keeps it) and the caller should exit without closing the store, since the
- * store is stuck; none of those calls was acknowledged to its client. */
+ * that is done. Call once, from the owning thread: not a worker (it joins them) and not a thread
+ * that answers calls (a store's commit thread: it would wait for itself, then give up). Handlers
+ * and hooks keep running on the workers and other threads while it waits; once it has returned 0,
+ * every call has been answered and the workers are joined: no server thread calls a handler or
+ * hook again. Returns 0, or the number of calls the store never answered: then an error line names
+ * their methods, the server is left running for them (server_free() keeps it) and the caller
+ * should exit without closing the store, since the store is stuck; none of those calls was
+ * acknowledged to its client. */
 long server_shutdown(struct server *s, int grace_ms);
 
 /* Frees a server after server_shutdown() and calls grpc_shutdown(). NULL is a no-op, and so is a
- * server whose shutdown returned a non-zero count (it is deliberately leaked). */
+ * server whose shutdown returned a non-zero count (it is deliberately leaked). The owning thread,
+ * after server_shutdown() has returned. */
 void server_free(struct server *s);
 
 /* Worker threads when none are configured: the CPUs in this process's affinity mask (so a server
- * pinned with taskset runs as many threads as it has CPUs), at least 1. */
+ * pinned with taskset runs as many threads as it has CPUs), at least 1. Any thread. */
 int server_default_threads(void);
 
 #endif

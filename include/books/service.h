@@ -9,9 +9,10 @@
 #include <stddef.h>
 
 #include "books/rpc.h"
+#include "books/rpc_paths.h"
 #include "books/store.h"
 
-#define SVC_SERVICE_NAME "books.v1.BooksService"
+#define SVC_SERVICE_NAME RPC_BOOKS_SERVICE /* "books.v1.BooksService" */
 #define SVC_RESOURCE_TYPE "books.example.com/Book"
 
 /* AIP-158 page sizes. */

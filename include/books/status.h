@@ -8,15 +8,17 @@
 #include <grpc/status.h>
 
 /* The status a server sends for `err`: 0 maps to GRPC_STATUS_OK, an unknown value to
- * GRPC_STATUS_INTERNAL. This is the one books_err -> status mapping (STYLE.md section 3). */
+ * GRPC_STATUS_INTERNAL. This is the one books_err -> status mapping (STYLE.md section 3). Any
+ * thread. */
 grpc_status_code rpc_status_of(int err);
 
 /* The other direction, for a client: the enum books_err nearest to a status it received
- * (OK -> 0; CANCELLED, UNKNOWN and the other codes this server never sends -> BOOKS_EINTERNAL). */
+ * (OK -> 0; CANCELLED, UNKNOWN and the other codes this server never sends -> BOOKS_EINTERNAL).
+ * Any thread. */
 int rpc_status_to_err(grpc_status_code status);
 
 /* The canonical upper-case name of a status code ("NOT_FOUND"), as in logs and google.rpc.Code.
- * Returns a static string; "UNKNOWN" for values outside 0..16. */
+ * Returns a static string; "UNKNOWN" for values outside 0..16. Any thread. */
 const char *rpc_status_name(grpc_status_code code);
 
 #endif

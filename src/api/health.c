@@ -1,6 +1,8 @@
 /* health.c: grpc.health.v1.Health (gRPC doc/health-checking.md): Check, and Watch as a server
- * stream. The serving state is one flag shared by every service this server hosts: they start and
- * stop together. Watchers sit in a list under a mutex; every change is sent to each of them while
+ * stream. The status of "" is the process's: SERVING from start-up to shutdown. Each hosted service
+ * follows it and can also be marked unavailable on its own (BooksService while its database is
+ * unreachable), so a liveness probe that asks for "" never restarts a healthy process for an
+ * outage it cannot fix, while a client or load balancer asking for the service sees it. Watchers sit in a list under a mutex; every change is sent to each of them while
  * that mutex is held, and a watcher leaves the list (in the server's close hook) under the same
  * mutex, so a stream is never used after the server has let it go. At shutdown every watcher is
  * told NOT_SERVING and its stream is ended with status OK, so Watch calls do not hold the server's
@@ -8,7 +10,6 @@
 #include "books/health.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,16 +20,23 @@
 #define STATUS_SERVICE_UNKNOWN                                                                     \
     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN
 
+/* Which name a watcher watches: the process (""), a hosted service (its index), or neither. */
+#define WATCH_PROCESS (-1)
+#define WATCH_UNKNOWN (-2)
+
 struct watcher {
     struct rpc_stream *stream;
-    bool known; /* a hosted service (or ""): it follows the serving state */
+    int service; /* WATCH_PROCESS, WATCH_UNKNOWN, or an index into services */
+    Grpc__Health__V1__HealthCheckResponse__ServingStatus sent; /* the last status sent */
     struct watcher *next;
 };
 
 struct health {
     const char *const *services;
-    atomic_bool serving;
+    size_t n_services;
     pthread_mutex_t mu;
+    bool serving;             /* under mu: the process, between start-up and shutdown */
+    bool *unavailable;        /* under mu: per hosted service, set by health_set_available() */
     bool shut_down;           /* under mu */
     struct watcher *watchers; /* under mu */
 };
@@ -39,7 +47,13 @@ int health_new(const char *const *services, struct health **out)
     if (!h)
         return BOOKS_ENOMEM;
     h->services = services;
-    atomic_init(&h->serving, false);
+    while (services[h->n_services])
+        h->n_services++;
+    h->unavailable = calloc(h->n_services ? h->n_services : 1, sizeof *h->unavailable);
+    if (!h->unavailable) {
+        free(h);
+        return BOOKS_ENOMEM;
+    }
     pthread_mutex_init(&h->mu, NULL);
     *out = h;
     return 0;
@@ -56,12 +70,30 @@ void health_free(struct health *h)
         free(w);
     }
     pthread_mutex_destroy(&h->mu);
+    free(h->unavailable);
     free(h);
 }
 
-static Grpc__Health__V1__HealthCheckResponse__ServingStatus current(struct health *h)
+/* WATCH_PROCESS for "", a service's index, or WATCH_UNKNOWN. */
+static int service_index(const struct health *h, const char *name)
 {
-    return atomic_load(&h->serving) ? STATUS_SERVING : STATUS_NOT_SERVING;
+    if (name[0] == '\0') /* "" is the server as a whole */
+        return WATCH_PROCESS;
+    for (size_t i = 0; i < h->n_services; i++)
+        if (strcmp(h->services[i], name) == 0)
+            return (int)i;
+    return WATCH_UNKNOWN;
+}
+
+/* The status of `service` (WATCH_PROCESS or an index). mu held. */
+static Grpc__Health__V1__HealthCheckResponse__ServingStatus status_of(const struct health *h,
+                                                                      int service)
+{
+    if (service == WATCH_UNKNOWN)
+        return STATUS_SERVICE_UNKNOWN;
+    if (!h->serving || (service >= 0 && h->unavailable[service]))
+        return STATUS_NOT_SERVING;
+    return STATUS_SERVING;
 }
 
 static void send_status(struct rpc_stream *stream,
@@ -73,21 +105,46 @@ static void send_status(struct rpc_stream *stream,
     (void)rpc_stream_send(stream, &resp.base);
 }
 
+/* Sends each known watcher its status if it changed. mu held. */
+static void notify(struct health *h)
+{
+    for (struct watcher *w = h->watchers; w; w = w->next) {
+        Grpc__Health__V1__HealthCheckResponse__ServingStatus now = status_of(h, w->service);
+        if (w->service != WATCH_UNKNOWN && now != w->sent) {
+            send_status(w->stream, now);
+            w->sent = now;
+        }
+    }
+}
+
 void health_set_serving(struct health *h, bool serving)
 {
     pthread_mutex_lock(&h->mu);
-    if (atomic_exchange(&h->serving, serving) != serving)
-        for (struct watcher *w = h->watchers; w; w = w->next)
-            if (w->known)
-                send_status(w->stream, current(h));
+    /* Shutdown is final: nothing serves again after it. */
+    if (!h->shut_down) {
+        h->serving = serving;
+        notify(h);
+    }
     pthread_mutex_unlock(&h->mu);
+}
+
+int health_set_available(struct health *h, const char *service, bool available)
+{
+    int i = service_index(h, service);
+    if (i < 0)
+        return BOOKS_ENOTFOUND;
+    pthread_mutex_lock(&h->mu);
+    h->unavailable[i] = !available;
+    notify(h);
+    pthread_mutex_unlock(&h->mu);
+    return 0;
 }
 
 void health_shutdown(struct health *h)
 {
     pthread_mutex_lock(&h->mu);
     h->shut_down = true;
-    atomic_store(&h->serving, false);
+    h->serving = false;
     /* Every watcher hears NOT_SERVING, also one watching a name this server never hosted (as gRPC
      * C++'s health service does): whatever it watched is going away. Then its stream ends. */
     for (struct watcher *w = h->watchers; w; w = w->next) {
@@ -98,10 +155,10 @@ void health_shutdown(struct health *h)
 }
 
 static const struct rpc_method health_methods[] = {
-    {.path = "/grpc.health.v1.Health/Check",
+    {.path = RPC_PATH_HEALTH_CHECK,
      .request = &grpc__health__v1__health_check_request__descriptor,
      .handle = health_check},
-    {.path = "/grpc.health.v1.Health/Watch",
+    {.path = RPC_PATH_HEALTH_WATCH,
      .request = &grpc__health__v1__health_check_request__descriptor,
      .kind = RPC_SERVER_STREAM,
      .start = health_watch_start,
@@ -116,16 +173,6 @@ void health_describe(struct health *h, struct rpc_service *out)
     out->self = h;
 }
 
-static bool hosts(const struct health *h, const char *name)
-{
-    if (name[0] == '\0') /* "" is the server as a whole */
-        return true;
-    for (const char *const *s = h->services; *s; s++)
-        if (strcmp(*s, name) == 0)
-            return true;
-    return false;
-}
-
 void health_check(void *self, const ProtobufCMessage *request, struct rpc_reply *reply)
 {
     struct health *h = self;
@@ -134,7 +181,9 @@ void health_check(void *self, const ProtobufCMessage *request, struct rpc_reply 
     Grpc__Health__V1__HealthCheckResponse *resp;
     char q[64];
 
-    if (!hosts(h, req->service)) {
+    int service = service_index(h, req->service);
+
+    if (service == WATCH_UNKNOWN) {
         books_error_set(&reply->error, BOOKS_ENOTFOUND, "SERVICE_NOT_FOUND",
                         "this server does not host a service named \"%s\"; ask for \"\" (the "
                         "whole server) or a hosted service",
@@ -144,7 +193,9 @@ void health_check(void *self, const ProtobufCMessage *request, struct rpc_reply 
         books_error_set(&reply->error, BOOKS_ENOMEM, "OUT_OF_MEMORY", "the server is out of memory");
     } else {
         grpc__health__v1__health_check_response__init(resp);
-        resp->status = current(h);
+        pthread_mutex_lock(&h->mu);
+        resp->status = status_of(h, service);
+        pthread_mutex_unlock(&h->mu);
         reply->response = &resp->base;
     }
     rpc_reply_done(reply);
@@ -167,7 +218,7 @@ void health_watch_start(void *self, const ProtobufCMessage *request, struct rpc_
     w->stream = stream;
     /* The protocol: an unknown service is reported as SERVICE_UNKNOWN and the call stays open
      * (the service could appear later). */
-    w->known = hosts(h, req->service);
+    w->service = service_index(h, req->service);
     pthread_mutex_lock(&h->mu);
     w->next = h->watchers;
     h->watchers = w;
@@ -175,7 +226,8 @@ void health_watch_start(void *self, const ProtobufCMessage *request, struct rpc_
         send_status(stream, STATUS_NOT_SERVING);
         rpc_stream_finish(stream, NULL);
     } else {
-        send_status(stream, w->known ? current(h) : STATUS_SERVICE_UNKNOWN);
+        w->sent = status_of(h, w->service);
+        send_status(stream, w->sent);
     }
     pthread_mutex_unlock(&h->mu);
 }

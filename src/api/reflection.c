@@ -27,6 +27,7 @@ struct file {
 struct symbol {
     char *name;
     size_t file;
+    bool message; /* a message type: what all_extension_numbers_of_type may name */
 };
 
 struct extension {
@@ -64,7 +65,7 @@ static char *join(const char *scope, const char *name)
 
 /* Adds scope.name; returns the new full name (owned by the index) or NULL when out of memory. */
 static const char *add_symbol(struct reflection *r, const char *scope, const char *name,
-                              size_t file)
+                              size_t file, bool message)
 {
     if (r->n_symbols == r->cap_symbols) {
         size_t cap = r->cap_symbols ? 2 * r->cap_symbols : 256;
@@ -79,6 +80,7 @@ static const char *add_symbol(struct reflection *r, const char *scope, const cha
         return NULL;
     r->symbols[r->n_symbols].name = full;
     r->symbols[r->n_symbols].file = file;
+    r->symbols[r->n_symbols].message = message;
     r->n_symbols++;
     return full;
 }
@@ -110,10 +112,10 @@ static int add_extension(struct reflection *r, const Google__Protobuf__FieldDesc
 static int index_enum(struct reflection *r, const char *scope,
                       const Google__Protobuf__EnumDescriptorProto *e, size_t file)
 {
-    if (!add_symbol(r, scope, e->name, file))
+    if (!add_symbol(r, scope, e->name, file, false))
         return BOOKS_ENOMEM;
     for (size_t i = 0; i < e->n_value; i++)
-        if (!add_symbol(r, scope, e->value[i]->name, file))
+        if (!add_symbol(r, scope, e->value[i]->name, file, false))
             return BOOKS_ENOMEM;
     return 0;
 }
@@ -121,12 +123,12 @@ static int index_enum(struct reflection *r, const char *scope,
 static int index_message(struct reflection *r, const char *scope,
                          const Google__Protobuf__DescriptorProto *m, size_t file)
 {
-    const char *full = add_symbol(r, scope, m->name, file);
+    const char *full = add_symbol(r, scope, m->name, file, true);
     size_t i;
     if (!full)
         return BOOKS_ENOMEM;
     for (i = 0; i < m->n_field; i++)
-        if (!add_symbol(r, full, m->field[i]->name, file))
+        if (!add_symbol(r, full, m->field[i]->name, file, false))
             return BOOKS_ENOMEM;
     for (i = 0; i < m->n_nested_type; i++)
         if (index_message(r, full, m->nested_type[i], file))
@@ -135,7 +137,7 @@ static int index_message(struct reflection *r, const char *scope,
         if (index_enum(r, full, m->enum_type[i], file))
             return BOOKS_ENOMEM;
     for (i = 0; i < m->n_extension; i++)
-        if (!add_symbol(r, full, m->extension[i]->name, file) ||
+        if (!add_symbol(r, full, m->extension[i]->name, file, false) ||
             add_extension(r, m->extension[i], file))
             return BOOKS_ENOMEM;
     return 0;
@@ -153,15 +155,15 @@ static int index_file(struct reflection *r, size_t file)
         if (index_enum(r, pkg, fd->enum_type[i], file))
             return BOOKS_ENOMEM;
     for (i = 0; i < fd->n_service; i++) {
-        const char *svc = add_symbol(r, pkg, fd->service[i]->name, file);
+        const char *svc = add_symbol(r, pkg, fd->service[i]->name, file, false);
         if (!svc)
             return BOOKS_ENOMEM;
         for (j = 0; j < fd->service[i]->n_method; j++)
-            if (!add_symbol(r, svc, fd->service[i]->method[j]->name, file))
+            if (!add_symbol(r, svc, fd->service[i]->method[j]->name, file, false))
                 return BOOKS_ENOMEM;
     }
     for (i = 0; i < fd->n_extension; i++)
-        if (!add_symbol(r, pkg, fd->extension[i]->name, file) ||
+        if (!add_symbol(r, pkg, fd->extension[i]->name, file, false) ||
             add_extension(r, fd->extension[i], file))
             return BOOKS_ENOMEM;
     return 0;
@@ -263,7 +265,7 @@ nomem:
 }
 
 static const struct rpc_method v1_methods[] = {
-    {.path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    {.path = RPC_PATH_REFLECTION_V1_INFO,
      .request = &grpc__reflection__v1__server_reflection_request__descriptor,
      .kind = RPC_BIDI_STREAM,
      .handle = reflection_handle},
@@ -272,7 +274,7 @@ static const struct rpc_method v1_methods[] = {
 /* v1alpha's messages have the same fields and numbers as v1's, so v1's descriptors decode and
  * encode them byte for byte. */
 static const struct rpc_method v1alpha_methods[] = {
-    {.path = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    {.path = RPC_PATH_REFLECTION_V1ALPHA_INFO,
      .request = &grpc__reflection__v1__server_reflection_request__descriptor,
      .kind = RPC_BIDI_STREAM,
      .handle = reflection_handle},
@@ -304,11 +306,15 @@ static long find_file(const struct reflection *r, const char *name)
     return -1;
 }
 
-static long find_symbol(const struct reflection *r, const char *name)
+static const struct symbol *lookup(const struct reflection *r, const char *name)
 {
     struct symbol key = {.name = (char *)(name[0] == '.' ? name + 1 : name)};
-    const struct symbol *hit =
-        bsearch(&key, r->symbols, r->n_symbols, sizeof *r->symbols, symbol_cmp);
+    return bsearch(&key, r->symbols, r->n_symbols, sizeof *r->symbols, symbol_cmp);
+}
+
+static long find_symbol(const struct reflection *r, const char *name)
+{
+    const struct symbol *hit = lookup(r, name);
     return hit ? (long)hit->file : -1;
 }
 
@@ -402,7 +408,9 @@ static bool answer_extension_numbers(const struct reflection *r, const char *typ
     Grpc__Reflection__V1__ExtensionNumberResponse *en;
     int32_t *numbers;
     size_t n = 0;
-    if (find_symbol(r, t) < 0)
+    const struct symbol *hit = lookup(r, t);
+    /* Only a message type has extension numbers; any other symbol is not one (as gRPC C++). */
+    if (!hit || !hit->message)
         return answer_error(a, ERROR_NOT_FOUND, "message type", type, resp);
     en = arena_alloc(a, sizeof *en);
     numbers = arena_alloc(a, (r->n_extensions ? r->n_extensions : 1) * sizeof *numbers);

@@ -20,7 +20,7 @@
 #define NAME_PREFIX_LEN (sizeof NAME_PREFIX - 1)
 /* AIP-158: a token is only good for the request kind that issued it. ListBooks has no parent or
  * filter, so the method itself is the whole "request" a token is bound to. */
-#define LIST_TOKEN_PURPOSE "/books.v1.BooksService/ListBooks"
+#define LIST_TOKEN_PURPOSE RPC_PATH_LIST_BOOKS
 
 struct svc {
     struct store *store;
@@ -103,13 +103,13 @@ static const struct rpc_field_limit create_limits[] = {
 };
 
 static const struct rpc_method svc_methods[] = {
-    {.path = "/books.v1.BooksService/GetBook",
+    {.path = RPC_PATH_GET_BOOK,
      .request = &books__v1__get_book_request__descriptor,
      .handle = svc_get_book},
-    {.path = "/books.v1.BooksService/ListBooks",
+    {.path = RPC_PATH_LIST_BOOKS,
      .request = &books__v1__list_books_request__descriptor,
      .handle = svc_list_books},
-    {.path = "/books.v1.BooksService/CreateBook",
+    {.path = RPC_PATH_CREATE_BOOK,
      .request = &books__v1__create_book_request__descriptor,
      .handle = svc_create_book,
      .limits = create_limits,

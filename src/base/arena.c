@@ -71,7 +71,7 @@ void *arena_alloc(struct arena *a, size_t n)
 
 char *arena_strndup(struct arena *a, const char *s, size_t len)
 {
-    char *p = arena_alloc(a, len + 1);
+    char *p = len < SIZE_MAX ? arena_alloc(a, len + 1) : NULL;
     if (!p)
         return NULL;
     memcpy(p, s, len);

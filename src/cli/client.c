@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "books/codec.h"
+#include "books/rpc_paths.h"
 #include "books/status.h"
 
 enum method { METHOD_GET_BOOK, METHOD_LIST_BOOKS, METHOD_CREATE_BOOK, N_METHODS };
@@ -24,10 +25,9 @@ static const struct method_info {
     const char *path;                           /* HTTP/2 :path */
     const ProtobufCMessageDescriptor *response; /* what a successful call returns */
 } methods[N_METHODS] = {
-    [METHOD_GET_BOOK] = {"/books.v1.BooksService/GetBook", &books__v1__book__descriptor},
-    [METHOD_LIST_BOOKS] = {"/books.v1.BooksService/ListBooks",
-                           &books__v1__list_books_response__descriptor},
-    [METHOD_CREATE_BOOK] = {"/books.v1.BooksService/CreateBook", &books__v1__book__descriptor},
+    [METHOD_GET_BOOK] = {RPC_PATH_GET_BOOK, &books__v1__book__descriptor},
+    [METHOD_LIST_BOOKS] = {RPC_PATH_LIST_BOOKS, &books__v1__list_books_response__descriptor},
+    [METHOD_CREATE_BOOK] = {RPC_PATH_CREATE_BOOK, &books__v1__book__descriptor},
 };
 
 struct client {

@@ -1,34 +1,20 @@
-/* server.c: the gRPC core server loop.
+/* server.c: the server loop's life cycle: server_start (channel arguments, method registration,
+ * completion queues, the port, the worker threads), the workers' polling loop, and shutdown. What a
+ * call does once a worker has it is in unary.c and stream.c; call.h has the shared picture and
+ * structures.
  *
- * Threads and queues: one completion queue per worker thread; each worker is the only thread that
- * calls grpc_completion_queue_next() on its queue, so everything a queue's events touch (the
- * worker's free list of call objects) needs no lock.
- *
- * Calls: every completion-queue tag is a `struct call` whose first member is a step function. For
- * each registered method (GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, so the request message
- * arrives with the call) and for unregistered methods (generic requests, answered UNIMPLEMENTED
- * because core would otherwise park them until their deadline), each queue keeps a few requests
- * outstanding. When one is matched, a replacement is requested at once from the free list, then
- * the call is decoded, handed to its handler, and answered with ONE batch: initial metadata,
- * message, status (plus google.rpc.Status details on errors) and RECV_CLOSE_ON_SERVER. When that
- * batch completes, one log line is written and the call object goes back to the free list with its
- * arena reset: steady-state serving allocates no call objects.
- *
- * Handlers may answer later from another thread (a durable store's commit thread): rpc_reply_done
- * then encodes and starts the batch there, which gRPC core allows for a call nobody else is
- * touching; the completion still arrives on the owning worker's queue.
+ * Each worker requests its own calls on its own queue and is the only thread that polls it, so its
+ * free list of call objects never sees another thread.
  *
  * Shutdown (gRPC core's order): grpc_server_shutdown_and_notify, wait up to the grace period for
  * calls in flight, grpc_server_cancel_all_calls, wait for the shutdown tag, grpc_server_destroy,
  * shut down each worker queue and let its thread drain it to GRPC_QUEUE_SHUTDOWN, join, destroy. */
 #include "books/server.h"
-#include "books/status.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
-#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -43,697 +29,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "books/codec.h"
 #include "books/log.h"
+#include "call.h"
 
-/* Outstanding requests per method per queue: enough to absorb a burst of new streams without
- * them waiting in core's pending list, few enough to cost little memory. */
-#define REQUESTS_PER_METHOD 4
-/* Call objects a worker keeps for reuse beyond that; the rest are freed. */
-#define MAX_FREE_CALLS 512
 /* How often a graceful shutdown checks whether calls are still in flight. */
 #define SHUTDOWN_POLL_MS 20
 /* Room for every channel argument server_start() sets. */
 #define MAX_CHANNEL_ARGS 20
-/* Inline arena per call: a request and its response views fit without a heap chunk. */
-#define CALL_ARENA_BYTES 2048
-
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
-
-struct server;
-struct worker;
-
-/* Opaque to handlers (rpc.h); a member of struct call, found again with container_of. */
-struct rpc_stream {
-    char unused;
-};
-
-/* Every completion-queue tag begins with this. */
-struct tag {
-    void (*step)(struct tag *t, bool ok);
-};
-
-struct method_slot {
-    const struct rpc_method *method;
-    void *self;            /* the service object passed to the handler */
-    void *registered;      /* grpc_server_register_method's handle */
-    struct codec_limits limits; /* what a request of this method may be */
-    atomic_long in_flight;      /* this method's calls matched and not yet released */
-};
-
-struct call {
-    struct tag tag;
-    struct worker *w;
-    const struct method_slot *slot; /* NULL for an unregistered (generic) call */
-    grpc_call *call;
-    gpr_timespec deadline;
-    grpc_metadata_array md;
-    grpc_call_details details;      /* generic calls only */
-    grpc_byte_buffer *payload;
-    ProtobufCMessage *request;
-    grpc_byte_buffer *response;
-    grpc_status_code code;
-    grpc_slice status_message;
-    grpc_slice status_details_bin;
-    grpc_metadata trailing;
-    size_t n_trailing;
-    int cancelled;
-    uint64_t start_us;
-    struct rpc_reply reply;
-    struct arena arena;
-    struct call *next_free;
-
-    /* Streaming calls only. `mu` guards the fields below it: handlers send and finish from any
-     * thread while the worker processes completions. */
-    pthread_mutex_t mu;
-    struct rpc_stream stream;       /* the handle given to a server-streaming handler */
-    struct tag close_tag;           /* RECV_CLOSE_ON_SERVER of a server stream */
-    grpc_byte_buffer *queued;       /* next message to send (newest wins) */
-    unsigned outstanding;           /* batches in flight */
-    bool md_sent, sending, finishing, status_started, closed, detached, answered;
-
-    unsigned char arena_buf[CALL_ARENA_BYTES];
-};
-
-struct worker {
-    struct server *srv;
-    grpc_completion_queue *cq;
-    pthread_t thread;
-    bool started;
-    struct call *free_list;
-    size_t n_free;
-};
-
-struct server {
-    grpc_server *server;
-    grpc_completion_queue *shutdown_cq;
-    struct tag shutdown_tag;
-    atomic_bool shutting_down;
-    atomic_long in_flight; /* calls matched and not yet released */
-    bool abandoned;        /* server_shutdown() gave up waiting for the store */
-    int port;
-    size_t n_workers;
-    struct worker *workers;
-    size_t n_slots;
-    struct method_slot *slots;
-    grpc_resource_quota *quota; /* NULL: core's default (unlimited) */
-};
-
-static void step_registered(struct tag *t, bool ok);
-static void step_generic(struct tag *t, bool ok);
-static void step_sent(struct tag *t, bool ok);
-static void step_stream_sent(struct tag *t, bool ok);
-static void step_stream_closed(struct tag *t, bool ok);
-static void step_bidi_recv(struct tag *t, bool ok);
-static void reply_done(struct rpc_reply *reply);
-static void log_call(struct call *c);
-static void call_finished(struct call *c);
-static void stream_begin(struct call *c);
-static void bidi_begin(struct call *c);
-
-/* ---- call objects ------------------------------------------------------------------------------ */
-
-static struct call *call_get(struct worker *w)
-{
-    struct call *c = w->free_list;
-    if (c) {
-        w->free_list = c->next_free;
-        w->n_free--;
-        return c;
-    }
-    c = calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
-    c->w = w;
-    pthread_mutex_init(&c->mu, NULL);
-    arena_init(&c->arena, c->arena_buf, sizeof c->arena_buf);
-    grpc_metadata_array_init(&c->md);
-    grpc_call_details_init(&c->details);
-    return c;
-}
-
-static void call_destroy(struct call *c)
-{
-    grpc_metadata_array_destroy(&c->md);
-    grpc_call_details_destroy(&c->details);
-    arena_cleanup(&c->arena);
-    pthread_mutex_destroy(&c->mu);
-    free(c);
-}
-
-/* Releases what one call used and keeps the object for the next one. */
-static void call_put(struct worker *w, struct call *c)
-{
-    if (c->call) {
-        grpc_call_unref(c->call);
-        c->call = NULL;
-    }
-    if (c->payload) {
-        grpc_byte_buffer_destroy(c->payload);
-        c->payload = NULL;
-    }
-    if (c->response) {
-        grpc_byte_buffer_destroy(c->response);
-        c->response = NULL;
-    }
-    grpc_slice_unref(c->status_message);
-    grpc_slice_unref(c->status_details_bin);
-    c->status_message = grpc_empty_slice();
-    c->status_details_bin = grpc_empty_slice();
-    c->n_trailing = 0;
-    grpc_metadata_array_destroy(&c->md);
-    grpc_metadata_array_init(&c->md);
-    if (!c->slot) {
-        grpc_call_details_destroy(&c->details);
-        grpc_call_details_init(&c->details);
-    }
-    if (c->queued) {
-        grpc_byte_buffer_destroy(c->queued);
-        c->queued = NULL;
-    }
-    arena_reset(&c->arena);
-    c->request = NULL;
-    c->cancelled = 0;
-    c->outstanding = 0;
-    c->md_sent = c->sending = c->finishing = c->status_started = false;
-    c->closed = c->detached = c->answered = false;
-    if (w->n_free >= MAX_FREE_CALLS) {
-        call_destroy(c);
-        return;
-    }
-    c->next_free = w->free_list;
-    w->free_list = c;
-    w->n_free++;
-}
-
-/* ---- requesting calls -------------------------------------------------------------------------- */
-
-static void request_registered(struct worker *w, const struct method_slot *slot)
-{
-    struct call *c = call_get(w);
-    grpc_call_error e;
-    if (!c) {
-        log_msg(LOG_ERROR, "out of memory: cannot request a call for %s", slot->method->path);
-        return;
-    }
-    c->slot = slot;
-    c->tag.step = step_registered;
-    /* A method registered without payload reading must not be given a payload pointer. */
-    e = grpc_server_request_registered_call(
-        w->srv->server, slot->registered, &c->call, &c->deadline, &c->md,
-        slot->method->kind == RPC_BIDI_STREAM ? NULL : &c->payload, w->cq, w->cq, &c->tag);
-    if (e != GRPC_CALL_OK) {
-        log_msg(LOG_ERROR, "grpc_server_request_registered_call(%s): %s", slot->method->path,
-                grpc_call_error_to_string(e));
-        call_put(w, c);
-    }
-}
-
-static void request_generic(struct worker *w)
-{
-    struct call *c = call_get(w);
-    grpc_call_error e;
-    if (!c) {
-        log_msg(LOG_ERROR, "out of memory: cannot request a generic call");
-        return;
-    }
-    c->slot = NULL;
-    c->tag.step = step_generic;
-    e = grpc_server_request_call(w->srv->server, &c->call, &c->details, &c->md, w->cq, w->cq,
-                                 &c->tag);
-    if (e != GRPC_CALL_OK) {
-        log_msg(LOG_ERROR, "grpc_server_request_call: %s", grpc_call_error_to_string(e));
-        call_put(w, c);
-    }
-}
-
-/* ---- serving ----------------------------------------------------------------------------------- */
-
-static void reply_prepare(struct call *c)
-{
-    c->start_us = log_now_us();
-    c->reply.arena = &c->arena;
-    c->reply.response = NULL;
-    books_error_init(&c->reply.error, &c->arena);
-    c->reply.release = NULL;
-    c->reply.release_arg = NULL;
-    c->reply.done = reply_done;
-}
-
-static bool deadline_passed(gpr_timespec deadline)
-{
-    gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
-    return gpr_time_cmp(gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC), now) <= 0;
-}
-
-static void step_registered(struct tag *t, bool ok)
-{
-    struct call *c = container_of(t, struct call, tag);
-    struct worker *w = c->w;
-    const struct method_slot *slot = c->slot;
-    int rc;
-
-    if (!ok) { /* the server is shutting down: this request will never be matched */
-        call_put(w, c);
-        return;
-    }
-    atomic_fetch_add_explicit(&w->srv->in_flight, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&((struct method_slot *)slot)->in_flight, 1, memory_order_relaxed);
-    if (!atomic_load_explicit(&w->srv->shutting_down, memory_order_relaxed))
-        request_registered(w, slot);
-    reply_prepare(c);
-    if (slot->method->kind == RPC_BIDI_STREAM) {
-        bidi_begin(c);
-        return;
-    }
-    if (deadline_passed(c->deadline)) {
-        /* No work for a call whose caller has already given up. */
-        books_error_set(&c->reply.error, BOOKS_EDEADLINE, "DEADLINE_EXCEEDED",
-                        "the call's deadline passed before the server started it");
-        reply_done(&c->reply);
-        return;
-    }
-    rc = codec_decode(c->payload, slot->method->request, &slot->limits, &c->arena, &c->request,
-                      &c->reply.error);
-    /* The request's bytes are not needed once decoded (strings were copied into the arena): give
-     * them back now rather than when a durable store answers. */
-    grpc_byte_buffer_destroy(c->payload);
-    c->payload = NULL;
-    if (rc) {
-        reply_done(&c->reply);
-        return;
-    }
-    if (slot->method->kind == RPC_SERVER_STREAM) {
-        stream_begin(c);
-        return;
-    }
-    slot->method->handle(slot->self, c->request, &c->reply);
-}
-
-static void step_generic(struct tag *t, bool ok)
-{
-    struct call *c = container_of(t, struct call, tag);
-    struct worker *w = c->w;
-    char method[96];
-
-    if (!ok) {
-        call_put(w, c);
-        return;
-    }
-    atomic_fetch_add_explicit(&w->srv->in_flight, 1, memory_order_relaxed);
-    if (!atomic_load_explicit(&w->srv->shutting_down, memory_order_relaxed))
-        request_generic(w);
-    reply_prepare(c);
-    /* The method path is caller-chosen bytes: quote it before it goes into the message. */
-    char raw[sizeof method];
-    size_t len = GRPC_SLICE_LENGTH(c->details.method);
-    if (len >= sizeof raw)
-        len = sizeof raw - 1;
-    memcpy(raw, GRPC_SLICE_START_PTR(c->details.method), len);
-    raw[len] = '\0';
-    books_error_quote(method, sizeof method, raw);
-    books_error_set(&c->reply.error, BOOKS_EUNIMPL, "METHOD_NOT_FOUND",
-                    "method %s is not implemented by this server", method);
-    books_error_set_meta(&c->reply.error, "method", method);
-    reply_done(&c->reply);
-}
-
-static void start_batch(struct call *c, const grpc_op *ops, size_t n, struct tag *tag)
-{
-    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, tag, NULL);
-    if (e != GRPC_CALL_OK) {
-        /* Only a malformed batch (or two of a kind at once) fails here; every batch this file
-         * builds is well-formed and serialised, so this is a bug, not a runtime state. */
-        log_msg(LOG_ERROR, "grpc_call_start_batch: %s", grpc_call_error_to_string(e));
-        abort();
-    }
-}
-
-/* Records the status to send for `e` (OK when NULL or code 0): code, message and the AIP-193
- * details trailer. The message is also kept for the log line. */
-static void set_status(struct call *c, const struct books_error *e)
-{
-    if (!e || e->code == 0) {
-        c->code = GRPC_STATUS_OK;
-        return;
-    }
-    c->code = rpc_status_of(e->code);
-    if (e != &c->reply.error)
-        snprintf(c->reply.error.message, sizeof c->reply.error.message, "%s", e->message);
-    grpc_slice_unref(c->status_message);
-    c->status_message = grpc_slice_from_copied_string(e->message);
-    grpc_slice_unref(c->status_details_bin);
-    c->status_details_bin = grpc_empty_slice();
-    c->n_trailing = 0;
-    if (codec_encode_status_details(e, &c->status_details_bin) == 0) {
-        c->trailing.key = grpc_slice_from_static_string("grpc-status-details-bin");
-        c->trailing.value = c->status_details_bin;
-        c->n_trailing = 1;
-    }
-}
-
-/* Adds SEND_INITIAL_METADATA (empty) when the call has not sent it yet; returns 0 or 1. */
-static size_t initial_metadata_op(struct call *c, grpc_op *op)
-{
-    if (c->md_sent)
-        return 0;
-    op->op = GRPC_OP_SEND_INITIAL_METADATA;
-    c->md_sent = true;
-    return 1;
-}
-
-/* Fills one SEND_STATUS_FROM_SERVER op from what set_status() recorded. Returns 1. */
-static size_t status_op(struct call *c, grpc_op *op)
-{
-    op->op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    op->data.send_status_from_server.status = c->code;
-    op->data.send_status_from_server.status_details =
-        c->code != GRPC_STATUS_OK ? &c->status_message : NULL;
-    op->data.send_status_from_server.trailing_metadata_count = c->n_trailing;
-    op->data.send_status_from_server.trailing_metadata = c->n_trailing ? &c->trailing : NULL;
-    return 1;
-}
-
-/* Encodes the reply and sends it as one batch. Runs on the handler's thread, which may not be the
- * worker's; it touches only this call, and the completion goes to the worker's queue. */
-static void reply_done(struct rpc_reply *reply)
-{
-    struct call *c = container_of(reply, struct call, reply);
-    grpc_op ops[4];
-    size_t n = 0;
-
-    memset(ops, 0, sizeof ops);
-    if (reply->error.code == 0 && !reply->response)
-        books_error_set(&reply->error, BOOKS_EINTERNAL, "INTERNAL", "the handler gave no response");
-    if (reply->error.code == 0)
-        codec_encode(reply->response, &c->response);
-    if (reply->release)
-        reply->release(reply);
-    reply->release = NULL;
-    codec_free_request(c->request, &c->arena);
-    c->request = NULL;
-
-    n += initial_metadata_op(c, &ops[n]);
-    set_status(c, &reply->error);
-    if (reply->error.code == 0) {
-        ops[n].op = GRPC_OP_SEND_MESSAGE;
-        ops[n].data.send_message.send_message = c->response;
-        n++;
-    }
-    n += status_op(c, &ops[n]);
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
-    n++;
-    c->tag.step = step_sent;
-    start_batch(c, ops, n, &c->tag);
-}
-
-/* The end of a matched call: its log line, then the object goes back to the free list. */
-static void call_finished(struct call *c)
-{
-    struct worker *w = c->w;
-    struct method_slot *slot = (struct method_slot *)c->slot;
-    log_call(c);
-    call_put(w, c);
-    if (slot)
-        atomic_fetch_sub_explicit(&slot->in_flight, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&w->srv->in_flight, 1, memory_order_release);
-}
-
-static void step_sent(struct tag *t, bool ok)
-{
-    (void)ok;
-    call_finished(container_of(t, struct call, tag));
-}
-
-/* The caller's trace context from its request metadata: W3C traceparent first, then Google's
- * x-cloud-trace-context (Cloud Run passes both on). */
-static bool find_trace(const grpc_metadata_array *md, struct trace_context *out)
-{
-    const grpc_metadata *cloud = NULL;
-    for (size_t i = 0; i < md->count; i++) {
-        const grpc_slice *k = &md->metadata[i].key;
-        const grpc_slice *v = &md->metadata[i].value;
-        if (grpc_slice_str_cmp(*k, "traceparent") == 0 &&
-            trace_parse_traceparent((const char *)GRPC_SLICE_START_PTR(*v), GRPC_SLICE_LENGTH(*v),
-                                    out))
-            return true;
-        if (grpc_slice_str_cmp(*k, "x-cloud-trace-context") == 0)
-            cloud = &md->metadata[i];
-    }
-    return cloud && trace_parse_cloud((const char *)GRPC_SLICE_START_PTR(cloud->value),
-                                      GRPC_SLICE_LENGTH(cloud->value), out);
-}
-
-/* One log line for a finished call. */
-static void log_call(struct call *c)
-{
-    if (log_enabled(LOG_INFO)) {
-        struct log_rpc r;
-        char *peer = grpc_call_get_peer(c->call);
-        if (c->slot) {
-            r.method = c->slot->method->path;
-            r.method_len = strlen(r.method);
-        } else {
-            r.method = (const char *)GRPC_SLICE_START_PTR(c->details.method);
-            r.method_len = GRPC_SLICE_LENGTH(c->details.method);
-        }
-        /* A call the client cancelled (or whose deadline passed) did not get our status. */
-        r.code = c->cancelled ? "CANCELLED" : rpc_status_name(c->code);
-        r.latency_us = log_now_us() - c->start_us;
-        r.peer = peer;
-        r.message = c->code != GRPC_STATUS_OK ? c->reply.error.message : NULL;
-        struct trace_context trace;
-        r.trace = find_trace(&c->md, &trace) ? &trace : NULL;
-        log_rpc(&r);
-        gpr_free(peer);
-    }
-}
-
-/* ---- server streaming (e.g. health Watch) -------------------------------------------------------
- * Two batches can be in flight: RECV_CLOSE_ON_SERVER (close_tag), started first so a client that
- * goes away is noticed, and one send batch (tag) at a time: a message, or finally the status.
- * The call is released when it is closed, the handler has let go of it (close hook), and no batch
- * is left in flight; all three are only ever decided on the worker's thread. */
-
-static void stream_send_locked(struct call *c, grpc_byte_buffer *bb)
-{
-    grpc_op ops[2];
-    size_t n;
-    memset(ops, 0, sizeof ops);
-    n = initial_metadata_op(c, ops);
-    ops[n].op = GRPC_OP_SEND_MESSAGE;
-    ops[n++].data.send_message.send_message = bb;
-    c->response = bb;
-    c->sending = true;
-    c->outstanding++;
-    c->tag.step = step_stream_sent;
-    start_batch(c, ops, n, &c->tag);
-}
-
-static void stream_status_locked(struct call *c)
-{
-    grpc_op ops[2];
-    size_t n;
-    memset(ops, 0, sizeof ops);
-    n = initial_metadata_op(c, ops);
-    n += status_op(c, &ops[n]);
-    c->status_started = true;
-    c->sending = true;
-    c->outstanding++;
-    c->tag.step = step_stream_sent;
-    start_batch(c, ops, n, &c->tag);
-}
-
-static bool stream_releasable_locked(const struct call *c)
-{
-    return c->closed && c->detached && c->outstanding == 0;
-}
-
-static void stream_begin(struct call *c)
-{
-    const struct method_slot *slot = c->slot;
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    op.data.recv_close_on_server.cancelled = &c->cancelled;
-    c->code = GRPC_STATUS_OK;
-    pthread_mutex_lock(&c->mu);
-    c->outstanding = 1;
-    c->close_tag.step = step_stream_closed;
-    start_batch(c, &op, 1, &c->close_tag);
-    pthread_mutex_unlock(&c->mu);
-    slot->method->start(slot->self, c->request, &c->stream);
-    codec_free_request(c->request, &c->arena);
-    c->request = NULL;
-}
-
-int rpc_stream_send(struct rpc_stream *stream, const ProtobufCMessage *msg)
-{
-    struct call *c = container_of(stream, struct call, stream);
-    grpc_byte_buffer *bb = NULL;
-    codec_encode(msg, &bb);
-    pthread_mutex_lock(&c->mu);
-    if (c->finishing || c->closed) {
-        pthread_mutex_unlock(&c->mu);
-        grpc_byte_buffer_destroy(bb);
-        return BOOKS_EUNAVAIL;
-    }
-    if (c->sending) {
-        if (c->queued)
-            grpc_byte_buffer_destroy(c->queued);
-        c->queued = bb;
-    } else {
-        stream_send_locked(c, bb);
-    }
-    pthread_mutex_unlock(&c->mu);
-    return 0;
-}
-
-void rpc_stream_finish(struct rpc_stream *stream, const struct books_error *err)
-{
-    struct call *c = container_of(stream, struct call, stream);
-    pthread_mutex_lock(&c->mu);
-    if (!c->finishing) {
-        c->finishing = true;
-        set_status(c, err);
-        if (!c->sending && !c->closed)
-            stream_status_locked(c);
-    }
-    pthread_mutex_unlock(&c->mu);
-}
-
-static void step_stream_sent(struct tag *t, bool ok)
-{
-    struct call *c = container_of(t, struct call, tag);
-    bool release;
-    pthread_mutex_lock(&c->mu);
-    c->outstanding--;
-    c->sending = false;
-    if (c->response) {
-        grpc_byte_buffer_destroy(c->response);
-        c->response = NULL;
-    }
-    if (ok && !c->closed && !c->status_started) {
-        if (c->queued) {
-            grpc_byte_buffer *bb = c->queued;
-            c->queued = NULL;
-            stream_send_locked(c, bb);
-        } else if (c->finishing) {
-            stream_status_locked(c);
-        }
-    }
-    release = stream_releasable_locked(c);
-    pthread_mutex_unlock(&c->mu);
-    if (release)
-        call_finished(c);
-}
-
-static void step_stream_closed(struct tag *t, bool ok)
-{
-    struct call *c = container_of(t, struct call, close_tag);
-    const struct method_slot *slot = c->slot;
-    bool release;
-    (void)ok;
-    pthread_mutex_lock(&c->mu);
-    c->closed = true;
-    c->outstanding--;
-    pthread_mutex_unlock(&c->mu);
-    /* Outside the lock: the handler takes its own lock here, the one it holds while sending. */
-    slot->method->close(slot->self, &c->stream);
-    pthread_mutex_lock(&c->mu);
-    c->detached = true;
-    release = stream_releasable_locked(c);
-    pthread_mutex_unlock(&c->mu);
-    if (release)
-        call_finished(c);
-}
-
-/* ---- bidirectional streaming (e.g. server reflection) -------------------------------------------
- * Sequential batches on one tag: initial metadata + first RECV_MESSAGE; then for each request its
- * response + the next RECV_MESSAGE; when the client half-closes (no message), the status. Only the
- * worker's thread touches the call, so no lock is needed. */
-
-static void bidi_answered(struct rpc_reply *reply)
-{
-    container_of(reply, struct call, reply)->answered = true;
-}
-
-static void bidi_begin(struct call *c)
-{
-    grpc_op ops[2];
-    size_t n;
-    memset(ops, 0, sizeof ops);
-    n = initial_metadata_op(c, ops);
-    ops[n].op = GRPC_OP_RECV_MESSAGE;
-    ops[n++].data.recv_message.recv_message = &c->payload;
-    c->tag.step = step_bidi_recv;
-    start_batch(c, ops, n, &c->tag);
-}
-
-/* Ends the stream with the status in c->reply.error (OK when its code is 0). */
-static void bidi_finish(struct call *c)
-{
-    grpc_op ops[2];
-    memset(ops, 0, sizeof ops);
-    set_status(c, &c->reply.error);
-    status_op(c, &ops[0]);
-    ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[1].data.recv_close_on_server.cancelled = &c->cancelled;
-    c->tag.step = step_sent;
-    start_batch(c, ops, 2, &c->tag);
-}
-
-static void step_bidi_recv(struct tag *t, bool ok)
-{
-    struct call *c = container_of(t, struct call, tag);
-    const struct method_slot *slot = c->slot;
-    grpc_op ops[2];
-    int rc;
-
-    if (c->response) { /* the previous answer is on the wire */
-        grpc_byte_buffer_destroy(c->response);
-        c->response = NULL;
-    }
-    if (!ok || !c->payload) { /* half-closed by the client, or the call is gone */
-        bidi_finish(c);
-        return;
-    }
-    arena_reset(&c->arena);
-    books_error_init(&c->reply.error, &c->arena);
-    c->reply.response = NULL;
-    c->reply.release = NULL;
-    c->reply.done = bidi_answered;
-    c->answered = false;
-    rc = codec_decode(c->payload, slot->method->request, &slot->limits, &c->arena, &c->request,
-                      &c->reply.error);
-    grpc_byte_buffer_destroy(c->payload);
-    c->payload = NULL;
-    if (rc) {
-        bidi_finish(c);
-        return;
-    }
-    slot->method->handle(slot->self, c->request, &c->reply);
-    if (!c->answered) /* the contract: bidi handlers answer before returning */
-        abort();
-    if (c->reply.error.code == 0)
-        codec_encode(c->reply.response, &c->response);
-    if (c->reply.release)
-        c->reply.release(&c->reply);
-    c->reply.release = NULL;
-    codec_free_request(c->request, &c->arena);
-    c->request = NULL;
-    if (c->reply.error.code) {
-        bidi_finish(c);
-        return;
-    }
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_MESSAGE;
-    ops[0].data.send_message.send_message = c->response;
-    ops[1].op = GRPC_OP_RECV_MESSAGE;
-    ops[1].data.recv_message.recv_message = &c->payload;
-    start_batch(c, ops, 2, &c->tag);
-}
 
 /* ---- threads ----------------------------------------------------------------------------------- */
 
@@ -743,9 +45,13 @@ static void *worker_main(void *arg)
     size_t i, j;
     for (i = 0; i < w->srv->n_slots; i++)
         for (j = 0; j < REQUESTS_PER_METHOD; j++)
-            request_registered(w, &w->srv->slots[i]);
+            call_request_registered(w, &w->srv->slots[i]);
     for (j = 0; j < REQUESTS_PER_METHOD; j++)
-        request_generic(w);
+        call_request_generic(w);
+    pthread_mutex_lock(&w->srv->ready_mu);
+    w->srv->n_ready++;
+    pthread_cond_signal(&w->srv->ready_cv);
+    pthread_mutex_unlock(&w->srv->ready_mu);
     for (;;) {
         gpr_timespec deadline =
             log_thread_pending()
@@ -849,6 +155,8 @@ static void server_destroy_unstarted(struct server *s)
         grpc_resource_quota_unref(s->quota);
     free(s->workers);
     free(s->slots);
+    pthread_cond_destroy(&s->ready_cv);
+    pthread_mutex_destroy(&s->ready_mu);
     free(s);
 }
 
@@ -874,6 +182,8 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
     }
     atomic_init(&s->shutting_down, false);
     atomic_init(&s->in_flight, 0);
+    pthread_mutex_init(&s->ready_mu, NULL);
+    pthread_cond_init(&s->ready_cv, NULL);
     s->n_workers = (size_t)opts->threads;
     s->workers = calloc(s->n_workers, sizeof *s->workers);
     for (i = 0; i < n; i++)
@@ -987,6 +297,12 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
         s->workers[i].started = true;
         started++;
     }
+    /* Before anyone can shut the server down, every worker has requested its first calls (a
+     * request made on a destroyed server crashes in core). */
+    pthread_mutex_lock(&s->ready_mu);
+    while (s->n_ready < started)
+        pthread_cond_wait(&s->ready_cv, &s->ready_mu);
+    pthread_mutex_unlock(&s->ready_mu);
     if (started == 0) {
         snprintf(err, errlen, "cannot start any worker thread");
         server_shutdown(s, 0);
@@ -1117,6 +433,8 @@ void server_free(struct server *s)
         return;
     if (s->quota)
         grpc_resource_quota_unref(s->quota);
+    pthread_cond_destroy(&s->ready_cv);
+    pthread_mutex_destroy(&s->ready_mu);
     free(s->workers);
     free(s->slots);
     free(s);
