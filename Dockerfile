@@ -31,12 +31,13 @@ FROM debian:bookworm-slim AS runtime
 #     libprotobuf32/libprotoc32 for the libgrpc_plugin_support it also ships: unused, unavoidable)
 #   libprotobuf-c.so.1 -> libprotobuf-c1     libcrypto.so.3 -> libssl3     libuuid.so.1 -> libuuid1
 #   libsqlite3.so.0 -> libsqlite3-0 (the sqlite: store)    libc.so.6 -> libc6 (in the base)
+#   libpq.so.5 -> libpq5 (the postgresql: store)           libbsd.so.0 -> libbsd0
 #   libz.so.1 -> zlib1g (the codec's bounded inflate; required priority, in the base)
 # If the binary starts linking something else, the ldd check below fails the build until its package
 # is added here.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libgrpc29 libprotobuf-c1 libsqlite3-0 libssl3 libuuid1 \
+      libgrpc29 libprotobuf-c1 libsqlite3-0 libpq5 libssl3 libuuid1 libbsd0 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /var/log/apt \
       /var/log/dpkg.log \

@@ -15,10 +15,10 @@ set -eu
 RUN_PKGS="build-essential cmake pkg-config
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
   golang-github-gogo-googleapis-dev grpc-proto
-  uuid-dev libbsd-dev libssl-dev libsqlite3-dev zlib1g-dev"
+  uuid-dev libbsd-dev libssl-dev libsqlite3-dev zlib1g-dev libpq-dev"
 UNIT_PKGS="libcmocka-dev"
 TEST_PKGS="$UNIT_PKGS python3 python3-grpcio python3-grpc-tools python3-protobuf python3-h2 valgrind
-  devscripts nghttp2-client nghttp2-proxy clang libclang-rt-14-dev"
+  devscripts nghttp2-client nghttp2-proxy clang libclang-rt-14-dev postgresql"
 CONTAINER_PKGS="podman runc mmdebstrap devscripts python3 python3-grpcio python3-grpc-tools python3-protobuf
   grpc-proto golang-github-gogo-googleapis-dev"
 

@@ -20,6 +20,14 @@
 
 extern char **environ;
 
+/* The store's availability (a database that went away) shows as BooksService's health, not as
+ * the process's: Cloud Run's liveness probe asks for "", so it never restarts an instance for an
+ * outage a restart cannot fix. */
+static void on_store_state(void *health, bool available)
+{
+    (void)health_set_available(health, SVC_SERVICE_NAME, available);
+}
+
 static int fail(const char *what, const char *err)
 {
     fprintf(stderr, "books-server: %s\n", err);
@@ -119,10 +127,11 @@ int main(int argc, char **argv)
         goto out_services;
     }
     health_set_serving(health, true);
+    store_watch(store, on_store_state, health);
     const struct log_field fields[] = {
         {.key = "port", .num = server_port(server)},
         {.key = "threads", .num = opts.threads},
-        {.key = "store", .str = cfg.store},
+        {.key = "store", .str = store->display},
         {.key = "memory_limit_mb", .num = (long long)(memory >> 20)},
         {.key = "memory_limit_from", .str = resources_memory_source_name(memory_source)},
         {.key = "open_files", .num = (long long)nofile_soft},

@@ -7,6 +7,7 @@
 #define BOOKS_STORE_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,10 +24,27 @@ struct store_book {
     size_t size_bytes;          /* bytes of the record's one allocation, for memory budgets */
 };
 
+/* Most authors a record read back from a database may have (the API lets a client send 100): a
+ * row with more is damaged or foreign data, BOOKS_ECORRUPT. */
+#define STORE_MAX_AUTHORS 1024
+
 /* Builds a record holding copies of all the strings (one allocation), with one reference owned by
- * the caller. Returns 0, BOOKS_EINVAL if a pointer is NULL, BOOKS_ENOMEM. */
+ * the caller. Returns 0, BOOKS_EINVAL if a pointer is NULL, BOOKS_ENOMEM. Any thread. */
 int store_book_new(const char *name, const char *display_name, const char *const *authors,
                    size_t n_authors, const char *publisher, struct store_book **out);
+
+/* A string given by pointer and length, not NUL-terminated (e.g. a field of a database row). */
+struct store_text {
+    const char *p;
+    size_t len;
+};
+
+/* The same from counted strings (copied, each given a NUL). Returns 0, BOOKS_ECORRUPT when one
+ * holds a NUL byte (a record's strings are C strings), BOOKS_EINVAL for a NULL pointer,
+ * BOOKS_ENOMEM. Any thread. */
+int store_book_new_counted(struct store_text name, struct store_text display_name,
+                           const struct store_text *authors, size_t n_authors,
+                           struct store_text publisher, struct store_book **out);
 
 /* Adds a reference (atomic; any thread). Returns `b`. */
 struct store_book *store_book_ref(struct store_book *b);
@@ -41,6 +59,19 @@ struct store;
  * negative enum books_err (nothing was stored). May run on any thread, possibly before
  * store_create() returns. */
 typedef void (*store_create_done_fn)(void *arg, int rc);
+
+/* Called exactly once when an asynchronous get has finished: rc 0 with `book` a new reference the
+ * callee must drop, or BOOKS_ENOTFOUND, BOOKS_EDEADLINE (the deadline passed first),
+ * BOOKS_EUNAVAIL (the database cannot be reached), BOOKS_EIO, BOOKS_ENOMEM with `book` NULL. */
+typedef void (*store_get_done_fn)(void *arg, int rc, struct store_book *book);
+
+/* Called exactly once when an asynchronous list has finished: rc 0 with out[0..n) filled (new
+ * references), or an error as for get (nothing to release). */
+typedef void (*store_list_done_fn)(void *arg, int rc, size_t n);
+
+/* Called when a store that depends on something outside the process (a database server) loses it
+ * (available false) or gets it back (true). From a store thread; must not call into the store. */
+typedef void (*store_state_fn)(void *arg, bool available);
 
 struct store_ops {
     /* URI scheme this backend serves, e.g. "memory". */
@@ -66,13 +97,36 @@ struct store_ops {
     /* Finishes pending writes, releases everything and frees `s`. No other call may be running
      * or follow. */
     void (*close)(struct store *s);
+
+    /* Optional (NULL: store_get_async() and store_list_async() call get and list inline). The
+     * asynchronous reads of a backend whose reads wait on a network (postgresql:): they return at
+     * once and done() runs exactly once, later on a store thread, or inline when the call is
+     * refused. `deadline_ns` is CLOCK_MONOTONIC time in nanoseconds after which the caller no
+     * longer wants the answer (0: none): done() then gets BOOKS_EDEADLINE at that time, and the
+     * query is cancelled in the database once nobody waits for it. `name` and `after_name` are
+     * copied; `out` (limit pointers) must stay valid until done() runs. */
+    void (*get_async)(struct store *s, const char *name, uint64_t deadline_ns,
+                      store_get_done_fn done, void *arg);
+    void (*list_async)(struct store *s, const char *after_name, size_t limit,
+                       struct store_book **out, uint64_t deadline_ns, store_list_done_fn done,
+                       void *arg);
+
+    /* Optional (NULL: the store is always available). Registers `fn` to hear of availability
+     * changes (see store_state_fn); call once, before serving. */
+    void (*watch)(struct store *s, store_state_fn fn, void *arg);
 };
 
 #define STORE_DATASET_KEY_BYTES 32
 
+#define STORE_DISPLAY_BYTES 256
+
 /* The base every backend embeds first. */
 struct store {
     const struct store_ops *ops;
+    /* How logs and messages name this data set ("memory:", "sqlite:/var/lib/books/books.db",
+     * "postgresql://books@db:5432/books"): never a password. A backend may fill it in; otherwise
+     * store_open() copies the URI it was given. */
+    char display[STORE_DISPLAY_BYTES];
     /* Random bytes created with the data set and kept for its life (in memory for `memory:`, in
      * the database for durable backends). Secret: never sent to clients. The service keys its
      * AIP-158 page tokens with it, so a token only works against the data set that issued it. */
@@ -112,6 +166,40 @@ static inline void store_create(struct store *s, struct store_book *book, store_
                                 void *arg)
 {
     s->ops->create(s, book, done, arg);
+}
+/* The asynchronous reads (see store_ops.get_async): for a backend without them, get or list runs
+ * inline and done() is called before this returns. Any thread. */
+static inline void store_get_async(struct store *s, const char *name, uint64_t deadline_ns,
+                                   store_get_done_fn done, void *arg)
+{
+    struct store_book *b = NULL;
+    int rc;
+    if (s->ops->get_async) {
+        s->ops->get_async(s, name, deadline_ns, done, arg);
+        return;
+    }
+    rc = s->ops->get(s, name, &b);
+    done(arg, rc, rc == 0 ? b : NULL);
+}
+static inline void store_list_async(struct store *s, const char *after_name, size_t limit,
+                                    struct store_book **out, uint64_t deadline_ns,
+                                    store_list_done_fn done, void *arg)
+{
+    size_t n = 0;
+    int rc;
+    if (s->ops->list_async) {
+        s->ops->list_async(s, after_name, limit, out, deadline_ns, done, arg);
+        return;
+    }
+    rc = s->ops->list(s, after_name, limit, out, &n);
+    done(arg, rc, rc == 0 ? n : 0);
+}
+/* Registers fn to hear when the store becomes unavailable and available again; a no-op for
+ * stores that are always available. Before serving, one thread. */
+static inline void store_watch(struct store *s, store_state_fn fn, void *arg)
+{
+    if (s->ops->watch)
+        s->ops->watch(s, fn, arg);
 }
 /* NULL is a no-op. */
 static inline void store_close(struct store *s)

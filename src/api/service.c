@@ -200,6 +200,10 @@ static void store_error(struct books_error *e, int rc)
     case BOOKS_ECORRUPT:
         books_error_set(e, rc, "STORE_CORRUPT", "the book store holds damaged data");
         break;
+    case BOOKS_EDEADLINE:
+        books_error_set(e, rc, "DEADLINE_EXCEEDED",
+                        "the call's deadline passed while the book store was answering");
+        break;
     default:
         books_error_set(e, BOOKS_EINTERNAL, "INTERNAL", "internal error in the book store");
         break;
@@ -248,27 +252,55 @@ static void reply_with_book(struct rpc_reply *reply, struct store_book *b)
 
 /* ---- GetBook (AIP-131) ------------------------------------------------------------------------- */
 
-void svc_get_book(void *self, const ProtobufCMessage *request, struct rpc_reply *reply)
-{
-    struct svc *svc = self;
-    const Books__V1__GetBookRequest *req = (const Books__V1__GetBookRequest *)request;
-    struct store_book *b = NULL;
-    int rc;
+/* What a read needs again when the store answers (in the call's arena). */
+struct read_ctx {
+    struct svc *svc;
+    struct rpc_reply *reply;
+    const char *name;          /* GetBook: the name asked for (the request outlives the reply) */
+    struct store_book **found; /* ListBooks: limit + 1 slots */
+    size_t limit;
+};
 
-    if (!check_book_name(req->name, "name", &reply->error)) {
-        books_error_finish_fields(&reply->error, "GetBookRequest");
-    } else if ((rc = store_get(svc->store, req->name, &b)) == BOOKS_ENOTFOUND) {
+static void get_done(void *arg, int rc, struct store_book *b)
+{
+    struct read_ctx *ctx = arg;
+    struct rpc_reply *reply = ctx->reply;
+
+    if (rc == BOOKS_ENOTFOUND) {
         books_error_set(&reply->error, BOOKS_ENOTFOUND, "BOOK_NOT_FOUND",
                         "book \"%s\" does not exist; check the name, or create it with CreateBook",
-                        req->name);
-        books_error_set_meta(&reply->error, "name", req->name);
-        books_error_set_resource(&reply->error, SVC_RESOURCE_TYPE, req->name);
+                        ctx->name);
+        books_error_set_meta(&reply->error, "name", ctx->name);
+        books_error_set_resource(&reply->error, SVC_RESOURCE_TYPE, ctx->name);
     } else if (rc) {
         store_error(&reply->error, rc);
     } else {
         reply_with_book(reply, b);
     }
     rpc_reply_done(reply);
+}
+
+void svc_get_book(void *self, const ProtobufCMessage *request, struct rpc_reply *reply)
+{
+    struct svc *svc = self;
+    const Books__V1__GetBookRequest *req = (const Books__V1__GetBookRequest *)request;
+    struct read_ctx *ctx;
+
+    if (!check_book_name(req->name, "name", &reply->error)) {
+        books_error_finish_fields(&reply->error, "GetBookRequest");
+        rpc_reply_done(reply);
+        return;
+    }
+    ctx = arena_alloc(reply->arena, sizeof *ctx);
+    if (!ctx) {
+        store_error(&reply->error, BOOKS_ENOMEM);
+        rpc_reply_done(reply);
+        return;
+    }
+    ctx->reply = reply;
+    ctx->name = req->name;
+    /* get_done answers: inline for a local store or a cached book, later for a database. */
+    store_get_async(svc->store, req->name, reply->deadline_ns, get_done, ctx);
 }
 
 /* ---- ListBooks (AIP-132, AIP-158) ------------------------------------------------------------- */
@@ -283,61 +315,24 @@ static size_t book_size_bound(const struct store_book *b)
     return n;
 }
 
-void svc_list_books(void *self, const ProtobufCMessage *request, struct rpc_reply *reply)
+static void list_done(void *arg, int rc, size_t n)
 {
-    struct svc *svc = self;
-    const Books__V1__ListBooksRequest *req = (const Books__V1__ListBooksRequest *)request;
+    struct read_ctx *ctx = arg;
+    struct rpc_reply *reply = ctx->reply;
     struct books_error *e = &reply->error;
-    char cursor[PAGE_TOKEN_MAX_CURSOR_BYTES + 1];
-    char after[NAME_PREFIX_LEN + PAGE_TOKEN_MAX_CURSOR_BYTES + 1];
-    struct store_book **found;
-    struct held_books *h;
+    struct store_book **found = ctx->found;
     Books__V1__ListBooksResponse *resp;
     Books__V1__Book *views, **view_ptrs;
-    size_t limit, n = 0, keep, bytes = 0, i;
+    struct held_books *h;
+    size_t keep, bytes = 0, i;
     bool more;
-    int rc;
 
-    after[0] = '\0';
-    if (req->page_size < 0)
-        books_error_add_violation(e, "page_size",
-                                  "must not be negative (got %d); send 0 for the default of %d, "
-                                  "at most %d",
-                                  req->page_size, SVC_DEFAULT_PAGE_SIZE, SVC_MAX_PAGE_SIZE);
-    if (req->page_token[0]) {
-        if (page_token_decode(svc->store->dataset_key, LIST_TOKEN_PURPOSE, req->page_token, cursor,
-                              sizeof cursor) != 0)
-            books_error_add_violation(e, "page_token",
-                                      "is not a page token this server issued for ListBooks (it "
-                                      "was altered, truncated, or comes from another data set); "
-                                      "send an empty page_token to start from the first page");
-        else
-            snprintf(after, sizeof after, NAME_PREFIX "%s", cursor);
-    }
-    if (e->n_violations) {
-        books_error_finish_fields(e, "ListBooksRequest");
-        goto done;
-    }
-
-    limit = req->page_size == 0 ? SVC_DEFAULT_PAGE_SIZE
-            : req->page_size > SVC_MAX_PAGE_SIZE ? SVC_MAX_PAGE_SIZE
-                                                  : (size_t)req->page_size;
-    /* One extra book tells whether a next page exists, so next_page_token is empty exactly on the
-     * last page (AIP-158) without a second query. */
-    found = arena_alloc(reply->arena, (limit + 1) * sizeof *found);
-    resp = arena_alloc(reply->arena, sizeof *resp);
-    h = arena_alloc(reply->arena, sizeof *h);
-    if (!found || !resp || !h) {
-        store_error(e, BOOKS_ENOMEM);
-        goto done;
-    }
-    rc = store_list(svc->store, after, limit + 1, found, &n);
     if (rc) {
         store_error(e, rc);
         goto done;
     }
-    more = n > limit;
-    keep = more ? limit : n;
+    more = n > ctx->limit;
+    keep = more ? ctx->limit : n;
     /* A page also stops before it would outgrow what a default client accepts (4 MiB). */
     for (i = 0; i < keep; i++) {
         bytes += book_size_bound(found[i]);
@@ -349,6 +344,14 @@ void svc_list_books(void *self, const ProtobufCMessage *request, struct rpc_repl
     }
     for (i = keep; i < n; i++)
         store_book_unref(found[i]);
+    h = arena_alloc(reply->arena, sizeof *h);
+    resp = arena_alloc(reply->arena, sizeof *resp);
+    if (!h || !resp) {
+        for (i = 0; i < keep; i++)
+            store_book_unref(found[i]);
+        store_error(e, BOOKS_ENOMEM);
+        goto done;
+    }
     h->n = keep;
     h->books = found;
     reply->release = release_held;
@@ -374,7 +377,7 @@ void svc_list_books(void *self, const ProtobufCMessage *request, struct rpc_repl
             store_error(e, BOOKS_ENOMEM);
             goto done;
         }
-        rc = page_token_encode(svc->store->dataset_key, LIST_TOKEN_PURPOSE,
+        rc = page_token_encode(ctx->svc->store->dataset_key, LIST_TOKEN_PURPOSE,
                                found[keep - 1]->name + NAME_PREFIX_LEN, token,
                                PAGE_TOKEN_MAX_CHARS);
         if (rc) {
@@ -386,6 +389,59 @@ void svc_list_books(void *self, const ProtobufCMessage *request, struct rpc_repl
     reply->response = &resp->base;
 done:
     rpc_reply_done(reply);
+}
+
+void svc_list_books(void *self, const ProtobufCMessage *request, struct rpc_reply *reply)
+{
+    struct svc *svc = self;
+    const Books__V1__ListBooksRequest *req = (const Books__V1__ListBooksRequest *)request;
+    struct books_error *e = &reply->error;
+    char cursor[PAGE_TOKEN_MAX_CURSOR_BYTES + 1];
+    char after[NAME_PREFIX_LEN + PAGE_TOKEN_MAX_CURSOR_BYTES + 1];
+    struct read_ctx *ctx;
+    size_t limit;
+
+    after[0] = '\0';
+    if (req->page_size < 0)
+        books_error_add_violation(e, "page_size",
+                                  "must not be negative (got %d); send 0 for the default of %d, "
+                                  "at most %d",
+                                  req->page_size, SVC_DEFAULT_PAGE_SIZE, SVC_MAX_PAGE_SIZE);
+    if (req->page_token[0]) {
+        if (page_token_decode(svc->store->dataset_key, LIST_TOKEN_PURPOSE, req->page_token, cursor,
+                              sizeof cursor) != 0)
+            books_error_add_violation(e, "page_token",
+                                      "is not a page token this server issued for ListBooks (it "
+                                      "was altered, truncated, or comes from another data set); "
+                                      "send an empty page_token to start from the first page");
+        else
+            snprintf(after, sizeof after, NAME_PREFIX "%s", cursor);
+    }
+    if (e->n_violations) {
+        books_error_finish_fields(e, "ListBooksRequest");
+        rpc_reply_done(reply);
+        return;
+    }
+
+    limit = req->page_size == 0 ? SVC_DEFAULT_PAGE_SIZE
+            : req->page_size > SVC_MAX_PAGE_SIZE ? SVC_MAX_PAGE_SIZE
+                                                  : (size_t)req->page_size;
+    /* One extra book tells whether a next page exists, so next_page_token is empty exactly on the
+     * last page (AIP-158) without a second query. */
+    ctx = arena_alloc(reply->arena, sizeof *ctx);
+    if (ctx)
+        ctx->found = arena_alloc(reply->arena, (limit + 1) * sizeof *ctx->found);
+    if (!ctx || !ctx->found) {
+        store_error(e, BOOKS_ENOMEM);
+        rpc_reply_done(reply);
+        return;
+    }
+    ctx->svc = svc;
+    ctx->reply = reply;
+    ctx->limit = limit;
+    /* list_done answers: inline for a local store, later for a database. `after` is copied by
+     * the store. */
+    store_list_async(svc->store, after, limit + 1, ctx->found, reply->deadline_ns, list_done, ctx);
 }
 
 /* ---- CreateBook (AIP-133) ---------------------------------------------------------------------- */

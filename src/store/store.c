@@ -5,9 +5,11 @@
 #include "books/store.h"
 
 #include "books/error.h"
+#include "books/store_postgres.h"
 #include "books/store_sqlite.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,27 +27,57 @@ static int size_add(size_t *total, size_t n)
     return 1;
 }
 
-/* Copies `s` and its NUL to `*cursor` and advances the cursor past them. */
-static const char *copy_string(char **cursor, const char *s)
+/* Copies t and a NUL to `*cursor` and advances the cursor past them. */
+static const char *copy_text(char **cursor, struct store_text t)
 {
-    size_t len = strlen(s) + 1;
     char *dst = *cursor;
 
-    memcpy(dst, s, len);
-    *cursor += len;
+    memcpy(dst, t.p, t.len);
+    dst[t.len] = '\0';
+    *cursor += t.len + 1;
     return dst;
 }
 
-int store_book_new(const char *name, const char *display_name, const char *const *authors,
-                   size_t n_authors, const char *publisher, struct store_book **out)
+/* The authors of a record being built, given either as C strings or as counted strings. */
+typedef struct store_text (*author_at_fn)(const void *authors, size_t i);
+
+static struct store_text c_string_at(const void *authors, size_t i)
+{
+    const char *s = ((const char *const *)authors)[i];
+    return (struct store_text){s, s ? strlen(s) : 0};
+}
+
+static struct store_text counted_at(const void *authors, size_t i)
+{
+    return ((const struct store_text *)authors)[i];
+}
+
+static bool usable(struct store_text t, int *rc)
+{
+    if (!t.p) {
+        *rc = BOOKS_EINVAL;
+        return false;
+    }
+    if (memchr(t.p, '\0', t.len)) {
+        *rc = BOOKS_ECORRUPT;
+        return false;
+    }
+    return true;
+}
+
+static int build(struct store_text name, struct store_text display_name, const void *authors,
+                 author_at_fn author_at, size_t n_authors, struct store_text publisher,
+                 struct store_book **out)
 {
     size_t total = sizeof(struct store_book);
     struct store_book *b;
     const char **author_slots;
     char *cursor;
+    int rc = 0;
 
-    if (!name || !display_name || !publisher || !out || (n_authors > 0 && !authors))
-        return BOOKS_EINVAL;
+    if (!out || (n_authors > 0 && !authors) || !usable(name, &rc) ||
+        !usable(display_name, &rc) || !usable(publisher, &rc))
+        return rc ? rc : BOOKS_EINVAL;
 
     /* The record, its author pointer array and every string share one block, so a record costs
      * one malloc and one free however many authors it has, and readers touch one region. The
@@ -55,13 +87,14 @@ int store_book_new(const char *name, const char *display_name, const char *const
         return BOOKS_ENOMEM;
     total += n_authors * sizeof(char *);
     for (size_t i = 0; i < n_authors; i++) {
-        if (!authors[i])
-            return BOOKS_EINVAL;
-        if (!size_add(&total, strlen(authors[i]) + 1))
+        struct store_text a = author_at(authors, i);
+        if (!usable(a, &rc))
+            return rc;
+        if (!size_add(&total, a.len) || !size_add(&total, 1))
             return BOOKS_ENOMEM;
     }
-    if (!size_add(&total, strlen(name) + 1) || !size_add(&total, strlen(display_name) + 1) ||
-        !size_add(&total, strlen(publisher) + 1))
+    if (!size_add(&total, name.len + 1) || !size_add(&total, display_name.len + 1) ||
+        !size_add(&total, publisher.len + 1))
         return BOOKS_ENOMEM;
 
     b = malloc(total);
@@ -72,11 +105,11 @@ int store_book_new(const char *name, const char *display_name, const char *const
     author_slots = (const char **)(b + 1);
     cursor = (char *)(author_slots + n_authors);
     atomic_init(&b->refs, 1);
-    b->name = copy_string(&cursor, name);
-    b->display_name = copy_string(&cursor, display_name);
-    b->publisher = copy_string(&cursor, publisher);
+    b->name = copy_text(&cursor, name);
+    b->display_name = copy_text(&cursor, display_name);
+    b->publisher = copy_text(&cursor, publisher);
     for (size_t i = 0; i < n_authors; i++)
-        author_slots[i] = copy_string(&cursor, authors[i]);
+        author_slots[i] = copy_text(&cursor, author_at(authors, i));
     /* Even with no authors this points into the block (at zero elements), never NULL, so
      * callers can loop over it without a special case. */
     b->authors = author_slots;
@@ -84,6 +117,23 @@ int store_book_new(const char *name, const char *display_name, const char *const
 
     *out = b;
     return 0;
+}
+
+int store_book_new(const char *name, const char *display_name, const char *const *authors,
+                   size_t n_authors, const char *publisher, struct store_book **out)
+{
+    if (!name || !display_name || !publisher)
+        return BOOKS_EINVAL;
+    return build((struct store_text){name, strlen(name)},
+                 (struct store_text){display_name, strlen(display_name)}, authors, c_string_at,
+                 n_authors, (struct store_text){publisher, strlen(publisher)}, out);
+}
+
+int store_book_new_counted(struct store_text name, struct store_text display_name,
+                           const struct store_text *authors, size_t n_authors,
+                           struct store_text publisher, struct store_book **out)
+{
+    return build(name, display_name, authors, counted_at, n_authors, publisher, out);
 }
 
 struct store_book *store_book_ref(struct store_book *b)
@@ -138,6 +188,8 @@ static const struct {
     {"memory", "memory:", store_memory_open},
     {"sqlite", "sqlite:PATH", store_sqlite_open},
     {"file", "file:PATH", store_sqlite_open}, /* alias of sqlite: */
+    {"postgresql", "postgresql://...", store_postgres_open},
+    {"postgres", "postgres://...", store_postgres_open}, /* libpq's alias */
 };
 
 #define N_BACKENDS (sizeof(backends) / sizeof(backends[0]))
@@ -182,12 +234,18 @@ int store_open(const char *uri, const struct store_limits *limits, struct store 
     /* RFC 3986 section 3.1: schemes compare case-insensitively. */
     scheme_len = (size_t)(colon - uri);
     for (size_t i = 0; i < N_BACKENDS; i++) {
-        if (strlen(backends[i].scheme) == scheme_len &&
-            strncasecmp(uri, backends[i].scheme, scheme_len) == 0)
-            return backends[i].open(colon + 1, limits ? limits : &none, out, err, errlen);
+        int rc;
+        if (strlen(backends[i].scheme) != scheme_len ||
+            strncasecmp(uri, backends[i].scheme, scheme_len) != 0)
+            continue;
+        rc = backends[i].open(colon + 1, limits ? limits : &none, out, err, errlen);
+        if (rc == 0 && (*out)->display[0] == '\0')
+            snprintf((*out)->display, sizeof (*out)->display, "%s", uri);
+        return rc;
     }
 
-    books_format_err(err, errlen, "store URI \"%s\": unknown scheme \"%.*s\"; accepted forms: %s",
-                     uri, (int)(scheme_len > 32 ? 32 : scheme_len), uri, accepted);
+    /* Only the scheme is echoed: the rest of an unknown URI may hold a password. */
+    books_format_err(err, errlen, "store URI: unknown scheme \"%.*s\"; accepted forms: %s",
+                     (int)(scheme_len > 32 ? 32 : scheme_len), uri, accepted);
     return BOOKS_EINVAL;
 }

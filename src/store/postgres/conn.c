@@ -1,0 +1,98 @@
+/* conn.c: connecting to PostgreSQL and reading its errors (pg.h). The password reaches libpq and
+ * nothing else: messages name a server by pg_describe(), which asks libpq for the user, host, port
+ * and database only. */
+#include "pg.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "books/error.h"
+#include "books/log.h"
+
+void pg_describe(const PGconn *conn, char *out, size_t len)
+{
+    const char *user = conn ? PQuser(conn) : NULL, *host = conn ? PQhost(conn) : NULL;
+    const char *port = conn ? PQport(conn) : NULL, *db = conn ? PQdb(conn) : NULL;
+
+    snprintf(out, len, "postgresql://%s@%s:%s/%s", user && *user ? user : "?",
+             host && *host ? host : "localhost", port && *port ? port : "5432",
+             db && *db ? db : "?");
+}
+
+/* libpq's messages end with a newline; keep one line. */
+static void one_line(char *s)
+{
+    for (char *p = s; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    size_t n = strlen(s);
+    while (n && s[n - 1] == ' ')
+        s[--n] = '\0';
+}
+
+PGconn *pg_connect(const char *conninfo, int connect_timeout_s, int retry_ms, char *err,
+                   size_t errlen)
+{
+    char timeout[16], shown[256], why[512];
+    /* Later keywords override earlier ones, and `dbname` expands into everything the URI says: so
+     * the URI's own connect_timeout and application_name win over these defaults. */
+    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    const char *vals[] = {timeout, "books-server", conninfo, NULL};
+    struct timespec start, now;
+    long backoff_ms = 100, waited_ms = 0;
+
+    snprintf(timeout, sizeof timeout, "%d", connect_timeout_s);
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (int attempt = 1;; attempt++) {
+        PGconn *conn = PQconnectdbParams(keys, vals, 1);
+        if (conn && PQstatus(conn) == CONNECTION_OK)
+            return conn;
+        pg_describe(conn, shown, sizeof shown);
+        snprintf(why, sizeof why, "%s", conn ? PQerrorMessage(conn) : "out of memory");
+        one_line(why);
+        PQfinish(conn);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        waited_ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (waited_ms + backoff_ms > retry_ms) {
+            books_format_err(err, errlen,
+                             "cannot connect to PostgreSQL at %s after %d attempt%s in %ld ms: %s",
+                             shown, attempt, attempt == 1 ? "" : "s", waited_ms, why);
+            return NULL;
+        }
+        log_msg(LOG_WARNING, "PostgreSQL at %s: %s; retrying in %ld ms", shown, why, backoff_ms);
+        nanosleep(&(struct timespec){backoff_ms / 1000, (backoff_ms % 1000) * 1000000L}, NULL);
+        backoff_ms = backoff_ms * 2 > 2000 ? 2000 : backoff_ms * 2;
+    }
+}
+
+int pg_error(const PGconn *conn, const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+    if (!conn || PQstatus(conn) != CONNECTION_OK || !state)
+        return BOOKS_EUNAVAIL;
+    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0 ||
+        strcmp(state, "53300") == 0 || strncmp(state, "40", 2) == 0)
+        return BOOKS_EUNAVAIL;
+    if (strcmp(state, "57014") == 0)
+        return BOOKS_EDEADLINE;
+    if (strncmp(state, "53", 2) == 0)
+        return BOOKS_ENOSPC;
+    return BOOKS_EIO;
+}
+
+int pg_exec(PGconn *conn, const char *sql, ExecStatusType want, PGresult **out)
+{
+    PGresult *res = PQexec(conn, sql);
+    int rc = res && PQresultStatus(res) == want ? 0 : pg_error(conn, res);
+
+    if (out && rc == 0) {
+        *out = res;
+        return 0;
+    }
+    if (out)
+        *out = NULL;
+    PQclear(res);
+    return rc;
+}

@@ -1,0 +1,170 @@
+/* pg.h: what the files of the postgresql: backend share (private to src/store/postgres/).
+ *   conn.c    connecting (with retries at start-up), naming a connection without its password,
+ *             libpq errors to enum books_err
+ *   schema.c  the schema: version table, forward-only migrations under an advisory lock, the
+ *             data set's key
+ *   rows.c    authors as text[] (rows.h)
+ *   postgres.c  the store: reader threads with pipelined queries, the writer behind the commit
+ *             pipeline, the record cache, deadlines, reconnection, availability */
+#ifndef BOOKS_PG_H
+#define BOOKS_PG_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "books/commit_pipeline.h"
+#include "books/record_cache.h"
+#include "books/store.h"
+
+/* Connects with `conninfo` (a libpq URI or key=value string, handed to libpq as it is, password
+ * included), application_name "books-server" unless it sets one, and libpq's connect_timeout of
+ * connect_timeout_s seconds unless it sets one. Retries with backoff (100 ms doubling to 2 s) for
+ * up to retry_ms milliseconds (0: one attempt), logging each failure as a warning. On success
+ * returns the connection (the caller PQfinish()es it); on failure NULL and a message in err naming
+ * the server (pg_describe) and libpq's reason, never the password. Any thread. */
+PGconn *pg_connect(const char *conninfo, int connect_timeout_s, int retry_ms, char *err,
+                   size_t errlen);
+
+/* "postgresql://USER@HOST:PORT/DB" for `conn` (connected or not): what messages and logs name.
+ * No password, ever. Writes to out (len bytes). */
+void pg_describe(const PGconn *conn, char *out, size_t len);
+
+/* The enum books_err for a failed result (SQLSTATE classes: 08 connection, 57P0x shutdown and
+ * 53300 too many connections -> BOOKS_EUNAVAIL; 57014 query_canceled -> BOOKS_EDEADLINE; 53xxx
+ * insufficient resources, e.g. disk full -> BOOKS_ENOSPC; 40xxx transaction rollback ->
+ * BOOKS_EUNAVAIL (retry); anything else BOOKS_EIO), or BOOKS_EUNAVAIL when the connection is
+ * gone. `res` may be NULL. */
+int pg_error(const PGconn *conn, const PGresult *res);
+
+/* Runs one statement without parameters and waits for it (outside pipeline mode: start-up and
+ * schema work only). Returns 0 when it reported `want` (PGRES_COMMAND_OK or PGRES_TUPLES_OK),
+ * else pg_error(); *out gets the result when the caller wants it (PQclear it), else NULL. */
+int pg_exec(PGconn *conn, const char *sql, ExecStatusType want, PGresult **out);
+
+/* Schema version this binary writes and reads (see schema.c's migrations). */
+#define PG_SCHEMA_VERSION 1
+/* pg_advisory_lock key under which servers inspect and migrate the schema: "Book" in ASCII. */
+#define PG_SCHEMA_LOCK_KEY 0x426f6f6bLL
+
+/* Brings the database's schema to PG_SCHEMA_VERSION under the advisory lock (two servers starting
+ * at once on an empty database: one creates, the other waits and finds it made), refusing a
+ * database whose schema is newer or that holds a `books` table this program did not create; then
+ * reads the data set's key. `shown` names the database in messages. Returns 0, BOOKS_ECORRUPT
+ * (newer schema, another application's tables, a damaged key), BOOKS_EUNAVAIL/BOOKS_EIO (the
+ * database failed), with a message in err. Start-up thread only. */
+int pg_schema_open(PGconn *conn, const char *shown, uint8_t key[STORE_DATASET_KEY_BYTES],
+                   char *err, size_t errlen);
+
+/* ---- the store (postgres.c), shared with reads.c and writes.c ---------------------------------- */
+
+/* The store's own URI parameters (store_postgres.h lists them). */
+struct params {
+    int pool, statement_timeout_ms, startup_timeout_s, cache_mb;
+    int group_commit; /* 1: on */
+};
+
+/* Splits `uri` ("postgresql:..." whole) into this store's parameters and the connection string
+ * libpq gets (*conninfo: malloc'ed, the caller frees it, zeroed first: it may hold a password).
+ * Returns 0, BOOKS_EINVAL (a bad value of one of our parameters; err names it, never echoing the
+ * URI) or BOOKS_ENOMEM. Opens nothing: the fuzz target store_uri calls it. Any thread. */
+int pg_parse_uri(const char *uri, struct params *prm, char **conninfo, char *err, size_t errlen);
+
+struct read_req {
+    struct read_req *next;
+    bool list;
+    bool answered; /* done() already ran (the deadline passed): its result is dropped */
+    size_t limit;
+    struct store_book **out;
+    uint64_t deadline_ns;
+    store_get_done_fn get_done;
+    store_list_done_fn list_done;
+    void *arg;
+    char key[]; /* get: the name; list: after_name ("" for the first page) */
+};
+
+/* A connection and its reconnection schedule; owned by one thread. */
+struct link {
+    PGconn *conn;
+    bool up;                /* counted as available in the store's state */
+    uint64_t retry_at_ns;   /* no new attempt before this */
+    long backoff_ms;
+};
+
+struct pg_store;
+
+struct reader {
+    struct pg_store *st;
+    pthread_t thread;
+    bool started;
+    struct link link;
+};
+
+struct pg_store {
+    struct store base; /* first: a struct store * is a struct pg_store * */
+    char *conninfo;    /* the URI as libpq gets it: may hold the password; never logged */
+    char shown[256];   /* postgresql://user@host:port/db: what messages name */
+    struct params prm;
+    struct record_cache *cache;
+
+    /* Write side: the pipeline's committer thread only. */
+    struct commit_pipeline *pipeline;
+    struct link writer;
+    char *sql;          /* the INSERT for `sql_rows` rows */
+    size_t sql_rows;
+    const char **values; /* 4 per row */
+    char *literals;      /* the rows' authors literals, one after another */
+    size_t literals_cap;
+
+    /* Read side. mu guards the queue and `closing`. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct read_req *head, *tail;
+    bool closing;
+    struct reader *readers;
+    size_t n_readers;
+
+    /* Availability: state_mu guards these and serialises the listener's calls. */
+    pthread_mutex_t state_mu;
+    size_t readers_up;
+    bool writer_up, available, opened;
+    store_state_fn state_fn;
+    void *state_arg;
+
+    _Atomic uint64_t st_round_trips, st_reads, st_cancels, st_reconnects;
+};
+
+/* CLOCK_MONOTONIC now, in nanoseconds. */
+uint64_t pg_now_ns(void);
+/* How long a connection may stay silent while a query runs before it is taken for dead (0: for
+ * ever, without a statement_timeout). */
+uint64_t pg_silence_ns(const struct pg_store *st);
+/* Records that connection `l` (the writer's, or a reader's) went up or down; tells the store's
+ * listener when the store as a whole became unavailable or available. Any store thread. */
+void pg_link_state(struct pg_store *st, struct link *l, bool writer, bool up);
+/* Drops a broken connection and schedules the next attempt (backoff). The link's own thread. */
+void pg_link_down(struct pg_store *st, struct link *l, bool writer);
+/* Makes sure `l` has a working connection: 0, or BOOKS_EUNAVAIL while still down (no attempt
+ * before the backoff has passed). The link's own thread. */
+int pg_link_ensure(struct pg_store *st, struct link *l, bool writer);
+/* Sends what libpq has buffered, reading meanwhile. False: the connection broke. */
+bool pg_flush_all(PGconn *conn);
+
+/* reads.c: the reader threads and the store's read operations. */
+void *pg_reader_main(void *reader);
+void pg_get_async(struct store *s, const char *name, uint64_t deadline_ns,
+                  store_get_done_fn done, void *arg);
+void pg_list_async(struct store *s, const char *after_name, size_t limit, struct store_book **out,
+                   uint64_t deadline_ns, store_list_done_fn done, void *arg);
+int pg_get(struct store *s, const char *name, struct store_book **out);
+int pg_list(struct store *s, const char *after_name, size_t limit, struct store_book **out,
+            size_t *n_out);
+
+/* writes.c: commit_backend.write_batch (commit_pipeline.h) for this store. Committer only. */
+int pg_write_batch(void *self, struct commit_item *items, size_t n);
+
+#endif

@@ -1,0 +1,474 @@
+/* postgres.c: the `postgresql://` backend (store_postgres.h), on Debian's libpq.
+ *
+ * The promise: a create whose done() reported 0 is in a committed transaction (with PostgreSQL's
+ * synchronous_commit=on, on the database's disk) before done() runs; one that reported an error is
+ * not acknowledged, and whether it was stored is for a retry to find out (ALREADY_EXISTS), because
+ * a connection can break after COMMIT was sent and before its answer came back.
+ *
+ * No gRPC worker thread ever waits on the network. Every call into this store returns at once:
+ *  - Reads (get_async, list_async) go to a queue served by `pool` reader threads, each owning one
+ *    connection in libpq's pipeline mode: a reader takes everything queued (at most
+ *    READ_BATCH_MAX), sends it as prepared statements with binary results, one Sync, and reads the
+ *    answers in order: many calls in flight share few connections and one round trip per batch.
+ *    GetBook on a cached book does not reach the database (books never change once written: the
+ *    record cache needs no invalidation) and answers inline.
+ *  - Creates go through the commit pipeline (commit_pipeline.h): its committer thread owns the
+ *    write connection and writes everything queued as BEGIN, one multi-row INSERT ... ON CONFLICT
+ *    (name) DO NOTHING RETURNING name, COMMIT, in one pipelined round trip; a name not returned
+ *    was taken (BOOKS_EEXIST), by an earlier book, another instance, or an earlier create of the
+ *    same batch. Its answerer thread calls the done()s after the commit.
+ * Deadlines: a read whose deadline passes is answered BOOKS_EDEADLINE then, and when every read
+ * of a reader's batch has been answered that way, the reader cancels the query in the database
+ * (PQcancel). statement_timeout bounds every query in any case.
+ * Faults: a connection that breaks fails the calls caught in it with BOOKS_EUNAVAIL, which callers
+ * retry; its thread reconnects with backoff (100 ms doubling to RECONNECT_MAX_MS), answering
+ * BOOKS_EUNAVAIL at once meanwhile, and the store reports itself unavailable (store_watch) while
+ * the writer or every reader is down, available again once they are back. */
+#include "books/store_postgres.h"
+
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "books/commit_pipeline.h"
+#include "books/error.h"
+#include "books/log.h"
+#include "books/options.h"
+#include "books/record_cache.h"
+#include "pg.h"
+
+/* Creates in one transaction: 4 parameters each, within PostgreSQL's 65535. */
+#define WRITE_BATCH_MAX 1024
+/* Reconnection backoff bounds, milliseconds. */
+#define RECONNECT_MIN_MS 100
+#define RECONNECT_MAX_MS 5000
+/* libpq's connect_timeout for reconnections while serving, seconds: a call waits at most this
+ * long for a database that went away before it is told UNAVAILABLE. */
+#define RECONNECT_TIMEOUT_S 2
+#define STARTUP_CONNECT_TIMEOUT_S 5
+
+static const struct store_ops pg_ops;
+
+uint64_t pg_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* How long a connection may stay silent while a query runs before it is taken for dead: longer
+ * than any query may run (statement_timeout) plus 5 s; 0 (wait for ever) without a timeout. */
+uint64_t pg_silence_ns(const struct pg_store *st)
+{
+    return st->prm.statement_timeout_ms
+               ? ((uint64_t)st->prm.statement_timeout_ms + 5000u) * 1000000u
+               : 0;
+}
+
+/* ---- availability -------------------------------------------------------------------------- */
+
+/* Records that a connection went up or down and tells the listener when the store as a whole
+ * changed: available while the writer and at least one reader are connected. */
+void pg_link_state(struct pg_store *st, struct link *l, bool writer, bool up)
+{
+    pthread_mutex_lock(&st->state_mu);
+    if (l->up != up) {
+        l->up = up;
+        if (writer)
+            st->writer_up = up;
+        else if (up)
+            st->readers_up++;
+        else
+            st->readers_up--;
+        bool available = st->writer_up && st->readers_up > 0;
+        if (available != st->available) {
+            st->available = available;
+            if (st->opened) /* not for the connections of start-up */
+                log_msg(available ? LOG_INFO : LOG_WARNING, "PostgreSQL at %s: %s", st->shown,
+                        available ? "reachable again" : "unavailable; calls get UNAVAILABLE");
+            if (st->state_fn)
+                st->state_fn(st->state_arg, available);
+        }
+    }
+    pthread_mutex_unlock(&st->state_mu);
+}
+
+static void pg_watch(struct store *s, store_state_fn fn, void *arg)
+{
+    struct pg_store *st = (struct pg_store *)s;
+    pthread_mutex_lock(&st->state_mu);
+    st->state_fn = fn;
+    st->state_arg = arg;
+    fn(arg, st->available); /* the state now, so no change before this is missed */
+    pthread_mutex_unlock(&st->state_mu);
+}
+
+/* ---- connections ----------------------------------------------------------------------------- */
+
+static const char *const prepared[][2] = {
+    {"get", STORE_POSTGRES_GET_SQL},
+    {"list_first", STORE_POSTGRES_LIST_FIRST_SQL},
+    {"list_after", STORE_POSTGRES_LIST_AFTER_SQL},
+};
+
+/* Per-connection settings, statements (readers), then pipeline mode. 0 or a books_err. */
+static int setup(struct pg_store *st, PGconn *conn, bool reader)
+{
+    char sql[64];
+    int rc;
+
+    snprintf(sql, sizeof sql, "SET statement_timeout = %d", st->prm.statement_timeout_ms);
+    rc = pg_exec(conn, sql, PGRES_COMMAND_OK, NULL);
+    for (size_t i = 0; rc == 0 && reader && i < sizeof prepared / sizeof prepared[0]; i++) {
+        PGresult *res = PQprepare(conn, prepared[i][0], prepared[i][1], 0, NULL);
+        rc = res && PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : pg_error(conn, res);
+        PQclear(res);
+    }
+    if (rc == 0 && PQenterPipelineMode(conn) != 1)
+        rc = BOOKS_EIO;
+    return rc;
+}
+
+/* Drops a broken connection and schedules the next attempt. */
+void pg_link_down(struct pg_store *st, struct link *l, bool writer)
+{
+    if (l->conn) {
+        PQfinish(l->conn);
+        l->conn = NULL;
+    }
+    l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : RECONNECT_MIN_MS;
+    if (l->backoff_ms > RECONNECT_MAX_MS)
+        l->backoff_ms = RECONNECT_MAX_MS;
+    l->retry_at_ns = pg_now_ns() + (uint64_t)l->backoff_ms * 1000000u;
+    pg_link_state(st, l, writer, false);
+}
+
+/* Makes sure `l` has a working connection: 0, or BOOKS_EUNAVAIL (still down; no attempt is made
+ * before the backoff has passed). */
+int pg_link_ensure(struct pg_store *st, struct link *l, bool writer)
+{
+    char err[512];
+
+    if (l->conn && PQstatus(l->conn) == CONNECTION_OK)
+        return 0;
+    if (l->conn)
+        pg_link_down(st, l, writer);
+    if (pg_now_ns() < l->retry_at_ns)
+        return BOOKS_EUNAVAIL;
+    l->conn = pg_connect(st->conninfo, RECONNECT_TIMEOUT_S, 0, err, sizeof err);
+    if (!l->conn || setup(st, l->conn, !writer) != 0) {
+        pg_link_down(st, l, writer);
+        return BOOKS_EUNAVAIL;
+    }
+    atomic_fetch_add_explicit(&st->st_reconnects, 1, memory_order_relaxed);
+    l->backoff_ms = 0;
+    pg_link_state(st, l, writer, true);
+    return 0;
+}
+
+/* Sends what libpq has buffered, reading meanwhile so the server never blocks on us. */
+bool pg_flush_all(PGconn *conn)
+{
+    int f;
+    while ((f = PQflush(conn)) == 1) {
+        struct pollfd p = {PQsocket(conn), POLLIN | POLLOUT, 0};
+        if (poll(&p, 1, -1) < 0)
+            continue;
+        if ((p.revents & POLLIN) && !PQconsumeInput(conn))
+            return false;
+    }
+    return f == 0;
+}
+
+/* ---- opening and closing --------------------------------------------------------------------- */
+
+/* This store's own parameters in the URI's query (options.h), taken out of what libpq gets; every
+ * other parameter is libpq's and passes through as written. */
+#define PARAM(f) offsetof(struct params, f)
+static const struct opt_choice on_off[] = {{"on", 1}, {"off", 0}, {NULL, 0}};
+static const struct opt uri_params[] = {
+    {.name = "pool", .set = opt_set_int, .offset = PARAM(pool), .min = 1, .max = 64, .def = "2"},
+    {.name = "statement_timeout_ms",
+     .set = opt_set_int,
+     .offset = PARAM(statement_timeout_ms),
+     .min = 0,
+     .max = 3600000,
+     .def = "10000"},
+    {.name = "startup_timeout_s",
+     .set = opt_set_int,
+     .offset = PARAM(startup_timeout_s),
+     .min = 0,
+     .max = 3600,
+     .def = "30"},
+    {.name = "cache_mb", .set = opt_set_int, .offset = PARAM(cache_mb), .min = 0, .max = 65536,
+     .def = "16"},
+    {.name = "group_commit",
+     .set = opt_set_choice,
+     .offset = PARAM(group_commit),
+     .choices = on_off,
+     .def = "on"},
+};
+
+/* Appends a parameter that is libpq's to the conninfo being rebuilt (p->self). */
+static void pass_to_libpq(struct opt_parser *p, const char *param)
+{
+    char *out = p->self;
+    size_t at = strlen(out), n = strlen(param);
+    out[at++] = strchr(out, '?') ? '&' : '?';
+    memcpy(out + at, param, n + 1);
+}
+
+static void report_param(struct opt_parser *p, const struct opt_problem *pr)
+{
+    char accepted[96];
+    if (pr->kind == OPT_UNKNOWN || pr->kind == OPT_POSITIONAL)
+        return; /* cannot happen: the rest goes to libpq */
+    opt_fail(p, BOOKS_EINVAL,
+             "store URI postgresql:...: parameter %s %s; it takes %s", pr->o->name,
+             pr->kind == OPT_REPEATED        ? "is given twice"
+             : pr->kind == OPT_MISSING_VALUE ? "has no value"
+                                             : "has a bad value",
+             opt_describe(pr->o, accepted, sizeof accepted));
+}
+
+int pg_parse_uri(const char *uri, struct params *prm, char **conninfo, char *err, size_t errlen)
+{
+    const char *q = strchr(uri, '?');
+    size_t len = strlen(uri), path = q ? (size_t)(q - uri) : len;
+    /* The rebuilt URI is never longer than the original: parameters are only left out. */
+    char *out = malloc(len + 1);
+    struct opt_parser p = {
+        .opts = uri_params,
+        .n_opts = sizeof uri_params / sizeof uri_params[0],
+        .base = prm,
+        .report = report_param,
+        .positional = pass_to_libpq,
+        .self = out,
+        .err = err,
+        .errlen = errlen,
+    };
+
+    memset(prm, 0, sizeof *prm);
+    if (!out)
+        return BOOKS_ENOMEM;
+    memcpy(out, uri, path);
+    out[path] = '\0';
+    if (opt_load_defaults(&p) == 0 && q && q[1])
+        opt_parse_query(&p, q + 1);
+    if (p.rc != 0) {
+        if (p.rc == BOOKS_ENOMEM)
+            books_format_err(err, errlen, "store URI postgresql:...: out of memory");
+        memset(out, 0, len + 1);
+        free(out);
+        return p.rc;
+    }
+    *conninfo = out;
+    return 0;
+}
+
+static void destroy(struct pg_store *st)
+{
+    for (size_t i = 0; st->readers && i < st->n_readers; i++)
+        if (st->readers[i].link.conn)
+            PQfinish(st->readers[i].link.conn);
+    if (st->writer.conn)
+        PQfinish(st->writer.conn);
+    free(st->readers);
+    record_cache_free(st->cache);
+    free(st->sql);
+    free(st->values);
+    free(st->literals);
+    if (st->conninfo) { /* it may hold a password: do not leave it in freed memory */
+        memset(st->conninfo, 0, strlen(st->conninfo));
+        free(st->conninfo);
+    }
+    pthread_cond_destroy(&st->cv);
+    pthread_mutex_destroy(&st->mu);
+    pthread_mutex_destroy(&st->state_mu);
+    free(st);
+}
+
+static void stop_readers(struct pg_store *st)
+{
+    pthread_mutex_lock(&st->mu);
+    st->closing = true;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    for (size_t i = 0; i < st->n_readers; i++)
+        if (st->readers[i].started && pthread_join(st->readers[i].thread, NULL) != 0)
+            abort();
+}
+
+static void pg_close(struct store *s)
+{
+    struct pg_store *st = (struct pg_store *)s;
+    struct commit_pipeline_stats ps = {0};
+    struct record_cache_stats cs;
+
+    /* Creates first (everything queued is committed and answered), then the reads queued. */
+    commit_pipeline_stop(st->pipeline, &ps);
+    st->pipeline = NULL;
+    stop_readers(st);
+    record_cache_stats(st->cache, &cs);
+    log_msg(LOG_INFO,
+            "PostgreSQL store %s: closing; %llu books written in %llu transactions (largest "
+            "%llu); %llu reads in %llu round trips, %llu cancelled; record cache: %llu hits, %llu "
+            "misses",
+            st->shown, (unsigned long long)ps.books_written, (unsigned long long)ps.transactions,
+            (unsigned long long)ps.largest_batch,
+            (unsigned long long)atomic_load(&st->st_reads),
+            (unsigned long long)atomic_load(&st->st_round_trips),
+            (unsigned long long)atomic_load(&st->st_cancels), (unsigned long long)cs.hits,
+            (unsigned long long)cs.misses);
+    destroy(st);
+}
+
+static void pg_create(struct store *s, struct store_book *book, store_create_done_fn done,
+                      void *arg)
+{
+    commit_pipeline_submit(((struct pg_store *)s)->pipeline, book, done, arg);
+}
+
+static const struct store_ops pg_ops = {
+    .scheme = "postgresql",
+    .get = pg_get,
+    .list = pg_list,
+    .create = pg_create,
+    .close = pg_close,
+    .get_async = pg_get_async,
+    .list_async = pg_list_async,
+    .watch = pg_watch,
+};
+
+int store_postgres_stats(struct store *s, struct store_postgres_stats *out)
+{
+    struct pg_store *st = (struct pg_store *)s;
+    struct commit_pipeline_stats ps = {0};
+    struct record_cache_stats cs;
+
+    if (!s || s->ops != &pg_ops || !out)
+        return BOOKS_EINVAL;
+    if (st->pipeline)
+        commit_pipeline_stats(st->pipeline, &ps);
+    record_cache_stats(st->cache, &cs);
+    out->read_round_trips = atomic_load(&st->st_round_trips);
+    out->reads = atomic_load(&st->st_reads);
+    out->cancels = atomic_load(&st->st_cancels);
+    out->reconnects = atomic_load(&st->st_reconnects);
+    out->transactions = ps.transactions;
+    out->books_written = ps.books_written;
+    out->largest_batch = ps.largest_batch;
+    out->cache_hits = cs.hits;
+    out->cache_misses = cs.misses;
+    return 0;
+}
+
+int store_postgres_open(const char *uri, const struct store_limits *limits, struct store **out,
+                        char *err, size_t errlen)
+{
+    struct pg_store *st;
+    PGconn *conn;
+    int rc;
+
+    st = calloc(1, sizeof *st);
+    if (!st)
+        return BOOKS_ENOMEM;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cv, NULL);
+    pthread_mutex_init(&st->state_mu, NULL);
+    st->base.ops = &pg_ops;
+    /* libpq wants the scheme back: "postgresql:" + what followed it. */
+    {
+        size_t n = sizeof "postgresql:" + strlen(uri);
+        char *whole = malloc(n);
+        if (!whole) {
+            destroy(st);
+            return BOOKS_ENOMEM;
+        }
+        snprintf(whole, n, "postgresql:%s", uri);
+        rc = pg_parse_uri(whole, &st->prm, &st->conninfo, err, errlen);
+        memset(whole, 0, n);
+        free(whole);
+    }
+    if (rc != 0) {
+        destroy(st);
+        return rc;
+    }
+    size_t cache_bytes = (size_t)st->prm.cache_mb << 20;
+    if (limits->memory_bytes && cache_bytes > limits->memory_bytes)
+        cache_bytes = limits->memory_bytes;
+    st->values = malloc(4 * WRITE_BATCH_MAX * sizeof *st->values);
+    if (!st->values || record_cache_new(cache_bytes, &st->cache) != 0) {
+        destroy(st);
+        return BOOKS_ENOMEM;
+    }
+
+    /* The writer first: it also checks and migrates the schema and reads the data set's key. */
+    conn = pg_connect(st->conninfo, STARTUP_CONNECT_TIMEOUT_S,
+                      (int)st->prm.startup_timeout_s * 1000, err, errlen);
+    if (!conn) {
+        destroy(st);
+        return BOOKS_EUNAVAIL;
+    }
+    pg_describe(conn, st->shown, sizeof st->shown);
+    snprintf(st->base.display, sizeof st->base.display, "%s", st->shown);
+    rc = pg_schema_open(conn, st->shown, st->base.dataset_key, err, errlen);
+    if (rc == 0 && (rc = setup(st, conn, false)) != 0)
+        books_format_err(err, errlen, "PostgreSQL at %s: cannot set up the connection: %s",
+                         st->shown, PQerrorMessage(conn));
+    st->writer.conn = conn;
+    if (rc != 0) {
+        destroy(st);
+        return rc;
+    }
+    pg_link_state(st, &st->writer, true, true);
+
+    st->n_readers = (size_t)st->prm.pool;
+    st->readers = calloc(st->n_readers, sizeof *st->readers);
+    if (!st->readers) {
+        destroy(st);
+        return BOOKS_ENOMEM;
+    }
+    for (size_t i = 0; i < st->n_readers; i++) {
+        struct reader *rd = &st->readers[i];
+        rd->st = st;
+        rd->link.conn = pg_connect(st->conninfo, STARTUP_CONNECT_TIMEOUT_S, 0, err, errlen);
+        rc = rd->link.conn ? setup(st, rd->link.conn, true) : BOOKS_EUNAVAIL;
+        if (rc != 0) {
+            if (rd->link.conn)
+                books_format_err(err, errlen, "PostgreSQL at %s: cannot prepare the reads: %s",
+                                 st->shown, PQerrorMessage(rd->link.conn));
+            stop_readers(st);
+            destroy(st);
+            return rc;
+        }
+        pg_link_state(st, &rd->link, false, true);
+        if (pthread_create(&rd->thread, NULL, pg_reader_main, rd) != 0) {
+            books_format_err(err, errlen, "PostgreSQL at %s: cannot start a thread", st->shown);
+            stop_readers(st);
+            destroy(st);
+            return BOOKS_EIO;
+        }
+        rd->started = true;
+    }
+    const struct commit_backend backend = {.self = st, .write_batch = pg_write_batch};
+    rc = commit_pipeline_start(&backend, st->prm.group_commit ? WRITE_BATCH_MAX : 1, "books-pg",
+                               st->shown, &st->pipeline);
+    if (rc != 0) {
+        books_format_err(err, errlen, "PostgreSQL at %s: cannot start the commit threads",
+                         st->shown);
+        stop_readers(st);
+        destroy(st);
+        return rc;
+    }
+    pthread_mutex_lock(&st->state_mu);
+    st->opened = true;
+    pthread_mutex_unlock(&st->state_mu);
+    *out = &st->base;
+    return 0;
+}

@@ -1,0 +1,203 @@
+/* writes.c: the postgresql: store's creates (pg.h), as the commit pipeline's backend: its
+ * committer thread owns the write connection and writes each batch as BEGIN, one multi-row
+ * INSERT ... ON CONFLICT (name) DO NOTHING RETURNING name, COMMIT and a Sync, sent in one write:
+ * one round trip per batch. A name the INSERT did not return was taken (BOOKS_EEXIST): by an
+ * earlier book, by another instance, or by an earlier create of the same batch (PostgreSQL
+ * inserts the VALUES in order, so the first of two wins). */
+#include "pg.h"
+
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "books/error.h"
+#include "books/log.h"
+#include "books/store_postgres.h"
+#include "rows.h"
+
+/* The INSERT for `rows` rows, kept while batches keep that size. */
+static int build_insert(struct pg_store *st, size_t rows)
+{
+    static const char head[] = "INSERT INTO books (name, display_name, publisher, authors) VALUES ";
+    static const char tail[] = " ON CONFLICT (name) DO NOTHING RETURNING name";
+    size_t cap = sizeof head + sizeof tail + rows * 48, off;
+    char *sql;
+
+    if (st->sql && st->sql_rows == rows)
+        return 0;
+    sql = malloc(cap);
+    if (!sql)
+        return BOOKS_ENOMEM;
+    off = (size_t)snprintf(sql, cap, "%s", head);
+    for (size_t i = 0; i < rows; i++)
+        off += (size_t)snprintf(sql + off, cap - off, "%s($%zu, $%zu, $%zu, $%zu::text[])",
+                                i ? ", " : "", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4);
+    snprintf(sql + off, cap - off, "%s", tail);
+    free(st->sql);
+    st->sql = sql;
+    st->sql_rows = rows;
+    return 0;
+}
+
+/* The parameters of items[0..n): name, display_name, publisher, the authors literal. */
+static int bind_rows(struct pg_store *st, const struct commit_item *items, size_t n)
+{
+    size_t need = 0, off = 0;
+
+    for (size_t i = 0; i < n; i++)
+        need += pg_authors_literal_size(items[i].book->authors, items[i].book->n_authors);
+    if (need > st->literals_cap) {
+        char *more = realloc(st->literals, need);
+        if (!more)
+            return BOOKS_ENOMEM;
+        st->literals = more;
+        st->literals_cap = need;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct store_book *b = items[i].book;
+        size_t len = pg_authors_literal(b->authors, b->n_authors, st->literals + off,
+                                        st->literals_cap - off);
+        st->values[4 * i] = b->name;
+        st->values[4 * i + 1] = b->display_name;
+        st->values[4 * i + 2] = b->publisher;
+        st->values[4 * i + 3] = st->literals + off;
+        off += len + 1;
+    }
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Marks items written (the names the INSERT returned: each at most once, to the first item that
+ * asked for it) or taken (BOOKS_EEXIST). */
+static int mark_items(const PGresult *res, struct commit_item *items, size_t n)
+{
+    size_t rows = (size_t)PQntuples(res);
+    const char **names = malloc((rows ? rows : 1) * sizeof *names);
+    bool *used = calloc(rows ? rows : 1, sizeof *used);
+
+    if (!names || !used) {
+        free(names);
+        free(used);
+        return BOOKS_ENOMEM;
+    }
+    for (size_t i = 0; i < rows; i++)
+        names[i] = PQgetvalue(res, (int)i, 0);
+    qsort(names, rows, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        const char *key = items[i].book->name;
+        const char **hit = rows ? bsearch(&key, names, rows, sizeof *names, cmp_str) : NULL;
+        size_t k = hit ? (size_t)(hit - names) : 0;
+        items[i].rc = hit && !used[k] ? 0 : BOOKS_EEXIST;
+        if (hit)
+            used[k] = true;
+    }
+    free(names);
+    free(used);
+    return 0;
+}
+
+/* Reads the next result of the writer's pipeline, waiting as long as statement_timeout lets the
+ * server run (plus a margin); NULL ends a query's results. *broken when the connection failed or
+ * fell silent for longer than that. */
+static PGresult *next_result(struct pg_store *st, PGconn *conn, bool *broken)
+{
+    uint64_t silence = pg_silence_ns(st), heard = pg_now_ns();
+
+    while (PQisBusy(conn)) {
+        struct pollfd p = {PQsocket(conn), POLLIN, 0};
+        int n = poll(&p, 1, silence ? (int)(silence / 1000000u) : -1);
+        if (n > 0) {
+            if (!PQconsumeInput(conn)) {
+                *broken = true;
+                return NULL;
+            }
+            heard = pg_now_ns();
+        } else if (n == 0 && silence && pg_now_ns() >= heard + silence) {
+            *broken = true;
+            return NULL;
+        }
+    }
+    return PQgetResult(conn);
+}
+
+/* One query's results: the first kept (the caller PQclear()s it), the rest dropped. */
+static PGresult *query_result(struct pg_store *st, PGconn *conn, bool *broken)
+{
+    PGresult *first = next_result(st, conn, broken), *more;
+    while (!*broken && first && (more = next_result(st, conn, broken)) != NULL)
+        PQclear(more);
+    return first;
+}
+
+int pg_write_batch(void *self, struct commit_item *items, size_t n)
+{
+    struct pg_store *st = self;
+    PGconn *conn;
+    PGresult *begin = NULL, *insert = NULL, *commit = NULL, *sync = NULL;
+    bool broken = false;
+    int rc;
+
+    rc = pg_link_ensure(st, &st->writer, true);
+    if (rc != 0)
+        return rc;
+    conn = st->writer.conn;
+    rc = build_insert(st, n);
+    if (rc == 0)
+        rc = bind_rows(st, items, n);
+    if (rc != 0)
+        return rc;
+    /* BEGIN, the INSERT, COMMIT and a Sync leave in one write: one round trip per batch. */
+    broken = !PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) ||
+             !PQsendQueryParams(conn, st->sql, (int)(4 * n), NULL, st->values, NULL, NULL, 0) ||
+             !PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) ||
+             !PQpipelineSync(conn) || !pg_flush_all(conn);
+    if (!broken)
+        begin = query_result(st, conn, &broken);
+    if (!broken)
+        insert = query_result(st, conn, &broken);
+    if (!broken)
+        commit = query_result(st, conn, &broken);
+    if (!broken)
+        sync = next_result(st, conn, &broken);
+    if (broken || !sync || PQresultStatus(sync) != PGRES_PIPELINE_SYNC) {
+        rc = BOOKS_EUNAVAIL;
+    } else if (!insert || PQresultStatus(insert) != PGRES_TUPLES_OK) {
+        rc = pg_error(conn, insert);
+    } else if (!commit || PQresultStatus(commit) != PGRES_COMMAND_OK ||
+               strcmp(PQcmdStatus(commit), "COMMIT") != 0) {
+        rc = pg_error(conn, commit);
+    } else {
+        rc = mark_items(insert, items, n);
+    }
+    if (rc != 0 && !broken && PQstatus(conn) == CONNECTION_OK) {
+        /* The INSERT failed, so COMMIT was skipped and the transaction is still open (aborted):
+         * end it before the next batch. */
+        PGresult *rb = NULL, *rs = NULL;
+        bool b2 = !PQsendQueryParams(conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) ||
+                  !PQpipelineSync(conn) || !pg_flush_all(conn);
+        if (!b2)
+            rb = query_result(st, conn, &b2);
+        if (!b2)
+            rs = next_result(st, conn, &b2);
+        PQclear(rb);
+        PQclear(rs);
+        broken = b2;
+    }
+    if (rc != 0)
+        log_msg(LOG_WARNING, "PostgreSQL at %s: a transaction of %zu creates failed: %.200s",
+                st->shown, n, PQerrorMessage(conn));
+    PQclear(begin);
+    PQclear(insert);
+    PQclear(commit);
+    PQclear(sync);
+    if (broken || PQstatus(conn) != CONNECTION_OK)
+        pg_link_down(st, &st->writer, true);
+    return rc;
+}
+
