@@ -7,8 +7,9 @@
 #      benchmark driver's smoke run
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build: the same tests, which fail on any report
 #   3. valgrind (memcheck, leak check) over every unit test
-#   4. the fuzz targets: each for FUZZ_SECONDS (default 20: a regression gate; the long runs are scripts/fuzz.sh N by hand) with libFuzzer + ASan + UBSan, then
-#      every committed corpus once under valgrind (scripts/fuzz.sh)
+#   4. the fuzz targets: each for FUZZ_SECONDS (default 20, a regression gate; long runs are
+#      scripts/fuzz.sh N by hand) with libFuzzer + ASan + UBSan, then every committed corpus once
+#      under valgrind (scripts/fuzz.sh)
 #   5. the container image: scripts/container-test.sh builds it with podman and smoke-tests it
 # A PostgreSQL 15 cluster of its own (tests/support/pgcluster.py: Debian's binaries, a temporary
 # directory, a free loopback port) serves steps 1-3 (BOOKS_TEST_POSTGRES_URI) and is stopped at the
