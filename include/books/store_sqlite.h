@@ -1,4 +1,4 @@
-/* store_sqlite.h: the durable `sqlite:PATH` backend (src/store_sqlite.c). Callers use it through
+/* store_sqlite.h: the durable `sqlite:PATH` backend (src/store/sqlite/). Callers use it through
  * store.h like any backend; this header only adds what store.c's scheme table and the tests need:
  * the opener, counters (for diagnostics and for the tests that group commit batches and that the
  * record cache is used), and the list queries' SQL (so a test can EXPLAIN them). Nothing here may

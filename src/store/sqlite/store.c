@@ -1,0 +1,530 @@
+/* store.c: the open sqlite: store (sq.h has the design): the read connection pool, get and list
+ * through the record cache, creates through the commit pipeline, checkpoints, close, statistics. */
+#include "books/store_sqlite.h"
+
+#include "sq.h"
+
+#include "books/error.h"
+#include "books/log.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- reading rows ---------------------------------------------------------------------------- */
+
+/* Builds a record from the current row of `st`. Columns: [name,] display_name, publisher,
+ * authors; `name` NULL means the row has the name column first. */
+static int row_to_book(sqlite3_stmt *st, const char *name, struct store_book **out)
+{
+    const char *stack_authors[AUTHORS_ON_STACK];
+    const char **authors = stack_authors;
+    const char *display, *publisher, *blob;
+    size_t len, n_authors = 0;
+    int col = 0;
+    int rc;
+
+    if (!name)
+        name = (const char *)sqlite3_column_text(st, col++);
+    display = (const char *)sqlite3_column_text(st, col);
+    publisher = (const char *)sqlite3_column_text(st, col + 1);
+    blob = sqlite3_column_blob(st, col + 2);
+    len = (size_t)sqlite3_column_bytes(st, col + 2);
+    if (!name || !display || !publisher || (len > 0 && !blob)) {
+        /* NOT NULL columns read as NULL: either out of memory converting, or damaged data. */
+        return sqlite3_errcode(sqlite3_db_handle(st)) == SQLITE_NOMEM ? BOOKS_ENOMEM
+                                                                      : BOOKS_ECORRUPT;
+    }
+    if (len > 0 && blob[len - 1] != '\0')
+        return BOOKS_ECORRUPT;
+    /* The blob ends with a NUL (checked above), so memchr always finds one. */
+    for (const char *p = blob, *end = blob + len; p < end;
+         p = (const char *)memchr(p, 0, (size_t)(end - p)) + 1)
+        n_authors++;
+    if (n_authors > AUTHORS_ON_STACK) {
+        authors = malloc(n_authors * sizeof(*authors));
+        if (!authors)
+            return BOOKS_ENOMEM;
+    }
+    /* Pointers into SQLite's copy of the blob, valid until the next step or reset; the record
+     * copies them. */
+    for (size_t i = 0, off = 0; i < n_authors; i++) {
+        authors[i] = blob + off;
+        off += strlen(blob + off) + 1;
+    }
+    rc = store_book_new(name, display, authors, n_authors, publisher, out);
+    if (authors != stack_authors)
+        free(authors);
+    return rc;
+}
+
+/* ---- the read connection pool ---------------------------------------------------------------- */
+
+static void reader_close(struct reader *r)
+{
+    if (!r)
+        return;
+    sqlite3_finalize(r->get);
+    sqlite3_finalize(r->list_first);
+    sqlite3_finalize(r->list_after);
+    sqlite3_finalize(r->names_first);
+    sqlite3_finalize(r->names_after);
+    sqlite3_close(r->db);
+    free(r);
+}
+
+/* Opens one read-only connection with its statements. 0 or a books_err; msg gets SQLite's text. */
+int sq_reader_open(struct sqlite_store *ss, struct reader **out, char *msg, size_t msglen)
+{
+    struct reader *r = calloc(1, sizeof(*r));
+    int rc;
+
+    if (!r) {
+        books_format_err(msg, msglen, "out of memory");
+        return BOOKS_ENOMEM;
+    }
+    rc = sqlite3_open_v2(ss->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_extended_result_codes(r->db, 1);
+        sqlite3_busy_timeout(r->db, BUSY_TIMEOUT_MS);
+        rc = sq_prepare(r->db, "SELECT display_name, publisher, authors FROM books WHERE name = ?1",
+                        &r->get);
+    }
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(r->db, STORE_SQLITE_LIST_FIRST_SQL, &r->list_first);
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(r->db, STORE_SQLITE_LIST_AFTER_SQL, &r->list_after);
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(r->db, STORE_SQLITE_NAMES_FIRST_SQL, &r->names_first);
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(r->db, STORE_SQLITE_NAMES_AFTER_SQL, &r->names_after);
+    if (rc != SQLITE_OK) {
+        books_format_err(msg, msglen, "%s", r->db ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
+        reader_close(r);
+        return sq_map_rc(rc);
+    }
+    *out = r;
+    return 0;
+}
+
+/* Takes an idle read connection, opening one when none is idle and fewer than READERS_MAX
+ * exist, else waiting for one. NULL with *rc set when a new connection cannot be opened. */
+static struct reader *reader_acquire(struct sqlite_store *ss, int *rc)
+{
+    struct reader *r;
+    char msg[128];
+
+    pthread_mutex_lock(&ss->pool_mu);
+    for (;;) {
+        if (ss->idle) {
+            r = ss->idle;
+            ss->idle = r->next;
+            pthread_mutex_unlock(&ss->pool_mu);
+            return r;
+        }
+        if (ss->n_readers < READERS_MAX)
+            break;
+        pthread_cond_wait(&ss->pool_cv, &ss->pool_mu);
+    }
+    ss->n_readers++; /* reserve the slot, open outside the lock */
+    pthread_mutex_unlock(&ss->pool_mu);
+
+    *rc = sq_reader_open(ss, &r, msg, sizeof(msg));
+    if (*rc == 0)
+        return r;
+    log_msg(LOG_WARNING, "sqlite store \"%s\": cannot open a read connection: %s", ss->shown, msg);
+    pthread_mutex_lock(&ss->pool_mu);
+    ss->n_readers--;
+    pthread_cond_signal(&ss->pool_cv);
+    pthread_mutex_unlock(&ss->pool_mu);
+    return NULL;
+}
+
+static void reader_release(struct sqlite_store *ss, struct reader *r)
+{
+    pthread_mutex_lock(&ss->pool_mu);
+    r->next = ss->idle;
+    ss->idle = r;
+    pthread_cond_signal(&ss->pool_cv);
+    pthread_mutex_unlock(&ss->pool_mu);
+}
+
+/* ---- get, list ------------------------------------------------------------------------------- */
+
+/* Reads the book `name` (len bytes, NUL-terminated) with r->get. Returns 0, BOOKS_ENOTFOUND, or
+ * another books_err. */
+static int reader_fetch(struct reader *r, const char *name, size_t len, struct store_book **out)
+{
+    int rc = sqlite3_bind_text(r->get, 1, name, (int)len, SQLITE_STATIC);
+    int step;
+
+    if (rc != SQLITE_OK)
+        rc = sq_map_rc(rc);
+    else if ((step = sqlite3_step(r->get)) == SQLITE_ROW)
+        rc = row_to_book(r->get, name, out);
+    else
+        rc = step == SQLITE_DONE ? BOOKS_ENOTFOUND : sq_map_rc(step);
+    /* Ends the read transaction at once (unless a list holds it), so checkpoints go on. */
+    sqlite3_reset(r->get);
+    return rc;
+}
+
+static int sqlite_get(struct store *s, const char *name, struct store_book **out)
+{
+    struct sqlite_store *ss = (struct sqlite_store *)s;
+    struct store_book *b = NULL;
+    struct reader *r;
+    size_t len;
+    uint64_t hash = 0;
+    int rc;
+
+    if (!name)
+        return BOOKS_ENOTFOUND;
+    len = strlen(name);
+    if (len > INT_MAX)
+        return BOOKS_ENOTFOUND;
+    if (record_cache_enabled(ss->cache)) {
+        hash = record_cache_hash(ss->cache, name, len);
+        b = record_cache_get(ss->cache, name, len, hash);
+        if (b) {
+            *out = b;
+            return 0;
+        }
+    }
+    r = reader_acquire(ss, &rc);
+    if (!r)
+        return rc;
+    rc = reader_fetch(r, name, len, &b);
+    reader_release(ss, r);
+    if (rc != 0)
+        return rc;
+    if (record_cache_enabled(ss->cache))
+        record_cache_put(ss->cache, b, hash);
+    *out = b;
+    return 0;
+}
+
+/* With the cache, the page's names come from SQLite (one walk of the primary key in a single
+ * read transaction, so the page is one consistent snapshot) and each book from the cache, or on a
+ * miss from `get` inside the same transaction. Without it, whole rows come from the walk. */
+static int sqlite_list(struct store *s, const char *after_name, size_t limit,
+                       struct store_book **out, size_t *n_out)
+{
+    struct sqlite_store *ss = (struct sqlite_store *)s;
+    sqlite3_int64 lim = limit > (size_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)limit;
+    bool cached = record_cache_enabled(ss->cache);
+    struct reader *r;
+    sqlite3_stmt *st;
+    size_t n = 0;
+    int rc, step = SQLITE_DONE;
+
+    if (limit == 0) {
+        *n_out = 0;
+        return 0;
+    }
+    r = reader_acquire(ss, &rc);
+    if (!r)
+        return rc;
+    /* Two statements rather than `name > ''`: the contract lists from the very first name when
+     * after_name is empty, and the empty string is a valid (if odd) name. */
+    if (!after_name || after_name[0] == '\0') {
+        st = cached ? r->names_first : r->list_first;
+        rc = sqlite3_bind_int64(st, 1, lim);
+    } else {
+        st = cached ? r->names_after : r->list_after;
+        rc = sqlite3_bind_text(st, 1, after_name, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 2, lim);
+    }
+    rc = sq_map_rc(rc);
+    while (rc == 0 && n < limit && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (!cached) {
+            rc = row_to_book(st, NULL, &out[n]);
+        } else {
+            const char *name = (const char *)sqlite3_column_text(st, 0);
+            size_t len = (size_t)sqlite3_column_bytes(st, 0);
+            uint64_t hash;
+
+            if (!name) {
+                rc = BOOKS_ECORRUPT;
+                break;
+            }
+            hash = record_cache_hash(ss->cache, name, len);
+            out[n] = record_cache_get(ss->cache, name, len, hash);
+            if (!out[n]) {
+                rc = reader_fetch(r, name, len, &out[n]);
+                if (rc == BOOKS_ENOTFOUND)
+                    rc = BOOKS_ECORRUPT; /* listed, then not found in the same snapshot */
+                if (rc == 0)
+                    record_cache_put(ss->cache, out[n], hash);
+            }
+        }
+        if (rc == 0)
+            n++;
+    }
+    if (rc == 0 && step != SQLITE_ROW && step != SQLITE_DONE)
+        rc = sq_map_rc(step);
+    sqlite3_reset(st);
+    reader_release(ss, r);
+    if (rc != 0) {
+        for (size_t i = 0; i < n; i++)
+            store_book_unref(out[i]);
+        return rc;
+    }
+    *n_out = n;
+    return 0;
+}
+
+/* ---- create: through the commit pipeline ------------------------------------------------------
+ */
+
+static void sqlite_create(struct store *s, struct store_book *book, store_create_done_fn done,
+                          void *arg)
+{
+    struct sqlite_store *ss = (struct sqlite_store *)s;
+
+    commit_pipeline_submit(ss->pipeline, book, done, arg);
+}
+
+/* The authors blob of `b` (see the top): *out, *len. Store records lay their strings out one after
+ * another, so the blob usually is the record's own memory; otherwise it is built in blob_buf.
+ * SQLITE_OK or SQLITE_NOMEM. */
+static int authors_blob(struct sqlite_store *ss, const struct store_book *b, const char **out,
+                        size_t *len)
+{
+    const char *start = b->n_authors ? b->authors[0] : "";
+    size_t total = 0;
+    bool contiguous = true;
+
+    for (size_t i = 0; i < b->n_authors; i++) {
+        if (b->authors[i] != start + total)
+            contiguous = false;
+        total += strlen(b->authors[i]) + 1;
+    }
+    *len = total;
+    if (contiguous) {
+        *out = start;
+        return SQLITE_OK;
+    }
+    if (total > ss->blob_cap) {
+        char *buf = realloc(ss->blob_buf, total);
+
+        if (!buf)
+            return SQLITE_NOMEM;
+        ss->blob_buf = buf;
+        ss->blob_cap = total;
+    }
+    total = 0;
+    for (size_t i = 0; i < b->n_authors; i++) {
+        size_t l = strlen(b->authors[i]) + 1;
+
+        memcpy(ss->blob_buf + total, b->authors[i], l);
+        total += l;
+    }
+    *out = ss->blob_buf;
+    return SQLITE_OK;
+}
+
+/* One INSERT; returns its SQLite rc (SQLITE_DONE when inserted). */
+static int insert_book(struct sqlite_store *ss, const struct store_book *b)
+{
+    sqlite3_stmt *st = ss->insert;
+    const char *authors;
+    size_t len;
+    int rc;
+
+    rc = authors_blob(ss, b, &authors, &len);
+    /* SQLITE_STATIC: the strings outlive the step (the queue holds a reference to the record).
+     * A zero-length blob needs a non-NULL pointer, or SQLite binds NULL. */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 1, b->name, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 2, b->display_name, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 3, b->publisher, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_blob64(st, 4, authors, len, SQLITE_STATIC);
+    if (rc != SQLITE_OK)
+        return rc;
+    return sq_step_reset(st);
+}
+
+/* commit_backend.write_batch: BEGIN IMMEDIATE, one INSERT per create with one prepared statement,
+ * COMMIT (with synchronous=full, one fsync of the log for the whole batch). A duplicate name, also
+ * within the batch, fails that INSERT alone (SQLite undoes just the statement). Any other failure
+ * rolls the whole batch back. Committer thread only. */
+int sq_write_batch(void *self, struct commit_item *items, size_t n)
+{
+    struct sqlite_store *ss = self;
+    int fail = SQLITE_OK;
+    int rc;
+
+    rc = sq_step_reset(ss->begin);
+    if (rc != SQLITE_DONE) {
+        fail = rc;
+        goto failed;
+    }
+    for (size_t i = 0; i < n; i++) {
+        rc = insert_book(ss, items[i].book);
+        if (rc == SQLITE_DONE) {
+            items[i].rc = 0;
+        } else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
+            /* Only this statement was undone; the transaction goes on. */
+            items[i].rc = BOOKS_EEXIST;
+        } else {
+            fail = rc;
+            goto failed;
+        }
+    }
+    rc = sq_step_reset(ss->commit);
+    if (rc != SQLITE_DONE) {
+        fail = rc;
+        goto failed;
+    }
+    return 0;
+
+failed:
+    /* After SQLITE_FULL, SQLITE_IOERR or a failed COMMIT SQLite may or may not have rolled back
+     * already; whatever is left of the transaction goes now. Nothing of it becomes visible. */
+    if (!sqlite3_get_autocommit(ss->writer) && sq_step_reset(ss->rollback) != SQLITE_DONE)
+        log_msg(LOG_ERROR, "sqlite store \"%s\": ROLLBACK failed: %s", ss->shown,
+                sqlite3_errmsg(ss->writer));
+    log_msg(LOG_WARNING, "sqlite store \"%s\": %s (%d)", ss->shown, sqlite3_errstr(fail), fail);
+    rc = sq_map_rc(fail);
+    return rc ? rc : BOOKS_EIO;
+}
+
+/* sqlite3_wal_hook: runs inside every COMMIT on the committer thread, after the log is written
+ * (and fsync'ed), with the number of pages now in the log. */
+int sq_on_wal_commit(void *arg, sqlite3 *db, const char *name, int n_frames)
+{
+    struct sqlite_store *ss = arg;
+
+    (void)db;
+    (void)name;
+    if (n_frames < ss->wal_backfilled)
+        ss->wal_backfilled = 0; /* the log restarted from its beginning */
+    ss->wal_frames = n_frames;
+    return SQLITE_OK;
+}
+
+/* Replaces SQLite's automatic checkpoint, which would run inside COMMIT and hold back every
+ * done() of that batch: here it runs after the batch has been handed to the answerer, while the
+ * next batch gathers. PASSIVE: never waits for readers; pages a reader still needs are copied next
+ * time. */
+void sq_maybe_checkpoint(void *self)
+{
+    struct sqlite_store *ss = self;
+    int n_log = 0, n_ckpt = 0;
+    int rc;
+
+    if (ss->wal_frames - ss->wal_backfilled < CHECKPOINT_FRAMES)
+        return;
+    rc = sqlite3_wal_checkpoint_v2(ss->writer, NULL, SQLITE_CHECKPOINT_PASSIVE, &n_log, &n_ckpt);
+    if (rc != SQLITE_OK) {
+        /* The log still holds every committed page: nothing is lost, the file just grows. */
+        log_msg(LOG_WARNING, "sqlite store \"%s\": checkpoint failed: %s", ss->shown,
+                sqlite3_errmsg(ss->writer));
+        ss->wal_backfilled = ss->wal_frames; /* retry after another CHECKPOINT_FRAMES pages */
+        return;
+    }
+    ss->wal_frames = n_log;
+    ss->wal_backfilled = n_ckpt;
+}
+
+/* ---- close ----------------------------------------------------------------------------------- */
+
+static void close_writer(struct sqlite_store *ss)
+{
+    sqlite3_finalize(ss->insert);
+    sqlite3_finalize(ss->begin);
+    sqlite3_finalize(ss->commit);
+    sqlite3_finalize(ss->rollback);
+    ss->insert = ss->begin = ss->commit = ss->rollback = NULL;
+    sqlite3_close(ss->writer); /* NULL is a no-op */
+    ss->writer = NULL;
+}
+
+/* Frees what store_sqlite_open() built, in reverse; safe on a partly built store. `checkpoint`:
+ * the store was open, fold the log into the database first. */
+void sq_destroy(struct sqlite_store *ss, bool checkpoint)
+{
+    struct reader *r;
+
+    while ((r = ss->idle) != NULL) {
+        ss->idle = r->next;
+        reader_close(r);
+    }
+    if (ss->writer && checkpoint) {
+        /* Fold the log into the database and truncate it, so what stays on disk is one compact
+         * file; closing the last connection would checkpoint too, this just makes it explicit. */
+        if (sq_exec(ss->writer, "PRAGMA wal_checkpoint(TRUNCATE)") != SQLITE_OK)
+            log_msg(LOG_WARNING, "sqlite store \"%s\": checkpoint at close failed: %s", ss->shown,
+                    sqlite3_errmsg(ss->writer));
+    }
+    close_writer(ss);
+    if (ss->lock_fd >= 0) {
+        /* Delete while still holding the lock (see take_lock), then release it. */
+        unlink(ss->lock_path);
+        close(ss->lock_fd);
+    }
+    free(ss->lock_path);
+    record_cache_free(ss->cache);
+    free(ss->blob_buf);
+    pthread_cond_destroy(&ss->pool_cv);
+    pthread_mutex_destroy(&ss->pool_mu);
+    free(ss->path);
+    free(ss->shown);
+    free(ss);
+}
+
+static void sqlite_close(struct store *s)
+{
+    struct sqlite_store *ss = (struct sqlite_store *)s;
+
+    struct commit_pipeline_stats ps;
+    struct record_cache_stats cs;
+
+    /* Commits everything queued and answers it, then reports what the store did. */
+    commit_pipeline_stop(ss->pipeline, &ps);
+    ss->pipeline = NULL;
+    record_cache_stats(ss->cache, &cs);
+    log_msg(LOG_INFO,
+            "sqlite store \"%s\": closing; %llu books written in %llu transactions (largest "
+            "%llu, %llu rolled back); record cache: %llu hits, %llu misses",
+            ss->shown, (unsigned long long)ps.books_written, (unsigned long long)ps.transactions,
+            (unsigned long long)ps.largest_batch, (unsigned long long)ps.rollbacks,
+            (unsigned long long)cs.hits, (unsigned long long)cs.misses);
+    sq_destroy(ss, true);
+}
+
+const struct store_ops sq_ops = {
+    .scheme = "sqlite",
+    .get = sqlite_get,
+    .list = sqlite_list,
+    .create = sqlite_create,
+    .close = sqlite_close,
+};
+
+int store_sqlite_stats(struct store *s, struct store_sqlite_stats *out)
+{
+    struct sqlite_store *ss = (struct sqlite_store *)s;
+
+    if (!s || s->ops != &sq_ops || !out)
+        return BOOKS_EINVAL;
+    struct commit_pipeline_stats ps = {0};
+    struct record_cache_stats cs;
+
+    if (ss->pipeline)
+        commit_pipeline_stats(ss->pipeline, &ps);
+    record_cache_stats(ss->cache, &cs);
+    out->transactions = ps.transactions;
+    out->commits = ps.commits;
+    out->rollbacks = ps.rollbacks;
+    out->books_written = ps.books_written;
+    out->largest_batch = ps.largest_batch;
+    out->cache_hits = cs.hits;
+    out->cache_misses = cs.misses;
+    return 0;
+}
