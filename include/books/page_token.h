@@ -2,7 +2,8 @@
  * no padding) that carries the last resource id of the previous page and an HMAC-SHA256 tag (RFC
  * 2104), truncated to 128 bits, over a version byte, a purpose string and the id. The key is the
  * store's dataset_key, so a token works only with the data set and the request kind (`purpose`)
- * that issued it; anything altered, truncated or foreign fails to verify. Tokens do not expire. */
+ * that issued it; anything altered, truncated or foreign fails to verify. Tokens do not expire.
+ * Both functions keep no state: any thread. */
 #ifndef BOOKS_PAGE_TOKEN_H
 #define BOOKS_PAGE_TOKEN_H
 

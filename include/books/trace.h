@@ -2,7 +2,7 @@
  * Logging (logging.googleapis.com/trace, /spanId, /trace_sampled). Understands W3C Trace Context
  * `traceparent` (https://www.w3.org/TR/trace-context/, version 00 and later versions' first four
  * fields) and Google's `x-cloud-trace-context` ("TRACE_ID/SPAN_ID;o=OPTIONS"). Anything malformed
- * is ignored, never echoed: what comes out is only lowercase hex. Pure functions. */
+ * is ignored, never echoed: what comes out is only lowercase hex. Pure functions: any thread. */
 #ifndef BOOKS_TRACE_H
 #define BOOKS_TRACE_H
 
