@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "books/error.h"
 #include "books/page_token.h"
@@ -52,6 +54,56 @@ static void test_round_trip(void **state)
             assert_null(strstr(tok, cur));
         assert_int_equal(page_token_decode(f->key, PURPOSE, tok, back, sizeof back), 0);
         assert_string_equal(back, cur);
+    }
+}
+
+/* The token, computed here from its definition (page_token.h) with libcrypto's one-shot HMAC()
+ * and base64: base64url(0x01 | cursor | HMAC-SHA256(key, 0x01 | purpose | 0x00 | cursor)[0..16)). */
+static void expected_token(const uint8_t *key, const char *purpose, const char *cursor, char *out)
+{
+    uint8_t msg[256], raw[256], md[EVP_MAX_MD_SIZE];
+    unsigned char b64[400];
+    unsigned int md_len = 0;
+    size_t n = 0, c = strlen(cursor), p = strlen(purpose);
+    msg[n++] = 0x01;
+    memcpy(msg + n, purpose, p);
+    n += p;
+    msg[n++] = 0x00;
+    memcpy(msg + n, cursor, c);
+    n += c;
+    assert_non_null(HMAC(EVP_sha256(), key, PAGE_TOKEN_KEY_BYTES, msg, n, md, &md_len));
+    raw[0] = 0x01;
+    memcpy(raw + 1, cursor, c);
+    memcpy(raw + 1 + c, md, PAGE_TOKEN_TAG_BYTES);
+    int len = EVP_EncodeBlock(b64, raw, (int)(1 + c + PAGE_TOKEN_TAG_BYTES));
+    while (len > 0 && b64[len - 1] == '=')
+        len--;
+    for (int i = 0; i < len; i++)
+        out[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : (char)b64[i];
+    out[len] = '\0';
+}
+
+/* The tag is HMAC-SHA256 as RFC 2104 defines it, also when one thread alternates between keys
+ * (the module keeps a keyed context per thread and must re-key it). */
+static void test_tag_is_hmac_sha256_across_keys(void **state)
+{
+    struct fixture *f = *state;
+    const uint8_t *keys[] = {f->key, f->other_key, f->key, f->key, f->other_key};
+    const char *cursors[] = {"b0042", "b0042", "zz", "", "my-book"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char tok[PAGE_TOKEN_MAX_CHARS], want[PAGE_TOKEN_MAX_CHARS], back[64];
+        if (cursors[i][0] == '\0') {
+            assert_int_equal(page_token_encode(keys[i], PURPOSE, cursors[i], tok, sizeof tok),
+                             BOOKS_EINVAL);
+            continue;
+        }
+        assert_int_equal(page_token_encode(keys[i], PURPOSE, cursors[i], tok, sizeof tok), 0);
+        expected_token(keys[i], PURPOSE, cursors[i], want);
+        assert_string_equal(tok, want);
+        assert_int_equal(page_token_decode(keys[i], PURPOSE, tok, back, sizeof back), 0);
+        assert_string_equal(back, cursors[i]);
+        const uint8_t *other = keys[i] == f->key ? f->other_key : f->key;
+        assert_int_not_equal(page_token_decode(other, PURPOSE, tok, back, sizeof back), 0);
     }
 }
 
@@ -201,6 +253,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_tag_is_hmac_sha256_across_keys),
         cmocka_unit_test(test_encode_rejects_bad_cursor),
         cmocka_unit_test(test_every_altered_character_fails),
         cmocka_unit_test(test_truncated_and_extended_fail),

@@ -12,6 +12,7 @@
 #include "books/server.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -160,6 +161,34 @@ static void server_destroy_unstarted(struct server *s)
     free(s);
 }
 
+/* Abseil's mutex deadlock detection. Debian builds abseil without NDEBUG, which leaves it on: each
+ * absl::Mutex lock and unlock in gRPC core (its pollers, combiners, call state) then records lock
+ * order in a process-wide graph, about 9% of a GetBook's instructions (bench/callgrind.sh:
+ * absl::Mutex::Lock/Unlock and GraphCycles). Upstream's release builds have it off. It is a
+ * debugging aid for gRPC's developers, not a guard for a server: switched off through abseil's own
+ * setter, absl::SetMutexDeadlockDetectionMode(OnDeadlockCycle::kIgnore, which is 0), looked up by
+ * its symbol since C cannot include the C++ header: first in Debian's inline namespace (debian3),
+ * then without one. Not found (another abseil build): nothing changes. Once per process, before
+ * grpc_init() takes its first mutex. */
+static void absl_deadlock_detection_off(void)
+{
+    static const char *const names[] = {
+        "_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE",
+        "_ZN4absl29SetMutexDeadlockDetectionModeENS_15OnDeadlockCycleE",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        void *sym = dlsym(RTLD_DEFAULT, names[i]);
+        if (sym) {
+            void (*set_mode)(int);
+            memcpy(&set_mode, &sym, sizeof set_mode); /* object to function pointer: POSIX */
+            set_mode(0);
+            return;
+        }
+    }
+}
+
+static pthread_once_t absl_once = PTHREAD_ONCE_INIT;
+
 int server_start(const struct server_options *opts, const struct rpc_service *services, size_t n,
                  struct server **out, char *err, size_t errlen)
 {
@@ -174,6 +203,7 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
         snprintf(err, errlen, "invalid server options");
         return BOOKS_EINVAL;
     }
+    pthread_once(&absl_once, absl_deadlock_detection_off);
     grpc_init();
     s = calloc(1, sizeof *s);
     if (!s) {
