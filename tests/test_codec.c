@@ -252,6 +252,61 @@ static void test_encode_round_trip(void **state)
     grpc_byte_buffer_destroy(bb);
 }
 
+/* codec_embedded_write: already-encoded parts give the bytes packing the whole message gives. */
+static void test_embedded_parts_match_packing(void **state)
+{
+    (void)state;
+    char *a1[] = {"A"}, *a2[] = {"B", "C"};
+    Books__V1__Book b1 = BOOKS__V1__BOOK__INIT, b2 = BOOKS__V1__BOOK__INIT;
+    Books__V1__Book *list[] = {&b1, &b2};
+    Books__V1__ListBooksResponse resp = BOOKS__V1__LIST_BOOKS_RESPONSE__INIT;
+    uint8_t w1[128], w2[128], whole[512], got[512];
+    struct codec_bytes parts[2];
+    const ProtobufCFieldDescriptor *books = protobuf_c_message_descriptor_get_field_by_name(
+        &books__v1__list_books_response__descriptor, "books");
+    const ProtobufCFieldDescriptor *token = protobuf_c_message_descriptor_get_field_by_name(
+        &books__v1__list_books_response__descriptor, "next_page_token");
+
+    b1.name = "books/one";
+    b1.display_name = "One";
+    b1.n_authors = 1;
+    b1.authors = a1;
+    b1.publisher = "P";
+    b2.name = "books/two";
+    b2.display_name = "Two \xc3\xa9";
+    b2.n_authors = 2;
+    b2.authors = a2;
+    b2.publisher = "";
+    parts[0] = (struct codec_bytes){w1, codec_pack(&b1.base, w1)};
+    parts[1] = (struct codec_bytes){w2, codec_pack(&b2.base, w2)};
+    assert_int_equal(parts[0].len, codec_pack(&b1.base, NULL));
+    resp.n_books = 2;
+    resp.books = list;
+    resp.next_page_token = "tok";
+    size_t n = codec_pack(&resp.base, whole);
+
+    /* the repeated field from parts, then the rest of the message */
+    assert_int_equal(codec_embedded_write(&resp.base, books->id, parts, 2, NULL), n);
+    assert_int_equal(codec_embedded_write(&resp.base, books->id, parts, 2, got), n);
+    assert_memory_equal(got, whole, n);
+    assert_int_equal(resp.n_books, 2); /* the message itself is not touched */
+
+    /* field 0: the message is the parts themselves (GetBook's Book) */
+    assert_int_equal(codec_embedded_write(NULL, 0, parts, 1, got), parts[0].len);
+    assert_memory_equal(got, w1, parts[0].len);
+
+    /* not a repeated message field: packed whole, parts ignored */
+    assert_int_equal(codec_embedded_write(&resp.base, token->id, parts, 2, got), n);
+    assert_memory_equal(got, whole, n);
+    assert_int_equal(codec_embedded_write(&resp.base, 99, parts, 2, got), n);
+
+    /* and through a byte buffer, as the server sends it */
+    grpc_byte_buffer *bb = NULL;
+    codec_encode_embedded(&resp.base, books->id, parts, 2, &bb);
+    assert_int_equal(grpc_byte_buffer_length(bb), n);
+    grpc_byte_buffer_destroy(bb);
+}
+
 static Google__Rpc__Status *decode_details(grpc_slice s)
 {
     Google__Rpc__Status *st =
@@ -918,6 +973,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_decode_round_trip_single_and_split, setup, teardown),
+        cmocka_unit_test(test_embedded_parts_match_packing),
         cmocka_unit_test_setup_teardown(test_decode_empty_and_null, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_garbage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_every_truncation, setup, teardown),

@@ -1030,12 +1030,64 @@ static const struct CMUnitTest conformance[] = {
     cmocka_unit_test_setup_teardown(test_concurrent_create_list_get, open_fresh, close_fresh),
 };
 
+/* A toy encoder: the name, then a byte per author. Only what store_book_set_encoder promises is
+ * checked here (the real one, books.v1.Book, is the service's: test_service). */
+static size_t toy_encoder(const struct store_book *b, uint8_t *out)
+{
+    size_t n = strlen(b->name);
+    if (out) {
+        memcpy(out, b->name, n);
+        for (size_t i = 0; i < b->n_authors; i++)
+            out[n + i] = (uint8_t)('0' + i);
+    }
+    return n + b->n_authors;
+}
+
+static size_t empty_encoder(const struct store_book *b, uint8_t *out)
+{
+    (void)b;
+    (void)out;
+    return 0;
+}
+
+/* Records built while an encoder is registered carry its bytes, counted in size_bytes; records
+ * built before or after keep none; the bytes are freed with the record (ASan, valgrind). */
+static void test_book_wire_from_encoder(void **state)
+{
+    static const char *const two[] = {"A", "B"};
+    struct store_book *plain = NULL, *with = NULL, *empty = NULL, *after = NULL;
+    (void)state;
+    store_book_set_encoder(NULL);
+    assert_int_equal(store_book_new("books/x", "X", two, 2, "P", &plain), 0);
+    assert_null(plain->wire);
+    assert_int_equal(plain->wire_len, 0);
+
+    store_book_set_encoder(toy_encoder);
+    assert_int_equal(store_book_new("books/x", "X", two, 2, "P", &with), 0);
+    assert_int_equal(with->wire_len, strlen("books/x") + 2);
+    assert_memory_equal(with->wire, "books/x01", with->wire_len);
+    assert_int_equal(with->size_bytes, plain->size_bytes + with->wire_len);
+    store_book_set_encoder(empty_encoder);
+    assert_int_equal(store_book_new("books/e", "E", two, 0, "P", &empty), 0);
+    assert_non_null(empty->wire); /* an empty message is zero bytes, still a wire form */
+    assert_int_equal(empty->wire_len, 0);
+    store_book_set_encoder(NULL);
+    assert_int_equal(store_book_new("books/y", "Y", two, 1, "P", &after), 0);
+    assert_null(after->wire);
+    assert_memory_equal(with->wire, "books/x01", with->wire_len); /* earlier records keep theirs */
+    store_book_unref(plain);
+    store_book_unref(with);
+    store_book_unref(empty);
+    store_book_unref(after);
+}
+
 static const struct CMUnitTest units[] = {
     cmocka_unit_test(test_book_new_copies_into_one_block),
     cmocka_unit_test(test_book_new_null_inputs),
     cmocka_unit_test(test_book_new_zero_authors),
     cmocka_unit_test(test_book_ref_unref),
     cmocka_unit_test(test_book_ref_threads),
+    cmocka_unit_test(test_book_wire_from_encoder),
     cmocka_unit_test(test_new_dataset_key),
     cmocka_unit_test(test_open_errors),
     cmocka_unit_test(test_open_error_buffer),

@@ -70,6 +70,33 @@ void codec_free_request(ProtobufCMessage *msg, struct arena *arena);
  * process when malloc does. Any thread. */
 void codec_encode(const ProtobufCMessage *msg, grpc_byte_buffer **out);
 
+/* Bytes of an already-encoded message (e.g. a book record's wire form, store.h). */
+struct codec_bytes {
+    const uint8_t *data;
+    size_t len;
+};
+
+/* Packs `msg` (protobuf binary encoding) into out, which holds codec_pack(msg, NULL) bytes; with
+ * out NULL only returns that size. Returns the bytes written (or needed). Any thread. */
+size_t codec_pack(const ProtobufCMessage *msg, uint8_t *out);
+
+/* The encoding of a response given partly as already-encoded messages, so that records encoded
+ * once are not packed again for every call:
+ *   field == 0: the message is parts[0..n) one after another (`msg` is not read; NULL allowed);
+ *   field != 0: each part is one occurrence of msg's repeated message field number `field`, in
+ *               order, followed by msg's other fields (msg's own entries of `field` are skipped).
+ * When the parts are the encodings of msg's entries, the output is byte for byte what packing msg
+ * gives (protobuf-c writes fields in field-number order; `field` must then be msg's lowest-
+ * numbered field, as ListBooksResponse.books is). A `field` that is not a repeated message field
+ * of msg's descriptor, or a descriptor too large to copy, falls back to packing msg whole.
+ * codec_embedded_write writes into out (codec_embedded_write(..., NULL) bytes; out NULL: size
+ * only) and returns the size; codec_encode_embedded wraps the same bytes in a new byte buffer the
+ * caller owns (aborts on allocation failure, like codec_encode). Any thread. */
+size_t codec_embedded_write(const ProtobufCMessage *msg, unsigned field,
+                            const struct codec_bytes *parts, size_t n, uint8_t *out);
+void codec_encode_embedded(const ProtobufCMessage *msg, unsigned field,
+                           const struct codec_bytes *parts, size_t n, grpc_byte_buffer **out);
+
 /* Serializes `e` as a google.rpc.Status (code, message, details: ErrorInfo{reason, domain
  * BOOKS_ERROR_DOMAIN, metadata}, BadRequest{field_violations} when there are any, ResourceInfo when
  * a resource is named). *out is a new slice the caller unrefs. Returns 0 or BOOKS_ENOMEM. Any

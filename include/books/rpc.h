@@ -34,6 +34,14 @@ struct rpc_reply {
      * returned. */
     void (*release)(struct rpc_reply *reply);
     void *release_arg;
+    /* Optional (unary): `response` as already-encoded parts (records' cached wire forms, store.h),
+     * which the server sends instead of packing `response` again: codec_encode_embedded(response,
+     * embed_field, embedded, n_embedded). `response` stays set to the whole message; the parts
+     * must encode exactly what it holds (the unit tests compare the bytes) and stay valid until
+     * `release` runs. n_embedded 0: the server packs `response`. */
+    const struct codec_bytes *embedded;
+    size_t n_embedded;
+    unsigned embed_field;
     rpc_done_fn done;               /* set by the caller of the handler; see rpc_reply_done() */
     /* When the caller stops waiting: CLOCK_MONOTONIC time in nanoseconds, 0 for no deadline. A
      * handler passes it to work that may wait (a store's query), which then gives up at that time

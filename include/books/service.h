@@ -37,7 +37,10 @@ struct svc;
  * book_id. The default draws a random UUID4 from libuuid in canonical lowercase form. */
 typedef void (*svc_id_fn)(void *arg, char out[SVC_NAME_BYTES]);
 
-/* Creates the service over `store` (borrowed: must outlive the service). Returns 0 or BOOKS_ENOMEM. */
+/* Creates the service over `store` (borrowed: must outlive the service), and registers its
+ * books.v1.Book packer with store_book_set_encoder() (store.h), so that every record built from
+ * then on carries its wire form and responses send it without packing it again. Returns 0 or
+ * BOOKS_ENOMEM. Start-up thread. */
 int svc_new(struct store *store, struct svc **out);
 
 /* Replaces the id generator (tests use a deterministic one). Not thread-safe: call before serving. */

@@ -21,15 +21,32 @@ struct store_book {
     const char *publisher;
     const char *const *authors; /* n_authors strings */
     size_t n_authors;
-    size_t size_bytes;          /* bytes of the record's one allocation, for memory budgets */
+    size_t size_bytes;          /* bytes the record holds (with `wire`), for memory budgets */
+    /* The record in the API's wire form (an encoded books.v1.Book), made once when the record is
+     * built, by the encoder registered with store_book_set_encoder(); NULL when none was
+     * registered. Read-only like the rest; freed with the record. */
+    const uint8_t *wire;
+    size_t wire_len;
 };
+
+/* Writes the wire form of record `b` into out and returns its length in bytes; with out NULL only
+ * returns the length. A pure function of the record's fields; any thread. */
+typedef size_t (*store_book_encoder_fn)(const struct store_book *b, uint8_t *out);
+
+/* Registers the encoder that every record built from now on gets its `wire` from (the API layer
+ * registers its books.v1.Book packer: svc_new(), service.h), or NULL for none. The store layer
+ * knows nothing of protobuf; it only keeps the bytes, so a GetBook or a ListBooks page sends each
+ * record's bytes without packing it again. Records built earlier keep what they have. Any thread
+ * (an atomic pointer), normally once at start-up. */
+void store_book_set_encoder(store_book_encoder_fn fn);
 
 /* Most authors a record read back from a database may have (the API lets a client send 100): a
  * row with more is damaged or foreign data, BOOKS_ECORRUPT. */
 #define STORE_MAX_AUTHORS 1024
 
-/* Builds a record holding copies of all the strings (one allocation), with one reference owned by
- * the caller. Returns 0, BOOKS_EINVAL if a pointer is NULL, BOOKS_ENOMEM. Any thread. */
+/* Builds a record holding copies of all the strings (one allocation, plus one for its wire form
+ * when an encoder is registered), with one reference owned by the caller. Returns 0, BOOKS_EINVAL
+ * if a pointer is NULL, BOOKS_ENOMEM. Any thread. */
 int store_book_new(const char *name, const char *display_name, const char *const *authors,
                    size_t n_authors, const char *publisher, struct store_book **out);
 

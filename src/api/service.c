@@ -13,6 +13,7 @@
 #include <sys/random.h>
 #include <uuid/uuid.h>
 
+#include "books/codec.h"
 #include "books/page_token.h"
 #include "books/v1/books.pb-c.h"
 
@@ -78,6 +79,8 @@ static void uuid4_id(void *arg, char out[SVC_NAME_BYTES])
     uuid_unparse_lower(u, out);
 }
 
+static size_t book_wire(const struct store_book *b, uint8_t *out);
+
 int svc_new(struct store *store, struct svc **out)
 {
     struct svc *svc = calloc(1, sizeof *svc);
@@ -85,6 +88,8 @@ int svc_new(struct store *store, struct svc **out)
         return BOOKS_ENOMEM;
     svc->store = store;
     svc->id_fn = uuid4_id;
+    /* Every record built from now on carries its encoded Book (store.h). */
+    store_book_set_encoder(book_wire);
     *out = svc;
     return 0;
 }
@@ -230,6 +235,15 @@ static void book_view(Books__V1__Book *m, const struct store_book *b)
     m->authors = (char **)b->authors;
 }
 
+/* store_book_encoder_fn (registered by svc_new): the record as an encoded books.v1.Book, which
+ * GetBook, CreateBook and ListBooks then send as it is (rpc.h: rpc_reply.embedded). */
+static size_t book_wire(const struct store_book *b, uint8_t *out)
+{
+    Books__V1__Book m;
+    book_view(&m, b);
+    return codec_pack(&m.base, out);
+}
+
 /* Makes `reply` answer with `b`, taking over the caller's reference. */
 static void reply_with_book(struct rpc_reply *reply, struct store_book *b)
 {
@@ -248,6 +262,16 @@ static void reply_with_book(struct rpc_reply *reply, struct store_book *b)
     reply->response = &m->base;
     reply->release = release_held;
     reply->release_arg = h;
+    if (b->wire) {
+        struct codec_bytes *part = arena_alloc(reply->arena, sizeof *part);
+        if (part) { /* else the server packs `m`: the same bytes */
+            part->data = b->wire;
+            part->len = b->wire_len;
+            reply->embedded = part;
+            reply->n_embedded = 1;
+            reply->embed_field = 0; /* the response is the Book itself */
+        }
+    }
 }
 
 /* ---- GetBook (AIP-131) ------------------------------------------------------------------------- */
@@ -309,10 +333,32 @@ void svc_get_book(void *self, const ProtobufCMessage *request, struct rpc_reply 
  * varint (at most 5 bytes below 4 GiB) and the bytes; plus the Book's own tag and length. */
 static size_t book_size_bound(const struct store_book *b)
 {
+    if (b->wire)
+        return b->wire_len + 6; /* a tag and a length of at most 5 bytes */
     size_t n = 6 + strlen(b->name) + 6 + strlen(b->display_name) + 6 + strlen(b->publisher) + 6;
     for (size_t i = 0; i < b->n_authors; i++)
         n += strlen(b->authors[i]) + 6;
     return n;
+}
+
+/* Gives the server the page's records as their wire forms (rpc_reply.embedded), when every one
+ * has it; otherwise, or when the arena is full, the server packs the response whole. */
+static void embed_books(struct rpc_reply *reply, struct store_book *const *books, size_t n)
+{
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(
+        &books__v1__list_books_response__descriptor, "books");
+    struct codec_bytes *parts = n ? arena_alloc(reply->arena, n * sizeof *parts) : NULL;
+    if (!parts || !f)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (!books[i]->wire)
+            return;
+        parts[i].data = books[i]->wire;
+        parts[i].len = books[i]->wire_len;
+    }
+    reply->embedded = parts;
+    reply->n_embedded = n;
+    reply->embed_field = f->id;
 }
 
 static void list_done(void *arg, int rc, size_t n)
@@ -387,6 +433,7 @@ static void list_done(void *arg, int rc, size_t n)
         resp->next_page_token = token;
     }
     reply->response = &resp->base;
+    embed_books(reply, found, keep);
 done:
     rpc_reply_done(reply);
 }

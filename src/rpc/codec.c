@@ -18,6 +18,8 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/compression.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -421,6 +423,85 @@ void codec_encode(const ProtobufCMessage *msg, grpc_byte_buffer **out)
     /* grpc_slice_malloc aborts the process when malloc fails, as all of gRPC core does. */
     grpc_slice slice = grpc_slice_malloc(n);
     protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
+    *out = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+}
+
+size_t codec_pack(const ProtobufCMessage *msg, uint8_t *out)
+{
+    return out ? protobuf_c_message_pack(msg, out) : protobuf_c_message_get_packed_size(msg);
+}
+
+/* Largest message struct codec_embedded_write copies to skip a field (ListBooksResponse: 48). */
+#define EMBED_COPY_BYTES 256
+
+static size_t varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+size_t codec_embedded_write(const ProtobufCMessage *msg, unsigned field,
+                            const struct codec_bytes *parts, size_t n, uint8_t *out)
+{
+    union {
+        max_align_t align;
+        unsigned char bytes[EMBED_COPY_BYTES];
+    } copy;
+    const ProtobufCMessage *rest = NULL;
+    size_t total = 0;
+
+    if (field != 0) {
+        const ProtobufCFieldDescriptor *f =
+            msg ? protobuf_c_message_descriptor_get_field(msg->descriptor, field) : NULL;
+        if (!f || f->label != PROTOBUF_C_LABEL_REPEATED || f->type != PROTOBUF_C_TYPE_MESSAGE ||
+            msg->descriptor->sizeof_message > sizeof copy.bytes)
+            return msg ? codec_pack(msg, out) : 0;
+        /* A shallow copy of msg with no entries of `field`: protobuf-c packs the rest. */
+        memcpy(copy.bytes, msg, msg->descriptor->sizeof_message);
+        memset(copy.bytes + f->quantifier_offset, 0, sizeof(size_t));
+        rest = (const ProtobufCMessage *)(const void *)copy.bytes;
+    }
+    const uint64_t key = (uint64_t)field << 3 | 2; /* wire type 2: length-delimited */
+    for (size_t i = 0; i < n; i++) {
+        if (field != 0) {
+            if (out)
+                out = put_varint(put_varint(out, key), parts[i].len);
+            total += varint_size(key) + varint_size(parts[i].len);
+        }
+        if (out && parts[i].len) {
+            memcpy(out, parts[i].data, parts[i].len);
+            out += parts[i].len;
+        }
+        total += parts[i].len;
+    }
+    if (rest)
+        total += codec_pack(rest, out);
+    return total;
+}
+
+void codec_encode_embedded(const ProtobufCMessage *msg, unsigned field,
+                           const struct codec_bytes *parts, size_t n, grpc_byte_buffer **out)
+{
+    size_t len = codec_embedded_write(msg, field, parts, n, NULL);
+    grpc_slice slice = grpc_slice_malloc(len);
+    size_t wrote = codec_embedded_write(msg, field, parts, n, GRPC_SLICE_START_PTR(slice));
+    if (wrote != len) /* cannot happen: the same inputs give the same size */
+        abort();
     *out = grpc_raw_byte_buffer_create(&slice, 1);
     grpc_slice_unref(slice);
 }

@@ -210,6 +210,7 @@ static void step_bidi_recv(struct tag *t, bool ok)
     arena_reset(&c->arena);
     books_error_init(&c->reply.error, &c->arena);
     c->reply.response = NULL;
+    c->reply.n_embedded = 0; /* bidi replies are packed whole */
     c->reply.release = NULL;
     c->reply.done = bidi_answered;
     c->answered = false;

@@ -158,6 +158,9 @@ static void reply_prepare(struct call *c)
     c->start_us = log_now_us();
     c->reply.arena = &c->arena;
     c->reply.response = NULL;
+    c->reply.embedded = NULL;
+    c->reply.n_embedded = 0;
+    c->reply.embed_field = 0;
     books_error_init(&c->reply.error, &c->arena);
     c->reply.release = NULL;
     c->reply.release_arg = NULL;
@@ -291,7 +294,10 @@ static void reply_done(struct rpc_reply *reply)
     memset(ops, 0, sizeof ops);
     if (reply->error.code == 0 && !reply->response)
         books_error_set(&reply->error, BOOKS_EINTERNAL, "INTERNAL", "the handler gave no response");
-    if (reply->error.code == 0)
+    if (reply->error.code == 0 && reply->n_embedded)
+        codec_encode_embedded(reply->response, reply->embed_field, reply->embedded,
+                              reply->n_embedded, &c->response);
+    else if (reply->error.code == 0)
         codec_encode(reply->response, &c->response);
     if (reply->release)
         reply->release(reply);

@@ -65,6 +65,9 @@ static bool usable(struct store_text t, int *rc)
     return true;
 }
 
+/* store_book_set_encoder()'s function, or NULL. */
+static _Atomic(store_book_encoder_fn) book_encoder;
+
 static int build(struct store_text name, struct store_text display_name, const void *authors,
                  author_at_fn author_at, size_t n_authors, struct store_text publisher,
                  struct store_book **out)
@@ -114,9 +117,30 @@ static int build(struct store_text name, struct store_text display_name, const v
      * callers can loop over it without a special case. */
     b->authors = author_slots;
     b->n_authors = n_authors;
+    b->wire = NULL;
+    b->wire_len = 0;
 
+    store_book_encoder_fn encode = atomic_load_explicit(&book_encoder, memory_order_acquire);
+    if (encode) {
+        size_t len = encode(b, NULL);
+        uint8_t *wire = malloc(len ? len : 1);
+        if (!wire || !size_add(&b->size_bytes, len)) {
+            free(wire);
+            free(b);
+            return BOOKS_ENOMEM;
+        }
+        if (encode(b, wire) != len) /* the encoder broke its contract: a bug, not an input */
+            abort();
+        b->wire = wire;
+        b->wire_len = len;
+    }
     *out = b;
     return 0;
+}
+
+void store_book_set_encoder(store_book_encoder_fn fn)
+{
+    atomic_store_explicit(&book_encoder, fn, memory_order_release);
 }
 
 int store_book_new(const char *name, const char *display_name, const char *const *authors,
@@ -150,8 +174,10 @@ void store_book_unref(struct store_book *b)
         return;
     /* acq_rel: the release half orders this thread's reads of the record before the drop; the
      * acquire half, on the last drop, makes every other thread's reads happen before free(). */
-    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) {
+        free((void *)b->wire);
         free(b);
+    }
 }
 
 int store_new_dataset_key(uint8_t key[STORE_DATASET_KEY_BYTES])
