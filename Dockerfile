@@ -27,9 +27,11 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBOOKS_TESTS=ON \
 FROM debian:bookworm-slim AS runtime
 # Runtime libraries: `objdump -p build/books-server | grep NEEDED` and `ldd`, each library mapped to its
 # package with `dpkg -S`:
-#   libgrpc.so.29 libgpr.so.29 -> libgrpc29 (pulls abseil, c-ares, re2, zlib, libstdc++, and
-#     libprotobuf32/libprotoc32 for the libgrpc_plugin_support it also ships: unused, unavoidable)
-#   libprotobuf-c.so.1 -> libprotobuf-c1     libcrypto.so.3 -> libssl3     libuuid.so.1 -> libuuid1
+#   gRPC core, abseil, c-ares, re2 and upb are linked in statically (CMake's BOOKS_STATIC_GRPC):
+#     no libgrpc29, and none of the abseil and protobuf libraries it would pull
+#   libstdc++.so.6 -> libstdc++6, libgcc_s.so.1 -> libgcc-s1 (gRPC core is C++; both in the base)
+#   libprotobuf-c.so.1 -> libprotobuf-c1     libssl.so.3 libcrypto.so.3 -> libssl3
+#   libuuid.so.1 -> libuuid1
 #   libsqlite3.so.0 -> libsqlite3-0 (the sqlite: store)    libc.so.6 -> libc6 (in the base)
 #   libpq.so.5 -> libpq5 (the postgresql: store)           libbsd.so.0 -> libbsd0
 #   libz.so.1 -> zlib1g (the codec's bounded inflate; required priority, in the base)
@@ -37,7 +39,7 @@ FROM debian:bookworm-slim AS runtime
 # is added here.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libgrpc29 libprotobuf-c1 libsqlite3-0 libpq5 libssl3 libuuid1 libbsd0 \
+      libprotobuf-c1 libsqlite3-0 libpq5 libssl3 libuuid1 libbsd0 libstdc++6 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /var/log/apt \
       /var/log/dpkg.log \

@@ -48,6 +48,43 @@ static void test_escape(void **state)
     assert_string_equal(ESC("\xc3\xc3\xa9"), "\\ufffd\xc3\xa9");
 }
 
+/* The escape of one ASCII byte, written out from RFC 8259 section 7 (the test's own reference). */
+static void ref_escape_byte(unsigned char c, char *out)
+{
+    if (c == '"' || c == '\\')
+        snprintf(out, 8, "\\%c", c);
+    else if (c == '\n')
+        strcpy(out, "\\n");
+    else if (c == '\r')
+        strcpy(out, "\\r");
+    else if (c == '\t')
+        strcpy(out, "\\t");
+    else if (c < 0x20)
+        snprintf(out, 8, "\\u%04x", c);
+    else
+        snprintf(out, 8, "%c", c);
+}
+
+/* Every ASCII byte at every position of a 19-byte string (the writer scans 8 bytes at a time, so
+ * each position of a word and the tail): the same output as escaping byte by byte. */
+static void test_escape_every_ascii_byte_everywhere(void **state)
+{
+    (void)state;
+    for (unsigned c = 0; c < 0x80; c++) {
+        for (size_t pos = 0; pos < 19; pos++) {
+            char text[19], want[256] = "", one[8];
+            size_t w = 0;
+            memset(text, 'a' + (int)(pos % 26), sizeof text);
+            text[pos] = (char)c;
+            for (size_t i = 0; i < sizeof text; i++) {
+                ref_escape_byte((unsigned char)text[i], one);
+                w += (size_t)snprintf(want + w, sizeof want - w, "%s", one);
+            }
+            assert_string_equal(esc(text, sizeof text), want);
+        }
+    }
+}
+
 static void test_escape_limit(void **state)
 {
     (void)state;
@@ -195,6 +232,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escape),       cmocka_unit_test(test_escape_limit),
+        cmocka_unit_test(test_escape_every_ascii_byte_everywhere),
         cmocka_unit_test(test_fixed_buffer), cmocka_unit_test(test_string_budget),
         cmocka_unit_test(test_heap_buffer),
     };

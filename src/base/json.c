@@ -11,6 +11,29 @@
 #include "books/error.h"
 #include "books/utf8.h"
 
+/* Length of the run of bytes at s[0..n) that JSON takes as they are: printable ASCII (0x20..0x7e
+ * and DEL) other than '"' and '\\'. Eight bytes at a time: a word has such a byte to stop at when
+ * one of its bytes is below 0x20, at or above 0x80, or equal to '"' or '\\' (the classic
+ * "has a zero byte" test, (x - 0x01..) & ~x & 0x80.., applied to x ^ '"' and x ^ '\\'), then the
+ * stop is found byte by byte. The log writes a line per call, so this runs for every field. */
+static size_t plain_run(const unsigned char *s, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\');
+        uint64_t stop = ((x - ones * 0x20) | x | ((quote - ones) & ~quote) |
+                         ((backslash - ones) & ~backslash)) & highs;
+        if (stop)
+            break;
+    }
+    while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
+        i++;
+    return i;
+}
+
 bool json_escape_append(char *dst, size_t *lenp, size_t limit, const char *text, size_t n)
 {
     const unsigned char *s = (const unsigned char *)text;
@@ -19,9 +42,7 @@ bool json_escape_append(char *dst, size_t *lenp, size_t limit, const char *text,
     bool complete = true;
     while (i < n) {
         /* Printable ASCII is nearly all of what we log; copy runs of it in one go. */
-        size_t j = i;
-        while (j < n && s[j] >= 0x20 && s[j] < 0x80 && s[j] != '"' && s[j] != '\\')
-            j++;
+        size_t j = i + plain_run(s + i, n - i);
         if (j > i) {
             size_t run = j - i;
             if (run > limit - len) {

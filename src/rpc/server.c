@@ -166,16 +166,26 @@ static void server_destroy_unstarted(struct server *s)
  * order in a process-wide graph, about 9% of a GetBook's instructions (bench/callgrind.sh:
  * absl::Mutex::Lock/Unlock and GraphCycles). Upstream's release builds have it off. It is a
  * debugging aid for gRPC's developers, not a guard for a server: switched off through abseil's own
- * setter, absl::SetMutexDeadlockDetectionMode(OnDeadlockCycle::kIgnore, which is 0), looked up by
- * its symbol since C cannot include the C++ header: first in Debian's inline namespace (debian3),
- * then without one. Not found (another abseil build): nothing changes. Once per process, before
- * grpc_init() takes its first mutex. */
+ * setter, absl::SetMutexDeadlockDetectionMode(OnDeadlockCycle::kIgnore, which is 0). C cannot
+ * include the C++ header, so the function is named by its symbol: a weak reference (resolved when
+ * abseil is linked statically, BOOKS_STATIC_GRPC), else looked up in the loaded shared objects,
+ * first in Debian's inline namespace (debian3), then without one. Not found (another abseil
+ * build): nothing changes. Once per process, before grpc_init() takes its first mutex. */
+#define ABSL_SET_DEADLOCK_MODE_DEBIAN                                                              \
+    "_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE"
+extern void absl_set_deadlock_mode_debian(int mode) __asm__(ABSL_SET_DEADLOCK_MODE_DEBIAN)
+    __attribute__((weak));
+
 static void absl_deadlock_detection_off(void)
 {
     static const char *const names[] = {
-        "_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE",
+        ABSL_SET_DEADLOCK_MODE_DEBIAN,
         "_ZN4absl29SetMutexDeadlockDetectionModeENS_15OnDeadlockCycleE",
     };
+    if (absl_set_deadlock_mode_debian) {
+        absl_set_deadlock_mode_debian(0);
+        return;
+    }
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         void *sym = dlsym(RTLD_DEFAULT, names[i]);
         if (sym) {
@@ -233,6 +243,9 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
     /* Core would inflate a compressed request whole before checking its size (a 256 MiB gzip
      * bomb costs 256 MiB); the codec inflates it instead, never past max_recv_bytes. */
     INT_ARG(GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, 0);
+    /* Channelz counts every call and message per server and socket for the channelz service,
+     * which this server does not host: 0.5% of a GetBook's instructions for nobody to read. */
+    INT_ARG(GRPC_ARG_ENABLE_CHANNELZ, 0);
     /* Keepalive: clients may ping every 10 s, with or without calls, without being sent a GOAWAY
      * (too_many_pings); the server itself probes idle connections every 2 minutes. A client that
      * pings more often gets 2 strikes, then GOAWAY ENHANCE_YOUR_CALM: that bounds a PING flood's
