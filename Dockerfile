@@ -33,7 +33,8 @@ FROM debian:bookworm-slim AS runtime
 #   libprotobuf-c.so.1 -> libprotobuf-c1     libssl.so.3 libcrypto.so.3 -> libssl3
 #   libuuid.so.1 -> libuuid1
 #   libsqlite3.so.0 -> libsqlite3-0 (the sqlite: store)    libc.so.6 -> libc6 (in the base)
-#   libpq.so.5 -> libpq5 (the postgresql: store)           libbsd.so.0 -> libbsd0
+#   libpq.so.5 -> libpq5: the postgresql: store dlopen()s it when it opens (ldd does not list it;
+#     the second check below looks for it and its libraries)  libbsd.so.0 -> libbsd0
 #   libz.so.1 -> zlib1g (the codec's bounded inflate; required priority, in the base)
 # If the binary starts linking something else, the ldd check below fails the build until its package
 # is added here.
@@ -52,6 +53,10 @@ COPY --from=build /books-server /usr/local/bin/books-server
 COPY --from=build /build/gen/books_descriptor_set.pb /usr/local/share/books-server/books_descriptor_set.pb
 RUN if ldd /usr/local/bin/books-server | grep 'not found'; then \
       echo "runtime stage: shared libraries missing (add their packages above)" >&2; exit 1; \
+    fi \
+ && libpq=$(ldconfig -p | awk '/libpq\.so\.5 /{print $NF; exit}') \
+ && if [ -z "$libpq" ] || ldd "$libpq" | grep 'not found'; then \
+      echo "runtime stage: libpq.so.5 or its libraries missing (the postgresql: store)" >&2; exit 1; \
     fi \
  && /usr/local/bin/books-server --version
 

@@ -4,6 +4,7 @@
  *   schema.c  the schema: version table, forward-only migrations under an advisory lock, the
  *             data set's key
  *   rows.c    authors as text[] (rows.h)
+ *   libpq.c   libpq itself, loaded with dlopen() when a postgresql: store first opens
  *   postgres.c  the store: reader threads with pipelined queries, the writer behind the commit
  *             pipeline, the record cache, deadlines, reconnection, availability */
 #ifndef BOOKS_PG_H
@@ -20,6 +21,11 @@
 #include "books/commit_pipeline.h"
 #include "books/record_cache.h"
 #include "books/store.h"
+
+/* Loads libpq (libpq.c: dlopen of libpq.so.5 when the first postgresql: store opens, so that the
+ * other stores never map it and its dependencies). Returns 0, or BOOKS_EIO with a message in err
+ * (libpq5 not installed, or older than PostgreSQL 14). Any thread; once is enough. */
+int pg_libpq_load(char *err, size_t errlen);
 
 /* Connects with `conninfo` (a libpq URI or key=value string, handed to libpq as it is, password
  * included), application_name "books-server" unless it sets one, and libpq's connect_timeout of

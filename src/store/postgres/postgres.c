@@ -375,6 +375,9 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
     PGconn *conn;
     int rc;
 
+    rc = pg_libpq_load(err, errlen);
+    if (rc != 0)
+        return rc;
     st = calloc(1, sizeof *st);
     if (!st)
         return BOOKS_ENOMEM;
