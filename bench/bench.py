@@ -208,7 +208,8 @@ def cmd_h2stats(args):
 
 TSV_COLUMNS = ["round", "server", "method", "level", "requests", "ok_2xx", "non_2xx", "failed",
                "wall_s", "req_s", "mean_us", "p50_us", "p99_us", "max_us", "srv_cpu_s",
-               "srv_cpu_pct", "srv_cpu_us_per_req", "peak_rss_kib", "grpc_pre", "grpc_post"]
+               "srv_cpu_pct", "srv_cpu_us_per_req", "peak_rss_kib", "grpc_pre", "grpc_post",
+               "aux_cpu_s", "aux_cpu_us_per_req", "instances"]  # the last 3: absent in older runs
 
 
 def num(v):
@@ -261,12 +262,13 @@ def cmd_summarize(args):
                                          levels.index(k[2]), servers.index(k[0])))
 
     md = ["| server | method | level | rounds | req/s median (min–max) | mean µs | p50 µs | p99 µs "
-          "| server CPU % | server CPU µs/req | peak RSS MiB median (max) | non-2xx | failed "
-          "| grpc-status checks |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| server CPU % | server CPU µs/req | aux CPU µs/req | instances | peak RSS MiB median (max) "
+          "| non-2xx | failed | grpc-status checks |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     tsv = ["\t".join(["server", "method", "level", "rounds", "req_s_median", "req_s_min", "req_s_max",
                       "mean_us", "p50_us", "p99_us", "srv_cpu_pct", "srv_cpu_us_per_req",
-                      "peak_rss_mib_median", "peak_rss_mib_max", "non_2xx", "failed", "grpc_status"])]
+                      "peak_rss_mib_median", "peak_rss_mib_max", "non_2xx", "failed", "grpc_status",
+                      "aux_cpu_us_per_req", "instances"])]
     for key in keys:
         g = groups[key]
         rps = [num(r["req_s"]) for r in g]
@@ -286,15 +288,20 @@ def cmd_summarize(args):
             "p99": med([num(r["p99_us"]) for r in g]), "cpu": med([num(r["srv_cpu_pct"]) for r in g]),
             "cpureq": med([num(r["srv_cpu_us_per_req"]) for r in g]),
             "rss": med(rss), "rssmax": max(rss) if rss else None,
+            "aux": med([num(r.get("aux_cpu_us_per_req")) for r in g]),
         }
-        md.append("| %s | %s | %s | %d | %s (%s–%s) | %s | %s | %s | %s | %s | %s (%s) | %d | %d | %s |" % (
-            key[0], key[1], key[2], len(g), fmt(vals["rps"]), fmt(vals["min"]), fmt(vals["max"]),
-            fmt(vals["mean"]), fmt(vals["p50"]), fmt(vals["p99"]), fmt(vals["cpu"]),
-            fmt(vals["cpureq"], 1), fmt(vals["rss"], 1), fmt(vals["rssmax"], 1), non2xx, failed, status))
+        inst = ",".join(sorted({r.get("instances") or "1" for r in g}))
+        md.append("| %s | %s | %s | %d | %s (%s–%s) | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %d | %d "
+                  "| %s |" % (
+                      key[0], key[1], key[2], len(g), fmt(vals["rps"]), fmt(vals["min"]),
+                      fmt(vals["max"]), fmt(vals["mean"]), fmt(vals["p50"]), fmt(vals["p99"]),
+                      fmt(vals["cpu"]), fmt(vals["cpureq"], 1), fmt(vals["aux"], 1), inst,
+                      fmt(vals["rss"], 1), fmt(vals["rssmax"], 1), non2xx, failed, status))
         tsv.append("\t".join([key[0], key[1], key[2], str(len(g)), fmt(vals["rps"]), fmt(vals["min"]),
                               fmt(vals["max"]), fmt(vals["mean"]), fmt(vals["p50"]), fmt(vals["p99"]),
                               fmt(vals["cpu"]), fmt(vals["cpureq"], 1), fmt(vals["rss"], 1),
-                              fmt(vals["rssmax"], 1), str(non2xx), str(failed), status]))
+                              fmt(vals["rssmax"], 1), str(non2xx), str(failed), status,
+                              fmt(vals["aux"], 1), inst]))
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     with open(os.path.join(out_dir, "summary.tsv"), "w") as f:
