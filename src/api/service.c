@@ -568,6 +568,9 @@ void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_rep
                                       SVC_MAX_AUTHORS);
         else
             for (i = 0; i < in->n_authors; i++) {
+                size_t len = strlen(in->authors[i]);
+                if (len > 0 && len <= SVC_MAX_AUTHOR_BYTES)
+                    continue; /* the field's path is only written for a violation */
                 snprintf(field, sizeof field, "book.authors[%zu]", i);
                 check_text(e, field, in->authors[i], SVC_MAX_AUTHOR_BYTES,
                            "an author's name (remove empty entries)");
@@ -586,7 +589,9 @@ void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_rep
     } else {
         svc->id_fn(svc->id_arg, id);
     }
-    snprintf(name, sizeof name, NAME_PREFIX "%s", id);
+    /* id: at most SVC_NAME_BYTES with its NUL; name has room for the prefix and all of it */
+    memcpy(name, NAME_PREFIX, NAME_PREFIX_LEN);
+    memcpy(name + NAME_PREFIX_LEN, id, strlen(id) + 1);
     ctx = arena_alloc(reply->arena, sizeof *ctx);
     rc = ctx ? store_book_new(name, in->display_name, (const char *const *)in->authors,
                               in->n_authors, in->publisher, &b)
