@@ -406,6 +406,47 @@ static void test_create_done_once(void **state)
     }
 }
 
+/* Creates queued together (a durable store commits them as one batch) keep every byte of text that
+ * a database would take as syntax (quotes, backslashes, braces, commas, NULL, empty authors), come
+ * back exactly, and of two with the same name the first queued wins. */
+static void test_create_batch_text_and_first_wins(void **state)
+{
+    struct fresh *f = *state;
+    enum { N = 24 };
+    static const char *const tricky[] = {"a \"quoted\" name", "back\\slash", "{braces}",
+                                         "comma, separated", "NULL", "", "caf\xc3\xa9",
+                                         "'single'"};
+    struct create_wait waits[N];
+    struct store_book *books[N];
+    char name[NAME_BYTES], title[NAME_BYTES];
+
+    for (size_t i = 0; i < N; i++) {
+        /* every third create reuses the previous name: it must lose to the earlier one */
+        snprintf(name, sizeof name, "books/batch-%02zu", i % 3 == 2 ? i - 1 : i);
+        snprintf(title, sizeof title, "Title %zu \"%s\"", i, tricky[i % 8]);
+        const char *authors[3] = {tricky[i % 8], tricky[(i + 3) % 8], tricky[(i + 5) % 8]};
+        assert_int_equal(store_book_new(name, title, authors, i % 4, tricky[(i + 1) % 8],
+                                        &books[i]),
+                         0);
+        create_wait_init(&waits[i]);
+    }
+    for (size_t i = 0; i < N; i++) /* all queued before any answer is awaited */
+        store_create(f->s, books[i], create_wait_done, &waits[i]);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(create_wait_rc(&waits[i]), i % 3 == 2 ? BOOKS_EEXIST : 0);
+        if (i % 3 != 2) {
+            struct store_book *got = NULL;
+            assert_int_equal(store_get(f->s, books[i]->name, &got), 0);
+            assert_same_book(books[i], got);
+            store_book_unref(got);
+        }
+    }
+    for (size_t i = 0; i < N; i++) {
+        create_wait_cleanup(&waits[i]);
+        store_book_unref(books[i]);
+    }
+}
+
 /* A reader's reference outlives the store: records are refcounted, not owned by the store. */
 static void test_get_ref_survives_close(void **state)
 {
@@ -1021,6 +1062,8 @@ static const struct CMUnitTest conformance[] = {
     cmocka_unit_test_setup_teardown(test_create_then_get_no_authors, open_fresh, close_fresh),
     cmocka_unit_test_setup_teardown(test_create_duplicate, open_fresh, close_fresh),
     cmocka_unit_test_setup_teardown(test_create_done_once, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_create_batch_text_and_first_wins, open_fresh,
+                                    close_fresh),
     cmocka_unit_test_setup_teardown(test_get_ref_survives_close, open_fresh, close_fresh),
     cmocka_unit_test_setup_teardown(test_dataset_key, open_fresh, close_fresh),
     cmocka_unit_test_setup_teardown(test_list_order_bytewise, open_fresh, close_fresh),

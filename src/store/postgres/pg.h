@@ -120,11 +120,11 @@ struct pg_store {
     /* Write side: the pipeline's committer thread only. */
     struct commit_pipeline *pipeline;
     struct link writer;
-    char *sql;          /* the INSERT for `sql_rows` rows */
-    size_t sql_rows;
-    const char **values; /* 4 per row */
+    const char **values; /* 4 per row: the columns of a batch, column by column */
     char *literals;      /* the rows' authors literals, one after another */
     size_t literals_cap;
+    char *arrays;        /* the INSERT's four array parameters, one after another */
+    size_t arrays_cap;
 
     /* Read side. mu guards the queue and `closing`. */
     pthread_mutex_t mu;

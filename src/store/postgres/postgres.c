@@ -280,9 +280,9 @@ static void destroy(struct pg_store *st)
         PQfinish(st->writer.conn);
     free(st->readers);
     record_cache_free(st->cache);
-    free(st->sql);
     free(st->values);
     free(st->literals);
+    free(st->arrays);
     if (st->conninfo) { /* it may hold a password: do not leave it in freed memory */
         memset(st->conninfo, 0, strlen(st->conninfo));
         free(st->conninfo);
