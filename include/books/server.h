@@ -46,14 +46,16 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
  * from server_start()'s return until server_free() (the value never changes). */
 int server_port(const struct server *s);
 
-/* How long server_shutdown() waits, after the grace period and the cancel, for a store to answer
- * the calls it still holds (creates waiting for a commit), in milliseconds. With Cloud Run's
- * default 8 s grace this ends before its SIGKILL at 10 s. */
+/* How long server_shutdown() waits, after the grace period and the cancel, while no call in flight
+ * finishes (a store that does not answer the creates it holds), in milliseconds. With Cloud Run's
+ * default 8 s grace this ends before its SIGKILL at 10 s when the store is stuck; calls that keep
+ * finishing (workers draining a flood of reset streams) are waited for. */
 #define SERVER_STORE_WAIT_MS 2000
 
 /* Graceful shutdown (gRPC core's order): stop accepting calls, let calls in flight finish for up to
- * `grace_ms` milliseconds, cancel whatever is left, wait up to SERVER_STORE_WAIT_MS for the store to
- * answer the calls it holds, stop the worker threads and destroy the server. Blocks until all of
+ * `grace_ms` milliseconds, cancel whatever is left, wait for the calls still in flight to finish
+ * (giving up after SERVER_STORE_WAIT_MS in which none did), stop the worker threads and destroy
+ * the server. Blocks until all of
  * that is done. Call once, from the owning thread: not a worker (it joins them) and not a thread
  * that answers calls (a store's commit thread: it would wait for itself, then give up). Handlers
  * and hooks keep running on the workers and other threads while it waits; once it has returned 0,
