@@ -95,23 +95,21 @@ static void put(struct store *s, const char *id, const char *title, const char *
     store_book_unref(b);
 }
 
-struct store *fuzz_open_seeded_store(void)
+const struct rpc_method *fuzz_open_service(const char *path, struct store **store,
+                                           struct svc **svc)
 {
     char err[STORE_ERR_BYTES];
     struct store *s = NULL;
+    struct rpc_service desc;
     if (store_open("memory:", NULL, &s, err, sizeof err) != 0) {
         fprintf(stderr, "fuzz: %s\n", err);
         abort();
     }
     memcpy(s->dataset_key, fuzz_dataset_key, sizeof s->dataset_key);
-    {
-        /* Records carry their encoded Book as on a server, where svc_new() registers the encoder
-         * (service.h) before any record is read: the replies then take the embedded path. */
-        struct svc *registers_encoder = NULL;
-        if (svc_new(NULL, &registers_encoder) != 0)
-            abort();
-        svc_free(registers_encoder);
-    }
+    /* The service first, as on a server: svc_new() registers the record encoder (service.h), so
+     * the seeded books carry their encoded Book and replies take the embedded path. */
+    if (svc_new(s, svc) != 0)
+        abort();
     for (size_t i = 0; i < N_SEED_BOOKS; i++) {
         const struct seed_book *sb = &seed_books[i];
         size_t n = 0;
@@ -137,7 +135,9 @@ struct store *fuzz_open_seeded_store(void)
         memset(publisher, 'p', SVC_MAX_PUBLISHER_BYTES);
         put(s, "long-title", title, authors, 1, publisher);
     }
-    return s;
+    *store = s;
+    svc_describe(*svc, &desc);
+    return fuzz_find_method(&desc, path);
 }
 
 void fuzz_counting_id(void *arg, char *out)

@@ -53,11 +53,15 @@ void fuzz_fail(const char *file, int line, const char *what) __attribute__((nore
  * not turn a target into a no-op silently). */
 const struct rpc_method *fuzz_find_method(const struct rpc_service *svc, const char *path);
 
-/* Opens a memory: store keyed with fuzz_dataset_key and holding the books of make_corpus.py's
- * BOOKS list (names books/a ... see fuzz_common.c). Aborts on failure. */
-struct store *fuzz_open_seeded_store(void);
+/* Opens a memory: store keyed with fuzz_dataset_key, the service over it (*svc: svc_new, which
+ * registers the record encoder), then puts in the books of make_corpus.py's BOOKS list (names
+ * books/a ... see fuzz_common.c). Returns BooksService's method at `path`. The caller frees both
+ * (svc_free, then store_close). Aborts on failure. */
+struct svc;
+const struct rpc_method *fuzz_open_service(const char *path, struct store **store,
+                                           struct svc **svc);
 
-/* How many books fuzz_open_seeded_store() puts in. */
+/* How many books fuzz_open_service() puts in. */
 size_t fuzz_seeded_book_count(void);
 
 /* A deterministic svc_id_fn: "gen-1", "gen-2", ... counting in *(unsigned *)arg. */

@@ -63,16 +63,12 @@ static void check(const ProtobufCMessage *request, const struct rpc_reply *reply
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct ctx c = {.store = fuzz_open_seeded_store()};
+    struct ctx c = {0};
     struct svc *svc = NULL;
-    struct rpc_service desc;
-    const struct rpc_method *method;
+    const struct rpc_method *method =
+        fuzz_open_service("/" SVC_SERVICE_NAME "/CreateBook", &c.store, &svc);
 
-    if (svc_new(c.store, &svc) != 0)
-        abort();
     svc_set_id_generator(svc, fuzz_counting_id, &c.ids);
-    svc_describe(svc, &desc);
-    method = fuzz_find_method(&desc, "/" SVC_SERVICE_NAME "/CreateBook");
     FUZZ_CHECK(method->handle == svc_create_book);
     FUZZ_CHECK(method->request == &books__v1__create_book_request__descriptor);
     FUZZ_CHECK(method->n_limits >= 1); /* the authors cap is the table's, not a copy */

@@ -19,14 +19,9 @@ static void cleanup(void)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    struct rpc_service desc;
     (void)argc;
     (void)argv;
-    store = fuzz_open_seeded_store();
-    if (svc_new(store, &svc) != 0)
-        abort();
-    svc_describe(svc, &desc);
-    method = fuzz_find_method(&desc, "/" SVC_SERVICE_NAME "/GetBook");
+    method = fuzz_open_service("/" SVC_SERVICE_NAME "/GetBook", &store, &svc);
     FUZZ_CHECK(method->handle == svc_get_book);
     FUZZ_CHECK(method->request == &books__v1__get_book_request__descriptor);
     atexit(cleanup);

@@ -21,14 +21,9 @@ static void cleanup(void)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    struct rpc_service desc;
     (void)argc;
     (void)argv;
-    store = fuzz_open_seeded_store();
-    if (svc_new(store, &svc) != 0)
-        abort();
-    svc_describe(svc, &desc);
-    method = fuzz_find_method(&desc, "/" SVC_SERVICE_NAME "/ListBooks");
+    method = fuzz_open_service("/" SVC_SERVICE_NAME "/ListBooks", &store, &svc);
     FUZZ_CHECK(method->handle == svc_list_books);
     FUZZ_CHECK(method->request == &books__v1__list_books_request__descriptor);
     atexit(cleanup);

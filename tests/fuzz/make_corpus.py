@@ -14,7 +14,7 @@ exactly what this script says. Each seed is small and meant to reach one path: a
 malformed name, a valid page token, a compression bomb, ...
 
 Facts shared with the C side (keep them in step):
-  BOOK_IDS        the books fuzz_common.c's fuzz_open_seeded_store() puts in the store
+  BOOK_IDS        the books fuzz_common.c's fuzz_open_service() puts in the store
   DATASET_KEY     fuzz_common.c's fuzz_dataset_key
   LIST_PURPOSE    FUZZ_LIST_TOKEN_PURPOSE (fuzz_common.h), src/api/service.c's LIST_TOKEN_PURPOSE
   args encoding   fuzz_args_build() in fuzz_common.c (byte 0: argv count; NUL-ended strings)
