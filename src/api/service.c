@@ -27,6 +27,7 @@ struct svc {
     struct store *store;
     svc_id_fn id_fn;
     void *id_arg;
+    unsigned books_field; /* ListBooksResponse.books' field number, from its descriptor */
 };
 
 /* The store references a reply holds until the server has encoded it. */
@@ -88,6 +89,9 @@ int svc_new(struct store *store, struct svc **out)
         return BOOKS_ENOMEM;
     svc->store = store;
     svc->id_fn = uuid4_id;
+    svc->books_field = protobuf_c_message_descriptor_get_field_by_name(
+                           &books__v1__list_books_response__descriptor, "books")
+                           ->id;
     /* Every record built from now on carries its encoded Book (store.h). */
     store_book_set_encoder(book_wire);
     *out = svc;
@@ -343,12 +347,11 @@ static size_t book_size_bound(const struct store_book *b)
 
 /* Gives the server the page's records as their wire forms (rpc_reply.embedded), when every one
  * has it; otherwise, or when the arena is full, the server packs the response whole. */
-static void embed_books(struct rpc_reply *reply, struct store_book *const *books, size_t n)
+static void embed_books(const struct svc *svc, struct rpc_reply *reply,
+                        struct store_book *const *books, size_t n)
 {
-    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(
-        &books__v1__list_books_response__descriptor, "books");
     struct codec_bytes *parts = n ? arena_alloc(reply->arena, n * sizeof *parts) : NULL;
-    if (!parts || !f)
+    if (!parts)
         return;
     for (size_t i = 0; i < n; i++) {
         if (!books[i]->wire)
@@ -358,7 +361,7 @@ static void embed_books(struct rpc_reply *reply, struct store_book *const *books
     }
     reply->embedded = parts;
     reply->n_embedded = n;
-    reply->embed_field = f->id;
+    reply->embed_field = svc->books_field;
 }
 
 static void list_done(void *arg, int rc, size_t n)
@@ -433,7 +436,7 @@ static void list_done(void *arg, int rc, size_t n)
         resp->next_page_token = token;
     }
     reply->response = &resp->base;
-    embed_books(reply, found, keep);
+    embed_books(ctx->svc, reply, found, keep);
 done:
     rpc_reply_done(reply);
 }
