@@ -32,13 +32,6 @@ import bench  # noqa: E402  (stubs from the repository's proto)
 
 import grpc  # noqa: E402
 
-FAST_RECONNECT = [
-    ("grpc.initial_reconnect_backoff_ms", 1),
-    ("grpc.min_reconnect_backoff_ms", 1),
-    ("grpc.max_reconnect_backoff_ms", 2),
-]
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,8 +39,8 @@ def free_port():
 
 
 def list_stub(pb, port):
-    """A ListBooks callable on a new channel to the port (which may not be listening yet)."""
-    channel = grpc.insecure_channel("127.0.0.1:%d" % port, options=FAST_RECONNECT)
+    """A ListBooks callable on a new channel to the port."""
+    channel = grpc.insecure_channel("127.0.0.1:%d" % port)
     stub = channel.unary_unary("/%s/ListBooks" % bench.SERVICE,
                                request_serializer=pb.ListBooksRequest.SerializeToString,
                                response_deserializer=pb.ListBooksResponse.FromString)
