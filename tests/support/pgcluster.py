@@ -10,6 +10,14 @@ data, and terminating every backend of a database (a network blip as the server 
 
 The cluster runs with fsync on and synchronous_commit on (PostgreSQL's defaults): the tests check
 durability, so the database must keep its own promise.
+
+Never fork: the wire tests import this module into a process that runs gRPC's threads, and a
+fork(2) there runs gRPC core's pthread_atfork handler, which joins gRPC's executor threads and can
+wait for ever (issue 15: a StartupTest hung in fork() once in ~50 runs). Python's subprocess forks
+when given preexec_fn, user, group or extra_groups, and uses vfork(2), which runs no fork
+handlers, otherwise; so the PostgreSQL programs run as `postgres` through setpriv(1) (util-linux),
+a plain exec. A started cluster is registered with the reaper (reaper.py), which stops it if the
+test process dies before stop().
 """
 
 import glob
@@ -23,8 +31,13 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reaper  # noqa: E402
+
 PG_BIN = os.environ.get("BOOKS_PG_BIN") or sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
 START_TIMEOUT_S = 60.0
+# Any one command (initdb, pg_ctl, psql): a bound, not an expectation.
+COMMAND_TIMEOUT_S = 120.0
 
 
 def _free_port():
@@ -33,18 +46,16 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _as_postgres(cmd, **kw):
-    """Runs cmd as the postgres user (we are root in CI), or as ourselves when we are not root."""
+def run_as_postgres(cmd, timeout=COMMAND_TIMEOUT_S):
+    """Runs cmd as the postgres user (we are root in CI; through setpriv, an exec, never a fork
+    of this process), or as ourselves when we are not root. Raises CalledProcessError, or
+    TimeoutExpired after `timeout` seconds."""
+    cwd = None
     if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-
-        def demote():
-            os.setgid(pw.pw_gid)
-            os.setuid(pw.pw_uid)
-
-        kw.setdefault("preexec_fn", demote)
-        kw.setdefault("cwd", "/tmp")
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+        cmd = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] + cmd
+        cwd = "/tmp"
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          timeout=timeout, cwd=cwd)
 
 
 class PgCluster:
@@ -54,46 +65,54 @@ class PgCluster:
         self.sock = os.path.join(root, "sock")
         self.port = port
         self.log = os.path.join(root, "postgres.log")
+        self.registered = False
 
     # -- life cycle ------------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, root=None, port=None):
+    def start(cls, root=None, port=None, register=True):
+        """register: stop the cluster if this process dies without stop() (reaper.py); the
+        command form (scripts/test.sh) stops its cluster with a trap instead."""
         root = root or tempfile.mkdtemp(prefix="books-pg-")
         os.makedirs(root, exist_ok=True)
         c = cls(root, port or _free_port())
+        c.registered = register
+        if register:
+            reaper.watch_cluster(root)
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
             os.chown(root, pw.pw_uid, pw.pw_gid)
         os.makedirs(c.sock, exist_ok=True)
         if os.geteuid() == 0:
             os.chown(c.sock, pw.pw_uid, pw.pw_gid)
-        _as_postgres([os.path.join(PG_BIN, "initdb"), "-D", c.data, "-U", "postgres",
-                      "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "-N"])
+        run_as_postgres([os.path.join(PG_BIN, "initdb"), "-D", c.data, "-U", "postgres",
+                         "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "-N"])
         with open(os.path.join(c.data, "postgresql.conf"), "a") as conf:
             conf.write("\n# books-server tests\nlisten_addresses = '127.0.0.1'\n"
                        "port = %d\nunix_socket_directories = '%s'\nmax_connections = 200\n"
                        "fsync = on\nsynchronous_commit = on\n" % (c.port, c.sock))
         c._pg_ctl_start()
-        _as_postgres([os.path.join(PG_BIN, "createdb"), "-h", c.sock, "-p", str(c.port),
-                      "-U", "postgres", "books"])
+        run_as_postgres([os.path.join(PG_BIN, "createdb"), "-h", c.sock, "-p", str(c.port),
+                         "-U", "postgres", "books"])
         return c
 
     def _pg_ctl_start(self):
-        _as_postgres([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l", self.log, "-w",
-                      "-t", str(int(START_TIMEOUT_S)), "start"])
+        run_as_postgres([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l", self.log, "-w",
+                         "-t", str(int(START_TIMEOUT_S)), "start"])
 
     def stop(self, remove=True):
         if os.path.exists(os.path.join(self.data, "postmaster.pid")):
             try:
-                _as_postgres([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-m", "immediate",
-                              "-w", "stop"])
-            except subprocess.CalledProcessError:
+                run_as_postgres([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-m",
+                                 "immediate", "-w", "stop"])
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
                 pid = self.postmaster_pid()
                 if pid:
                     os.kill(pid, signal.SIGKILL)
         if remove:
             shutil.rmtree(self.root, ignore_errors=True)
+            if self.registered:
+                reaper.forget_cluster(self.root)
 
     def postmaster_pid(self):
         try:
@@ -148,8 +167,9 @@ class PgCluster:
 
     def psql(self, sql, db="books"):
         """Runs sql, returns its output (unaligned, tuples only)."""
-        r = _as_postgres([os.path.join(PG_BIN, "psql"), "-h", self.sock, "-p", str(self.port), "-U", "postgres", "-d", db,
-                          "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        r = run_as_postgres([os.path.join(PG_BIN, "psql"), "-h", self.sock, "-p", str(self.port),
+                             "-U", "postgres", "-d", db, "-X", "-q", "-A", "-t", "-v",
+                             "ON_ERROR_STOP=1", "-c", sql])
         return r.stdout.strip()
 
     def create_database(self, name):
@@ -164,7 +184,7 @@ class PgCluster:
 
 def main(argv):
     if len(argv) == 3 and argv[1] == "start":
-        c = PgCluster.start(root=argv[2])
+        c = PgCluster.start(root=argv[2], register=False)
         print(c.uri())
         return 0
     if len(argv) == 3 and argv[1] == "stop":

@@ -13,6 +13,21 @@ What it does:
   * decodes AIP-193 error details (grpc-status-details-bin -> google.rpc.Status -> ErrorInfo,
     BadRequest, ResourceInfo) and checks them.
 
+Hangs and leftovers (issue 15):
+  * a test process never fork()s: gRPC core's pthread_atfork handler, which grpcio installs, joins
+    gRPC's executor threads before every fork(2) and can wait for ever (seen: StartupTest hung in
+    fork() inside subprocess.run(preexec_fn=...) once in ~50 runs). Python's subprocess forks for
+    preexec_fn, user, group and extra_groups, and uses vfork(2), which runs no handlers, otherwise:
+    run a command as another user through setpriv(1) instead (tests/check_no_fork.py enforces
+    it). GRPC_ENABLE_FORK_SUPPORT=0 (set by ctest, and here before grpc is imported) keeps core
+    from installing the handler at all, in case a fork slips through;
+  * every module has a time budget (BOOKS_WIRE_TIMEOUT_S, set by ctest below its own timeout):
+    at its end the C stacks of every thread (gdb, through the reaper) and the Python stacks
+    (faulthandler) go to stderr and the process exits 1, instead of ctest killing it silently;
+  * every server, proxy and PostgreSQL cluster a test starts is registered with the reaper
+    (tests/support/reaper.py), which stops whatever is still running when the test process ends,
+    however it ends (ctest's SIGKILL included).
+
 Environment (all optional when run by hand from tests/wire):
   BOOKS_SERVER          the binary (default: <repo>/build/books-server)
   BOOKS_STUB_DIR        where generated stubs are cached (default: tests/wire/.stubs)
@@ -23,11 +38,13 @@ Environment (all optional when run by hand from tests/wire):
   BOOKS_SERVER_WRAPPER  a command prefix for the server (valgrind, strace, ...), split like a shell
   BOOKS_WIRE_KEEP=1     keep each server's stdout/stderr files (their paths are printed)
   BOOKS_WIRE_VERBOSE=1  the shutdown tests print how the calls in flight ended
+  BOOKS_WIRE_TIMEOUT_S  the module's time budget in seconds (default 240)
 
 Run by hand:  cd tests/wire && /usr/bin/python3 -m unittest -v test_books
 """
 
 import errno
+import faulthandler
 import hashlib
 import json
 import os
@@ -42,10 +59,21 @@ import tempfile
 import time
 import unittest
 
-import grpc
+# Before grpc is imported (core reads it when it starts): no fork handlers (see the top).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+import grpc  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.abspath(os.environ.get("BOOKS_SOURCE_DIR") or os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "support"))
+import reaper  # noqa: E402
+
+# The module's time budget: stacks, then exit 1, well before ctest's own timeout kills it.
+MODULE_TIMEOUT_S = float(os.environ.get("BOOKS_WIRE_TIMEOUT_S") or 240)
+STACKS_BEFORE_S = 10.0
+faulthandler.enable()
+faulthandler.dump_traceback_later(MODULE_TIMEOUT_S, exit=True)
+reaper.dump_stacks_at(max(1.0, MODULE_TIMEOUT_S - STACKS_BEFORE_S))
 SERVER_PATH = os.environ.get("BOOKS_SERVER") or os.path.join(SOURCE_DIR, "build", "books-server")
 STUB_ROOT = os.environ.get("BOOKS_STUB_DIR") or os.path.join(HERE, ".stubs")  # git-ignored
 # Optional command prefix for the server, e.g. "valgrind -q --error-exitcode=99 --leak-check=full".
@@ -368,6 +396,7 @@ class ServerProcess:
         self._files = [out, err]
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                      env=_clean_env(self.extra_env), close_fds=True)
+        reaper.watch_process(self.proc.pid, "books-server " + self.label)
         return self
 
     @property
@@ -377,6 +406,8 @@ class ServerProcess:
     def poll(self):
         if self.returncode is None and self.proc is not None:
             self.returncode = self.proc.poll()
+            if self.returncode is not None:
+                reaper.forget_process(self.proc.pid)
         return self.returncode
 
     def running(self):
@@ -442,6 +473,7 @@ class ServerProcess:
             self.returncode = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+        reaper.forget_process(self.proc.pid)
         return self.returncode
 
     def stop(self, sig=signal.SIGTERM, grace_ms=DEFAULT_GRACE_MS):

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -22,6 +23,8 @@ SOURCE_DIR = os.path.abspath(os.environ.get("BOOKS_SOURCE_DIR") or os.path.join(
 CONF = os.path.join(SOURCE_DIR, "docs", "nghttpx.conf")
 NGHTTPX = os.environ.get("BOOKS_NGHTTPX") or "/usr/sbin/nghttpx"
 START_TIMEOUT_S = 30.0
+sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "support"))
+import reaper  # noqa: E402: stops nghttpx if the test process dies without stop()
 
 
 def _free_port():
@@ -58,6 +61,7 @@ class Nghttpx:
                 f.write(text)
             self.proc = subprocess.Popen([NGHTTPX, "--conf=" + path], stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
+            reaper.watch_process(self.proc.pid, "nghttpx")
             if self._wait_listening():
                 return self
             self._kill()  # lost the port to someone else: try another
@@ -85,6 +89,8 @@ class Nghttpx:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.proc:
+            reaper.forget_process(self.proc.pid)
 
     def stop(self, keep=False):
         died = self.proc.poll() is not None
@@ -93,7 +99,8 @@ class Nghttpx:
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self._kill()
+                pass
+        self._kill()
         if not keep and self.dir:
             for name in os.listdir(self.dir):
                 os.unlink(os.path.join(self.dir, name))

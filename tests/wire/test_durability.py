@@ -268,11 +268,13 @@ class StartupFaultTest(DurableCase):
             err = self.assert_refused(self.env(), self.db, "not writable")
         else:
             # Root writes anywhere: run the server as nobody, to whom the directory is read-only.
+            # Through setpriv, not subprocess's user=/group= (which fork: see harness.py).
             os.chmod(self.db, 0o644)
-            res = subprocess.run([harness.SERVER_PATH, "--port", "0"], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 env=harness._clean_env(self.env()), user=NOBODY, group=NOBODY,
-                                 extra_groups=[], timeout=harness.STARTUP_TIMEOUT_S)
+            res = subprocess.run(["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY,
+                                  "--clear-groups", "--", harness.SERVER_PATH, "--port", "0"],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=harness._clean_env(self.env()),
+                                 timeout=harness.STARTUP_TIMEOUT_S)
             err = res.stderr.decode("utf-8", "replace")
             self.assertEqual(res.returncode, 1, err)
             self.assertIn(self.db, err)

@@ -407,6 +407,7 @@ class DeadlineTest(harness.WireTestCase):
                      os.path.join(harness.SOURCE_DIR, "tests", "support"), CLUSTER.root,
                      CLUSTER.port, db)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            harness.reaper.watch_process(holder.pid, "the lock holder")
             try:
                 wait_for(lambda: CLUSTER.psql(
                     "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
@@ -425,6 +426,7 @@ class DeadlineTest(harness.WireTestCase):
             finally:
                 holder.kill()
                 holder.wait(30)
+                harness.reaper.forget_process(holder.pid)
         finally:
             self.assertEqual(srv.stop(), 0)
 
