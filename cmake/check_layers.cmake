@@ -10,12 +10,14 @@
 #   app    src/*.c                                        everything (main.c and config.c: wiring)
 # Linking enforces the same rule for symbols (a layer's library links only the layers below it);
 # this adds headers, which compile without their library: an enum or an inline is enough to couple
-# a store backend to gRPC.
+# a store backend to gRPC. Public headers are included as "books/x.h" or <books/x.h>, both checked.
+# A private header (src/rpc/call.h, src/store/sqlite/sq.h, src/store/postgres/pg.h and rows.h)
+# belongs to its folder: only files of that folder may include it.
 
 cmake_policy(SET CMP0057 NEW)
 
 # Which layer each public header belongs to.
-set(base_headers arena error json log options resources text trace utf8)
+set(base_headers arena budget error json log options resources text trace utf8)
 set(store_headers commit_pipeline record_cache store store_postgres store_sqlite)
 set(rpc_headers codec rpc rpc_paths server status)
 set(api_headers health page_token reflection service)
@@ -60,7 +62,17 @@ function(check_file path layer)
   foreach(line ${lines})
     string(REGEX MATCH "include[ \t]*([<\"][^>\"]*[>\"])" m "${line}")
     set(inc "${CMAKE_MATCH_1}")
-    if(inc MATCHES "^\"books/([a-z_0-9]+)\\.h\"$")
+    get_filename_component(dir "${path}" DIRECTORY)
+    if(inc MATCHES "^\"([^\"]+)\"$" AND NOT inc MATCHES "^\"(books|google|grpc)/"
+       AND EXISTS "${dir}/${CMAKE_MATCH_1}")
+      # A private header, found beside the including file: it must stay in its folder.
+      get_filename_component(hdir "${dir}/${CMAKE_MATCH_1}" DIRECTORY)
+      get_filename_component(hdir "${hdir}" REALPATH)
+      get_filename_component(rdir "${dir}" REALPATH)
+      if(NOT hdir STREQUAL rdir)
+        list(APPEND problems "${path} includes ${inc}, a private header of ${hdir}")
+      endif()
+    elseif(inc MATCHES "^[\"<]books/([a-z_0-9]+)\\.h[\">]$")
       set(h ${CMAKE_MATCH_1})
       header_layer(${h} hl)
       if(hl STREQUAL "")

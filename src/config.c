@@ -46,7 +46,9 @@ static const struct opt settings[] = {
      .def = "memory:",
      .help = "Store URI. memory: keeps the books in this process; they are lost when it exits. "
              "sqlite:PATH (alias file:PATH) keeps them durably in a SQLite database file; "
-             "parameters after ?, see Durability."},
+             "parameters after ?, see Durability. postgresql://USER@HOST:PORT/DB (alias "
+             "postgres://) keeps them in PostgreSQL, shared by any number of instances; see "
+             "PostgreSQL."},
     {.env = "BOOKS_THREADS",
      .name = "threads",
      .arg = "N",

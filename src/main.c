@@ -28,6 +28,10 @@ static void on_store_state(void *health, bool available)
     (void)health_set_available(health, SVC_SERVICE_NAME, available);
 }
 
+/* At the end of the grace period: calls still waiting on the store (a stalled database) are
+ * answered now instead of holding the shutdown up. */
+static void drain_store(void *store) { store_drain(store); }
+
 static int fail(const char *what, const char *err)
 {
     fprintf(stderr, "books-server: %s\n", err);
@@ -93,7 +97,10 @@ int main(int argc, char **argv)
                 (unsigned long long)nofile_soft, (unsigned long long)nofile_hard);
     enum resources_memory_source memory_source;
     uint64_t memory = resources_memory_budget(cfg.memory_limit_mb, "/sys/fs/cgroup", &memory_source);
-    const struct store_limits store_limits = {.memory_bytes = (size_t)(memory / 4)};
+    struct memory_split split;
+    resources_split_memory(memory, &split);
+    const struct store_limits store_limits = {.memory_bytes = split.store_bytes,
+                                              .max_queued = split.max_queued};
 
     if (store_open(cfg.store, &store_limits, &store, err, sizeof err) != 0) {
         rc = fail("cannot open the store", err);
@@ -117,7 +124,8 @@ int main(int argc, char **argv)
         .threads = cfg.threads ? cfg.threads : server_default_threads(),
         .max_recv_bytes = cfg.max_recv_bytes,
         .max_concurrent_streams = cfg.max_concurrent_streams,
-        .memory_quota_bytes = (size_t)(memory / 2),
+        .memory_quota_bytes = split.transport_bytes,
+        .inflight_bytes = split.inflight_bytes,
         .max_connection_idle_ms = cfg.max_connection_idle_ms,
         .max_connection_age_ms = cfg.max_connection_age_ms,
         .max_metadata_bytes = cfg.max_metadata_bytes,
@@ -144,19 +152,23 @@ int main(int argc, char **argv)
     log_msg(LOG_INFO, "received %s: shutting down, calls in flight get %d ms",
             sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg.shutdown_grace_ms);
     health_shutdown(health);
+    server_on_cancel(server, drain_store, store);
     if (server_shutdown(server, cfg.shutdown_grace_ms) != 0) {
         /* The store is stuck (server_shutdown logged what it left): closing it would block too.
          * Nothing unanswered was acknowledged, so leaving now loses nothing a client was told. */
         log_thread_flush();
         _exit(1);
     }
-    server_free(server);
     rc = 0;
 out_services:
+    /* The store first: its threads (a database's readers) may still report availability to health
+     * and finish reads that were answered at their deadline; once it is closed nothing calls into
+     * the services (health.h: health_free last). */
+    store_close(store);
     reflection_free(reflection);
     health_free(health);
     svc_free(svc);
-    store_close(store);
+    server_free(server);
     if (rc == 0)
         log_msg(LOG_INFO, "stopped");
 out_config:

@@ -287,6 +287,41 @@ static void test_tokens(void **state)
     assert_int_equal(PARSE(&a, err, "list", "--token", "caf\xc3\xa9"), BOOKS_EINVAL);
 }
 
+/* A bearer token travels only where nobody else can read it: over TLS, or to this machine. To any
+ * other host in plaintext it is refused, naming the way out, unless --insecure-token says so. */
+static void test_token_never_in_plaintext_to_another_host(void **state)
+{
+    (void)state;
+    struct cli_args a;
+    char err[CLI_ERR_BYTES];
+    static const char *const loopback[] = {"localhost:8080", "127.0.0.1:80", "127.1.2.3:9",
+                                           "[::1]:8080", "unix:/run/books.sock",
+                                           "dns:///localhost:80", "ipv4:127.0.0.1:80"};
+    static const char *const remote[] = {"10.0.0.1:80", "books.example.com:8080",
+                                         "127.0.0.1.evil.example:80", "1127.0.0.1:80",
+                                         "http://books.example.com", "[::2]:80"};
+    for (size_t i = 0; i < sizeof loopback / sizeof loopback[0]; i++) {
+        assert_int_equal(PARSE(&a, err, "list", "--token", "t", "--addr", loopback[i]), 0);
+        cli_args_cleanup(&a);
+    }
+    for (size_t i = 0; i < sizeof remote / sizeof remote[0]; i++) {
+        assert_int_equal(PARSE(&a, err, "list", "--token", "t", "--addr", remote[i]), BOOKS_EINVAL);
+        assert_non_null(strstr(err, "refusing to send the bearer token in plaintext"));
+        assert_non_null(strstr(err, "--tls"));
+        assert_int_equal(
+            PARSE(&a, err, "list", "--token", "t", "--addr", remote[i], "--insecure-token"), 0);
+        cli_args_cleanup(&a);
+        assert_int_equal(PARSE(&a, err, "list", "--token", "t", "--addr", remote[i], "--tls"), 0);
+        cli_args_cleanup(&a);
+    }
+    assert_int_equal(PARSE(&a, err, "list", "--token", "t", "--addr", "https://x.a.run.app"), 0);
+    assert_true(a.tls);
+    cli_args_cleanup(&a);
+    /* Without a token, any host goes. */
+    assert_int_equal(PARSE(&a, err, "list", "--addr", "10.0.0.1:80"), 0);
+    cli_args_cleanup(&a);
+}
+
 /* Each bad line, and a piece of what its message must say. */
 static void test_usage_errors(void **state)
 {
@@ -494,6 +529,7 @@ int main(void)
         cmocka_unit_test(test_target_from_port),
         cmocka_unit_test(test_addr_urls),
         cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_token_never_in_plaintext_to_another_host),
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_help_and_version_win),
         cmocka_unit_test(test_help_text),

@@ -828,6 +828,76 @@ static void test_field_count_cap(void **state)
     assert_non_null(strstr(f->err.message, "more than 1024 fields"));
 }
 
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    for (; v >= 0x80; v >>= 7)
+        *p++ = (uint8_t)((v & 0x7f) | 0x80);
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* A CreateBookRequest padded with fields this API does not have (a 1 MiB string at the top, a
+ * 512 KiB one and a varint inside `book`, a fixed64 between known fields) decodes to exactly the
+ * request without them, and the decoded request holds none of their bytes: a create that waits in
+ * a queue must not keep megabytes a client added for nothing. */
+static void test_unknown_fields_are_not_kept(void **state)
+{
+    struct fixture *f = *state;
+    Books__V1__Book book = BOOKS__V1__BOOK__INIT;
+    char *authors[] = {"Ann", "Bo"};
+    book.display_name = "Padded";
+    book.n_authors = 2;
+    book.authors = authors;
+    book.publisher = "P";
+    size_t known = protobuf_c_message_get_packed_size(&book.base);
+    enum { TOP = 1u << 20, INNER = 1u << 19 };
+    /* book (field 1) = its known bytes + field 99 (string, INNER bytes) + field 98 (varint);
+     * then field 100 (string, TOP bytes), then field 101 (fixed64), then book_id (field 2). */
+    size_t cap = known + INNER + TOP + 256;
+    uint8_t *wire = malloc(cap), *p = wire;
+    size_t inner_len = known + 2 + 3 + INNER + 2 + 2;
+    *p++ = 0x0a; /* field 1 (book), length-delimited */
+    p = put_varint(p, inner_len);
+    uint8_t *inner = p;
+    p += protobuf_c_message_pack(&book.base, p);
+    *p++ = 0x9a; *p++ = 0x06; /* field 99, wire type 2 */
+    *p++ = 0x80; *p++ = 0x80; *p++ = 0x20; /* INNER = 2^19 */
+    memset(p, 'x', INNER);
+    p += INNER;
+    *p++ = 0x90; *p++ = 0x06; /* field 98, varint */
+    *p++ = 0xff; *p++ = 0x01;
+    assert_int_equal((size_t)(p - inner), inner_len);
+    *p++ = 0xa2; *p++ = 0x06; /* field 100, wire type 2 */
+    *p++ = 0x80; *p++ = 0x80; *p++ = 0x40; /* TOP = 2^20 */
+    memset(p, 'y', TOP);
+    p += TOP;
+    *p++ = 0xa9; *p++ = 0x06; /* field 101, fixed64 */
+    memset(p, 0x11, 8);
+    p += 8;
+    *p++ = 0x12; /* field 2: book_id "padded" */
+    *p++ = 6;
+    memcpy(p, "padded", 6);
+    p += 6;
+    assert_true((size_t)(p - wire) <= cap);
+
+    ProtobufCMessage *msg = NULL;
+    int rc = codec_decode_bytes(wire, (size_t)(p - wire), &books__v1__create_book_request__descriptor,
+                                &LIMITS, &f->arena, &msg, &f->err);
+    if (rc)
+        fail_msg("decode: %s: %s", f->err.reason, f->err.message);
+    const Books__V1__CreateBookRequest *got = (const Books__V1__CreateBookRequest *)msg;
+    assert_string_equal(got->book_id, "padded");
+    assert_string_equal(got->book->display_name, "Padded");
+    assert_int_equal(got->book->n_authors, 2);
+    assert_string_equal(got->book->authors[1], "Bo");
+    assert_int_equal(got->base.n_unknown_fields, 0);
+    assert_int_equal(got->book->base.n_unknown_fields, 0);
+    /* What the decoded request holds: far less than the 1.5 MiB of padding. */
+    assert_true(arena_heap_bytes(&f->arena) < 64 * 1024);
+    codec_free_request(msg, &f->arena);
+    free(wire);
+}
+
 /* `len` bytes at `data`, compressed as gRPC's gzip (window bits 31) or deflate (15), as one byte
  * buffer of `parts` slices marked with that algorithm. */
 static grpc_byte_buffer *compressed_of(const uint8_t *data, size_t len, bool gzip, size_t parts)
@@ -1002,6 +1072,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_status_details_decode_garbage, setup, teardown),
         cmocka_unit_test(test_status_details_decode_needs_an_arena),
+        cmocka_unit_test_setup_teardown(test_unknown_fields_are_not_kept, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -101,12 +101,18 @@ static void wait_in_batch(struct fake *f)
     pthread_mutex_unlock(&f->mu);
 }
 
-static struct commit_pipeline *start(struct fake *f, size_t batch_max)
+static struct commit_pipeline *start_capped(struct fake *f, size_t batch_max, size_t max_queued)
 {
     const struct commit_backend be = {.self = f, .write_batch = fake_write, .idle = fake_idle};
     struct commit_pipeline *p = NULL;
-    assert_int_equal(commit_pipeline_start(&be, batch_max, "test", "fake store", &p), 0);
+    assert_int_equal(
+        commit_pipeline_start(&be, batch_max, max_queued, "test", "fake store", &p), 0);
     return p;
+}
+
+static struct commit_pipeline *start(struct fake *f, size_t batch_max)
+{
+    return start_capped(f, batch_max, 0);
 }
 
 /* ---- answers ----------------------------------------------------------------------------------- */
@@ -144,11 +150,25 @@ static struct store_book *book(const char *name)
     return b;
 }
 
-static void submit(struct commit_pipeline *p, const char *name, struct answer *a)
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void submit_by(struct commit_pipeline *p, const char *name, uint64_t deadline_ns,
+                      struct answer *a)
 {
     struct store_book *b = book(name);
-    commit_pipeline_submit(p, b, done, a);
+    const struct store_create_req req = {.book = b, .deadline_ns = deadline_ns};
+    commit_pipeline_submit(p, &req, done, a);
     store_book_unref(b); /* the pipeline holds its own reference */
+}
+
+static void submit(struct commit_pipeline *p, const char *name, struct answer *a)
+{
+    submit_by(p, name, 0, a);
 }
 
 /* ---- tests ------------------------------------------------------------------------------------- */
@@ -303,7 +323,8 @@ static void test_refusals_inline(void **state)
     struct commit_pipeline *p = start(f, 1);
     struct answer a = {0};
     atomic_store(&answered, 0);
-    commit_pipeline_submit(p, NULL, done, &a);
+    const struct store_create_req no_book = {.book = NULL};
+    commit_pipeline_submit(p, &no_book, done, &a);
     assert_int_equal(a.rc, BOOKS_EINVAL);
     assert_true(pthread_equal(a.thread, pthread_self()));
     commit_pipeline_stop(p, NULL);
@@ -311,11 +332,84 @@ static void test_refusals_inline(void **state)
     /* Bad arguments. */
     const struct commit_backend none = {.self = f};
     struct commit_pipeline *q = NULL;
-    assert_int_equal(commit_pipeline_start(&none, 1, "x", "x", &q), BOOKS_EINVAL);
+    assert_int_equal(commit_pipeline_start(&none, 1, 0, "x", "x", &q), BOOKS_EINVAL);
     const struct commit_backend be = {.self = f, .write_batch = fake_write};
-    assert_int_equal(commit_pipeline_start(&be, 0, "x", "x", &q), BOOKS_EINVAL);
-    assert_int_equal(commit_pipeline_start(&be, 1, "too-long-name", "x", &q), BOOKS_EINVAL);
+    assert_int_equal(commit_pipeline_start(&be, 0, 0, "x", "x", &q), BOOKS_EINVAL);
+    assert_int_equal(commit_pipeline_start(&be, 1, 0, "too-long-name", "x", &q), BOOKS_EINVAL);
     assert_null(q);
+    fake_free(f);
+}
+
+/* A store that does not keep up (its backend held in a batch) fills the queue to max_queued; past
+ * it every create is refused at once with BOOKS_EBUSY on the caller's thread, nothing written;
+ * once the backend moves again the queue drains and creates are taken again. */
+static void test_queue_cap_refuses_at_once(void **state)
+{
+    (void)state;
+    struct fake *f = fake_new();
+    struct commit_pipeline *p = start_capped(f, 1024, 8);
+    static struct answer a[20];
+    char name[32];
+    memset(a, 0, sizeof a);
+    atomic_store(&answered, 0);
+    set_hold(f, true);
+    submit(p, "books/in-batch", &a[0]);
+    wait_in_batch(f); /* taken off the queue: the 8 below fill it */
+    for (int i = 1; i <= 12; i++) {
+        snprintf(name, sizeof name, "books/q%02d", i);
+        submit(p, name, &a[i]);
+    }
+    for (int i = 9; i <= 12; i++) {
+        assert_int_equal(atomic_load(&a[i].calls), 1);
+        assert_int_equal(a[i].rc, BOOKS_EBUSY);
+        assert_true(pthread_equal(a[i].thread, pthread_self()));
+    }
+    assert_int_equal(atomic_load(&answered), 4); /* the refused ones only */
+    set_hold(f, false);
+    wait_answers(13);
+    for (int i = 0; i <= 8; i++)
+        assert_int_equal(a[i].rc, 0);
+    submit(p, "books/after", &a[13]);
+    wait_answers(14);
+    assert_int_equal(a[13].rc, 0);
+    struct commit_pipeline_stats st;
+    commit_pipeline_stop(p, &st);
+    assert_int_equal(st.refused, 4);
+    assert_int_equal(st.books_written, 10);
+    assert_int_equal(f->n_names, 10);
+    fake_free(f);
+}
+
+/* A create whose deadline passes while it waits behind a stalled batch is answered
+ * BOOKS_EDEADLINE and never written; creates without a deadline, or with one still ahead, are. */
+static void test_expired_creates_are_answered_not_written(void **state)
+{
+    (void)state;
+    struct fake *f = fake_new();
+    struct commit_pipeline *p = start(f, 1024);
+    static struct answer a[4];
+    memset(a, 0, sizeof a);
+    atomic_store(&answered, 0);
+    set_hold(f, true);
+    submit(p, "books/stalled", &a[0]);
+    wait_in_batch(f);
+    uint64_t now = mono_ns();
+    submit_by(p, "books/short", now + 20 * 1000000u, &a[1]);      /* 20 ms */
+    submit_by(p, "books/long", now + 600 * 1000000000ull, &a[2]); /* 10 min */
+    submit_by(p, "books/none", 0, &a[3]);
+    nanosleep(&(struct timespec){0, 60 * 1000000}, NULL); /* past the short one's deadline */
+    set_hold(f, false);
+    wait_answers(4);
+    assert_int_equal(a[0].rc, 0);
+    assert_int_equal(a[1].rc, BOOKS_EDEADLINE);
+    assert_int_equal(a[2].rc, 0);
+    assert_int_equal(a[3].rc, 0);
+    struct commit_pipeline_stats st;
+    commit_pipeline_stop(p, &st);
+    assert_int_equal(st.expired, 1);
+    for (size_t k = 0; k < f->n_names; k++)
+        assert_string_not_equal(f->names[k], "books/short");
+    assert_int_equal(f->n_names, 3);
     fake_free(f);
 }
 
@@ -327,6 +421,8 @@ int main(void)
         cmocka_unit_test(test_failed_batch_fails_all_then_recovers),
         cmocka_unit_test(test_stop_writes_and_answers_everything_queued),
         cmocka_unit_test(test_refusals_inline),
+        cmocka_unit_test(test_queue_cap_refuses_at_once),
+        cmocka_unit_test(test_expired_creates_are_answered_not_written),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

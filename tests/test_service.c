@@ -56,6 +56,10 @@ static void reply_finish(struct fixture *f)
     if (f->reply.release)
         f->reply.release(&f->reply);
     f->reply.release = NULL;
+    /* The server gives back what a call charged when the call is over. */
+    if (f->reply.budget && f->reply.charged)
+        budget_release(f->reply.budget, f->reply.charged);
+    f->reply.charged = 0;
     arena_reset(&f->arena);
 }
 
@@ -178,6 +182,56 @@ static void assert_field_error(struct rpc_reply *r, size_t n, const char *const 
     }
 }
 
+/* ---- the memory budget of calls in flight (rpc.h) ------------------------------------------- */
+
+/* A ListBooks page is held to what the budget has room for: with room for about 200 KB a page of
+ * large books stops early (with a next_page_token), is charged to the call, and walking the tokens
+ * still gives every book once; with room for less than one large book the call is refused
+ * UNAVAILABLE (OVERLOADED), and a create that does not fit is refused without being stored. */
+static void test_budget_bounds_pages_and_creates(void **state)
+{
+    struct fixture *f = *state;
+    static char big[500];
+    char *authors[100], id[16];
+    struct budget b;
+    memset(big, 'x', sizeof big - 1);
+    for (size_t i = 0; i < 100; i++)
+        authors[i] = big;
+    for (int i = 0; i < 30; i++) { /* about 50 KB each */
+        snprintf(id, sizeof id, "big-%02d", i);
+        assert_int_equal(create_book(f, id, "Big", 100, authors, "P")->error.code, 0);
+    }
+    budget_init(&b, 3 * 200 * 1024);
+    f->reply.budget = &b;
+    const Books__V1__ListBooksResponse *p = page_of(list_books(f, 50, NULL));
+    assert_true(p->n_books >= 1 && p->n_books <= 4);
+    assert_true(p->next_page_token[0] != '\0');
+    assert_true(f->reply.charged >= p->n_books * 50000); /* the page's records are charged */
+    size_t seen = p->n_books;
+    char token[PAGE_TOKEN_MAX_CHARS];
+    while (p->next_page_token[0]) {
+        snprintf(token, sizeof token, "%s", p->next_page_token);
+        p = page_of(list_books(f, 50, token));
+        seen += p->n_books;
+        assert_true(seen <= 30);
+    }
+    assert_int_equal(seen, 30);
+    reply_finish(f);
+    assert_int_equal(budget_used(&b), 0);
+
+    /* Less room than a page of one large book takes: refused, nothing read. */
+    assert_true(budget_try_charge(&b, b.limit - SVC_PAGE_MEMORY_FACTOR * SVC_MIN_PAGE_BYTES + 1));
+    struct rpc_reply *r = list_books(f, 50, NULL);
+    assert_int_equal(r->error.code, BOOKS_EBUSY);
+    assert_string_equal(r->error.reason, "OVERLOADED");
+    /* A create whose record does not fit: refused, and the book is not there. */
+    budget_init(&b, 16);
+    r = create_book(f, "no-room", "T", 1, one_author, "P");
+    assert_int_equal(r->error.code, BOOKS_EBUSY);
+    f->reply.budget = NULL;
+    assert_int_equal(get_book(f, "books/no-room")->error.code, BOOKS_ENOTFOUND);
+}
+
 /* ---- AIP-122 ids ------------------------------------------------------------------------------- */
 
 static void test_book_id_rule(void **state)
@@ -261,7 +315,7 @@ static void test_records_without_wire_form(void **state)
                                     "P", &b),
                      0);
     assert_null(b->wire);
-    store_create(f->store, b, inner_done, &rc);
+    store_create_book(f->store, b, inner_done, &rc);
     assert_int_equal(rc, 0);
     store_book_unref(b);
     const Books__V1__Book *got = book_of(get_book(f, "books/b-without"));
@@ -455,18 +509,18 @@ static int deferred_get(struct store *s, const char *name, struct store_book **o
 {
     return store_get(((struct deferred_store *)s)->inner, name, out);
 }
-static int deferred_list(struct store *s, const char *after, size_t limit, struct store_book **out,
-                         size_t *n)
+static int deferred_list(struct store *s, const char *after, size_t limit, size_t max_bytes,
+                         struct store_book **out, size_t *n)
 {
-    return store_list(((struct deferred_store *)s)->inner, after, limit, out, n);
+    return store_list_bounded(((struct deferred_store *)s)->inner, after, limit, max_bytes, out, n);
 }
-static void deferred_create(struct store *s, struct store_book *b, store_create_done_fn done,
-                            void *arg)
+static void deferred_create(struct store *s, const struct store_create_req *req,
+                            store_create_done_fn done, void *arg)
 {
     struct deferred_store *d = (struct deferred_store *)s;
     d->done = done;
     d->arg = arg;
-    d->book = store_book_ref(b);
+    d->book = store_book_ref(req->book);
 }
 static void deferred_close(struct store *s) { (void)s; }
 static void inner_done(void *arg, int rc) { *(int *)arg = rc; }
@@ -499,7 +553,7 @@ static void test_create_answers_when_store_finishes(void **state)
     svc_create_book(svc, &req.base, &f->reply);
     assert_int_equal(f->done_calls, 0); /* parked until the store commits */
     assert_non_null(d.done);
-    store_create(f->store, d.book, inner_done, &rc); /* the "commit" */
+    store_create_book(f->store, d.book, inner_done, &rc); /* the "commit" */
     assert_int_equal(rc, 0);
     d.done(d.arg, 0);
     assert_int_equal(f->done_calls, 1);
@@ -714,6 +768,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_book_id_rule),
+        T(test_budget_bounds_pages_and_creates),
         T(test_get_requires_name),
         T(test_get_malformed_names),
         T(test_get_not_found),

@@ -8,7 +8,7 @@
  * starts one for the suite): each test gets a schema of its own there (search_path), dropped in
  * teardown.
  *
- * Creates may finish on another thread after store_create() returns (a durable backend acknowledges
+ * Creates may finish on another thread after store_create_book() returns (a durable backend acknowledges
  * once the write is on disk), so the tests always wait for done() rather than assume it ran. Worker
  * threads never call cmocka's assertions (they longjmp into the main thread's stack); they count
  * failures, which the main thread then asserts are zero. */
@@ -392,7 +392,7 @@ static void test_create_done_once(void **state)
         snprintf(name, sizeof(name), "books/once-%02zu", i % 4 == 3 ? i - 1 : i);
         assert_int_equal(store_book_new(name, "Once", default_authors, 1, "Pub", &books[i]), 0);
         create_wait_init(&waits[i]);
-        store_create(f->s, books[i], create_wait_done, &waits[i]);
+        store_create_book(f->s, books[i], create_wait_done, &waits[i]);
         assert_int_equal(create_wait_rc(&waits[i]), i % 4 == 3 ? BOOKS_EEXIST : 0);
     }
     /* Closing finishes pending work, so a late second call would have happened by now. */
@@ -431,7 +431,7 @@ static void test_create_batch_text_and_first_wins(void **state)
         create_wait_init(&waits[i]);
     }
     for (size_t i = 0; i < N; i++) /* all queued before any answer is awaited */
-        store_create(f->s, books[i], create_wait_done, &waits[i]);
+        store_create_book(f->s, books[i], create_wait_done, &waits[i]);
     for (size_t i = 0; i < N; i++) {
         assert_int_equal(create_wait_rc(&waits[i]), i % 3 == 2 ? BOOKS_EEXIST : 0);
         if (i % 3 != 2) {
@@ -552,6 +552,63 @@ static void test_list_limits(void **state)
     assert_page(f->s, NULL, 3, names, 3);
     assert_page(f->s, NULL, 16, names, 3);          /* larger than the collection */
     assert_page(f->s, "books/b", 16, names + 1, 2); /* larger than what is left */
+}
+
+/* store_ops.list's max_bytes: a page stops after the first record that takes its bytes past the
+ * bound, never before it holds two (so the last one tells that more follow), and holds every record
+ * up to there; a walk that keeps what fits the bound (at least one) and resumes after the last kept
+ * sees every book once, in order, for any bound. Books of 1 to 40 authors of 200 bytes each, so
+ * pages cut at different places. */
+static void test_list_byte_bound(void **state)
+{
+    struct fresh *f = *state;
+    enum { N = 24, LIMIT = 16 };
+    static char author[200];
+    const char *authors[40];
+    char name[NAME_BYTES], names[N][NAME_BYTES];
+    memset(author, 'a', sizeof author - 1);
+    for (size_t i = 0; i < 40; i++)
+        authors[i] = author;
+    for (size_t i = 0; i < N; i++) {
+        struct store_book *b = NULL;
+        snprintf(name, sizeof name, "books/p%02zu", i);
+        snprintf(names[i], sizeof names[i], "%s", name);
+        assert_int_equal(store_book_new(name, "T", authors, 1 + (i * 7) % 40, "P", &b), 0);
+        assert_int_equal(create_sync(f->s, b), 0);
+        store_book_unref(b);
+    }
+    static const size_t bounds[] = {1, 5000, 20000, 60000, (size_t)1 << 30};
+    for (size_t k = 0; k < ARRAY_LEN(bounds); k++) {
+        size_t max = bounds[k], seen = 0, pages = 0;
+        char after[NAME_BYTES] = "";
+        for (;;) {
+            struct store_book *page[LIMIT];
+            size_t n = 999, bytes = 0, keep = 0;
+            assert_int_equal(store_list_bounded(f->s, after, LIMIT, max, page, &n), 0);
+            if (n == 0)
+                break;
+            assert_true(++pages <= N);
+            /* Never fewer than two while two are left; no stop before the bound was passed. */
+            assert_true(n >= (N - seen >= 2 ? 2 : N - seen));
+            for (size_t i = 0; i < n; i++) {
+                bytes += store_book_page_bytes(page[i]);
+                if (i + 1 < n && i >= 1)
+                    assert_true(bytes <= max);
+                if (i == 0 || bytes <= max)
+                    keep = i + 1;
+            }
+            if (n < LIMIT && seen + n < N)
+                assert_true(bytes > max); /* it stopped for the bound, not for the end */
+            for (size_t i = 0; i < keep; i++)
+                assert_string_equal(page[i]->name, names[seen + i]);
+            seen += keep;
+            snprintf(after, sizeof after, "%s", page[keep - 1]->name);
+            unref_all(page, n);
+        }
+        assert_int_equal(seen, N);
+        if (max == 1)
+            assert_int_equal(pages, N); /* one book per page */
+    }
 }
 
 /* A keyset walk with a small page sees every book exactly once, in order. */
@@ -1070,6 +1127,7 @@ static const struct CMUnitTest conformance[] = {
     cmocka_unit_test_setup_teardown(test_list_after_name, open_fresh, close_fresh),
     cmocka_unit_test_setup_teardown(test_list_limits, open_fresh, close_fresh),
     cmocka_unit_test_setup_teardown(test_list_keyset_walk, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_list_byte_bound, open_fresh, close_fresh),
     cmocka_unit_test_setup_teardown(test_concurrent_create_list_get, open_fresh, close_fresh),
 };
 

@@ -142,7 +142,7 @@ static void gate_close(struct store *s, const char *path, struct gate *g, const 
     assert_int_equal(sqlite3_exec(g->db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(store_book_new(name, "Gate", authors, 1, "Pub", &b), 0);
     create_wait_init(&g->w);
-    store_create(s, b, create_wait_done, &g->w);
+    store_create_book(s, b, create_wait_done, &g->w);
     store_book_unref(b);
     while (stats_of(s).transactions == before)
         sched_yield();
@@ -717,7 +717,7 @@ static void test_duplicates_in_one_batch(void **state)
         snprintf(title, sizeof(title), "Title %zu", i);
         assert_int_equal(store_book_new(names[i], title, authors, 1, "P", &b[i]), 0);
         create_wait_init(&w[i]);
-        store_create(s, b[i], create_wait_done, &w[i]);
+        store_create_book(s, b[i], create_wait_done, &w[i]);
     }
     gate_open(&g);
     for (size_t i = 0; i < ARRAY_LEN(names); i++) {
@@ -758,7 +758,7 @@ static void *gc_main(void *arg)
         if (store_book_new(name, "T", authors, 1, "P", &b) != 0)
             abort();
         create_wait_init(&t->w[k]);
-        store_create(t->s, b, create_wait_done, &t->w[k]);
+        store_create_book(t->s, b, create_wait_done, &t->w[k]);
         store_book_unref(b);
     }
     return NULL;
@@ -839,7 +839,7 @@ static void test_batch_bound(void **state)
         snprintf(name, sizeof(name), "books/n%05zu", i);
         assert_int_equal(store_book_new(name, "T", authors, 1, "P", &b), 0);
         create_wait_init(&w[i]);
-        store_create(s, b, create_wait_done, &w[i]);
+        store_create_book(s, b, create_wait_done, &w[i]);
         store_book_unref(b);
     }
     gate_open(&g);
@@ -883,7 +883,7 @@ static void *dc_main(void *arg)
         if (store_book_new(name, "T", authors, 1, "P", &b) != 0)
             abort();
         create_wait_init(&t->w[k]);
-        store_create(t->s, b, create_wait_done, &t->w[k]);
+        store_create_book(t->s, b, create_wait_done, &t->w[k]);
         store_book_unref(b);
     }
     return NULL;
@@ -1190,7 +1190,7 @@ static void test_checkpoint_between_batches(void **state)
             snprintf(name, sizeof(name), "books/r%08x-%02d-%04zu", x, b, i);
             assert_int_equal(store_book_new(name, "T", authors, 1, "P", &book), 0);
             create_wait_init(&w[i]);
-            store_create(s, book, create_wait_done, &w[i]);
+            store_create_book(s, book, create_wait_done, &w[i]);
             store_book_unref(book);
         }
         gate_open(&g);

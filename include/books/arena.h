@@ -18,6 +18,10 @@ struct arena {
     struct arena_chunk *chunks; /* heap chunks for what did not fit, freed by reset */
 };
 
+/* Bytes of heap chunks the arena holds now (its inline buffer not counted): what a call's
+ * arena costs beyond the call object, for memory budgets. */
+size_t arena_heap_bytes(const struct arena *a);
+
 /* Uses `buf` (`cap` bytes, caller-owned, must outlive the arena) as the first block. */
 void arena_init(struct arena *a, void *buf, size_t cap);
 

@@ -40,6 +40,7 @@ struct cli_args {
     char *target;      /* owned: the gRPC target, from --addr or localhost:$PORT */
     bool tls;          /* --tls, or an https:// --addr */
     const char *token; /* --token, else $BOOKS_TOKEN (when non-empty), else NULL */
+    bool insecure_token; /* --insecure-token: a token may go in plaintext to another host */
     int timeout_ms;    /* --timeout SECONDS, in milliseconds; default 10000 */
     bool json;         /* --json */
     /* create */

@@ -25,17 +25,21 @@ struct commit_item {
     int rc;                    /* set by write_batch: 0 (written) or BOOKS_EEXIST (name taken) */
     store_create_done_fn done; /* the pipeline's: who to tell */
     void *arg;
+    uint64_t deadline_ns;      /* the caller's (store_create_req); 0: none. A backend may bound
+                                * the batch's transaction by the earliest one */
 };
 
 /* What a backend supplies. */
 struct commit_backend {
     void *self;
-    /* Writes items[0..n) (n >= 1) in one transaction. A name that is taken, by an earlier book
-     * or by an earlier item of the same batch, fails that item alone: its rc is BOOKS_EEXIST and
-     * the rest go on. Returns 0 once the transaction has committed durably (every rc set), or a
-     * negative enum books_err for the whole batch after rolling it back completely (nothing of it
-     * visible, rc values ignored): BOOKS_ENOSPC (full), BOOKS_EIO / BOOKS_EUNAVAIL (retry later),
-     * BOOKS_ENOMEM, ... Committer thread only. */
+    /* Writes items[0..n) (n >= 1), in one transaction or, when one create makes a transaction
+     * fail, in as many as it takes for that create to fail alone. A name that is taken, by an
+     * earlier book or by an earlier item of the same batch, fails that item alone: its rc is
+     * BOOKS_EEXIST and the rest go on; so may any other error of one item (BOOKS_EDEADLINE: its
+     * deadline passed before it was written). Returns 0 once every item's rc is set (rc 0: its
+     * transaction committed durably), or a negative enum books_err for the whole batch after
+     * rolling it back completely (nothing of it visible, rc values ignored): BOOKS_ENOSPC (full),
+     * BOOKS_EIO / BOOKS_EUNAVAIL (retry later), BOOKS_ENOMEM, ... Committer thread only. */
     int (*write_batch)(void *self, struct commit_item *items, size_t n);
     /* Optional (may be NULL): called between batches, after a batch was handed to the answerer
      * and while the next one gathers, e.g. for a checkpoint. Committer thread only. */
@@ -49,6 +53,8 @@ struct commit_pipeline_stats {
     uint64_t rollbacks;     /* of those, failed (every create in it failed) */
     uint64_t books_written; /* items committed with rc 0 */
     uint64_t largest_batch; /* most creates in one transaction */
+    uint64_t refused;       /* submits refused because max_queued were queued */
+    uint64_t expired;       /* creates whose deadline passed while queued (never written) */
 };
 
 struct commit_pipeline;
@@ -56,17 +62,25 @@ struct commit_pipeline;
 /* Starts the committer and answerer threads (named NAME-commit and NAME-answer, `name` at most 8
  * characters, for top -H, perf and gdb). `backend` is copied; its `self` must outlive the
  * pipeline. batch_max >= 1 bounds the creates per transaction (1: one transaction per create).
- * `log_name` names the store in log lines (e.g. its path; copied). Returns 0, BOOKS_EINVAL,
- * BOOKS_ENOMEM, or BOOKS_EIO when a thread cannot start. */
-int commit_pipeline_start(const struct commit_backend *backend, size_t batch_max, const char *name,
-                          const char *log_name, struct commit_pipeline **out);
+ * max_queued bounds the creates queued and not yet written (0: no bound). `log_name` names the
+ * store in log lines (e.g. its path; copied). Returns 0, BOOKS_EINVAL, BOOKS_ENOMEM, or BOOKS_EIO
+ * when a thread cannot start. */
+int commit_pipeline_start(const struct commit_backend *backend, size_t batch_max, size_t max_queued,
+                          const char *name, const char *log_name, struct commit_pipeline **out);
 
-/* Queues a create of `book` (the pipeline takes its own reference) and returns at once. done(arg,
- * rc) is called exactly once: 0 once the book is committed, BOOKS_EEXIST, the batch's error, or,
- * inline, BOOKS_EUNAVAIL after commit_pipeline_stop() began, BOOKS_ENOMEM when the queue cannot
- * grow, BOOKS_EINVAL for a NULL book. */
-void commit_pipeline_submit(struct commit_pipeline *p, struct store_book *book,
+/* Queues a create of req->book (the pipeline takes its own reference) and returns at once.
+ * done(arg, rc) is called exactly once: 0 once the book is committed, BOOKS_EEXIST, the batch's
+ * error, BOOKS_EDEADLINE when req->deadline_ns passed while it was still queued (it was never
+ * written), or, inline, BOOKS_EBUSY when max_queued creates are queued already, BOOKS_EUNAVAIL
+ * after commit_pipeline_stop() began, BOOKS_ENOMEM when the queue cannot grow, BOOKS_EINVAL for a
+ * NULL book. */
+void commit_pipeline_submit(struct commit_pipeline *p, const struct store_create_req *req,
                             store_create_done_fn done, void *arg);
+
+/* Shutdown is near: every create still queued (not yet being written) is answered BOOKS_EUNAVAIL
+ * now (nothing of it was written), and so is every later submit; a batch being written is
+ * answered when its transaction ends. NULL is a no-op. Any thread. */
+void commit_pipeline_drain(struct commit_pipeline *p);
 
 /* Refuses new creates, lets the committer write everything queued, lets the answerer call every
  * done(), joins both threads and frees the pipeline. Blocks until all of that is done (as long as

@@ -26,7 +26,11 @@ enum books_err {
     BOOKS_ECORRUPT = -11,  /* stored data is not what was written              -> DATA_LOSS */
     BOOKS_EINTERNAL = -12, /* a bug or an impossible state                     -> INTERNAL */
     BOOKS_E2BIG = -13,     /* the request is larger than the server accepts    -> RESOURCE_EXHAUSTED */
+    BOOKS_EBUSY = -14,     /* too much work in flight (a queue or the memory   -> UNAVAILABLE
+                            * budget of calls in flight is full); nothing was done: retry later */
 };
+/* The most negative code: every code lies in [BOOKS_ERR_LOWEST, -1] (tests walk them all). */
+#define BOOKS_ERR_LOWEST BOOKS_EBUSY
 
 /* A short static name for an enum books_err ("BOOKS_ENOTFOUND"), for logs and tests. */
 const char *books_err_name(int err);

@@ -32,6 +32,28 @@ uint64_t resources_cgroup_memory_limit(const char *root, enum resources_memory_s
 uint64_t resources_memory_budget(int configured_mb, const char *cgroup_root,
                                  enum resources_memory_source *source);
 
+/* How the memory budget is shared out (README "Memory"): half to gRPC core's resource quota
+ * (connections, read buffers, calls core holds before the server takes them), a quarter to what
+ * the store keeps (the memory: store's books, a durable store's record cache), an eighth to what
+ * calls in flight hold (call objects, decoded requests, queued creates, encoded responses); the
+ * last eighth is left for the process itself (code, threads' stacks, per-read scratch of the store
+ * threads, allocator slack). */
+struct memory_split {
+    size_t transport_bytes;
+    size_t store_bytes;
+    size_t inflight_bytes;
+    /* The most calls one store queue (commit, reads) may hold: the in-flight share divided by
+     * RESOURCES_QUEUED_CALL_BYTES, at least RESOURCES_MIN_QUEUED. */
+    size_t max_queued;
+};
+
+/* What one queued call costs at least (its call object and request), for max_queued. */
+#define RESOURCES_QUEUED_CALL_BYTES 4096
+#define RESOURCES_MIN_QUEUED 256
+
+/* Fills `out` from a budget of `memory` bytes. */
+void resources_split_memory(uint64_t memory, struct memory_split *out);
+
 /* A short name for a source, for the log: "setting", "cgroup v2", "cgroup v1", "default". */
 const char *resources_memory_source_name(enum resources_memory_source source);
 

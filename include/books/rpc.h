@@ -11,9 +11,11 @@
 #define BOOKS_RPC_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "books/arena.h"
+#include "books/budget.h"
 #include "books/error.h"
 
 struct rpc_reply;
@@ -47,7 +49,33 @@ struct rpc_reply {
      * handler passes it to work that may wait (a store's query), which then gives up at that time
      * (store_get_async(), store.h). */
     uint64_t deadline_ns;
+    /* The memory budget of calls in flight (the server's; NULL: none) and the bytes this call holds
+     * of it. The server charges the call object and the decoded request before the handler runs
+     * and the encoded response when it is sent; a handler that keeps more while it waits (a queued
+     * create's record) or needs room for a large response (a ListBooks page) charges it with
+     * rpc_reply_charge(). Everything charged is given back when the call is over. */
+    struct budget *budget;
+    size_t charged;
 };
+
+/* Charges n more bytes of the budget to this call if they fit: true, or false (nothing changed).
+ * Always true without a budget. The handler's thread. */
+static inline bool rpc_reply_charge(struct rpc_reply *reply, size_t n)
+{
+    if (!reply->budget)
+        return true;
+    if (!budget_try_charge(reply->budget, n))
+        return false;
+    reply->charged += n;
+    return true;
+}
+
+/* What the budget has room for now (SIZE_MAX without one): for sizing a response before building
+ * it. A snapshot: other calls charge and release meanwhile. */
+static inline size_t rpc_reply_headroom(const struct rpc_reply *reply)
+{
+    return reply->budget ? budget_headroom(reply->budget) : SIZE_MAX;
+}
 
 /* Signals that `reply` is complete (response set, or error.code != 0). Exactly once per call, from
  * any thread: inline on the worker that runs the handler, or later from another thread (e.g. a

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 
+#include "books/budget.h"
 #include "books/rpc.h"
 
 struct server_options {
@@ -24,6 +25,10 @@ struct server_options {
     int max_connection_idle_ms; /* GOAWAY to a connection with no call for this long; 0: never */
     int max_connection_age_ms;  /* GOAWAY to a connection this old (+-10%); 0: no limit */
     int max_metadata_bytes;     /* largest request header list (SETTINGS_MAX_HEADER_LIST_SIZE) */
+    /* What calls in flight may hold at once, in bytes (rpc.h: rpc_reply.budget): call objects,
+     * decoded requests, encoded responses, what handlers charge. A call that does not fit is
+     * answered UNAVAILABLE (reason OVERLOADED) at once. 0: no limit. */
+    size_t inflight_bytes;
 };
 
 #define SERVER_ERR_BYTES 256
@@ -52,6 +57,12 @@ int server_port(const struct server *s);
  * finishing (workers draining a flood of reset streams) are waited for. */
 #define SERVER_STORE_WAIT_MS 2000
 
+/* Registers fn(arg), called by server_shutdown() right after it cancels the calls still in flight
+ * at the end of the grace period: the moment for whoever answers calls later (a store waiting on
+ * a database: store_drain()) to stop waiting and answer them now. The owning thread, before
+ * server_shutdown(). */
+void server_on_cancel(struct server *s, void (*fn)(void *arg), void *arg);
+
 /* Graceful shutdown (gRPC core's order): stop accepting calls, let calls in flight finish for up to
  * `grace_ms` milliseconds, cancel whatever is left, wait for the calls still in flight to finish
  * (giving up after SERVER_STORE_WAIT_MS in which none did), stop the worker threads and destroy
@@ -70,6 +81,10 @@ long server_shutdown(struct server *s, int grace_ms);
  * server whose shutdown returned a non-zero count (it is deliberately leaked). The owning thread,
  * after server_shutdown() has returned. */
 void server_free(struct server *s);
+
+/* The budget of calls in flight (for logs and tests: used, peak, refused). Any thread, from
+ * server_start()'s return until server_free(). */
+const struct budget *server_budget(const struct server *s);
 
 /* Worker threads when none are configured: the CPUs in this process's affinity mask (so a server
  * pinned with taskset runs as many threads as it has CPUs), at least 1. Any thread. */

@@ -21,6 +21,13 @@
 /* A ListBooks page stops early once its encoded size would pass this many bytes, so a page always
  * fits the 4 MiB default receive limit of gRPC clients; at least one book is always returned. */
 #define SVC_MAX_PAGE_BYTES (4u * 1024u * 1024u - 64u * 1024u)
+/* A page is also held to what the memory budget of calls in flight has room for (rpc.h): its
+ * records (text and wire form) and its encoded response take about this many times its encoded
+ * size, so a page gets at most 1/SVC_PAGE_MEMORY_FACTOR of the room left. Below
+ * SVC_MIN_PAGE_BYTES of room (a page that could not hold one book of the largest size) the call is
+ * refused: UNAVAILABLE, reason OVERLOADED. */
+#define SVC_PAGE_MEMORY_FACTOR 3u
+#define SVC_MIN_PAGE_BYTES (64u * 1024u)
 
 /* Field limits (bytes of UTF-8), enforced on CreateBook. */
 #define SVC_MAX_DISPLAY_NAME_BYTES 1024

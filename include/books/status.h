@@ -8,7 +8,7 @@
 #include <grpc/status.h>
 
 /* The status a server sends for `err`: 0 maps to GRPC_STATUS_OK, an unknown value to
- * GRPC_STATUS_INTERNAL. This is the one books_err -> status mapping (STYLE.md section 3). Any
+ * GRPC_STATUS_INTERNAL. This is the one books_err -> status mapping (README, "Errors"). Any
  * thread. */
 grpc_status_code rpc_status_of(int err);
 

@@ -63,6 +63,15 @@ int store_book_new_counted(struct store_text name, struct store_text display_nam
                            const struct store_text *authors, size_t n_authors,
                            struct store_text publisher, struct store_book **out);
 
+/* What record `b` adds to a page of encoded books (a ListBooksResponse): its wire form plus a field
+ * tag and a length of at most 5 bytes, or size_bytes for a record without a wire form. Stores cut
+ * pages with it (store_ops.list's max_bytes) and the service does too, so both stop at the same
+ * book. */
+static inline size_t store_book_page_bytes(const struct store_book *b)
+{
+    return b->wire ? b->wire_len + 6 : b->size_bytes;
+}
+
 /* Adds a reference (atomic; any thread). Returns `b`. */
 struct store_book *store_book_ref(struct store_book *b);
 
@@ -72,10 +81,20 @@ void store_book_unref(struct store_book *b);
 struct store;
 
 /* Called exactly once when a create has finished: rc is 0 (the book is stored; for a durable
- * backend, on stable storage), BOOKS_EEXIST (the name was taken; nothing changed), or another
- * negative enum books_err (nothing was stored). May run on any thread, possibly before
- * store_create() returns. */
+ * backend, on stable storage), BOOKS_EEXIST (the name was taken; nothing changed), BOOKS_EDEADLINE
+ * (the deadline passed before the create reached the database: nothing was stored), BOOKS_EBUSY
+ * (the store's queue is full: nothing was stored), or another negative enum books_err (nothing was
+ * stored). May run on any thread, possibly before store_create() returns. */
 typedef void (*store_create_done_fn)(void *arg, int rc);
+
+/* One create as a store sees it. */
+struct store_create_req {
+    struct store_book *book; /* the record; the caller keeps its reference */
+    /* CLOCK_MONOTONIC nanoseconds after which the caller no longer waits (0: none). A create still
+     * queued then is answered BOOKS_EDEADLINE without being written; one already being written is
+     * answered when its transaction ends (a store may bound that transaction by it). */
+    uint64_t deadline_ns;
+};
 
 /* Called exactly once when an asynchronous get has finished: rc 0 with `book` a new reference the
  * callee must drop, or BOOKS_ENOTFOUND, BOOKS_EDEADLINE (the deadline passed first),
@@ -102,14 +121,20 @@ struct store_ops {
      * `after_name` ("" or NULL: from the first book), in ascending order, written to out[0..]
      * (caller-provided array of `limit` pointers). Each is a new reference the caller drops.
      * *n_out is the count. A page deep in the collection costs what the first page costs.
+     * `max_bytes` > 0 bounds the page's bytes as store_book_page_bytes() counts them: once it
+     * holds two or more records that add up to more than max_bytes it stops and returns them (so
+     * the last one is the first past the bound, and tells the caller that more follow); a store
+     * that reads from a database never fetches much more than that. 0: no byte bound.
      * Returns 0, BOOKS_EIO, BOOKS_ENOMEM (nothing to release on failure). */
-    int (*list)(struct store *s, const char *after_name, size_t limit, struct store_book **out,
-                size_t *n_out);
+    int (*list)(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
+                struct store_book **out, size_t *n_out);
 
-    /* Stores `book` under book->name unless the name is taken. The backend takes its own
-     * reference if it keeps the record; the caller keeps its own. `done` is called exactly once
-     * (see store_create_done_fn); the call does not block on I/O. */
-    void (*create)(struct store *s, struct store_book *book, store_create_done_fn done, void *arg);
+    /* Stores req->book under its name unless the name is taken. The backend takes its own
+     * reference if it keeps the record; the caller keeps its own. `req` is read during the call
+     * only. `done` is called exactly once (see store_create_done_fn); the call does not block on
+     * I/O. */
+    void (*create)(struct store *s, const struct store_create_req *req, store_create_done_fn done,
+                   void *arg);
 
     /* Finishes pending writes, releases everything and frees `s`. No other call may be running
      * or follow. */
@@ -124,13 +149,19 @@ struct store_ops {
      * copied; `out` (limit pointers) must stay valid until done() runs. */
     void (*get_async)(struct store *s, const char *name, uint64_t deadline_ns,
                       store_get_done_fn done, void *arg);
-    void (*list_async)(struct store *s, const char *after_name, size_t limit,
+    void (*list_async)(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
                        struct store_book **out, uint64_t deadline_ns, store_list_done_fn done,
                        void *arg);
 
     /* Optional (NULL: the store is always available). Registers `fn` to hear of availability
      * changes (see store_state_fn); call once, before serving. */
     void (*watch)(struct store *s, store_state_fn fn, void *arg);
+
+    /* Optional (NULL: a store that answers every call promptly). Shutdown: stop waiting on the
+     * outside world for calls in flight. Every read queued or running is answered BOOKS_EUNAVAIL
+     * now, every create still queued too (nothing of it was written), and so is every later call;
+     * a create being written is answered when its transaction ends. Any thread; close() follows. */
+    void (*drain)(struct store *s);
 };
 
 #define STORE_DATASET_KEY_BYTES 32
@@ -157,6 +188,10 @@ struct store {
  * BOOKS_ENOSPC); a durable backend caps its record cache at it. */
 struct store_limits {
     size_t memory_bytes;
+    /* The most calls a queue of the store (creates waiting for a commit, reads waiting for a
+     * database connection) may hold; past it a call is refused at once with BOOKS_EBUSY. 0: no
+     * cap. */
+    size_t max_queued;
 };
 
 /* Opens the backend named by `uri`: "memory:" (the default; data lives in this process only).
@@ -174,15 +209,28 @@ static inline int store_get(struct store *s, const char *name, struct store_book
 {
     return s->ops->get(s, name, out);
 }
+/* store_create() of `b` without a deadline. */
+static inline void store_create_book(struct store *s, struct store_book *b,
+                                     store_create_done_fn done, void *arg)
+{
+    const struct store_create_req req = {.book = b};
+    s->ops->create(s, &req, done, arg);
+}
+/* store_ops.list without a byte bound. */
 static inline int store_list(struct store *s, const char *after_name, size_t limit,
                              struct store_book **out, size_t *n_out)
 {
-    return s->ops->list(s, after_name, limit, out, n_out);
+    return s->ops->list(s, after_name, limit, 0, out, n_out);
 }
-static inline void store_create(struct store *s, struct store_book *book, store_create_done_fn done,
-                                void *arg)
+static inline int store_list_bounded(struct store *s, const char *after_name, size_t limit,
+                                     size_t max_bytes, struct store_book **out, size_t *n_out)
 {
-    s->ops->create(s, book, done, arg);
+    return s->ops->list(s, after_name, limit, max_bytes, out, n_out);
+}
+static inline void store_create(struct store *s, const struct store_create_req *req,
+                                store_create_done_fn done, void *arg)
+{
+    s->ops->create(s, req, done, arg);
 }
 /* The asynchronous reads (see store_ops.get_async): for a backend without them, get or list runs
  * inline and done() is called before this returns. Any thread. */
@@ -199,16 +247,16 @@ static inline void store_get_async(struct store *s, const char *name, uint64_t d
     done(arg, rc, rc == 0 ? b : NULL);
 }
 static inline void store_list_async(struct store *s, const char *after_name, size_t limit,
-                                    struct store_book **out, uint64_t deadline_ns,
-                                    store_list_done_fn done, void *arg)
+                                    size_t max_bytes, struct store_book **out,
+                                    uint64_t deadline_ns, store_list_done_fn done, void *arg)
 {
     size_t n = 0;
     int rc;
     if (s->ops->list_async) {
-        s->ops->list_async(s, after_name, limit, out, deadline_ns, done, arg);
+        s->ops->list_async(s, after_name, limit, max_bytes, out, deadline_ns, done, arg);
         return;
     }
-    rc = s->ops->list(s, after_name, limit, out, &n);
+    rc = s->ops->list(s, after_name, limit, max_bytes, out, &n);
     done(arg, rc, rc == 0 ? n : 0);
 }
 /* Registers fn to hear when the store becomes unavailable and available again; a no-op for
@@ -218,6 +266,12 @@ static inline void store_watch(struct store *s, store_state_fn fn, void *arg)
     if (s->ops->watch)
         s->ops->watch(s, fn, arg);
 }
+/* store_ops.drain, a no-op for stores without it. NULL is a no-op. */
+static inline void store_drain(struct store *s)
+{
+    if (s && s->ops->drain)
+        s->ops->drain(s);
+}
 /* NULL is a no-op. */
 static inline void store_close(struct store *s)
 {
@@ -225,7 +279,16 @@ static inline void store_close(struct store *s)
         s->ops->close(s);
 }
 
-/* Backends (store_memory.c, ...): each opens from the part of the URI after the scheme's ':'.
+/* The stop rule of store_ops.list's max_bytes, for backends: true once out[0..n) (n records read
+ * so far, *bytes their running total, updated here with out[n-1]) should end the page. */
+static inline bool store_page_full(struct store_book *const *out, size_t n, size_t max_bytes,
+                                   size_t *bytes)
+{
+    *bytes += store_book_page_bytes(out[n - 1]);
+    return max_bytes && n >= 2 && *bytes > max_bytes;
+}
+
+/* Backends (memory.c, ...): each opens from the part of the URI after the scheme's ':'.
  * `limits` is never NULL here (store_open passes zeros for "none"). */
 int store_memory_open(const char *rest, const struct store_limits *limits, struct store **out,
                       char *err, size_t errlen);

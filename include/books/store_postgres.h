@@ -2,7 +2,7 @@
  * must outlive any one instance and be shared by many: Cloud SQL for PostgreSQL on Cloud Run,
  * AlloyDB, or any engine that speaks PostgreSQL's protocol and SQL (see README, "PostgreSQL").
  * Callers use it through store.h like any backend; this header adds the opener (for store.c's
- * scheme table) and counters for diagnostics and tests. */
+ * scheme table) and the queries. */
 #ifndef BOOKS_STORE_POSTGRES_H
 #define BOOKS_STORE_POSTGRES_H
 
@@ -31,30 +31,28 @@
 int store_postgres_open(const char *uri, const struct store_limits *limits, struct store **out,
                         char *err, size_t errlen);
 
-/* Counters since the store was opened. */
-struct store_postgres_stats {
-    uint64_t read_round_trips; /* pipelines of reads sent (each one Sync) */
-    uint64_t reads;            /* get and list queries sent */
-    uint64_t cancels;          /* queries cancelled in the database because every caller's
-                                * deadline had passed */
-    uint64_t reconnects;       /* connections re-established after being lost */
-    uint64_t transactions;     /* write transactions (batches of creates) */
-    uint64_t books_written;    /* books inserted by committed transactions */
-    uint64_t largest_batch;    /* most creates in one transaction */
-    uint64_t cache_hits, cache_misses;
-};
-
-/* Copies the counters. Returns 0, or BOOKS_EINVAL when `s` is not a postgresql store. Any
- * thread. */
-int store_postgres_stats(struct store *s, struct store_postgres_stats *out);
-
 /* The queries, exposed for tests (e.g. to EXPLAIN them). */
 #define STORE_POSTGRES_GET_SQL                                                                     \
     "SELECT name, display_name, publisher, authors FROM books WHERE name = $1"
-#define STORE_POSTGRES_LIST_FIRST_SQL                                                              \
-    "SELECT name, display_name, publisher, authors FROM books ORDER BY name LIMIT $1"
+/* A page is cut in the database by its bytes, so no result holds much more than a page (store.h:
+ * store_ops.list's max_bytes): over the keyset's next LIMIT names, a running sum of each row's
+ * text bytes keeps the rows that begin within the byte bound, and always the first two; only those
+ * rows are fetched whole. A record's page bytes (store_book_page_bytes) are never fewer than its
+ * text bytes, so the store's own stop rule, applied to what comes back, always finds the row past
+ * the bound among them: the query never cuts a page short. $LIMIT and $BYTES are the last two
+ * parameters. */
+#define STORE_POSTGRES_ROW_BYTES_SQL                                                               \
+    "octet_length(name) + octet_length(display_name) + octet_length(publisher) + "                 \
+    "coalesce(octet_length(array_to_string(authors, '')), 0)"
+#define STORE_POSTGRES_PAGE_SQL(where, lim, bytes)                                                 \
+    "WITH keys AS (SELECT name, " STORE_POSTGRES_ROW_BYTES_SQL " AS sz FROM books " where          \
+    " ORDER BY name LIMIT " lim "), "                                                              \
+    "page AS (SELECT name, row_number() OVER w AS i, sum(sz) OVER w - sz AS before FROM keys "     \
+    "WINDOW w AS (ORDER BY name ROWS UNBOUNDED PRECEDING)) "                                       \
+    "SELECT b.name, b.display_name, b.publisher, b.authors FROM page JOIN books b "                \
+    "ON b.name = page.name WHERE page.i <= 2 OR page.before <= " bytes " ORDER BY page.name"
+#define STORE_POSTGRES_LIST_FIRST_SQL STORE_POSTGRES_PAGE_SQL("", "$1", "$2::bigint")
 #define STORE_POSTGRES_LIST_AFTER_SQL                                                              \
-    "SELECT name, display_name, publisher, authors FROM books WHERE name > $1 ORDER BY name "      \
-    "LIMIT $2"
+    STORE_POSTGRES_PAGE_SQL("WHERE name > $1", "$2", "$3::bigint")
 
 #endif

@@ -47,8 +47,8 @@ static_assert(B64_DECODED_BOUND(MAX_PADDED_CHARS) >= MAX_RAW_BYTES,
               "the decode buffer holds the longest raw token");
 
 /* HMAC-SHA256 with a key set up once per thread. libcrypto's one-shot HMAC() fetches the
- * algorithm from its provider and derives the key's inner and outer pads on every call: 20,000
- * instructions, 14% of a ListBooks (bench/callgrind.sh). Here each thread keeps one keyed
+ * algorithm from its provider and derives the key's inner and outer pads on every call
+ * (docs/performance.md has what that cost a ListBooks). Here each thread keeps one keyed
  * EVP_MAC_CTX for the last key it used; EVP_MAC_init() with no key then restarts it from the pads
  * (EVP_MAC-HMAC(7)). A thread that sees another key (another data set: tests, the fuzz targets)
  * re-keys its context. The context is freed when its thread exits; the fetched EVP_MAC lives as

@@ -38,7 +38,7 @@ struct held_books {
 
 /* Random bytes for ids, drawn from the kernel in batches. libuuid's uuid_generate_random() costs
  * four system calls per id (getrandom, then getpid, getuid and getppid for a fallback mixer it
- * runs every time): about a sixth of a CreateBook's CPU time. getrandom(2) is the same source,
+ * runs every time), a large share of a CreateBook's CPU (docs/performance.md). getrandom(2) is the same source,
  * taken here 32 ids at a time; libuuid still formats the id. This process never forks, so a
  * per-thread pool is never shared with a child. */
 #define ID_POOL_BYTES 512
@@ -213,6 +213,12 @@ static void store_error(struct books_error *e, int rc)
         books_error_set(e, rc, "DEADLINE_EXCEEDED",
                         "the call's deadline passed while the book store was answering");
         break;
+    case BOOKS_EBUSY:
+        books_error_set(e, rc, "OVERLOADED",
+                        "the server holds as much work in flight as it allows (a queue's cap or the "
+                        "memory budget of BOOKS_MEMORY_LIMIT_MB); nothing was done: retry with "
+                        "backoff");
+        break;
     default:
         books_error_set(e, BOOKS_EINTERNAL, "INTERNAL", "internal error in the book store");
         break;
@@ -287,6 +293,7 @@ struct read_ctx {
     const char *name;          /* GetBook: the name asked for (the request outlives the reply) */
     struct store_book **found; /* ListBooks: limit + 1 slots */
     size_t limit;
+    size_t page_bytes; /* ListBooks: the page's byte budget (SVC_MAX_PAGE_BYTES or less) */
 };
 
 static void get_done(void *arg, int rc, struct store_book *b)
@@ -333,17 +340,9 @@ void svc_get_book(void *self, const ProtobufCMessage *request, struct rpc_reply 
 
 /* ---- ListBooks (AIP-132, AIP-158) ------------------------------------------------------------- */
 
-/* Upper bound of a Book's encoded size inside ListBooksResponse: per string, a tag byte, a length
- * varint (at most 5 bytes below 4 GiB) and the bytes; plus the Book's own tag and length. */
-static size_t book_size_bound(const struct store_book *b)
-{
-    if (b->wire)
-        return b->wire_len + 6; /* a tag and a length of at most 5 bytes */
-    size_t n = 6 + strlen(b->name) + 6 + strlen(b->display_name) + 6 + strlen(b->publisher) + 6;
-    for (size_t i = 0; i < b->n_authors; i++)
-        n += strlen(b->authors[i]) + 6;
-    return n;
-}
+/* Upper bound of a Book's encoded size inside ListBooksResponse (store.h counts pages the same
+ * way, so the store stops reading where this cuts the page). */
+static size_t book_size_bound(const struct store_book *b) { return store_book_page_bytes(b); }
 
 /* Gives the server the page's records as their wire forms (rpc_reply.embedded), when every one
  * has it; otherwise, or when the arena is full, the server packs the response whole. */
@@ -382,10 +381,11 @@ static void list_done(void *arg, int rc, size_t n)
     }
     more = n > ctx->limit;
     keep = more ? ctx->limit : n;
-    /* A page also stops before it would outgrow what a default client accepts (4 MiB). */
+    /* A page also stops before it would outgrow what a default client accepts (4 MiB), or the
+     * room the memory budget gave it; the store stopped reading there too (store.h). */
     for (i = 0; i < keep; i++) {
         bytes += book_size_bound(found[i]);
-        if (i > 0 && bytes > SVC_MAX_PAGE_BYTES) {
+        if (i > 0 && bytes > ctx->page_bytes) {
             keep = i;
             more = true;
             break;
@@ -393,6 +393,15 @@ static void list_done(void *arg, int rc, size_t n)
     }
     for (i = keep; i < n; i++)
         store_book_unref(found[i]);
+    /* The page's records are held until the response is encoded: charged to the call whatever
+     * the limit says (they exist already; their size was bounded by page_bytes). */
+    if (reply->budget) {
+        size_t held = 0;
+        for (i = 0; i < keep; i++)
+            held += found[i]->size_bytes;
+        budget_force_charge(reply->budget, held);
+        reply->charged += held;
+    }
     h = arena_alloc(reply->arena, sizeof *h);
     resp = arena_alloc(reply->arena, sizeof *resp);
     if (!h || !resp) {
@@ -476,6 +485,16 @@ void svc_list_books(void *self, const ProtobufCMessage *request, struct rpc_repl
     limit = req->page_size == 0 ? SVC_DEFAULT_PAGE_SIZE
             : req->page_size > SVC_MAX_PAGE_SIZE ? SVC_MAX_PAGE_SIZE
                                                   : (size_t)req->page_size;
+    /* A smaller page under memory pressure is still a page (AIP-158 lets a page hold fewer than
+     * page_size); none at all only when not even one large book would fit. */
+    size_t page_bytes = rpc_reply_headroom(reply) / SVC_PAGE_MEMORY_FACTOR;
+    if (page_bytes > SVC_MAX_PAGE_BYTES)
+        page_bytes = SVC_MAX_PAGE_BYTES;
+    if (page_bytes < SVC_MIN_PAGE_BYTES) {
+        store_error(e, BOOKS_EBUSY);
+        rpc_reply_done(reply);
+        return;
+    }
     /* One extra book tells whether a next page exists, so next_page_token is empty exactly on the
      * last page (AIP-158) without a second query. */
     ctx = arena_alloc(reply->arena, sizeof *ctx);
@@ -489,9 +508,11 @@ void svc_list_books(void *self, const ProtobufCMessage *request, struct rpc_repl
     ctx->svc = svc;
     ctx->reply = reply;
     ctx->limit = limit;
+    ctx->page_bytes = page_bytes;
     /* list_done answers: inline for a local store, later for a database. `after` is copied by
-     * the store. */
-    store_list_async(svc->store, after, limit + 1, ctx->found, reply->deadline_ns, list_done, ctx);
+     * the store, which stops reading once the page's bytes are there. */
+    store_list_async(svc->store, after, limit + 1, page_bytes, ctx->found, reply->deadline_ns,
+                     list_done, ctx);
 }
 
 /* ---- CreateBook (AIP-133) ---------------------------------------------------------------------- */
@@ -604,8 +625,17 @@ void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_rep
         rpc_reply_done(reply);
         return;
     }
+    /* The record is held until the store answers (a durable store's queue): charged to the call,
+     * and refused when the budget of calls in flight has no room for it. */
+    if (!rpc_reply_charge(reply, b->size_bytes)) {
+        store_book_unref(b);
+        store_error(e, BOOKS_EBUSY);
+        rpc_reply_done(reply);
+        return;
+    }
     ctx->reply = reply;
     ctx->book = b;
     /* create_done answers, now or when the store has made the book durable. */
-    store_create(svc->store, b, create_done, ctx);
+    const struct store_create_req create = {.book = b, .deadline_ns = reply->deadline_ns};
+    store_create(svc->store, &create, create_done, ctx);
 }

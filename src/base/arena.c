@@ -69,6 +69,14 @@ void *arena_alloc(struct arena *a, size_t n)
     return c->data;
 }
 
+size_t arena_heap_bytes(const struct arena *a)
+{
+    size_t n = 0;
+    for (const struct arena_chunk *c = a->chunks; c; c = c->next)
+        n += sizeof *c + c->cap;
+    return n;
+}
+
 char *arena_strndup(struct arena *a, const char *s, size_t len)
 {
     char *p = len < SIZE_MAX ? arena_alloc(a, len + 1) : NULL;

@@ -28,6 +28,7 @@ const char *books_err_name(int err)
     case BOOKS_ECORRUPT: return "BOOKS_ECORRUPT";
     case BOOKS_EINTERNAL: return "BOOKS_EINTERNAL";
     case BOOKS_E2BIG: return "BOOKS_E2BIG";
+    case BOOKS_EBUSY: return "BOOKS_EBUSY";
     default: return "BOOKS_E?";
     }
 }

@@ -111,6 +111,16 @@ uint64_t resources_memory_budget(int configured_mb, const char *cgroup_root,
     return (uint64_t)RESOURCES_DEFAULT_MEMORY_MB << 20;
 }
 
+void resources_split_memory(uint64_t memory, struct memory_split *out)
+{
+    out->transport_bytes = (size_t)(memory / 2);
+    out->store_bytes = (size_t)(memory / 4);
+    out->inflight_bytes = (size_t)(memory / 8);
+    out->max_queued = out->inflight_bytes / RESOURCES_QUEUED_CALL_BYTES;
+    if (out->max_queued < RESOURCES_MIN_QUEUED)
+        out->max_queued = RESOURCES_MIN_QUEUED;
+}
+
 const char *resources_memory_source_name(enum resources_memory_source source)
 {
     switch (source) {

@@ -134,6 +134,14 @@ static const struct opt options[] = {
      .help = "Send \"authorization: Bearer TOKEN\" with each call. Default: $BOOKS_TOKEN. A "
              "private Cloud Run service takes an identity token: --token \"$(gcloud auth "
              "print-identity-token)\"."},
+    {.name = "insecure-token",
+     .set = opt_set_switch,
+     .offset = ARG(insecure_token),
+     .tags = EVERY_COMMAND,
+     .help = "Send --token (or $BOOKS_TOKEN) over a plaintext connection to a host that is not "
+             "this machine, where anyone on the network path can read it and use it. Without "
+             "this, a token goes only over TLS or to a loopback address (localhost, 127.0.0.0/8, "
+             "::1, unix:), as gRPC's own call credentials require."},
     {.name = "timeout",
      .arg = "SECONDS",
      .set = set_seconds,
@@ -353,6 +361,38 @@ static int resolve_target(struct cli_args *args, char *const envp[], struct opt_
     return 0;
 }
 
+/* True when `target` (a gRPC target as resolve_target() made it) names this machine: localhost,
+ * 127.0.0.0/8, ::1, or a unix socket. */
+static bool is_loopback_target(const char *t)
+{
+    if (strncmp(t, "dns:///", 7) == 0)
+        t += 7;
+    else if (strncmp(t, "ipv4:", 5) == 0)
+        t += 5;
+    else if (strncmp(t, "ipv6:", 5) == 0)
+        t += 5;
+    else if (strncmp(t, "unix:", 5) == 0 || strncmp(t, "unix-abstract:", 14) == 0)
+        return true;
+    if (strncmp(t, "localhost", 9) == 0 && (t[9] == ':' || t[9] == '\0'))
+        return true;
+    if (strncmp(t, "[::1]", 5) == 0 && (t[5] == ':' || t[5] == '\0'))
+        return true;
+    if (strcmp(t, "::1") == 0)
+        return true;
+    if (strncmp(t, "127.", 4) == 0) {
+        /* 127.a.b.c, each a decimal of 1-3 digits, then the port or the end */
+        const char *p = t + 4;
+        for (int part = 0; part < 3; part++) {
+            size_t d = strspn(p, "0123456789");
+            if (d < 1 || d > 3 || p[d] != (part < 2 ? '.' : p[d]))
+                return false;
+            p += d + (part < 2);
+        }
+        return *p == ':' || *p == '\0';
+    }
+    return false;
+}
+
 /* A bearer token goes into an HTTP/2 header: visible ASCII only. A token read from a file or a
  * command often ends in a newline, which this catches with a clear message. */
 static void check_token(const char *token, const char *source, struct opt_parser *p)
@@ -429,6 +469,13 @@ int cli_parse(struct cli_args *args, int argc, char *const argv[], char *const e
     }
     if (!p.rc)
         rc = resolve_target(args, envp, &p);
+    if (!rc && !p.rc && args->token && !args->tls && !args->insecure_token &&
+        !is_loopback_target(args->target))
+        opt_fail(&p, BOOKS_EINVAL,
+                 "refusing to send the bearer token in plaintext to %s, where anyone on the way "
+                 "can read it: use --tls (or an https:// --addr), or --insecure-token if this "
+                 "network is trusted",
+                 args->target);
     if (!rc && !p.rc && st.name) {
         /* A bare ID is the common case at a prompt; anything with a '/' goes as it is, and the
          * server says what is wrong with it. */

@@ -109,7 +109,16 @@ struct server {
     struct tag shutdown_tag;
     atomic_bool shutting_down;
     atomic_long in_flight; /* calls matched and not yet released */
+    /* Call objects core holds a tag of: requested (matched or not) and not yet back on the free
+     * list. Shutdown destroys the server only once this is 0, so no completion (a match still
+     * queued, a request failed by the shutdown) can meet a destroyed server or queue. */
+    atomic_long outstanding;
+    /* What calls in flight may hold (rpc.h: rpc_reply.budget): call objects, decoded requests,
+     * encoded responses, and what handlers charge. */
+    struct budget budget;
     bool abandoned;        /* server_shutdown() gave up waiting for the store */
+    void (*on_cancel)(void *arg); /* server_on_cancel() */
+    void *on_cancel_arg;
     int port;
     size_t n_workers;
     struct worker *workers;

@@ -78,6 +78,7 @@ struct scan {
     char path[BOOKS_ERROR_FIELD_BYTES];
     bool malformed; /* the bytes are not a protobuf message: MALFORMED_REQUEST */
     bool over;      /* a limit was exceeded: stop walking */
+    bool unknown;   /* a field this server's descriptors do not know, at any depth */
 };
 
 /* The API's cap on how often field `f` of `desc` may occur, or 0 for none. */
@@ -93,7 +94,7 @@ static size_t field_cap(const struct codec_limits *limits, const ProtobufCMessag
 /* Appends ".name" (just "name" at the start) and, for a repeated field, "[index]" to the path
  * whose first `at` bytes are used; keeps it NUL-terminated within BOOKS_ERROR_FIELD_BYTES,
  * truncating. Returns the new length. Runs for every string and message field of every request,
- * so it copies instead of calling snprintf (which cost a GetBook 1,000 instructions). */
+ * so it copies instead of calling snprintf (measurably cheaper: docs/performance.md). */
 static size_t path_append(char path[BOOKS_ERROR_FIELD_BYTES], size_t at, const char *name,
                           bool repeated, unsigned index)
 {
@@ -156,6 +157,8 @@ static void scan_message(struct scan *s, const uint8_t *p, size_t n,
             s->over = true;
             return;
         }
+        if ((key & 7) != 2 && !protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3)))
+            s->unknown = true;
         switch (key & 7) {
         case 0:
             k = read_varint(p, end, &size);
@@ -189,6 +192,8 @@ static void scan_message(struct scan *s, const uint8_t *p, size_t n,
         p += k;
         const ProtobufCFieldDescriptor *f =
             protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
+        if (!f)
+            s->unknown = true;
         if (f && (f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_MESSAGE)) {
             size_t idx = (size_t)(f - desc->fields), at = len;
             unsigned count = idx < MAX_COUNTED_FIELDS ? seen[idx] : 0u;
@@ -229,6 +234,94 @@ static void scan_message(struct scan *s, const uint8_t *p, size_t n,
     }
 }
 
+/* ---- unknown fields ----------------------------------------------------------------------------
+ * protobuf-c keeps every unknown field it meets, copied into the message (here: the call's arena)
+ * until the call ends. A request padded with megabytes of fields this API does not have would hold
+ * them for as long as its call waits (a create queued behind a slow database). The server has no
+ * use for them, so a request that has any is rewritten without them before it is unpacked: known
+ * fields keep their bytes, nested messages their known fields, with their lengths recomputed. The
+ * bytes were walked by scan_message already: framing is known to be sound here. */
+
+/* One field of well-formed bytes at p: its key, where its payload starts and how long it is (for
+ * a varint or a fixed-width value, the value's bytes), and where the field ends. */
+static const uint8_t *next_field(const uint8_t *p, const uint8_t *end, uint64_t *key,
+                                 const uint8_t **payload, uint64_t *len)
+{
+    uint64_t v = 0;
+    p += read_varint(p, end, key);
+    switch (*key & 7) {
+    case 0:
+        *payload = p;
+        *len = read_varint(p, end, &v);
+        break;
+    case 1:
+        *payload = p;
+        *len = 8;
+        break;
+    case 5:
+        *payload = p;
+        *len = 4;
+        break;
+    default: /* 2: scan_message refused every other wire type */
+        p += read_varint(p, end, len);
+        *payload = p;
+        break;
+    }
+    return *payload + *len;
+}
+
+static size_t varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *write_varint(uint8_t *out, uint64_t v)
+{
+    while (v >= 0x80) {
+        *out++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *out++ = (uint8_t)v;
+    return out;
+}
+
+/* Writes p[0..n) (a message of type desc) without its unknown fields, at any depth, to out, and
+ * returns how many bytes that is; with out NULL only returns the size. */
+static size_t copy_known(const uint8_t *p, size_t n, const ProtobufCMessageDescriptor *desc,
+                         uint8_t *out)
+{
+    const uint8_t *end = p + n, *payload = NULL;
+    size_t total = 0;
+    uint64_t key = 0, len = 0;
+    while (p < end) {
+        const uint8_t *field = p;
+        p = next_field(p, end, &key, &payload, &len);
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
+        if (!f)
+            continue;
+        if ((key & 7) == 2 && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            size_t inner = copy_known(payload, (size_t)len, f->descriptor, NULL);
+            size_t head = varint_size(key) + varint_size(inner);
+            if (out) {
+                write_varint(write_varint(out + total, key), inner);
+                copy_known(payload, (size_t)len, f->descriptor, out + total + head);
+            }
+            total += head + inner;
+        } else {
+            if (out)
+                memcpy(out + total, field, (size_t)(p - field));
+            total += (size_t)(p - field);
+        }
+    }
+    return total;
+}
+
 static int malformed(const ProtobufCMessageDescriptor *desc, struct books_error *err)
 {
     books_error_set(err, BOOKS_EBADMSG, "MALFORMED_REQUEST",
@@ -258,8 +351,20 @@ int codec_decode_bytes(const uint8_t *data, size_t len, const ProtobufCMessageDe
     /* Zero bytes are a valid message with every field at its default. protobuf-c returns NULL for
      * malformed bytes and for allocation failure alike; the arena fails only when malloc does. */
     ProtobufCAllocator pb = arena_allocator(arena);
-    msg = protobuf_c_message_unpack(desc, &pb, len,
-                                    data ? data : (const uint8_t *)"");
+    if (s.unknown) {
+        size_t known = copy_known(data, len, desc, NULL);
+        uint8_t *copy = malloc(known ? known : 1);
+        if (!copy) {
+            books_error_set(err, BOOKS_ENOMEM, "OUT_OF_MEMORY",
+                            "the server is out of memory; retry later");
+            return BOOKS_ENOMEM;
+        }
+        copy_known(data, len, desc, copy);
+        msg = protobuf_c_message_unpack(desc, &pb, known, copy);
+        free(copy);
+    } else {
+        msg = protobuf_c_message_unpack(desc, &pb, len, data ? data : (const uint8_t *)"");
+    }
     if (!msg)
         return malformed(desc, err);
     *out = msg;
@@ -435,25 +540,6 @@ size_t codec_pack(const ProtobufCMessage *msg, uint8_t *out)
 /* Largest message struct codec_embedded_write copies to skip a field (ListBooksResponse: 48). */
 #define EMBED_COPY_BYTES 256
 
-static size_t varint_size(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    return p;
-}
 
 size_t codec_embedded_write(const ProtobufCMessage *msg, unsigned field,
                             const struct codec_bytes *parts, size_t n, uint8_t *out)
@@ -480,7 +566,7 @@ size_t codec_embedded_write(const ProtobufCMessage *msg, unsigned field,
     for (size_t i = 0; i < n; i++) {
         if (field != 0) {
             if (out)
-                out = put_varint(put_varint(out, key), parts[i].len);
+                out = write_varint(write_varint(out, key), parts[i].len);
             total += varint_size(key) + varint_size(parts[i].len);
         }
         if (out && parts[i].len) {

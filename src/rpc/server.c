@@ -163,8 +163,7 @@ static void server_destroy_unstarted(struct server *s)
 
 /* Abseil's mutex deadlock detection. Debian builds abseil without NDEBUG, which leaves it on: each
  * absl::Mutex lock and unlock in gRPC core (its pollers, combiners, call state) then records lock
- * order in a process-wide graph, about 9% of a GetBook's instructions (bench/callgrind.sh:
- * absl::Mutex::Lock/Unlock and GraphCycles). Upstream's release builds have it off. It is a
+ * order in a process-wide graph, a measurable share of every call (docs/performance.md). Upstream's release builds have it off. It is a
  * debugging aid for gRPC's developers, not a guard for a server: switched off through abseil's own
  * setter, absl::SetMutexDeadlockDetectionMode(OnDeadlockCycle::kIgnore, which is 0). C cannot
  * include the C++ header, so the function is named by its symbol: a weak reference (resolved when
@@ -222,6 +221,8 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
     }
     atomic_init(&s->shutting_down, false);
     atomic_init(&s->in_flight, 0);
+    atomic_init(&s->outstanding, 0);
+    budget_init(&s->budget, opts->inflight_bytes);
     pthread_mutex_init(&s->ready_mu, NULL);
     pthread_cond_init(&s->ready_cv, NULL);
     s->n_workers = (size_t)opts->threads;
@@ -364,6 +365,14 @@ fail_alloc:
 
 int server_port(const struct server *s) { return s->port; }
 
+const struct budget *server_budget(const struct server *s) { return &s->budget; }
+
+void server_on_cancel(struct server *s, void (*fn)(void *arg), void *arg)
+{
+    s->on_cancel = fn;
+    s->on_cancel_arg = arg;
+}
+
 /* One warning naming every method that still has calls in flight, with their counts. */
 static void log_unanswered(const struct server *s, long left, long waited_ms)
 {
@@ -425,9 +434,14 @@ long server_shutdown(struct server *s, int grace_ms)
     /* The bound is on time without progress: after a flood (tens of thousands of streams opened
      * and reset), the workers may need seconds to drain calls that are already answered, and that
      * is progress, not a stuck store. */
+    /* Whoever still holds calls (a store waiting on a database) answers them now. */
+    if (s->on_cancel)
+        s->on_cancel(s->on_cancel_arg);
+    /* Every tag core holds counts, not only calls that are matched: a request the shutdown failed,
+     * or a match still queued, must come back to its worker before the server is destroyed. */
     long last = -1, still_ms = 0;
     for (long waited_ms = 0;; waited_ms += SHUTDOWN_POLL_MS, still_ms += SHUTDOWN_POLL_MS) {
-        long left = atomic_load_explicit(&s->in_flight, memory_order_acquire);
+        long left = atomic_load_explicit(&s->outstanding, memory_order_acquire);
         if (left == 0)
             break;
         if (left != last) {

@@ -22,6 +22,7 @@ grpc_status_code rpc_status_of(int err)
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
     case BOOKS_EIO:
     case BOOKS_EUNAVAIL:
+    case BOOKS_EBUSY:
         return GRPC_STATUS_UNAVAILABLE;
     case BOOKS_EUNIMPL:
         return GRPC_STATUS_UNIMPLEMENTED;

@@ -123,10 +123,12 @@ void call_request_registered(struct worker *w, const struct method_slot *slot)
     c->slot = slot;
     c->tag.step = step_registered;
     /* A method registered without payload reading must not be given a payload pointer. */
+    atomic_fetch_add_explicit(&w->srv->outstanding, 1, memory_order_relaxed);
     e = grpc_server_request_registered_call(
         w->srv->server, slot->registered, &c->call, &c->deadline, &c->md,
         slot->method->kind == RPC_BIDI_STREAM ? NULL : &c->payload, w->cq, w->cq, &c->tag);
     if (e != GRPC_CALL_OK) {
+        atomic_fetch_sub_explicit(&w->srv->outstanding, 1, memory_order_release);
         log_msg(LOG_ERROR, "grpc_server_request_registered_call(%s): %s", slot->method->path,
                 grpc_call_error_to_string(e));
         call_put(w, c);
@@ -143,9 +145,11 @@ void call_request_generic(struct worker *w)
     }
     c->slot = NULL;
     c->tag.step = step_generic;
+    atomic_fetch_add_explicit(&w->srv->outstanding, 1, memory_order_relaxed);
     e = grpc_server_request_call(w->srv->server, &c->call, &c->details, &c->md, w->cq, w->cq,
                                  &c->tag);
     if (e != GRPC_CALL_OK) {
+        atomic_fetch_sub_explicit(&w->srv->outstanding, 1, memory_order_release);
         log_msg(LOG_ERROR, "grpc_server_request_call: %s", grpc_call_error_to_string(e));
         call_put(w, c);
     }
@@ -166,11 +170,30 @@ static void reply_prepare(struct call *c)
     c->reply.release_arg = NULL;
     c->reply.deadline_ns = 0;
     c->reply.done = reply_done;
+    c->reply.budget = &c->w->srv->budget;
+    c->reply.charged = 0;
 }
 
+/* The call's own memory (its object, and what decoding took from the heap) against the budget of
+ * calls in flight; false, with the error set, when it does not fit. */
+static bool charge_call(struct call *c, size_t bytes)
+{
+    if (rpc_reply_charge(&c->reply, bytes))
+        return true;
+    books_error_set(&c->reply.error, BOOKS_EBUSY, "OVERLOADED",
+                    "the server holds as much work in flight as its memory budget allows "
+                    "(BOOKS_MEMORY_LIMIT_MB); nothing was done: retry with backoff");
+    return false;
+}
+
+/* A deadline further away than this is no deadline (gRPC's grpc-timeout reaches 10^8 hours, about
+ * 11,000 years, whose nanoseconds overflow 64 bits). */
+#define DEADLINE_HORIZON_S (100ull * 365 * 24 * 3600)
+
 /* The call's deadline for the handler and the store (rpc_reply.deadline_ns): CLOCK_MONOTONIC
- * nanoseconds, 0 when the caller set none. gpr's monotonic clock counts from its own start, so the
- * time left is what carries over. Sets *passed when it is already over. */
+ * nanoseconds, 0 when the caller set none or one past DEADLINE_HORIZON_S. gpr's monotonic clock
+ * counts from its own start, so the time left is what carries over. Sets *passed when it is
+ * already over. */
 static uint64_t deadline_ns(gpr_timespec deadline, bool *passed)
 {
     gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
@@ -181,6 +204,8 @@ static uint64_t deadline_ns(gpr_timespec deadline, bool *passed)
     if (*passed || gpr_time_cmp(mono, gpr_inf_future(GPR_CLOCK_MONOTONIC)) == 0)
         return 0;
     gpr_timespec left = gpr_time_sub(mono, now);
+    if (left.tv_sec < 0 || (uint64_t)left.tv_sec >= DEADLINE_HORIZON_S)
+        return 0;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec +
            (uint64_t)left.tv_sec * 1000000000u + (uint64_t)left.tv_nsec;
@@ -195,6 +220,7 @@ static void step_registered(struct tag *t, bool ok)
 
     if (!ok) { /* the server is shutting down: this request will never be matched */
         call_put(w, c);
+        atomic_fetch_sub_explicit(&w->srv->outstanding, 1, memory_order_release);
         return;
     }
     atomic_fetch_add_explicit(&w->srv->in_flight, 1, memory_order_relaxed);
@@ -208,6 +234,10 @@ static void step_registered(struct tag *t, bool ok)
     }
     bool passed;
     c->reply.deadline_ns = deadline_ns(c->deadline, &passed);
+    if (!charge_call(c, sizeof *c)) {
+        reply_done(&c->reply);
+        return;
+    }
     if (passed) {
         /* No work for a call whose caller has already given up. */
         books_error_set(&c->reply.error, BOOKS_EDEADLINE, "DEADLINE_EXCEEDED",
@@ -221,7 +251,7 @@ static void step_registered(struct tag *t, bool ok)
      * them back now rather than when a durable store answers. */
     grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
-    if (rc) {
+    if (rc || !charge_call(c, arena_heap_bytes(&c->arena))) {
         reply_done(&c->reply);
         return;
     }
@@ -240,6 +270,7 @@ static void step_generic(struct tag *t, bool ok)
 
     if (!ok) {
         call_put(w, c);
+        atomic_fetch_sub_explicit(&w->srv->outstanding, 1, memory_order_release);
         return;
     }
     atomic_fetch_add_explicit(&w->srv->in_flight, 1, memory_order_relaxed);
@@ -302,6 +333,13 @@ static void reply_done(struct rpc_reply *reply)
     if (reply->release)
         reply->release(reply);
     reply->release = NULL;
+    /* The response is held (by core, until the client has read it) as long as the call lasts:
+     * charged whatever the limit says, since it exists already. */
+    if (c->response && reply->budget) {
+        size_t len = grpc_byte_buffer_length(c->response);
+        budget_force_charge(reply->budget, len);
+        reply->charged += len;
+    }
     codec_free_request(c->request, &c->arena);
     c->request = NULL;
 
@@ -326,10 +364,15 @@ void call_finished(struct call *c)
     struct worker *w = c->w;
     struct method_slot *slot = (struct method_slot *)c->slot;
     log_call(c);
+    if (c->reply.charged) {
+        budget_release(&w->srv->budget, c->reply.charged);
+        c->reply.charged = 0;
+    }
     call_put(w, c);
     if (slot)
         atomic_fetch_sub_explicit(&slot->in_flight, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&w->srv->in_flight, 1, memory_order_release);
+    atomic_fetch_sub_explicit(&w->srv->outstanding, 1, memory_order_release);
 }
 
 void call_step_sent(struct tag *t, bool ok)

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "books/error.h"
 #include "books/log.h"
@@ -30,6 +31,7 @@ struct item_vec {
 struct commit_pipeline {
     struct commit_backend be;
     size_t batch_max;
+    size_t max_queued; /* 0: no bound */
     char name[9]; /* at most 8 characters: with "-commit", a thread name fits 15 */
     char *log_name;
 
@@ -38,6 +40,7 @@ struct commit_pipeline {
     pthread_cond_t q_cv; /* signalled when the queue becomes non-empty or closing is set */
     struct item_vec q;   /* guarded by q_mu */
     bool closing;        /* guarded by q_mu */
+    bool draining;       /* guarded by q_mu: commit_pipeline_drain() ran */
 
     pthread_t answerer;
     pthread_mutex_t a_mu;
@@ -45,7 +48,7 @@ struct commit_pipeline {
     struct item_vec answers; /* guarded by a_mu */
     bool a_closing;          /* guarded by a_mu */
 
-    _Atomic uint64_t transactions, commits, rollbacks, books, largest;
+    _Atomic uint64_t transactions, commits, rollbacks, books, largest, refused, expired;
 };
 
 static void stat_max(_Atomic uint64_t *m, uint64_t v)
@@ -67,9 +70,10 @@ static void answer(struct commit_item *p, size_t n)
     }
 }
 
-void commit_pipeline_submit(struct commit_pipeline *p, struct store_book *book,
+void commit_pipeline_submit(struct commit_pipeline *p, const struct store_create_req *req,
                             store_create_done_fn done, void *arg)
 {
+    struct store_book *book = req ? req->book : NULL;
     int rc = 0;
 
     if (!book) {
@@ -77,8 +81,13 @@ void commit_pipeline_submit(struct commit_pipeline *p, struct store_book *book,
         goto refuse;
     }
     pthread_mutex_lock(&p->q_mu);
-    if (p->closing) {
+    if (p->closing || p->draining) {
         rc = BOOKS_EUNAVAIL;
+    } else if (p->max_queued && p->q.n >= p->max_queued) {
+        /* A store that does not keep up (a stalled database) must not make the queue, and the
+         * calls waiting in it, grow without bound: refuse now, nothing done. */
+        rc = BOOKS_EBUSY;
+        atomic_fetch_add_explicit(&p->refused, 1, memory_order_relaxed);
     } else if (p->q.n == p->q.cap) {
         /* Rare: the buffers keep their size, so this happens only when a burst outgrows every
          * earlier one. Allocating under the lock is the price of never losing order. */
@@ -93,7 +102,8 @@ void commit_pipeline_submit(struct commit_pipeline *p, struct store_book *book,
         }
     }
     if (rc == 0) {
-        p->q.items[p->q.n++] = (struct commit_item){store_book_ref(book), 0, done, arg};
+        p->q.items[p->q.n++] =
+            (struct commit_item){store_book_ref(book), 0, done, arg, req->deadline_ns};
         /* The committer waits only on an empty queue, so only the first entry needs a wake-up. */
         if (p->q.n == 1)
             pthread_cond_signal(&p->q_cv);
@@ -202,6 +212,41 @@ static void commit_batch(struct commit_pipeline *p, struct commit_item *items, s
     hand_over(p, items, n);
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Answers BOOKS_EDEADLINE, in order with the rest, for every create of v whose caller's deadline
+ * has passed while it waited (it was never written: nothing is lost), and keeps the others. */
+static void drop_expired(struct commit_pipeline *p, struct item_vec *v)
+{
+    uint64_t now = now_ns();
+    size_t kept = 0, first = v->n;
+
+    for (size_t i = 0; i < v->n; i++)
+        if (v->items[i].deadline_ns && v->items[i].deadline_ns <= now) {
+            first = i;
+            break;
+        }
+    if (first == v->n)
+        return;
+    kept = first;
+    for (size_t i = first; i < v->n; i++) {
+        struct commit_item *it = &v->items[i];
+        if (it->deadline_ns && it->deadline_ns <= now) {
+            it->rc = BOOKS_EDEADLINE;
+            atomic_fetch_add_explicit(&p->expired, 1, memory_order_relaxed);
+            hand_over(p, it, 1);
+        } else {
+            v->items[kept++] = *it;
+        }
+    }
+    v->n = kept;
+}
+
 static void *committer_main(void *arg)
 {
     struct commit_pipeline *p = arg;
@@ -213,6 +258,7 @@ static void *committer_main(void *arg)
     /* Takes the whole queue each time; creates arriving meanwhile fill the other buffer. Ends once
      * closing is set and everything queued has been committed and handed over. */
     while (take_all(&p->q_mu, &p->q_cv, &p->q, &p->closing, &batch)) {
+        drop_expired(p, &batch);
         for (size_t off = 0; off < batch.n; off += p->batch_max) {
             size_t k = batch.n - off < p->batch_max ? batch.n - off : p->batch_max;
 
@@ -238,8 +284,8 @@ static void destroy(struct commit_pipeline *p)
     free(p);
 }
 
-int commit_pipeline_start(const struct commit_backend *backend, size_t batch_max, const char *name,
-                          const char *log_name, struct commit_pipeline **out)
+int commit_pipeline_start(const struct commit_backend *backend, size_t batch_max, size_t max_queued,
+                          const char *name, const char *log_name, struct commit_pipeline **out)
 {
     struct commit_pipeline *p;
 
@@ -256,6 +302,7 @@ int commit_pipeline_start(const struct commit_backend *backend, size_t batch_max
     }
     p->be = *backend;
     p->batch_max = batch_max;
+    p->max_queued = max_queued;
     snprintf(p->name, sizeof p->name, "%s", name);
     pthread_mutex_init(&p->q_mu, NULL);
     pthread_cond_init(&p->q_cv, NULL);
@@ -276,6 +323,23 @@ int commit_pipeline_start(const struct commit_backend *backend, size_t batch_max
     }
     *out = p;
     return 0;
+}
+
+void commit_pipeline_drain(struct commit_pipeline *p)
+{
+    struct item_vec left = {NULL, 0, 0};
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->q_mu);
+    p->draining = true;
+    left = p->q;
+    p->q = (struct item_vec){NULL, 0, 0};
+    pthread_mutex_unlock(&p->q_mu);
+    for (size_t i = 0; i < left.n; i++)
+        left.items[i].rc = BOOKS_EUNAVAIL;
+    if (left.n)
+        hand_over(p, left.items, left.n);
+    free(left.items);
 }
 
 void commit_pipeline_stop(struct commit_pipeline *p, struct commit_pipeline_stats *final)
@@ -308,4 +372,6 @@ void commit_pipeline_stats(const struct commit_pipeline *p, struct commit_pipeli
     out->rollbacks = atomic_load_explicit(&p->rollbacks, memory_order_relaxed);
     out->books_written = atomic_load_explicit(&p->books, memory_order_relaxed);
     out->largest_batch = atomic_load_explicit(&p->largest, memory_order_relaxed);
+    out->refused = atomic_load_explicit(&p->refused, memory_order_relaxed);
+    out->expired = atomic_load_explicit(&p->expired, memory_order_relaxed);
 }

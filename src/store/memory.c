@@ -1,4 +1,4 @@
-/* store_memory.c: the `memory:` backend, the default. Books live in this process only and are
+/* memory.c: the `memory:` backend, the default. Books live in this process only and are
  * gone when it exits.
  *
  * What it owns: one red-black tree (libbsd's <bsd/sys/tree.h>, a well-kept implementation rather
@@ -112,12 +112,12 @@ static int memory_get(struct store *s, const char *name, struct store_book **out
     return 0;
 }
 
-static int memory_list(struct store *s, const char *after_name, size_t limit,
+static int memory_list(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
                        struct store_book **out, size_t *n_out)
 {
     struct memory_store *ms = (struct memory_store *)s;
     struct memory_node *node;
-    size_t n = 0;
+    size_t n = 0, bytes = 0;
 
     if (limit == 0) {
         *n_out = 0;
@@ -136,18 +136,22 @@ static int memory_list(struct store *s, const char *after_name, size_t limit,
         if (node && strcmp(node->name, after_name) == 0)
             node = RB_NEXT(memory_tree, &ms->tree, node);
     }
-    for (; node && n < limit; node = RB_NEXT(memory_tree, &ms->tree, node))
+    for (; node && n < limit; node = RB_NEXT(memory_tree, &ms->tree, node)) {
         out[n++] = store_book_ref(node->book);
+        if (store_page_full(out, n, max_bytes, &bytes))
+            break;
+    }
     unlock(ms);
 
     *n_out = n;
     return 0;
 }
 
-static void memory_create(struct store *s, struct store_book *book, store_create_done_fn done,
-                          void *arg)
+static void memory_create(struct store *s, const struct store_create_req *req,
+                          store_create_done_fn done, void *arg)
 {
     struct memory_store *ms = (struct memory_store *)s;
+    struct store_book *book = req->book;
     struct memory_node *node;
     struct memory_node *taken;
     int rc = 0;

@@ -89,8 +89,8 @@ static void put(struct store *s, const char *id, const char *title, const char *
     snprintf(name, sizeof name, "books/%s", id);
     if (store_book_new(name, title, authors, n_authors, publisher, &b) != 0)
         abort();
-    store_create(s, b, created, &rc);
-    if (rc != 0) /* memory: answers before store_create() returns */
+    store_create_book(s, b, created, &rc);
+    if (rc != 0) /* memory: answers before store_create_book() returns */
         abort();
     store_book_unref(b);
 }

@@ -44,7 +44,8 @@ int create_sync(struct store *s, struct store_book *b)
     int rc;
 
     create_wait_init(&w);
-    store_create(s, b, create_wait_done, &w);
+    const struct store_create_req req = {.book = b};
+    store_create(s, &req, create_wait_done, &w);
     rc = create_wait_rc(&w);
     create_wait_cleanup(&w);
     return rc;

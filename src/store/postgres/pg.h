@@ -85,6 +85,7 @@ struct read_req {
     bool list;
     bool answered; /* done() already ran (the deadline passed): its result is dropped */
     size_t limit;
+    size_t max_bytes; /* list: the page's byte bound (store.h), 0: none */
     struct store_book **out;
     uint64_t deadline_ns;
     store_get_done_fn get_done;
@@ -121,18 +122,27 @@ struct pg_store {
     struct commit_pipeline *pipeline;
     struct link writer;
     const char **values; /* 4 per row: the columns of a batch, column by column */
+    struct commit_item **pending; /* the items of a batch still to write (WRITE_BATCH_MAX) */
     char *literals;      /* the rows' authors literals, one after another */
     size_t literals_cap;
     char *arrays;        /* the INSERT's four array parameters, one after another */
     size_t arrays_cap;
 
-    /* Read side. mu guards the queue and `closing`. */
+    /* Read side. mu guards the queue, `closing` and the sweeper's fields. Both condition variables
+     * wait on CLOCK_MONOTONIC. */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;       /* readers: work queued, or closing */
+    pthread_cond_t sweep_cv; /* the sweeper: an earlier deadline queued, or stop */
     struct read_req *head, *tail;
+    size_t n_queued, max_queued; /* max_queued 0: no cap */
     bool closing;
     struct reader *readers;
     size_t n_readers;
+    pthread_t sweeper;
+    bool sweeper_started, sweeper_stop;
+    uint64_t sweep_at_ns;    /* when the sweeper wakes next */
+    _Atomic bool draining;   /* shutdown: answer every read now (store_ops.drain) */
+    _Atomic size_t readers_up_now; /* readers with a connection (pg_link_state), for enqueue */
 
     /* Availability: state_mu guards these and serialises the listener's calls. */
     pthread_mutex_t state_mu;
@@ -157,18 +167,22 @@ void pg_link_down(struct pg_store *st, struct link *l, bool writer);
 /* Makes sure `l` has a working connection: 0, or BOOKS_EUNAVAIL while still down (no attempt
  * before the backoff has passed). The link's own thread. */
 int pg_link_ensure(struct pg_store *st, struct link *l, bool writer);
-/* Sends what libpq has buffered, reading meanwhile. False: the connection broke. */
-bool pg_flush_all(PGconn *conn);
+/* Sends what libpq has buffered, reading meanwhile. False: the connection broke, or took no byte
+ * for as long as a query may run (pg_silence_ns, or 30 s without a statement_timeout). */
+bool pg_flush_all(struct pg_store *st, PGconn *conn);
 
 /* reads.c: the reader threads and the store's read operations. */
 void *pg_reader_main(void *reader);
+/* The sweeper thread (one per store): answers queued reads at their deadline. */
+void *pg_sweeper_main(void *store);
 void pg_get_async(struct store *s, const char *name, uint64_t deadline_ns,
                   store_get_done_fn done, void *arg);
-void pg_list_async(struct store *s, const char *after_name, size_t limit, struct store_book **out,
-                   uint64_t deadline_ns, store_list_done_fn done, void *arg);
+void pg_list_async(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
+                   struct store_book **out, uint64_t deadline_ns, store_list_done_fn done,
+                   void *arg);
 int pg_get(struct store *s, const char *name, struct store_book **out);
-int pg_list(struct store *s, const char *after_name, size_t limit, struct store_book **out,
-            size_t *n_out);
+int pg_list(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
+            struct store_book **out, size_t *n_out);
 
 /* writes.c: commit_backend.write_batch (commit_pipeline.h) for this store. Committer only. */
 int pg_write_batch(void *self, struct commit_item *items, size_t n);

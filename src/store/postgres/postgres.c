@@ -85,6 +85,7 @@ void pg_link_state(struct pg_store *st, struct link *l, bool writer, bool up)
             st->readers_up++;
         else
             st->readers_up--;
+        atomic_store_explicit(&st->readers_up_now, st->readers_up, memory_order_relaxed);
         bool available = st->writer_up && st->readers_up > 0;
         if (available != st->available) {
             st->available = available;
@@ -171,14 +172,25 @@ int pg_link_ensure(struct pg_store *st, struct link *l, bool writer)
     return 0;
 }
 
-/* Sends what libpq has buffered, reading meanwhile so the server never blocks on us. */
-bool pg_flush_all(PGconn *conn)
+/* Sends what libpq has buffered, reading meanwhile so the server never blocks on us; a server that
+ * takes nothing for as long as a query may run is taken for dead. */
+bool pg_flush_all(struct pg_store *st, PGconn *conn)
 {
+    uint64_t silence = pg_silence_ns(st), progress = pg_now_ns();
     int f;
+    if (!silence)
+        silence = 30ull * 1000000000u;
     while ((f = PQflush(conn)) == 1) {
+        uint64_t now = pg_now_ns();
+        if (now >= progress + silence)
+            return false;
+        uint64_t ms = (progress + silence - now + 999999) / 1000000;
         struct pollfd p = {PQsocket(conn), POLLIN | POLLOUT, 0};
-        if (poll(&p, 1, -1) < 0)
+        int n = poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms);
+        if (n < 0)
             continue;
+        if (n > 0)
+            progress = pg_now_ns();
         if ((p.revents & POLLIN) && !PQconsumeInput(conn))
             return false;
     }
@@ -281,6 +293,7 @@ static void destroy(struct pg_store *st)
     free(st->readers);
     record_cache_free(st->cache);
     free(st->values);
+    free(st->pending);
     free(st->literals);
     free(st->arrays);
     if (st->conninfo) { /* it may hold a password: do not leave it in freed memory */
@@ -288,13 +301,17 @@ static void destroy(struct pg_store *st)
         free(st->conninfo);
     }
     pthread_cond_destroy(&st->cv);
+    pthread_cond_destroy(&st->sweep_cv);
     pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->state_mu);
     free(st);
 }
 
+/* Stops the readers (what they run is answered; they finish with it, each wait bounded) and the
+ * sweeper (which answers what is still queued). */
 static void stop_readers(struct pg_store *st)
 {
+    atomic_store(&st->draining, true);
     pthread_mutex_lock(&st->mu);
     st->closing = true;
     pthread_cond_broadcast(&st->cv);
@@ -302,6 +319,26 @@ static void stop_readers(struct pg_store *st)
     for (size_t i = 0; i < st->n_readers; i++)
         if (st->readers[i].started && pthread_join(st->readers[i].thread, NULL) != 0)
             abort();
+    pthread_mutex_lock(&st->mu);
+    st->sweeper_stop = true;
+    pthread_cond_signal(&st->sweep_cv);
+    pthread_mutex_unlock(&st->mu);
+    if (st->sweeper_started && pthread_join(st->sweeper, NULL) != 0)
+        abort();
+    st->sweeper_started = false;
+}
+
+/* store_ops.drain: every read queued or running is answered BOOKS_EUNAVAIL now, every create still
+ * queued too; a create being written is answered when its transaction ends. */
+static void pg_drain(struct store *s)
+{
+    struct pg_store *st = (struct pg_store *)s;
+    atomic_store(&st->draining, true);
+    pthread_mutex_lock(&st->mu);
+    pthread_cond_broadcast(&st->cv);
+    pthread_cond_signal(&st->sweep_cv);
+    pthread_mutex_unlock(&st->mu);
+    commit_pipeline_drain(st->pipeline);
 }
 
 static void pg_close(struct store *s)
@@ -328,10 +365,10 @@ static void pg_close(struct store *s)
     destroy(st);
 }
 
-static void pg_create(struct store *s, struct store_book *book, store_create_done_fn done,
-                      void *arg)
+static void pg_create(struct store *s, const struct store_create_req *req,
+                      store_create_done_fn done, void *arg)
 {
-    commit_pipeline_submit(((struct pg_store *)s)->pipeline, book, done, arg);
+    commit_pipeline_submit(((struct pg_store *)s)->pipeline, req, done, arg);
 }
 
 static const struct store_ops pg_ops = {
@@ -343,30 +380,8 @@ static const struct store_ops pg_ops = {
     .get_async = pg_get_async,
     .list_async = pg_list_async,
     .watch = pg_watch,
+    .drain = pg_drain,
 };
-
-int store_postgres_stats(struct store *s, struct store_postgres_stats *out)
-{
-    struct pg_store *st = (struct pg_store *)s;
-    struct commit_pipeline_stats ps = {0};
-    struct record_cache_stats cs;
-
-    if (!s || s->ops != &pg_ops || !out)
-        return BOOKS_EINVAL;
-    if (st->pipeline)
-        commit_pipeline_stats(st->pipeline, &ps);
-    record_cache_stats(st->cache, &cs);
-    out->read_round_trips = atomic_load(&st->st_round_trips);
-    out->reads = atomic_load(&st->st_reads);
-    out->cancels = atomic_load(&st->st_cancels);
-    out->reconnects = atomic_load(&st->st_reconnects);
-    out->transactions = ps.transactions;
-    out->books_written = ps.books_written;
-    out->largest_batch = ps.largest_batch;
-    out->cache_hits = cs.hits;
-    out->cache_misses = cs.misses;
-    return 0;
-}
 
 int store_postgres_open(const char *uri, const struct store_limits *limits, struct store **out,
                         char *err, size_t errlen)
@@ -382,8 +397,18 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
     if (!st)
         return BOOKS_ENOMEM;
     pthread_mutex_init(&st->mu, NULL);
-    pthread_cond_init(&st->cv, NULL);
+    {
+        /* Readers and the sweeper wait for deadlines, which are CLOCK_MONOTONIC times. */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&st->cv, &ca);
+        pthread_cond_init(&st->sweep_cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     pthread_mutex_init(&st->state_mu, NULL);
+    st->max_queued = limits->max_queued;
+    st->sweep_at_ns = UINT64_MAX;
     st->base.ops = &pg_ops;
     /* libpq wants the scheme back: "postgresql:" + what followed it. */
     {
@@ -406,7 +431,8 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
     if (limits->memory_bytes && cache_bytes > limits->memory_bytes)
         cache_bytes = limits->memory_bytes;
     st->values = malloc(4 * WRITE_BATCH_MAX * sizeof *st->values);
-    if (!st->values || record_cache_new(cache_bytes, &st->cache) != 0) {
+    st->pending = malloc(WRITE_BATCH_MAX * sizeof *st->pending);
+    if (!st->values || !st->pending || record_cache_new(cache_bytes, &st->cache) != 0) {
         destroy(st);
         return BOOKS_ENOMEM;
     }
@@ -459,9 +485,16 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
         }
         rd->started = true;
     }
+    if (pthread_create(&st->sweeper, NULL, pg_sweeper_main, st) != 0) {
+        books_format_err(err, errlen, "PostgreSQL at %s: cannot start a thread", st->shown);
+        stop_readers(st);
+        destroy(st);
+        return BOOKS_EIO;
+    }
+    st->sweeper_started = true;
     const struct commit_backend backend = {.self = st, .write_batch = pg_write_batch};
-    rc = commit_pipeline_start(&backend, st->prm.group_commit ? WRITE_BATCH_MAX : 1, "books-pg",
-                               st->shown, &st->pipeline);
+    rc = commit_pipeline_start(&backend, st->prm.group_commit ? WRITE_BATCH_MAX : 1,
+                               limits->max_queued, "books-pg", st->shown, &st->pipeline);
     if (rc != 0) {
         books_format_err(err, errlen, "PostgreSQL at %s: cannot start the commit threads",
                          st->shown);

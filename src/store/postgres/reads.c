@@ -1,11 +1,24 @@
 /* reads.c: the postgresql: store's reads (pg.h). Each reader thread owns one connection in libpq's
- * pipeline mode and serves the shared queue: it takes everything queued (at most READ_BATCH_MAX),
- * sends it as prepared statements with binary results and one Sync, and reads the answers in
- * order, so many calls in flight share few connections and one round trip per batch. A request
- * whose deadline passes is answered BOOKS_EDEADLINE then (its result, when it comes, is dropped),
- * and once every request of a batch has been answered that way the reader cancels what the
- * connection runs (PQcancel): nobody waits for it. A broken connection fails the requests caught
- * in it with BOOKS_EUNAVAIL and is reconnected with backoff (pg_link_ensure). */
+ * pipeline mode and serves the shared queue: it takes what is queued (at most READ_BATCH_MAX
+ * requests, of them at most LISTS_PER_BATCH pages), sends it as prepared statements with binary
+ * results and one Sync, and reads the answers in order, so many calls in flight share few
+ * connections and one round trip per batch.
+ *
+ * Every wait has a bound:
+ *  - a queued request is answered BOOKS_EDEADLINE at its deadline by the sweeper thread, whatever
+ *    the readers are doing; the queue holds at most max_queued requests (then BOOKS_EBUSY), and
+ *    while no reader has a connection a request is answered BOOKS_EUNAVAIL at once;
+ *  - a request being run is answered BOOKS_EDEADLINE at its deadline by its reader; once every
+ *    request of the batch is answered, the query is cancelled in the database (PQcancel, on a
+ *    thread of its own: it connects, and must not block the reader) and the reader waits at most
+ *    CANCEL_GRACE_NS more for the results before it drops the connection;
+ *  - no result, and no byte sent, for longer than any query may run (statement_timeout + 5 s)
+ *    means the link is dead;
+ *  - a list never fetches much more than its page's bytes: the query itself cuts the page
+ *    (STORE_POSTGRES_LIST_*_SQL), so no PGresult holds a thousand large rows.
+ * Links: a reader whose connection breaks, or whose idle connection the server closes (noticed
+ * within IDLE_CHECK_NS), reconnects on its own with backoff before it takes more work, so no
+ * caller meets a dead connection after an outage; pg_link_state() tells the store's listener. */
 #include "pg.h"
 
 #include <limits.h>
@@ -21,6 +34,19 @@
 
 /* Reads one reader sends in one pipeline (one Sync, one round trip). */
 #define READ_BATCH_MAX 64
+/* Pages in one pipeline: their results arrive into libpq's buffer together, each up to a page's
+ * bytes. */
+#define LISTS_PER_BATCH 2
+/* An idle reader looks at its connection this often (a server that restarted closed it). */
+#define IDLE_CHECK_NS (500ull * 1000000u)
+/* After the cancel, how long a reader waits for the results of a batch nobody waits for. */
+#define CANCEL_GRACE_NS (5ull * 1000000000u)
+/* Cancel requests in flight at once (each a short-lived thread); more are skipped: the
+ * statement_timeout ends those queries anyway. */
+#define MAX_CANCELS 4
+/* With statement_timeout 0 a query may run for ever; a silent connection is still taken for dead
+ * after this long (libpq's TCP keepalives, set in conn.c, notice a dead peer sooner). */
+#define UNBOUNDED_SILENCE_NS (300ull * 1000000000u)
 
 /* Builds the record of row `i` of a binary result (name, display_name, publisher, authors). */
 static int row_book(const PGresult *res, int i, struct store_book **out)
@@ -49,12 +75,10 @@ static int row_book(const PGresult *res, int i, struct store_book **out)
     return rc;
 }
 
-/* ---- reads ----------------------------------------------------------------------------------- */
+/* ---- answering ------------------------------------------------------------------------------- */
 
-static void answer_read(struct pg_store *st, struct read_req *r, int rc, struct store_book *book,
-                        size_t n)
+static void answer_read(struct read_req *r, int rc, struct store_book *book, size_t n)
 {
-    (void)st;
     if (r->answered) {
         store_book_unref(book);
         return;
@@ -71,11 +95,12 @@ static void finish_read(struct pg_store *st, PGconn *conn, struct read_req *r,
                         const PGresult *res)
 {
     int rows, rc = 0;
+    size_t bytes = 0, n = 0;
 
     if (r->answered)
         return;
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        answer_read(st, r, pg_error(conn, res), NULL, 0);
+        answer_read(r, pg_error(conn, res), NULL, 0);
         return;
     }
     rows = PQntuples(res);
@@ -85,67 +110,157 @@ static void finish_read(struct pg_store *st, PGconn *conn, struct read_req *r,
         if (rc == 0 && record_cache_enabled(st->cache))
             record_cache_put(st->cache, b,
                              record_cache_hash(st->cache, b->name, strlen(b->name)));
-        answer_read(st, r, rc, b, 0);
+        answer_read(r, rc, b, 0);
         return;
     }
     if ((size_t)rows > r->limit)
         rc = BOOKS_ECORRUPT;
+    /* The query cut the page by its estimate of the bytes; the records' own sizes decide. */
     for (int i = 0; rc == 0 && i < rows; i++) {
-        rc = row_book(res, i, &r->out[i]);
-        if (rc != 0)
-            for (int k = 0; k < i; k++)
-                store_book_unref(r->out[k]);
+        rc = row_book(res, i, &r->out[n]);
+        if (rc == 0 && store_page_full(r->out, ++n, r->max_bytes, &bytes))
+            break;
     }
-    answer_read(st, r, rc, NULL, rc == 0 ? (size_t)rows : 0);
+    if (rc != 0)
+        for (size_t k = 0; k < n; k++)
+            store_book_unref(r->out[k]);
+    answer_read(r, rc, NULL, rc == 0 ? n : 0);
+}
+
+/* ---- cancelling ------------------------------------------------------------------------------ */
+
+static _Atomic int cancels_running;
+
+static void *cancel_main(void *arg)
+{
+    PGcancel *c = arg;
+    char why[256];
+    pthread_setname_np(pthread_self(), "books-pg-cancel");
+    (void)PQcancel(c, why, sizeof why);
+    PQfreeCancel(c);
+    atomic_fetch_sub(&cancels_running, 1);
+    return NULL;
+}
+
+/* Asks the server to cancel what `conn` runs, without waiting: PQcancel opens a connection of its
+ * own and waits for the server, so it runs on a detached thread that owns only the PGcancel
+ * object. True when a cancel was sent off. */
+static bool cancel_async(struct pg_store *st, PGconn *conn)
+{
+    pthread_attr_t attr;
+    pthread_t t;
+    PGcancel *c;
+    bool started = false;
+
+    if (atomic_fetch_add(&cancels_running, 1) >= MAX_CANCELS) {
+        atomic_fetch_sub(&cancels_running, 1);
+        return false;
+    }
+    c = PQgetCancel(conn);
+    if (c && pthread_attr_init(&attr) == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        started = pthread_create(&t, &attr, cancel_main, c) == 0;
+        pthread_attr_destroy(&attr);
+    }
+    if (!started) {
+        PQfreeCancel(c);
+        atomic_fetch_sub(&cancels_running, 1);
+        return false;
+    }
+    atomic_fetch_add_explicit(&st->st_cancels, 1, memory_order_relaxed);
+    return true;
+}
+
+/* ---- one batch ------------------------------------------------------------------------------- */
+
+static bool draining(struct pg_store *st)
+{
+    return atomic_load_explicit(&st->draining, memory_order_relaxed);
 }
 
 /* Waits until a result can be read without blocking. Meanwhile answers each request of
- * batch[from..n) whose deadline passes with BOOKS_EDEADLINE, and once all of them are answered,
- * cancels what the connection is running (nobody waits for it). False: the connection broke. */
+ * batch[from..n) whose deadline passes with BOOKS_EDEADLINE (every one of them, with
+ * BOOKS_EUNAVAIL, once the store drains), and once all of them are answered cancels what the
+ * connection runs and gives it CANCEL_GRACE_NS. False: the connection broke, fell silent, or is
+ * given up. */
 static bool wait_result(struct reader *rd, struct read_req **batch, size_t from, size_t n,
-                        bool *cancelled)
+                        bool *cancelled, uint64_t *given_up_at)
 {
     PGconn *conn = rd->link.conn;
     uint64_t heard = pg_now_ns(), silence = pg_silence_ns(rd->st);
 
+    if (!silence)
+        silence = UNBOUNDED_SILENCE_NS;
     while (PQisBusy(conn)) {
-        uint64_t now = pg_now_ns(), next = silence ? heard + silence : 0;
-        if (silence && now >= heard + silence)
+        uint64_t now = pg_now_ns(), next = heard + silence;
+        bool drain = draining(rd->st), all_answered = true;
+        if (now >= heard + silence)
             return false; /* nothing for longer than any query may run: the link is dead */
-        bool all_answered = true;
         for (size_t i = from; i < n; i++) {
             struct read_req *r = batch[i];
-            if (!r->answered && r->deadline_ns && r->deadline_ns <= now)
-                answer_read(rd->st, r, BOOKS_EDEADLINE, NULL, 0);
+            if (!r->answered && drain)
+                answer_read(r, BOOKS_EUNAVAIL, NULL, 0);
+            else if (!r->answered && r->deadline_ns && r->deadline_ns <= now)
+                answer_read(r, BOOKS_EDEADLINE, NULL, 0);
             if (!r->answered) {
                 all_answered = false;
-                if (r->deadline_ns && (!next || r->deadline_ns < next))
+                if (r->deadline_ns && r->deadline_ns < next)
                     next = r->deadline_ns;
             }
         }
-        if (all_answered && from < n && !*cancelled) {
-            char why[256];
-            PGcancel *c = PQgetCancel(conn);
-            if (c && PQcancel(c, why, sizeof why))
-                atomic_fetch_add_explicit(&rd->st->st_cancels, 1, memory_order_relaxed);
-            PQfreeCancel(c);
-            *cancelled = true;
+        if (all_answered && from < n) {
+            if (drain && *cancelled)
+                return false; /* shutting down: no grace, drop the connection */
+            if (!*cancelled) {
+                cancel_async(rd->st, conn);
+                *cancelled = true;
+                *given_up_at = now;
+            }
+            if (now >= *given_up_at + CANCEL_GRACE_NS)
+                return false; /* the server keeps running it: drop the connection instead */
+            if (*given_up_at + CANCEL_GRACE_NS < next)
+                next = *given_up_at + CANCEL_GRACE_NS;
         }
-        int timeout = -1;
-        if (next) {
-            uint64_t ms = (next - now + 999999) / 1000000;
-            timeout = ms > INT_MAX ? INT_MAX : (int)ms;
-        }
+        if (drain && next > now + 100000000u)
+            next = now + 100000000u;
+        uint64_t ms = (next - now + 999999) / 1000000;
         struct pollfd p = {PQsocket(conn), POLLIN, 0};
-        if (poll(&p, 1, timeout) > 0) {
+        int ready = poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms);
+        if (ready > 0) {
             if (!PQconsumeInput(conn))
                 return false;
             heard = pg_now_ns();
         }
         if (PQstatus(conn) != CONNECTION_OK)
             return false;
+        /* Not checking `drain` before the loop's end: a batch whose every request is answered
+         * is cancelled above and given CANCEL_GRACE_NS, like one whose deadlines passed. */
     }
     return true;
+}
+
+static void bind_read(const struct read_req *r, char limit[24], char bytes[24],
+                      const char **stmt, const char *values[3], int *nvalues)
+{
+    snprintf(limit, 24, "%zu", r->limit);
+    /* 0 (no bound) as the largest byte count PostgreSQL's bigint comparison takes. */
+    snprintf(bytes, 24, "%zu", r->max_bytes ? r->max_bytes : (size_t)INT64_MAX);
+    if (!r->list) {
+        *stmt = "get";
+        values[0] = r->key;
+        *nvalues = 1;
+    } else if (r->key[0] == '\0') {
+        *stmt = "list_first";
+        values[0] = limit;
+        values[1] = bytes;
+        *nvalues = 2;
+    } else {
+        *stmt = "list_after";
+        values[0] = r->key;
+        values[1] = limit;
+        values[2] = bytes;
+        *nvalues = 3;
+    }
 }
 
 /* One round trip for batch[0..n) on the reader's connection. */
@@ -154,41 +269,25 @@ static void run_batch(struct reader *rd, struct read_req **batch, size_t n)
     struct pg_store *st = rd->st;
     PGconn *conn = rd->link.conn;
     bool cancelled = false, broken = false;
+    uint64_t given_up_at = 0;
     size_t i = 0;
 
     for (size_t k = 0; k < n && !broken; k++) {
-        struct read_req *r = batch[k];
-        char limit[24];
-        const char *values[2];
+        char limit[24], bytes[24];
+        const char *values[3], *stmt;
         int nvalues;
-        const char *stmt;
-
-        snprintf(limit, sizeof limit, "%zu", r->limit);
-        if (!r->list) {
-            stmt = "get";
-            values[0] = r->key;
-            nvalues = 1;
-        } else if (r->key[0] == '\0') {
-            stmt = "list_first";
-            values[0] = limit;
-            nvalues = 1;
-        } else {
-            stmt = "list_after";
-            values[0] = r->key;
-            values[1] = limit;
-            nvalues = 2;
-        }
+        bind_read(batch[k], limit, bytes, &stmt, values, &nvalues);
         /* Text parameters, binary results (resultFormat 1): lengths exact, arrays unquoted. */
         broken = !PQsendQueryPrepared(conn, stmt, nvalues, values, NULL, NULL, 1);
     }
-    broken = broken || !PQpipelineSync(conn) || !pg_flush_all(conn);
+    broken = broken || !PQpipelineSync(conn) || !pg_flush_all(st, conn);
     atomic_fetch_add_explicit(&st->st_round_trips, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->st_reads, n, memory_order_relaxed);
 
     /* Each query's results end with a NULL; the batch ends with PGRES_PIPELINE_SYNC. */
     for (i = 0; i < n && !broken; i++) {
         PGresult *res, *first = NULL;
-        if (!wait_result(rd, batch, i, n, &cancelled)) {
+        if (!wait_result(rd, batch, i, n, &cancelled, &given_up_at)) {
             broken = true;
             break;
         }
@@ -197,7 +296,7 @@ static void run_batch(struct reader *rd, struct read_req **batch, size_t n)
                 first = res;
             else
                 PQclear(res);
-            if (!wait_result(rd, batch, i, n, &cancelled)) {
+            if (!wait_result(rd, batch, i, n, &cancelled, &given_up_at)) {
                 broken = true;
                 break;
             }
@@ -208,38 +307,91 @@ static void run_batch(struct reader *rd, struct read_req **batch, size_t n)
     }
     if (!broken) {
         PGresult *res;
-        if (wait_result(rd, batch, n, n, &cancelled) && (res = PQgetResult(conn)) != NULL &&
-            PQresultStatus(res) == PGRES_PIPELINE_SYNC)
+        if (wait_result(rd, batch, n, n, &cancelled, &given_up_at) &&
+            (res = PQgetResult(conn)) != NULL && PQresultStatus(res) == PGRES_PIPELINE_SYNC)
             PQclear(res);
         else
             broken = true;
     }
     if (broken) {
-        log_msg(LOG_WARNING, "PostgreSQL at %s: a read connection broke: %.200s", st->shown,
-                PQerrorMessage(conn));
+        if (!cancelled)
+            log_msg(LOG_WARNING, "PostgreSQL at %s: a read connection broke: %.200s", st->shown,
+                    PQerrorMessage(conn));
         for (; i < n; i++)
-            answer_read(st, batch[i], BOOKS_EUNAVAIL, NULL, 0);
+            answer_read(batch[i], BOOKS_EUNAVAIL, NULL, 0);
         pg_link_down(st, &rd->link, false);
     }
 }
 
-/* Takes up to `max` queued requests, waiting for one; 0 once closing and empty. */
-static size_t take_reads(struct pg_store *st, struct read_req **batch, size_t max)
+/* ---- the queue ------------------------------------------------------------------------------- */
+
+/* Unlinks r (its predecessor prev, NULL for the head) from the queue. st->mu held. */
+static void unlink_req(struct pg_store *st, struct read_req *prev, struct read_req *r)
 {
-    size_t n = 0;
-    pthread_mutex_lock(&st->mu);
-    while (!st->head && !st->closing)
-        pthread_cond_wait(&st->cv, &st->mu);
-    while (st->head && n < max) {
-        batch[n++] = st->head;
-        st->head = st->head->next;
-    }
-    if (!st->head)
-        st->tail = NULL;
+    if (prev)
+        prev->next = r->next;
     else
+        st->head = r->next;
+    if (st->tail == r)
+        st->tail = prev;
+    st->n_queued--;
+}
+
+/* Takes up to READ_BATCH_MAX queued requests (at most LISTS_PER_BATCH of them pages), in queue
+ * order, skipping pages past that cap for the next batch. st->mu held. */
+static size_t take_batch(struct pg_store *st, struct read_req **batch)
+{
+    struct read_req *prev = NULL, *r = st->head;
+    size_t n = 0, lists = 0;
+    while (r && n < READ_BATCH_MAX) {
+        struct read_req *next = r->next;
+        if (r->list && lists == LISTS_PER_BATCH) {
+            prev = r;
+        } else {
+            lists += r->list;
+            unlink_req(st, prev, r);
+            batch[n++] = r;
+        }
+        r = next;
+    }
+    if (st->head)
         pthread_cond_signal(&st->cv); /* more for another reader */
-    pthread_mutex_unlock(&st->mu);
     return n;
+}
+
+/* Makes sure the reader has a connection, waiting out the backoff (woken early by closing). True
+ * when it has one; false when closing or still down. st->mu not held. */
+static bool reader_link(struct reader *rd)
+{
+    struct pg_store *st = rd->st;
+    if (pg_link_ensure(st, &rd->link, false) == 0)
+        return true;
+    pthread_mutex_lock(&st->mu);
+    if (!st->closing) {
+        struct timespec until;
+        uint64_t at = rd->link.retry_at_ns;
+        /* pthread condition variables here wait on CLOCK_MONOTONIC (pg_store_init_sync). */
+        until.tv_sec = (time_t)(at / 1000000000u);
+        until.tv_nsec = (long)(at % 1000000000u);
+        pthread_cond_timedwait(&st->cv, &st->mu, &until);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return false;
+}
+
+/* An idle connection that the server closed (a restart, pg_terminate_backend) is readable: notice
+ * it now rather than when a caller's query meets it. */
+static void check_idle_link(struct reader *rd)
+{
+    PGconn *conn = rd->link.conn;
+    struct pollfd p = {PQsocket(conn), POLLIN, 0};
+    if (poll(&p, 1, 0) <= 0)
+        return;
+    if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK) {
+        log_msg(LOG_WARNING, "PostgreSQL at %s: an idle read connection was closed: %.200s",
+                rd->st->shown, PQerrorMessage(conn));
+        pg_link_down(rd->st, &rd->link, false);
+    }
 }
 
 void *pg_reader_main(void *arg)
@@ -247,39 +399,119 @@ void *pg_reader_main(void *arg)
     struct reader *rd = arg;
     struct pg_store *st = rd->st;
     struct read_req *batch[READ_BATCH_MAX];
-    size_t n;
 
     pthread_setname_np(pthread_self(), "books-pg-read");
-    while ((n = take_reads(st, batch, READ_BATCH_MAX)) > 0) {
-        if (pg_link_ensure(st, &rd->link, false) != 0) {
+    for (;;) {
+        size_t n = 0;
+        if (!rd->link.conn && !reader_link(rd)) {
+            pthread_mutex_lock(&st->mu);
+            bool done = st->closing;
+            pthread_mutex_unlock(&st->mu);
+            if (done)
+                return NULL;
+            continue;
+        }
+        pthread_mutex_lock(&st->mu);
+        if (!st->head && !st->closing) {
+            struct timespec until;
+            uint64_t at = pg_now_ns() + IDLE_CHECK_NS;
+            until.tv_sec = (time_t)(at / 1000000000u);
+            until.tv_nsec = (long)(at % 1000000000u);
+            pthread_cond_timedwait(&st->cv, &st->mu, &until);
+        }
+        if (st->closing && !st->head) {
+            pthread_mutex_unlock(&st->mu);
+            return NULL;
+        }
+        n = take_batch(st, batch);
+        pthread_mutex_unlock(&st->mu);
+        if (n == 0) {
+            check_idle_link(rd);
+            continue;
+        }
+        if (PQstatus(rd->link.conn) != CONNECTION_OK)
+            pg_link_down(st, &rd->link, false);
+        if (!rd->link.conn) {
             for (size_t i = 0; i < n; i++)
-                answer_read(st, batch[i], BOOKS_EUNAVAIL, NULL, 0);
+                answer_read(batch[i], BOOKS_EUNAVAIL, NULL, 0);
         } else {
             run_batch(rd, batch, n);
         }
         for (size_t i = 0; i < n; i++)
             free(batch[i]);
     }
+}
+
+/* The sweeper: answers queued requests at their deadline (the readers may all be busy, or be
+ * reconnecting) and, once the store drains, every queued request. */
+void *pg_sweeper_main(void *arg)
+{
+    struct pg_store *st = arg;
+    pthread_setname_np(pthread_self(), "books-pg-sweep");
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        uint64_t now = pg_now_ns(), next = now + 1000000000u;
+        bool drain = draining(st);
+        struct read_req *expired = NULL, *prev = NULL, *r = st->head;
+        while (r) {
+            struct read_req *following = r->next;
+            if (drain || (r->deadline_ns && r->deadline_ns <= now)) {
+                unlink_req(st, prev, r);
+                r->next = expired;
+                expired = r;
+            } else {
+                if (r->deadline_ns && r->deadline_ns < next)
+                    next = r->deadline_ns;
+                prev = r;
+            }
+            r = following;
+        }
+        if (expired) {
+            pthread_mutex_unlock(&st->mu);
+            while (expired) {
+                r = expired;
+                expired = r->next;
+                answer_read(r, drain ? BOOKS_EUNAVAIL : BOOKS_EDEADLINE, NULL, 0);
+                free(r);
+            }
+            pthread_mutex_lock(&st->mu);
+            continue;
+        }
+        if (st->sweeper_stop)
+            break;
+        st->sweep_at_ns = next;
+        struct timespec until = {(time_t)(next / 1000000000u), (long)(next % 1000000000u)};
+        pthread_cond_timedwait(&st->sweep_cv, &st->mu, &until);
+    }
+    pthread_mutex_unlock(&st->mu);
     return NULL;
 }
 
 static void enqueue(struct pg_store *st, struct read_req *r)
 {
-    bool refused;
+    int refused = 0;
     r->next = NULL;
     pthread_mutex_lock(&st->mu);
-    refused = st->closing;
+    if (st->closing || draining(st))
+        refused = BOOKS_EUNAVAIL;
+    else if (!atomic_load_explicit(&st->readers_up_now, memory_order_relaxed))
+        refused = BOOKS_EUNAVAIL; /* no reader has a connection: an outage; fail fast */
+    else if (st->max_queued && st->n_queued >= st->max_queued)
+        refused = BOOKS_EBUSY;
     if (!refused) {
         if (st->tail)
             st->tail->next = r;
         else
             st->head = r;
         st->tail = r;
+        st->n_queued++;
         pthread_cond_signal(&st->cv);
+        if (r->deadline_ns && r->deadline_ns < st->sweep_at_ns)
+            pthread_cond_signal(&st->sweep_cv);
     }
     pthread_mutex_unlock(&st->mu);
     if (refused) {
-        answer_read(st, r, BOOKS_EUNAVAIL, NULL, 0);
+        answer_read(r, refused, NULL, 0);
         free(r);
     }
 }
@@ -294,7 +526,7 @@ static struct read_req *new_req(const char *key)
 }
 
 void pg_get_async(struct store *s, const char *name, uint64_t deadline_ns,
-                         store_get_done_fn done, void *arg)
+                  store_get_done_fn done, void *arg)
 {
     struct pg_store *st = (struct pg_store *)s;
     struct read_req *r;
@@ -323,9 +555,9 @@ void pg_get_async(struct store *s, const char *name, uint64_t deadline_ns,
     enqueue(st, r);
 }
 
-void pg_list_async(struct store *s, const char *after_name, size_t limit,
-                          struct store_book **out, uint64_t deadline_ns, store_list_done_fn done,
-                          void *arg)
+void pg_list_async(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
+                   struct store_book **out, uint64_t deadline_ns, store_list_done_fn done,
+                   void *arg)
 {
     struct pg_store *st = (struct pg_store *)s;
     struct read_req *r;
@@ -341,6 +573,7 @@ void pg_list_async(struct store *s, const char *after_name, size_t limit,
     }
     r->list = true;
     r->limit = limit;
+    r->max_bytes = max_bytes;
     r->out = out;
     r->deadline_ns = deadline_ns;
     r->list_done = done;
@@ -411,15 +644,14 @@ int pg_get(struct store *s, const char *name, struct store_book **out)
     return w.rc;
 }
 
-int pg_list(struct store *s, const char *after_name, size_t limit, struct store_book **out,
-                   size_t *n_out)
+int pg_list(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
+            struct store_book **out, size_t *n_out)
 {
     struct waiter w;
     waiter_init(&w);
-    pg_list_async(s, after_name, limit, out, 0, got_list, &w);
+    pg_list_async(s, after_name, limit, max_bytes, out, 0, got_list, &w);
     waiter_wait(&w);
     if (w.rc == 0)
         *n_out = w.n;
     return w.rc;
 }
-

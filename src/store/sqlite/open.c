@@ -689,7 +689,8 @@ int store_sqlite_open(const char *rest, const struct store_limits *limits, struc
     ss->n_readers = 1;
     const struct commit_backend backend = {
         .self = ss, .write_batch = sq_write_batch, .idle = sq_maybe_checkpoint};
-    rc = commit_pipeline_start(&backend, ss->batch_max, "books", ss->shown, &ss->pipeline);
+    rc = commit_pipeline_start(&backend, ss->batch_max, limits->max_queued, "books", ss->shown,
+                               &ss->pipeline);
     if (rc != 0) {
         books_format_err(err, errlen, "sqlite store \"%s\": cannot start the commit threads",
                          ss->shown);

@@ -42,6 +42,8 @@ static int row_to_book(sqlite3_stmt *st, const char *name, struct store_book **o
     for (const char *p = blob, *end = blob + len; p < end;
          p = (const char *)memchr(p, 0, (size_t)(end - p)) + 1)
         n_authors++;
+    if (n_authors > STORE_MAX_AUTHORS)
+        return BOOKS_ECORRUPT; /* store.h: more than any record of this API can have */
     if (n_authors > AUTHORS_ON_STACK) {
         authors = malloc(n_authors * sizeof(*authors));
         if (!authors)
@@ -208,7 +210,7 @@ static int sqlite_get(struct store *s, const char *name, struct store_book **out
 /* With the cache, the page's names come from SQLite (one walk of the primary key in a single
  * read transaction, so the page is one consistent snapshot) and each book from the cache, or on a
  * miss from `get` inside the same transaction. Without it, whole rows come from the walk. */
-static int sqlite_list(struct store *s, const char *after_name, size_t limit,
+static int sqlite_list(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
                        struct store_book **out, size_t *n_out)
 {
     struct sqlite_store *ss = (struct sqlite_store *)s;
@@ -216,7 +218,7 @@ static int sqlite_list(struct store *s, const char *after_name, size_t limit,
     bool cached = record_cache_enabled(ss->cache);
     struct reader *r;
     sqlite3_stmt *st;
-    size_t n = 0;
+    size_t n = 0, bytes = 0;
     int rc, step = SQLITE_DONE;
 
     if (limit == 0) {
@@ -260,8 +262,10 @@ static int sqlite_list(struct store *s, const char *after_name, size_t limit,
                     record_cache_put(ss->cache, out[n], hash);
             }
         }
-        if (rc == 0)
-            n++;
+        /* Rows are built one at a time as SQLite steps: the walk stops as soon as the page's bytes
+         * are there, so a page of large books never builds more than its byte bound. */
+        if (rc == 0 && store_page_full(out, ++n, max_bytes, &bytes))
+            break;
     }
     if (rc == 0 && step != SQLITE_ROW && step != SQLITE_DONE)
         rc = sq_map_rc(step);
@@ -279,12 +283,12 @@ static int sqlite_list(struct store *s, const char *after_name, size_t limit,
 /* ---- create: through the commit pipeline ------------------------------------------------------
  */
 
-static void sqlite_create(struct store *s, struct store_book *book, store_create_done_fn done,
-                          void *arg)
+static void sqlite_create(struct store *s, const struct store_create_req *req,
+                          store_create_done_fn done, void *arg)
 {
     struct sqlite_store *ss = (struct sqlite_store *)s;
 
-    commit_pipeline_submit(ss->pipeline, book, done, arg);
+    commit_pipeline_submit(ss->pipeline, req, done, arg);
 }
 
 /* The authors blob of `b` (see the top): *out, *len. Store records lay their strings out one after
