@@ -14,6 +14,7 @@
 #ifndef BOOKS_COMMIT_PIPELINE_H
 #define BOOKS_COMMIT_PIPELINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,7 +28,15 @@ struct commit_item {
     void *arg;
     uint64_t deadline_ns;      /* the caller's (store_create_req); 0: none. A backend may bound
                                 * the batch's transaction by the earliest one */
+    struct commit_pipeline *pipeline; /* the pipeline's own: see commit_pipeline_answer_now() */
+    bool answered;             /* the pipeline's own: answered before its batch ended */
 };
+
+/* For a backend whose write_batch takes several transactions (a create retried alone, callers
+ * whose deadline passed while the others go again): answers `it` with `rc` now, through the
+ * answerer, instead of when write_batch returns; the pipeline then leaves it alone (its rc is no
+ * longer read). Committer thread, inside write_batch, once per item at most. */
+void commit_pipeline_answer_now(struct commit_item *it, int rc);
 
 /* What a backend supplies. */
 struct commit_backend {

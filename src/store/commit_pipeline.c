@@ -60,11 +60,11 @@ static void stat_max(_Atomic uint64_t *m, uint64_t v)
         ;
 }
 
-/* Calls each done() in order and drops the queue's references. */
+/* Calls each done() in order (but of items answered already) and drops the queue's references. */
 static void answer(struct commit_item *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (p[i].done)
+        if (p[i].done && !p[i].answered)
             p[i].done(p[i].arg, p[i].rc);
         store_book_unref(p[i].book);
     }
@@ -102,8 +102,8 @@ void commit_pipeline_submit(struct commit_pipeline *p, const struct store_create
         }
     }
     if (rc == 0) {
-        p->q.items[p->q.n++] =
-            (struct commit_item){store_book_ref(book), 0, done, arg, req->deadline_ns};
+        p->q.items[p->q.n++] = (struct commit_item){
+            store_book_ref(book), 0, done, arg, req->deadline_ns, p, false};
         /* The committer waits only on an empty queue, so only the first entry needs a wake-up. */
         if (p->q.n == 1)
             pthread_cond_signal(&p->q_cv);
@@ -145,6 +145,17 @@ static void hand_over(struct commit_pipeline *p, struct commit_item *items, size
     pthread_mutex_unlock(&p->a_mu);
     if (inline_answer)
         answer(items, n);
+}
+
+void commit_pipeline_answer_now(struct commit_item *it, int rc)
+{
+    struct commit_item copy = *it;
+    if (it->answered)
+        return;
+    copy.rc = rc;
+    copy.book = store_book_ref(it->book); /* the copy's own, dropped when it is answered */
+    it->answered = true;
+    hand_over(it->pipeline, &copy, 1);
 }
 
 /* Waits until `q` (guarded by mu, signalled on cv) has entries or *closing is set, then swaps the
@@ -199,7 +210,7 @@ static void commit_batch(struct commit_pipeline *p, struct commit_item *items, s
     rc = p->be.write_batch(p->be.self, items, n);
     if (rc == 0) {
         for (size_t i = 0; i < n; i++)
-            written += items[i].rc == 0;
+            written += items[i].rc == 0 && !items[i].answered;
         atomic_fetch_add_explicit(&p->commits, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&p->books, written, memory_order_relaxed);
     } else {

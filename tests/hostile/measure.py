@@ -488,6 +488,9 @@ def main(argv=None):
     ap.add_argument("--via-nghttpx", action="store_true",
                     help="attack through nghttpx configured from docs/nghttpx.conf (as the README "
                     "recommends for self-hosting); RSS is still the server's")
+    ap.add_argument("--bounds", default="",
+                    help="override bounds of the attacks, NAME=INT,... (e.g. "
+                    "connections=64,total_bytes=67108864 for a bigger CONTINUATION flood)")
     ap.add_argument("--list", action="store_true", help="list the attacks and their bounds")
     args = ap.parse_args(argv)
     if args.list:
@@ -503,8 +506,13 @@ def main(argv=None):
     hostile.raise_nofile()
     rows = []
     started = time.strftime("%Y-%m-%d %H:%M:%S")
+    overrides = {}
+    for kv in filter(None, (x.strip() for x in args.bounds.split(","))):
+        k, _, v = kv.partition("=")
+        overrides[k] = float(v) if "." in v else int(v)
     for name in names:
         bounds = scaled(MEASURE_BOUNDS.get(name, {}), args.scale)
+        bounds.update({k: v for k, v in overrides.items() if k in bounds})
         print("== %s %s" % (name, bounds), flush=True)
         t = time.monotonic()
         r = measure_one(args.server, name, bounds, args.rss_limit_mib,

@@ -44,6 +44,8 @@
 /* Cancel requests in flight at once (each a short-lived thread); more are skipped: the
  * statement_timeout ends those queries anyway. */
 #define MAX_CANCELS 4
+/* While a query runs, a reader looks at the store's drain flag this often. */
+#define DRAIN_CHECK_NS (100ull * 1000000u)
 /* With statement_timeout 0 a query may run for ever; a silent connection is still taken for dead
  * after this long (libpq's TCP keepalives, set in conn.c, notice a dead peer sooner). */
 #define UNBOUNDED_SILENCE_NS (300ull * 1000000000u)
@@ -221,8 +223,9 @@ static bool wait_result(struct reader *rd, struct read_req **batch, size_t from,
             if (*given_up_at + CANCEL_GRACE_NS < next)
                 next = *given_up_at + CANCEL_GRACE_NS;
         }
-        if (drain && next > now + 100000000u)
-            next = now + 100000000u;
+        /* Look at the drain flag at least this often: a shutdown must not wait for a query. */
+        if (next > now + DRAIN_CHECK_NS)
+            next = now + DRAIN_CHECK_NS;
         uint64_t ms = (next - now + 999999) / 1000000;
         struct pollfd p = {PQsocket(conn), POLLIN, 0};
         int ready = poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms);

@@ -242,15 +242,15 @@ static int write_once(struct pg_store *st, struct commit_item *const *v, size_t 
     return rc;
 }
 
-/* Answers BOOKS_EDEADLINE for the items of v[0..*n) whose deadline has passed and keeps the rest
- * (in order) in v. */
+/* Answers BOOKS_EDEADLINE now for the items of v[0..*n) whose deadline has passed (nothing of
+ * theirs was written) and keeps the rest (in order) in v. */
 static void expire(struct commit_item **v, size_t *n)
 {
     uint64_t now = pg_now_ns();
     size_t kept = 0;
     for (size_t i = 0; i < *n; i++) {
         if (v[i]->deadline_ns && v[i]->deadline_ns <= now)
-            v[i]->rc = BOOKS_EDEADLINE;
+            commit_pipeline_answer_now(v[i], BOOKS_EDEADLINE);
         else
             v[kept++] = v[i];
     }
