@@ -172,7 +172,7 @@ stubs = os.path.join(work, "stubs")
 if not os.path.isdir(stubs):
     os.makedirs(stubs + ".tmp")
     protos = ["books/v1/books.proto", "google/api/field_behavior.proto",
-              "google/api/resource.proto", "google/api/annotations.proto", "google/api/http.proto",
+              "google/api/field_info.proto", "google/api/resource.proto", "google/api/annotations.proto", "google/api/http.proto",
               "google/api/client.proto", "grpc/health/v1/health.proto"]
     args = ["protoc", "-I" + os.path.join(src, "proto"), "-I" + googleapis, "-I" + grpc_protos,
             "-I" + os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"),

@@ -126,9 +126,16 @@ struct answer {
 
 static atomic_int answered;
 
-static void done(void *arg, int rc)
+/* done() calls that broke the contract: a book with every success, none otherwise. Counted here
+ * (done() runs on the answerer thread, where cmocka cannot fail a test), checked by wait_answers. */
+static atomic_int bad_made;
+
+static void done(void *arg, int rc, struct store_book *made)
 {
     struct answer *a = arg;
+    if ((rc == 0) != (made != NULL))
+        atomic_fetch_add(&bad_made, 1);
+    store_book_unref(made);
     a->rc = rc;
     a->thread = pthread_self();
     a->order = atomic_fetch_add(&answered, 1);
@@ -140,6 +147,7 @@ static void wait_answers(int n)
     for (int i = 0; i < 10000 && atomic_load(&answered) < n; i++)
         nanosleep(&(struct timespec){0, 1000000}, NULL);
     assert_true(atomic_load(&answered) >= n);
+    assert_int_equal(atomic_load(&bad_made), 0);
 }
 
 static struct store_book *book(const char *name)

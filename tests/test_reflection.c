@@ -51,7 +51,7 @@ static const char *const books_closure[] = {
     "books/v1/books.proto",      "google/api/annotations.proto",
     "google/api/http.proto",     "google/protobuf/descriptor.proto",
     "google/api/client.proto",   "google/api/field_behavior.proto",
-    "google/api/resource.proto",
+    "google/api/field_info.proto", "google/api/resource.proto",
 };
 
 /* ---- running the handler --------------------------------------------------------------------- */
@@ -498,9 +498,9 @@ static void test_all_extension_numbers_of_type(void **state)
 {
     struct fixture *f = *state;
     /* Exactly what the set's files declare (the google/api protos), sorted. */
-    static const int32_t field[] = {1052, 1055}, method[] = {1051, 72295728},
+    static const int32_t field[] = {1052, 1055, 291403980}, method[] = {1051, 72295728},
                          service[] = {1049, 1050}, message[] = {1053};
-    expect_numbers(f, "google.protobuf.FieldOptions", "google.protobuf.FieldOptions", 2, field);
+    expect_numbers(f, "google.protobuf.FieldOptions", "google.protobuf.FieldOptions", 3, field);
     expect_numbers(f, "google.protobuf.MethodOptions", "google.protobuf.MethodOptions", 2, method);
     expect_numbers(f, "google.protobuf.ServiceOptions", "google.protobuf.ServiceOptions", 2,
                    service);

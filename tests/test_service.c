@@ -143,6 +143,22 @@ static struct rpc_reply *create_book(struct fixture *f, const char *id, const ch
 
 static char *one_author[] = {"Author A"};
 
+/* CreateBook with an AIP-155 request_id. */
+static struct rpc_reply *create_with_request(struct fixture *f, const char *id, const char *title,
+                                             const char *request_id)
+{
+    Books__V1__Book book = BOOKS__V1__BOOK__INIT;
+    Books__V1__CreateBookRequest req = BOOKS__V1__CREATE_BOOK_REQUEST__INIT;
+    book.display_name = (char *)title;
+    book.n_authors = 1;
+    book.authors = one_author;
+    book.publisher = "P";
+    req.book = &book;
+    req.book_id = (char *)(id ? id : "");
+    req.request_id = (char *)request_id;
+    return call(f, svc_create_book, &req.base);
+}
+
 static void create_ok(struct fixture *f, const char *id)
 {
     struct rpc_reply *r = create_book(f, id, "Title", 1, one_author, "Publisher");
@@ -232,6 +248,41 @@ static void test_budget_bounds_pages_and_creates(void **state)
     assert_int_equal(get_book(f, "books/no-room")->error.code, BOOKS_ENOTFOUND);
 }
 
+/* ---- AIP-155 request ids ------------------------------------------------------------------------ */
+
+/* A retried CreateBook (the same request_id and request) answers with the first call's book,
+ * server-assigned name included, and makes no second book; a request_id in either case is one id;
+ * the same id with another request is FAILED_PRECONDITION (REQUEST_ID_REUSED, naming the id); an id
+ * that is not a UUID4 is a field violation. */
+static void test_request_id(void **state)
+{
+    struct fixture *f = *state;
+    char name[SVC_NAME_BYTES + 8];
+    const char *rid = "0f2b8c1e-9d4a-4f6b-8c2d-1e5f7a9b0c3d";
+    const char *rid_upper = "0F2B8C1E-9D4A-4F6B-8C2D-1E5F7A9B0C3D";
+
+    snprintf(name, sizeof name, "%s", book_of(create_with_request(f, NULL, "Once", rid))->name);
+    assert_string_equal(name, "books/gen-1");
+    assert_string_equal(book_of(create_with_request(f, NULL, "Once", rid))->name, name);
+    assert_string_equal(book_of(create_with_request(f, NULL, "Once", rid_upper))->name, name);
+    assert_int_equal(page_of(list_books(f, 10, NULL))->n_books, 1);
+
+    struct rpc_reply *r = create_with_request(f, NULL, "Another title", rid);
+    assert_int_equal(r->error.code, BOOKS_EREUSED);
+    assert_string_equal(r->error.reason, "REQUEST_ID_REUSED");
+    assert_non_null(strstr(r->error.message, rid));
+    /* A client-chosen id is part of the request too. */
+    r = create_with_request(f, "chosen", "Once", rid);
+    assert_int_equal(r->error.code, BOOKS_EREUSED);
+    assert_int_equal(page_of(list_books(f, 10, NULL))->n_books, 1);
+
+    static const char *const f_rid[] = {"request_id"};
+    static const char *const bad[] = {"not-a-uuid", "0f2b8c1e-9d4a-3f6b-8c2d-1e5f7a9b0c3d",
+                                      "0f2b8c1e9d4a4f6b8c2d1e5f7a9b0c3d", " " };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_field_error(create_with_request(f, NULL, "T", bad[i]), 1, f_rid);
+}
+
 /* ---- AIP-122 ids ------------------------------------------------------------------------------- */
 
 static void test_book_id_rule(void **state)
@@ -300,7 +351,7 @@ static void test_get_returns_created_book(void **state)
     assert_string_equal(b->publisher, "Allen & Unwin");
 }
 
-static void inner_done(void *arg, int rc);
+static void inner_done(void *arg, int rc, struct store_book *made);
 
 /* Records built with no encoder registered (store.h) have no wire form: the server then packs the
  * response whole, with the same result. A page that mixes both kinds is packed whole too. */
@@ -523,7 +574,11 @@ static void deferred_create(struct store *s, const struct store_create_req *req,
     d->book = store_book_ref(req->book);
 }
 static void deferred_close(struct store *s) { (void)s; }
-static void inner_done(void *arg, int rc) { *(int *)arg = rc; }
+static void inner_done(void *arg, int rc, struct store_book *made)
+{
+    *(int *)arg = rc;
+    store_book_unref(made);
+}
 
 static void test_create_answers_when_store_finishes(void **state)
 {
@@ -555,7 +610,7 @@ static void test_create_answers_when_store_finishes(void **state)
     assert_non_null(d.done);
     store_create_book(f->store, d.book, inner_done, &rc); /* the "commit" */
     assert_int_equal(rc, 0);
-    d.done(d.arg, 0);
+    d.done(d.arg, 0, store_book_ref(d.book));
     assert_int_equal(f->done_calls, 1);
     assert_string_equal(book_of(&f->reply)->name, "books/later");
     store_book_unref(d.book);
@@ -769,6 +824,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_book_id_rule),
         T(test_budget_bounds_pages_and_creates),
+        T(test_request_id),
         T(test_get_requires_name),
         T(test_get_malformed_names),
         T(test_get_not_found),

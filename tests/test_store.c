@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -611,6 +612,133 @@ static void test_list_byte_bound(void **state)
     }
 }
 
+/* ---- conformance: AIP-155 request ids -------------------------------------------------------- */
+
+#define RID_A "11111111-1111-4111-8111-111111111111"
+#define RID_B "22222222-2222-4222-8222-222222222222"
+
+/* A new record named `name` (caller drops it). */
+static struct store_book *new_named(const char *name, const char *title)
+{
+    struct store_book *b = NULL;
+    assert_int_equal(store_book_new(name, title, default_authors, 1, "Parnassus", &b), 0);
+    return b;
+}
+
+static size_t count_books(struct store *s)
+{
+    struct store_book *page[64];
+    size_t n = 0;
+    assert_int_equal(store_list(s, NULL, ARRAY_LEN(page), page, &n), 0);
+    unref_all(page, n);
+    return n;
+}
+
+/* A request id seen before answers with the book that first request made, whatever name the
+ * retry carries (a server-assigned id differs on every attempt), and makes no second book; the
+ * same id with another fingerprint is BOOKS_EREUSED; an id whose create failed (the name was
+ * taken) is not remembered. */
+static void test_request_id_replays_and_reuse(void **state)
+{
+    struct fresh *f = *state;
+    struct store_book *first = new_named("books/first-try", "One"), *made = NULL;
+    struct store_book *retry = new_named("books/second-try", "One"), *other = NULL;
+
+    assert_int_equal(create_sync_request(f->s, first, RID_A, 0xa1, &made), 0);
+    assert_non_null(made);
+    assert_string_equal(made->name, "books/first-try");
+    store_book_unref(made);
+    made = NULL;
+    assert_int_equal(create_sync_request(f->s, retry, RID_A, 0xa1, &made), 0);
+    assert_non_null(made);
+    assert_same_book(first, made); /* the first request's book, not the retry's */
+    store_book_unref(made);
+    made = NULL;
+    assert_int_equal(store_get(f->s, "books/second-try", &other), BOOKS_ENOTFOUND);
+    assert_int_equal(create_sync_request(f->s, retry, RID_A, 0xa2, &made), BOOKS_EREUSED);
+    assert_null(made);
+    assert_int_equal(count_books(f->s), 1);
+
+    /* The name is taken: BOOKS_EEXIST, and RID_B stays free for a create that succeeds. */
+    struct store_book *taken = new_named("books/first-try", "Two");
+    assert_int_equal(create_sync_request(f->s, taken, RID_B, 0xb1, &made), BOOKS_EEXIST);
+    assert_null(made);
+    assert_int_equal(create_sync_request(f->s, retry, RID_B, 0xb1, &made), 0);
+    assert_string_equal(made->name, "books/second-try");
+    store_book_unref(made);
+    assert_int_equal(count_books(f->s), 2);
+    store_book_unref(taken);
+    store_book_unref(first);
+    store_book_unref(retry);
+}
+
+/* Eight creates with one request id queued at once (a durable store writes them in one batch),
+ * each with its own name as server-assigned ids would be: exactly one book is made and every
+ * answer names it. */
+static void test_request_id_at_once(void **state)
+{
+    struct fresh *f = *state;
+    enum { N = 8 };
+    struct create_wait waits[N];
+    struct store_book *books[N];
+    char name[NAME_BYTES];
+
+    for (size_t i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "books/dup-req-%zu", i);
+        books[i] = new_named(name, "Same");
+        create_wait_init(&waits[i]);
+    }
+    for (size_t i = 0; i < N; i++) {
+        struct store_create_req req = {.book = books[i]};
+        snprintf(req.request_id, sizeof req.request_id, "%s", RID_A);
+        memset(req.request_hash, 0x5a, sizeof req.request_hash);
+        store_create(f->s, &req, create_wait_done, &waits[i]);
+    }
+    const char *winner = NULL;
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(create_wait_rc(&waits[i]), 0);
+        assert_non_null(waits[i].made);
+        if (!winner)
+            winner = waits[i].made->name;
+        assert_string_equal(waits[i].made->name, winner);
+    }
+    assert_int_equal(count_books(f->s), 1);
+    for (size_t i = 0; i < N; i++) {
+        create_wait_cleanup(&waits[i]);
+        store_book_unref(books[i]);
+    }
+}
+
+/* Request ids are kept for the retention (store_limits.request_ttl_s), then forgotten: the same id
+ * then makes a new book. A store forgets between its batches, so a create after the retention
+ * gives it the chance. */
+static void test_request_id_retention(void **state)
+{
+    struct fresh *f = *state;
+    const struct store_limits limits = {.request_ttl_s = 1};
+    char err[STORE_ERR_BYTES] = "";
+    struct store_book *a = new_named("books/kept", "K"), *b = new_named("books/later", "K");
+    struct store_book *nudge = new_named("books/nudge", "N"), *made = NULL;
+
+    /* Reopen the same data set with a retention of one second. */
+    store_close(f->s);
+    assert_int_equal(store_open(f->uri, &limits, &f->s, err, sizeof err), 0);
+    assert_int_equal(create_sync_request(f->s, a, RID_A, 0x11, &made), 0);
+    store_book_unref(made);
+    assert_int_equal(create_sync_request(f->s, b, RID_A, 0x11, &made), 0);
+    assert_string_equal(made->name, "books/kept"); /* still remembered */
+    store_book_unref(made);
+    nanosleep(&(struct timespec){2, 500000000}, NULL);
+    assert_int_equal(create_sync(f->s, nudge), 0);
+    assert_int_equal(create_sync_request(f->s, b, RID_A, 0x11, &made), 0);
+    assert_string_equal(made->name, "books/later"); /* forgotten: a new book */
+    store_book_unref(made);
+    assert_int_equal(count_books(f->s), 3);
+    store_book_unref(a);
+    store_book_unref(b);
+    store_book_unref(nudge);
+}
+
 /* A keyset walk with a small page sees every book exactly once, in order. */
 static void test_list_keyset_walk(void **state)
 {
@@ -1128,6 +1256,9 @@ static const struct CMUnitTest conformance[] = {
     cmocka_unit_test_setup_teardown(test_list_limits, open_fresh, close_fresh),
     cmocka_unit_test_setup_teardown(test_list_keyset_walk, open_fresh, close_fresh),
     cmocka_unit_test_setup_teardown(test_list_byte_bound, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_request_id_replays_and_reuse, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_request_id_at_once, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_request_id_retention, open_fresh, close_fresh),
     cmocka_unit_test_setup_teardown(test_concurrent_create_list_get, open_fresh, close_fresh),
 };
 

@@ -479,12 +479,12 @@ static void test_newer_schema(void **state)
     s = open_ok("sqlite:%s", f->db);
     assert_int_equal(create_simple(s, "books/old"), 0);
     store_close(s);
-    sql_exec(f->db, "PRAGMA user_version = 2");
+    sql_exec(f->db, "PRAGMA user_version = 3");
     snprintf(uri, sizeof(uri), "sqlite:%s", f->db);
     expect_open_fails(uri, f->db, BOOKS_ECORRUPT, "newer books-server");
 
     /* A books database that lost a table is damaged, not new. */
-    sql_exec(f->db, "PRAGMA user_version = 1; DROP TABLE meta");
+    sql_exec(f->db, "PRAGMA user_version = 2; DROP TABLE meta");
     expect_open_fails(uri, f->db, BOOKS_ECORRUPT, "damaged");
 }
 
@@ -989,7 +989,8 @@ static void test_list_uses_primary_key(void **state)
     assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(db,
-                                        "INSERT INTO books VALUES (printf('books/k%06d', ?1), "
+                                        "INSERT INTO books(name, display_name, publisher, "
+                                        "authors) VALUES (printf('books/k%06d', ?1), "
                                         "'T', 'P', CAST('A' || char(0) AS BLOB))",
                                         -1, &ins, NULL),
                      SQLITE_OK);
@@ -1061,7 +1062,8 @@ static void test_damaged_row(void **state)
 
     s = open_ok("sqlite:%s", f->db);
     store_close(s);
-    sql_exec(f->db, "INSERT INTO books VALUES ('books/bad', 'T', 'P', CAST('no-nul' AS BLOB))");
+    sql_exec(f->db, "INSERT INTO books(name, display_name, publisher, authors) "
+                    "VALUES ('books/bad', 'T', 'P', CAST('no-nul' AS BLOB))");
     s = open_ok("sqlite:%s", f->db);
     assert_int_equal(store_get(s, "books/bad", &got), BOOKS_ECORRUPT);
     assert_int_equal(store_list(s, NULL, 2, page, &n), BOOKS_ECORRUPT);

@@ -14,9 +14,9 @@
 #include <stdint.h>
 
 struct budget {
-    _Atomic size_t used; /* bytes charged now */
-    size_t limit;        /* bytes; 0: no limit (every try succeeds) */
-    _Atomic size_t peak; /* most bytes ever charged at once */
+    _Atomic size_t used;      /* bytes charged now */
+    size_t limit;             /* bytes; 0: no limit (every try succeeds) */
+    _Atomic size_t peak;      /* most bytes ever charged at once */
     _Atomic uint64_t refused; /* budget_try_charge() calls that did not fit */
 };
 

@@ -24,6 +24,11 @@
 struct commit_item {
     struct store_book *book;   /* the queue's reference; the backend only reads it */
     int rc;                    /* set by write_batch: 0 (written) or BOOKS_EEXIST (name taken) */
+    /* Set by write_batch with rc 0 when the create's request_id was seen before: a reference to
+     * the book that earlier request made, which the pipeline hands to done(). NULL: `book`. */
+    struct store_book *made;
+    char request_id[STORE_REQUEST_ID_CHARS + 1]; /* store_create_req's, "" for none */
+    uint8_t request_hash[STORE_REQUEST_HASH_BYTES];
     store_create_done_fn done; /* the pipeline's: who to tell */
     void *arg;
     uint64_t deadline_ns;      /* the caller's (store_create_req); 0: none. A backend may bound
@@ -77,8 +82,9 @@ struct commit_pipeline;
 int commit_pipeline_start(const struct commit_backend *backend, size_t batch_max, size_t max_queued,
                           const char *name, const char *log_name, struct commit_pipeline **out);
 
-/* Queues a create of req->book (the pipeline takes its own reference) and returns at once.
- * done(arg, rc) is called exactly once: 0 once the book is committed, BOOKS_EEXIST, the batch's
+/* Queues a create of req->book (the pipeline takes its own reference; the request id and hash are
+ * copied) and returns at once. done(arg, rc, made) is called exactly once (store.h says what `made`
+ * is): 0 once the book is committed, BOOKS_EEXIST, the item's own error, the batch's
  * error, BOOKS_EDEADLINE when req->deadline_ns passed while it was still queued (it was never
  * written), or, inline, BOOKS_EBUSY when max_queued creates are queued already, BOOKS_EUNAVAIL
  * after commit_pipeline_stop() began, BOOKS_ENOMEM when the queue cannot grow, BOOKS_EINVAL for a

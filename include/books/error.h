@@ -28,9 +28,16 @@ enum books_err {
     BOOKS_E2BIG = -13,     /* the request is larger than the server accepts    -> RESOURCE_EXHAUSTED */
     BOOKS_EBUSY = -14,     /* too much work in flight (a queue or the memory   -> UNAVAILABLE
                             * budget of calls in flight is full); nothing was done: retry later */
+    BOOKS_EUNKNOWN = -15,  /* a write whose outcome cannot be known (the        -> UNKNOWN
+                            * connection broke after COMMIT was sent) */
+    BOOKS_EABORTED = -16,  /* the store aborted it (serialization, deadlock)   -> ABORTED */
+    BOOKS_EREFUSED = -17,  /* the store refuses it and will go on refusing     -> FAILED_PRECONDITION
+                            * (its permissions, its own rules) until fixed */
+    BOOKS_EREUSED = -18,   /* an AIP-155 request_id already used by another    -> FAILED_PRECONDITION
+                            * request */
 };
 /* The most negative code: every code lies in [BOOKS_ERR_LOWEST, -1] (tests walk them all). */
-#define BOOKS_ERR_LOWEST BOOKS_EBUSY
+#define BOOKS_ERR_LOWEST BOOKS_EREUSED
 
 /* A short static name for an enum books_err ("BOOKS_ENOTFOUND"), for logs and tests. */
 const char *books_err_name(int err);

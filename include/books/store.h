@@ -80,12 +80,29 @@ void store_book_unref(struct store_book *b);
 
 struct store;
 
-/* Called exactly once when a create has finished: rc is 0 (the book is stored; for a durable
- * backend, on stable storage), BOOKS_EEXIST (the name was taken; nothing changed), BOOKS_EDEADLINE
- * (the deadline passed before the create reached the database: nothing was stored), BOOKS_EBUSY
- * (the store's queue is full: nothing was stored), or another negative enum books_err (nothing was
- * stored). May run on any thread, possibly before store_create() returns. */
-typedef void (*store_create_done_fn)(void *arg, int rc);
+/* Called exactly once when a create has finished. rc is:
+ *   0                the book is stored (for a durable backend, on stable storage); `made` is a
+ *                    new reference, which the callee drops, to the book the request made: req->book
+ *                    itself, or, for a request_id seen before (AIP-155), the book that earlier
+ *                    request made;
+ *   BOOKS_EEXIST     the name was taken; nothing changed;
+ *   BOOKS_EREUSED    the request_id was seen before with a different request; nothing changed;
+ *   BOOKS_EDEADLINE  the deadline passed before the create reached the database: nothing stored;
+ *   BOOKS_EBUSY      the store's queue is full: nothing stored;
+ *   BOOKS_EUNKNOWN   it may or may not be stored (a database connection broke after COMMIT was
+ *                    sent and the store could not find out): a retry with the same request_id
+ *                    tells;
+ *   another negative enum books_err: nothing was stored.
+ * `made` is NULL unless rc is 0. May run on any thread, possibly before store_create() returns. */
+typedef void (*store_create_done_fn)(void *arg, int rc, struct store_book *made);
+
+/* An AIP-155 request_id as stores keep it: a UUID4 in canonical lowercase form. */
+#define STORE_REQUEST_ID_CHARS 36
+/* A request's fingerprint (SHA-256 of what defines the create), which tells a retry of a request
+ * from another request that reuses its request_id. */
+#define STORE_REQUEST_HASH_BYTES 32
+/* How long a store remembers a request_id by default, in seconds (store_limits.request_ttl_s). */
+#define STORE_REQUEST_TTL_DEFAULT_S 86400
 
 /* One create as a store sees it. */
 struct store_create_req {
@@ -94,6 +111,14 @@ struct store_create_req {
      * queued then is answered BOOKS_EDEADLINE without being written; one already being written is
      * answered when its transaction ends (a store may bound that transaction by it). */
     uint64_t deadline_ns;
+    /* AIP-155: the request's id, NUL-terminated (STORE_REQUEST_ID_CHARS characters), or "" for
+     * none; with one, `request_hash` is the request's fingerprint. The store keeps both with the
+     * book, atomically (the same transaction), for at least store_limits.request_ttl_s, and a
+     * later create with the same id, on any instance that shares the store, is answered with the
+     * book this one made (same fingerprint) or BOOKS_EREUSED (another). Of concurrent creates
+     * with one id, exactly one makes a book. Copied: the caller keeps `req`. */
+    char request_id[STORE_REQUEST_ID_CHARS + 1];
+    uint8_t request_hash[STORE_REQUEST_HASH_BYTES];
 };
 
 /* Called exactly once when an asynchronous get has finished: rc 0 with `book` a new reference the
@@ -188,6 +213,9 @@ struct store {
  * BOOKS_ENOSPC); a durable backend caps its record cache at it. */
 struct store_limits {
     size_t memory_bytes;
+    /* How long request_ids are remembered, in seconds (0: STORE_REQUEST_TTL_DEFAULT_S). Each costs
+     * a store its id, fingerprint and a time, about 100 bytes, until then. */
+    uint32_t request_ttl_s;
     /* The most calls a queue of the store (creates waiting for a commit, reads waiting for a
      * database connection) may hold; past it a call is refused at once with BOOKS_EBUSY. 0: no
      * cap. */

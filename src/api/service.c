@@ -6,11 +6,13 @@
  * being encoded and a 1000-book page costs no string copies. */
 #include "books/service.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <openssl/evp.h>
 #include <uuid/uuid.h>
 
 #include "books/codec.h"
@@ -530,17 +532,61 @@ static void check_text(struct books_error *e, const char *field, const char *val
                                   max);
 }
 
+/* AIP-155: a request_id is a UUID4 (canonical 8-4-4-4-12 hexadecimal, either case), kept in
+ * lowercase. Writes it to out and returns true, or false when it is not one. */
+static bool normal_request_id(const char *s, char out[STORE_REQUEST_ID_CHARS + 1])
+{
+    if (strlen(s) != STORE_REQUEST_ID_CHARS)
+        return false;
+    for (size_t i = 0; i < STORE_REQUEST_ID_CHARS; i++)
+        out[i] = (char)tolower((unsigned char)s[i]);
+    out[STORE_REQUEST_ID_CHARS] = '\0';
+    return is_uuid4(out, STORE_REQUEST_ID_CHARS);
+}
+
+/* The request's fingerprint (store.h): SHA-256 over what defines the create, each field
+ * length-prefixed so no two requests share one: book_id, display_name, publisher, the authors in
+ * order. book.name is OUTPUT_ONLY (ignored), so it is not part of it. */
+static void request_fingerprint(const Books__V1__CreateBookRequest *req,
+                                uint8_t out[STORE_REQUEST_HASH_BYTES])
+{
+    const Books__V1__Book *b = req->book;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned int len = 0;
+    bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+
+#define FEED(p, n)                                                                                 \
+    do {                                                                                           \
+        uint64_t n_ = (uint64_t)(n);                                                               \
+        ok = ok && EVP_DigestUpdate(md, &n_, sizeof n_) && EVP_DigestUpdate(md, (p), n_);          \
+    } while (0)
+    FEED(req->book_id, strlen(req->book_id));
+    FEED(b->display_name, strlen(b->display_name));
+    FEED(b->publisher, strlen(b->publisher));
+    FEED("", b->n_authors); /* the count, then each author */
+    for (size_t i = 0; i < b->n_authors; i++)
+        FEED(b->authors[i], strlen(b->authors[i]));
+#undef FEED
+    ok = ok && EVP_DigestFinal_ex(md, out, &len) && len == STORE_REQUEST_HASH_BYTES;
+    EVP_MD_CTX_free(md);
+    if (!ok) /* libcrypto out of memory: no retry will ever match this one's fingerprint */
+        memset(out, 0xff, STORE_REQUEST_HASH_BYTES);
+}
+
 struct create_ctx {
     struct rpc_reply *reply;
     struct store_book *book;
+    char request_id[STORE_REQUEST_ID_CHARS + 1];
 };
 
-static void create_done(void *arg, int rc)
+static void create_done(void *arg, int rc, struct store_book *made)
 {
     struct create_ctx *ctx = arg;
     struct rpc_reply *reply = ctx->reply;
     if (rc == 0) {
-        reply_with_book(reply, ctx->book);
+        /* The book the request made: this one, or for a retried request_id the first's. */
+        reply_with_book(reply, made ? made : store_book_ref(ctx->book));
+        store_book_unref(ctx->book);
     } else {
         if (rc == BOOKS_EEXIST) {
             books_error_set(&reply->error, BOOKS_EEXIST, "BOOK_ALREADY_EXISTS",
@@ -549,9 +595,17 @@ static void create_done(void *arg, int rc)
                             ctx->book->name);
             books_error_set_meta(&reply->error, "name", ctx->book->name);
             books_error_set_resource(&reply->error, SVC_RESOURCE_TYPE, ctx->book->name);
+        } else if (rc == BOOKS_EREUSED) {
+            books_error_set(&reply->error, BOOKS_EREUSED, "REQUEST_ID_REUSED",
+                            "request_id %s was used before for a different CreateBook request; "
+                            "send a new UUID4 with each new request, and the same one only when "
+                            "retrying that same request (AIP-155)",
+                            ctx->request_id);
+            books_error_set_meta(&reply->error, "request_id", ctx->request_id);
         } else {
             store_error(&reply->error, rc);
         }
+        store_book_unref(made);
         store_book_unref(ctx->book);
     }
     rpc_reply_done(reply);
@@ -571,6 +625,13 @@ void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_rep
     int rc;
 
     /* Request shape and field values first, every problem at once; existence last (AIP-133). */
+    char request_id[STORE_REQUEST_ID_CHARS + 1] = "";
+    if (req->request_id[0] && !normal_request_id(req->request_id, request_id))
+        books_error_add_violation(e, "request_id",
+                                  "\"%s\" is not a UUID4; send a random UUID4 in its canonical "
+                                  "form, e.g. 5a8b0f4e-2f3c-4b5d-9e6f-7a8b9c0d1e2f, or leave "
+                                  "request_id empty (AIP-155)",
+                                  books_error_quote(q, sizeof q, req->request_id));
     if (id_len && !svc_valid_book_id(req->book_id, id_len))
         books_error_add_violation(e, "book_id",
                                   "\"%s\" is not a valid book id: use " ID_RULE
@@ -635,7 +696,11 @@ void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_rep
     }
     ctx->reply = reply;
     ctx->book = b;
+    memcpy(ctx->request_id, request_id, sizeof ctx->request_id);
     /* create_done answers, now or when the store has made the book durable. */
-    const struct store_create_req create = {.book = b, .deadline_ns = reply->deadline_ns};
+    struct store_create_req create = {.book = b, .deadline_ns = reply->deadline_ns};
+    memcpy(create.request_id, request_id, sizeof create.request_id);
+    if (request_id[0])
+        request_fingerprint(req, create.request_hash);
     store_create(svc->store, &create, create_done, ctx);
 }

@@ -5,9 +5,8 @@
 static void note_peak(struct budget *b, size_t now)
 {
     size_t peak = atomic_load_explicit(&b->peak, memory_order_relaxed);
-    while (now > peak && !atomic_compare_exchange_weak_explicit(&b->peak, &peak, now,
-                                                                memory_order_relaxed,
-                                                                memory_order_relaxed))
+    while (now > peak && !atomic_compare_exchange_weak_explicit(
+                             &b->peak, &peak, now, memory_order_relaxed, memory_order_relaxed))
         ;
 }
 

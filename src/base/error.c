@@ -29,6 +29,10 @@ const char *books_err_name(int err)
     case BOOKS_EINTERNAL: return "BOOKS_EINTERNAL";
     case BOOKS_E2BIG: return "BOOKS_E2BIG";
     case BOOKS_EBUSY: return "BOOKS_EBUSY";
+    case BOOKS_EUNKNOWN: return "BOOKS_EUNKNOWN";
+    case BOOKS_EABORTED: return "BOOKS_EABORTED";
+    case BOOKS_EREFUSED: return "BOOKS_EREFUSED";
+    case BOOKS_EREUSED: return "BOOKS_EREUSED";
     default: return "BOOKS_E?";
     }
 }

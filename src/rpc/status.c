@@ -30,6 +30,13 @@ grpc_status_code rpc_status_of(int err)
         return GRPC_STATUS_DEADLINE_EXCEEDED;
     case BOOKS_ECORRUPT:
         return GRPC_STATUS_DATA_LOSS;
+    case BOOKS_EUNKNOWN:
+        return GRPC_STATUS_UNKNOWN;
+    case BOOKS_EABORTED:
+        return GRPC_STATUS_ABORTED;
+    case BOOKS_EREFUSED:
+    case BOOKS_EREUSED:
+        return GRPC_STATUS_FAILED_PRECONDITION;
     default:
         return GRPC_STATUS_INTERNAL;
     }
@@ -72,6 +79,12 @@ int rpc_status_to_err(grpc_status_code status)
         return BOOKS_EDEADLINE;
     case GRPC_STATUS_DATA_LOSS:
         return BOOKS_ECORRUPT;
+    case GRPC_STATUS_UNKNOWN:
+        return BOOKS_EUNKNOWN;
+    case GRPC_STATUS_ABORTED:
+        return BOOKS_EABORTED;
+    case GRPC_STATUS_FAILED_PRECONDITION:
+        return BOOKS_EREFUSED;
     default:
         return BOOKS_EINTERNAL;
     }

@@ -60,12 +60,23 @@ static void stat_max(_Atomic uint64_t *m, uint64_t v)
         ;
 }
 
-/* Calls each done() in order (but of items answered already) and drops the queue's references. */
+/* Calls each done() in order (but of items answered already) and drops the queue's references;
+ * `made` goes to done() (the book itself when the backend set none). */
 static void answer(struct commit_item *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
+        struct store_book *made = p[i].made;
+        p[i].made = NULL;
+        if (p[i].rc == 0 && !made)
+            made = store_book_ref(p[i].book);
+        if (p[i].rc != 0) {
+            store_book_unref(made);
+            made = NULL;
+        }
         if (p[i].done && !p[i].answered)
-            p[i].done(p[i].arg, p[i].rc);
+            p[i].done(p[i].arg, p[i].rc, made);
+        else
+            store_book_unref(made);
         store_book_unref(p[i].book);
     }
 }
@@ -102,8 +113,15 @@ void commit_pipeline_submit(struct commit_pipeline *p, const struct store_create
         }
     }
     if (rc == 0) {
-        p->q.items[p->q.n++] = (struct commit_item){
-            store_book_ref(book), 0, done, arg, req->deadline_ns, p, false};
+        struct commit_item *it = &p->q.items[p->q.n++];
+        *it = (struct commit_item){.book = store_book_ref(book),
+                                   .done = done,
+                                   .arg = arg,
+                                   .deadline_ns = req->deadline_ns,
+                                   .pipeline = p};
+        memcpy(it->request_id, req->request_id, sizeof it->request_id);
+        it->request_id[STORE_REQUEST_ID_CHARS] = '\0';
+        memcpy(it->request_hash, req->request_hash, sizeof it->request_hash);
         /* The committer waits only on an empty queue, so only the first entry needs a wake-up. */
         if (p->q.n == 1)
             pthread_cond_signal(&p->q_cv);
@@ -113,7 +131,7 @@ void commit_pipeline_submit(struct commit_pipeline *p, const struct store_create
         return;
 refuse:
     if (done)
-        done(arg, rc);
+        done(arg, rc, NULL);
 }
 
 /* Passes a finished batch to the answerer. Without memory to queue it, answers inline. */
@@ -154,6 +172,7 @@ void commit_pipeline_answer_now(struct commit_item *it, int rc)
         return;
     copy.rc = rc;
     copy.book = store_book_ref(it->book); /* the copy's own, dropped when it is answered */
+    it->made = NULL;                      /* the copy's now */
     it->answered = true;
     hand_over(it->pipeline, &copy, 1);
 }
@@ -210,7 +229,7 @@ static void commit_batch(struct commit_pipeline *p, struct commit_item *items, s
     rc = p->be.write_batch(p->be.self, items, n);
     if (rc == 0) {
         for (size_t i = 0; i < n; i++)
-            written += items[i].rc == 0 && !items[i].answered;
+            written += items[i].rc == 0 && !items[i].answered && !items[i].made;
         atomic_fetch_add_explicit(&p->commits, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&p->books, written, memory_order_relaxed);
     } else {

@@ -18,6 +18,12 @@
  * stall other threads. The lock prefers writers, because glibc's default (prefer readers) lets a
  * steady stream of list calls starve creates indefinitely.
  *
+ * Request ids (AIP-155): a second tree maps each request_id to the book its create made, with the
+ * request's fingerprint, and a list in creation order lets creates drop the ids older than the
+ * retention (store_limits.request_ttl_s) from its head. Both change under the write lock together
+ * with the book tree, so a request_id and its book appear at once; their nodes count against the
+ * store's memory limit like the books'.
+ *
  * Why refcounted records: a reader encodes a book into its response after the lock is released,
  * possibly while other threads insert or the store is being closed. The reference it took under
  * the lock keeps the record alive for exactly as long as it needs it, with no copy and no lock
@@ -32,7 +38,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <bsd/sys/queue.h>
 #include <bsd/sys/tree.h>
+#include <time.h>
 
 struct memory_node {
     RB_ENTRY(memory_node) link;
@@ -42,17 +50,38 @@ struct memory_node {
 
 RB_HEAD(memory_tree, memory_node);
 
+/* A request_id remembered: the book its create made (a reference) and the request's fingerprint. */
+struct request_node {
+    RB_ENTRY(request_node) link;
+    TAILQ_ENTRY(request_node) age; /* in creation order */
+    char id[STORE_REQUEST_ID_CHARS + 1];
+    uint8_t hash[STORE_REQUEST_HASH_BYTES];
+    struct store_book *book;
+    uint64_t at_ns; /* CLOCK_MONOTONIC, when it was stored */
+};
+
+RB_HEAD(request_tree, request_node);
+TAILQ_HEAD(request_list, request_node);
+
 struct memory_store {
     struct store base; /* first: a struct store * is a struct memory_store * */
     pthread_rwlock_t lock;
-    struct memory_tree tree; /* guarded by lock */
-    size_t bytes;            /* records and nodes held, guarded by lock */
-    size_t max_bytes;        /* 0: no limit */
+    struct memory_tree tree;       /* guarded by lock */
+    struct request_tree requests;  /* guarded by lock */
+    struct request_list by_age;    /* guarded by lock: oldest first */
+    size_t bytes;                  /* records and nodes held, guarded by lock */
+    size_t max_bytes;              /* 0: no limit */
+    uint64_t request_ttl_ns;
 };
 
 static int node_cmp(const struct memory_node *a, const struct memory_node *b)
 {
     return strcmp(a->name, b->name);
+}
+
+static int request_cmp(const struct request_node *a, const struct request_node *b)
+{
+    return strcmp(a->id, b->id);
 }
 
 /* RB_GENERATE_STATIC prefixes what it generates with `__unused static`, but Debian's libbsd leaves
@@ -64,6 +93,7 @@ static int node_cmp(const struct memory_node *a, const struct memory_node *b)
 #define MEMORY_UNDEF_UNUSED
 #endif
 RB_GENERATE_STATIC(memory_tree, memory_node, link, node_cmp)
+RB_GENERATE_STATIC(request_tree, request_node, link, request_cmp)
 #ifdef MEMORY_UNDEF_UNUSED
 #undef __unused
 #undef MEMORY_UNDEF_UNUSED
@@ -147,13 +177,46 @@ static int memory_list(struct store *s, const char *after_name, size_t limit, si
     return 0;
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Moves the request ids older than the retention out of the trees onto *expired (freed by the
+ * caller after the lock is released). Write lock held. */
+static void expire_requests(struct memory_store *ms, uint64_t now, struct request_list *expired)
+{
+    struct request_node *r;
+    while ((r = TAILQ_FIRST(&ms->by_age)) != NULL && r->at_ns + ms->request_ttl_ns <= now) {
+        TAILQ_REMOVE(&ms->by_age, r, age);
+        RB_REMOVE(request_tree, &ms->requests, r);
+        ms->bytes -= sizeof *r;
+        TAILQ_INSERT_TAIL(expired, r, age);
+    }
+}
+
+static void free_requests(struct request_list *list)
+{
+    struct request_node *r;
+    while ((r = TAILQ_FIRST(list)) != NULL) {
+        TAILQ_REMOVE(list, r, age);
+        store_book_unref(r->book);
+        free(r);
+    }
+}
+
 static void memory_create(struct store *s, const struct store_create_req *req,
                           store_create_done_fn done, void *arg)
 {
     struct memory_store *ms = (struct memory_store *)s;
-    struct store_book *book = req->book;
-    struct memory_node *node;
-    struct memory_node *taken;
+    struct store_book *book = req->book, *made = NULL;
+    struct memory_node *node = NULL;
+    struct request_node *rq = NULL, *seen;
+    struct request_list expired = TAILQ_HEAD_INITIALIZER(expired);
+    bool with_id = req->request_id[0] != '\0';
+    uint64_t now = now_ns();
     int rc = 0;
 
     if (!book) {
@@ -162,41 +225,61 @@ static void memory_create(struct store *s, const struct store_create_req *req,
     }
     /* Allocate before locking so the write lock is held for the insert alone. */
     node = calloc(1, sizeof(*node));
-    if (!node) {
+    rq = with_id ? calloc(1, sizeof(*rq)) : NULL;
+    if (!node || (with_id && !rq)) {
         rc = BOOKS_ENOMEM;
         goto out;
     }
     node->name = book->name;
     node->book = book;
+    if (rq) {
+        memcpy(rq->id, req->request_id, sizeof rq->id);
+        memcpy(rq->hash, req->request_hash, sizeof rq->hash);
+        rq->book = book;
+        rq->at_ns = now;
+    }
 
-    size_t cost = book->size_bytes + sizeof(*node);
+    size_t cost = book->size_bytes + sizeof(*node) + (rq ? sizeof(*rq) : 0);
     lock_write(ms);
-    if (ms->max_bytes && cost > ms->max_bytes - (ms->bytes < ms->max_bytes ? ms->bytes : ms->max_bytes)) {
+    expire_requests(ms, now, &expired);
+    if (rq && (seen = RB_FIND(request_tree, &ms->requests, rq)) != NULL) {
+        /* A retry (the same fingerprint) gets the book of the first; another request, an error. */
+        if (memcmp(seen->hash, rq->hash, sizeof rq->hash) == 0)
+            made = store_book_ref(seen->book);
+        else
+            rc = BOOKS_EREUSED;
+    } else if (ms->max_bytes &&
+               cost > ms->max_bytes - (ms->bytes < ms->max_bytes ? ms->bytes : ms->max_bytes)) {
         /* Full: the name may or may not be taken; a full store answers "full" either way. */
-        taken = NULL;
         rc = BOOKS_ENOSPC;
+    } else if (RB_INSERT(memory_tree, &ms->tree, node) != NULL) {
+        rc = BOOKS_EEXIST;
     } else {
-        taken = RB_INSERT(memory_tree, &ms->tree, node);
-        if (!taken) {
-            store_book_ref(book); /* the tree's own reference; readers see it only after unlock */
-            ms->bytes += cost;
+        store_book_ref(book); /* the tree's own reference; readers see it only after unlock */
+        node = NULL;          /* the tree's now */
+        if (rq) {
+            RB_INSERT(request_tree, &ms->requests, rq);
+            TAILQ_INSERT_TAIL(&ms->by_age, rq, age);
+            store_book_ref(book); /* the request's own */
+            rq = NULL;
         }
+        ms->bytes += cost;
+        made = store_book_ref(book);
     }
     unlock(ms);
-
-    if (taken)
-        rc = BOOKS_EEXIST;
-    if (rc)
-        free(node);
+    free_requests(&expired);
 out:
+    free(node);
+    free(rq);
     if (done)
-        done(arg, rc);
+        done(arg, rc, rc == 0 ? made : NULL);
 }
 
 static void memory_close(struct store *s)
 {
     struct memory_store *ms = (struct memory_store *)s;
     struct memory_node *node;
+    struct request_node *r;
 
     /* RB_NEXT climbs through parents, so walking the tree while freeing it would read freed
      * nodes; take each node out before freeing it instead. A book still referenced by a caller
@@ -205,6 +288,11 @@ static void memory_close(struct store *s)
         RB_REMOVE(memory_tree, &ms->tree, node);
         store_book_unref(node->book);
         free(node);
+    }
+    while ((r = TAILQ_FIRST(&ms->by_age)) != NULL) {
+        TAILQ_REMOVE(&ms->by_age, r, age);
+        store_book_unref(r->book);
+        free(r);
     }
     pthread_rwlock_destroy(&ms->lock);
     free(ms);
@@ -240,7 +328,12 @@ int store_memory_open(const char *rest, const struct store_limits *limits, struc
     }
     ms->base.ops = &memory_ops;
     ms->max_bytes = limits->memory_bytes;
+    ms->request_ttl_ns =
+        (uint64_t)(limits->request_ttl_s ? limits->request_ttl_s : STORE_REQUEST_TTL_DEFAULT_S) *
+        1000000000u;
     RB_INIT(&ms->tree);
+    RB_INIT(&ms->requests);
+    TAILQ_INIT(&ms->by_age);
 
     rc = store_new_dataset_key(ms->base.dataset_key);
     if (rc != 0) {

@@ -49,7 +49,8 @@ assert len(DATASET_KEY) == 32
 
 def load_protos():
     out = tempfile.mkdtemp(prefix="books-fuzz-corpus-")
-    protos = ["books/v1/books.proto", "google/api/field_behavior.proto", "google/api/resource.proto",
+    protos = ["books/v1/books.proto", "google/api/field_behavior.proto",
+              "google/api/field_info.proto", "google/api/resource.proto",
               "google/api/annotations.proto", "google/api/http.proto", "google/api/client.proto",
               "google/rpc/status.proto", "google/rpc/error_details.proto",
               "grpc/health/v1/health.proto", "grpc/reflection/v1/reflection.proto"]

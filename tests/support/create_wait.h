@@ -14,6 +14,7 @@ struct create_wait {
     pthread_cond_t cv;
     int calls;
     int rc; /* the books_err done() reported; 1 (not a books_err) until then */
+    struct store_book *made; /* what done() reported with rc 0 (owned; create_wait_cleanup drops) */
 };
 
 /* Prepares `w` for one store_create(); pair with create_wait_cleanup(). */
@@ -23,7 +24,7 @@ void create_wait_init(struct create_wait *w);
 void create_wait_cleanup(struct create_wait *w);
 
 /* A store_create_done_fn: `arg` is a struct create_wait *. Any thread. */
-void create_wait_done(void *arg, int rc);
+void create_wait_done(void *arg, int rc, struct store_book *made);
 
 /* The rc of the first done() call, waiting for it if needed. */
 int create_wait_rc(struct create_wait *w);
@@ -31,5 +32,11 @@ int create_wait_rc(struct create_wait *w);
 /* store_create() and wait for its answer; returns the rc done() reported. The caller keeps its
  * reference to `b`. */
 int create_sync(struct store *s, struct store_book *b);
+
+/* The same with an AIP-155 request_id (36 characters) and fingerprint (32 bytes, repeated from
+ * `hash_byte`); *made (when not NULL) gets the book done() reported (a reference the caller drops)
+ * or NULL. */
+int create_sync_request(struct store *s, struct store_book *b, const char *request_id,
+                        unsigned char hash_byte, struct store_book **made);
 
 #endif

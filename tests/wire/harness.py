@@ -101,6 +101,7 @@ SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
 _PROTOS = [
     ("books/v1/books.proto", os.path.join(SOURCE_DIR, "proto")),
     ("google/api/field_behavior.proto", os.path.join(SOURCE_DIR, "proto")),
+    ("google/api/field_info.proto", os.path.join(SOURCE_DIR, "proto")),
     ("google/api/resource.proto", os.path.join(SOURCE_DIR, "proto")),
     ("google/api/annotations.proto", GOOGLEAPIS_PROTO_DIR),
     ("google/api/http.proto", GOOGLEAPIS_PROTO_DIR),

@@ -71,20 +71,43 @@ PGconn *pg_connect(const char *conninfo, int connect_timeout_s, int retry_ms, ch
     }
 }
 
+int pg_sqlstate_error(const char *state)
+{
+    if (!state || strlen(state) != 5)
+        return BOOKS_EUNAVAIL;
+    /* 08: connection exceptions; 57P01-57P05: the server shutting down or restarting */
+    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0)
+        return BOOKS_EUNAVAIL;
+    if (strcmp(state, "57014") == 0) /* query_canceled: a statement_timeout, or a cancel */
+        return BOOKS_EDEADLINE;
+    if (strncmp(state, "53", 2) == 0) /* insufficient resources: disk, memory, connections */
+        return BOOKS_ENOSPC;
+    if (strncmp(state, "40", 2) == 0) /* transaction rollback: serialization failure, deadlock */
+        return BOOKS_EABORTED;
+    /* 42: syntax or access rule (42501 insufficient_privilege, 42P01 undefined_table: the role or
+     * the schema is wrong); 22 data exception, 23 integrity (a CHECK, a trigger: the unique ones
+     * never reach here, ON CONFLICT takes them), 54 program limits (a row too big): the database
+     * refuses, and will go on refusing until someone changes it */
+    if (strncmp(state, "42", 2) == 0 || strncmp(state, "22", 2) == 0 ||
+        strncmp(state, "23", 2) == 0 || strncmp(state, "54", 2) == 0)
+        return BOOKS_EREFUSED;
+    return BOOKS_EINTERNAL; /* XX internal error, 25 invalid transaction state, and the rest */
+}
+
 int pg_error(const PGconn *conn, const PGresult *res)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
     if (!conn || PQstatus(conn) != CONNECTION_OK || !state)
         return BOOKS_EUNAVAIL;
-    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0 ||
-        strcmp(state, "53300") == 0 || strncmp(state, "40", 2) == 0)
-        return BOOKS_EUNAVAIL;
-    if (strcmp(state, "57014") == 0)
-        return BOOKS_EDEADLINE;
-    if (strncmp(state, "53", 2) == 0)
-        return BOOKS_ENOSPC;
-    return BOOKS_EIO;
+    return pg_sqlstate_error(state);
+}
+
+bool pg_row_refused(const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0 ||
+                     strncmp(state, "54", 2) == 0);
 }
 
 int pg_exec(PGconn *conn, const char *sql, ExecStatusType want, PGresult **out)

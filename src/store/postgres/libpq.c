@@ -28,12 +28,12 @@
 
 /* Every libpq function the backend calls (and the tests, through the same names). */
 #define LIBPQ_FUNCTIONS(X)                                                                         \
-    X(PQcancel) X(PQclear) X(PQcmdStatus) X(PQconnectdbParams) X(PQconsumeInput) X(PQdb)           \
-    X(PQenterPipelineMode) X(PQerrorMessage) X(PQexec) X(PQfinish) X(PQflush) X(PQfreeCancel)      \
-    X(PQgetCancel) X(PQgetisnull) X(PQgetlength) X(PQgetResult) X(PQgetvalue) X(PQhost)            \
-    X(PQisBusy) X(PQnfields) X(PQntuples) X(PQpipelineSync) X(PQport) X(PQprepare)                 \
-    X(PQresultErrorField) X(PQresultStatus) X(PQsendQueryParams) X(PQsendQueryPrepared)            \
-    X(PQsocket) X(PQstatus) X(PQuser)
+    X(PQcancel) X(PQclear) X(PQcmdStatus) X(PQcmdTuples) X(PQconnectdbParams) X(PQconsumeInput)    \
+    X(PQdb) X(PQenterPipelineMode) X(PQerrorMessage) X(PQexec) X(PQfinish) X(PQflush)              \
+    X(PQfreeCancel) X(PQgetCancel) X(PQgetisnull) X(PQgetlength) X(PQgetResult) X(PQgetvalue)      \
+    X(PQhost) X(PQisBusy) X(PQnfields) X(PQntuples) X(PQparameterStatus) X(PQpipelineSync)         \
+    X(PQport) X(PQprepare) X(PQresultErrorField) X(PQresultStatus) X(PQsendQueryParams)            \
+    X(PQsendQueryPrepared) X(PQsocket) X(PQstatus) X(PQuser)
 
 /* The looked-up functions, typed from libpq-fe.h's own declarations. */
 #define DECLARE_POINTER(f) static __typeof__(f) *p_##f;
@@ -100,6 +100,7 @@ int PQcancel(PGcancel *cancel, char *errbuf, int errbufsize)
 }
 void PQclear(PGresult *res) { FN(PQclear)(res); }
 char *PQcmdStatus(PGresult *res) { return FN(PQcmdStatus)(res); }
+char *PQcmdTuples(PGresult *res) { return FN(PQcmdTuples)(res); }
 PGconn *PQconnectdbParams(const char *const *keywords, const char *const *values,
                           int expand_dbname)
 {
@@ -131,6 +132,10 @@ char *PQhost(const PGconn *conn) { return FN(PQhost)(conn); }
 int PQisBusy(PGconn *conn) { return FN(PQisBusy)(conn); }
 int PQnfields(const PGresult *res) { return FN(PQnfields)(res); }
 int PQntuples(const PGresult *res) { return FN(PQntuples)(res); }
+const char *PQparameterStatus(const PGconn *conn, const char *paramName)
+{
+    return FN(PQparameterStatus)(conn, paramName);
+}
 int PQpipelineSync(PGconn *conn) { return FN(PQpipelineSync)(conn); }
 char *PQport(const PGconn *conn) { return FN(PQport)(conn); }
 PGresult *PQprepare(PGconn *conn, const char *stmtName, const char *query, int nParams,

@@ -40,12 +40,25 @@ PGconn *pg_connect(const char *conninfo, int connect_timeout_s, int retry_ms, ch
  * No password, ever. Writes to out (len bytes). */
 void pg_describe(const PGconn *conn, char *out, size_t len);
 
-/* The enum books_err for a failed result (SQLSTATE classes: 08 connection, 57P0x shutdown and
- * 53300 too many connections -> BOOKS_EUNAVAIL; 57014 query_canceled -> BOOKS_EDEADLINE; 53xxx
- * insufficient resources, e.g. disk full -> BOOKS_ENOSPC; 40xxx transaction rollback ->
- * BOOKS_EUNAVAIL (retry); anything else BOOKS_EIO), or BOOKS_EUNAVAIL when the connection is
- * gone. `res` may be NULL. */
+/* The enum books_err of a SQLSTATE (PostgreSQL manual, Appendix A), each class on purpose:
+ *   08xxx connection, 57P0x shutdown                     BOOKS_EUNAVAIL  (UNAVAILABLE: retry)
+ *   57014 query_canceled (statement_timeout, a cancel)   BOOKS_EDEADLINE (DEADLINE_EXCEEDED)
+ *   53xxx insufficient resources (disk, memory, slots)  BOOKS_ENOSPC    (RESOURCE_EXHAUSTED)
+ *   40xxx serialization failure, deadlock                BOOKS_EABORTED  (ABORTED)
+ *   42xxx access and syntax (42501 permission denied,
+ *         42P01 undefined table), 22xxx data, 23xxx
+ *         integrity, 54xxx program limits               BOOKS_EREFUSED  (FAILED_PRECONDITION)
+ *   anything else (XX internal, 25 transaction state)    BOOKS_EINTERNAL (INTERNAL)
+ * NULL or not 5 characters: BOOKS_EUNAVAIL. Pure; any thread. */
+int pg_sqlstate_error(const char *sqlstate);
+
+/* pg_sqlstate_error() of a failed result, or BOOKS_EUNAVAIL when the connection is gone or there
+ * is no result. `res` may be NULL. */
 int pg_error(const PGconn *conn, const PGresult *res);
+
+/* True when `res` failed because of one row's data (SQLSTATE classes 22, 23, 54): retrying the
+ * other rows of a batch without it can succeed. */
+bool pg_row_refused(const PGresult *res);
 
 /* Runs one statement without parameters and waits for it (outside pipeline mode: start-up and
  * schema work only). Returns 0 when it reported `want` (PGRES_COMMAND_OK or PGRES_TUPLES_OK),
@@ -53,7 +66,7 @@ int pg_error(const PGconn *conn, const PGresult *res);
 int pg_exec(PGconn *conn, const char *sql, ExecStatusType want, PGresult **out);
 
 /* Schema version this binary writes and reads (see schema.c's migrations). */
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 /* pg_advisory_lock key under which servers inspect and migrate the schema: "Book" in ASCII. */
 #define PG_SCHEMA_LOCK_KEY 0x426f6f6bLL
 
@@ -71,8 +84,13 @@ int pg_schema_open(PGconn *conn, const char *shown, uint8_t key[STORE_DATASET_KE
 /* The store's own URI parameters (store_postgres.h lists them). */
 struct params {
     int pool, statement_timeout_ms, startup_timeout_s, cache_mb;
-    int group_commit; /* 1: on */
+    int group_commit;       /* 1: on */
+    int synchronous_commit; /* an index into pg_synchronous_commit_values */
 };
+
+/* The values of PostgreSQL's synchronous_commit this store sets on every connection, indexed by
+ * params.synchronous_commit: 0 is "on", the durable default. */
+extern const char *const pg_synchronous_commit_values[];
 
 /* Splits `uri` ("postgresql:..." whole) into this store's parameters and the connection string
  * libpq gets (*conninfo: malloc'ed, the caller frees it, zeroed first: it may hold a password).
@@ -123,6 +141,10 @@ struct pg_store {
     struct link writer;
     const char **values; /* 4 per row: the columns of a batch, column by column */
     struct commit_item **pending; /* the items of a batch still to write (WRITE_BATCH_MAX) */
+    char *ids;                    /* the request ids' and hashes' array literals */
+    size_t ids_cap;
+    uint32_t request_ttl_s;
+    uint64_t purged_at_ns;        /* the last purge of old request ids (committer only) */
     char *literals;      /* the rows' authors literals, one after another */
     size_t literals_cap;
     char *arrays;        /* the INSERT's four array parameters, one after another */
@@ -184,7 +206,9 @@ int pg_get(struct store *s, const char *name, struct store_book **out);
 int pg_list(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
             struct store_book **out, size_t *n_out);
 
-/* writes.c: commit_backend.write_batch (commit_pipeline.h) for this store. Committer only. */
+/* writes.c: commit_backend.write_batch (commit_pipeline.h) for this store, and its idle hook (the
+ * purge of request ids older than the retention). Committer only. */
 int pg_write_batch(void *self, struct commit_item *items, size_t n);
+void pg_writer_idle(void *self);
 
 #endif

@@ -117,13 +117,22 @@ static const char *const prepared[][2] = {
     {"list_after", STORE_POSTGRES_LIST_AFTER_SQL},
 };
 
-/* Per-connection settings, statements (readers), then pipeline mode. 0 or a books_err. */
+/* Per-connection settings, statements (readers), then pipeline mode. 0 or a books_err.
+ * synchronous_commit and client_encoding are set on every connection, whatever the role, the
+ * database or the URI's `options` say: a role-level synchronous_commit = off would otherwise
+ * acknowledge creates before they are on disk, and a client_encoding other than UTF8 would
+ * transcode the books' text. Only this store's own `synchronous_commit` parameter weakens the
+ * first. */
 static int setup(struct pg_store *st, PGconn *conn, bool reader)
 {
-    char sql[64];
+    char sql[160];
     int rc;
 
-    snprintf(sql, sizeof sql, "SET statement_timeout = %d", st->prm.statement_timeout_ms);
+    snprintf(sql, sizeof sql,
+             "SET statement_timeout = %d; SET synchronous_commit = %s; "
+             "SET client_encoding = 'UTF8'",
+             st->prm.statement_timeout_ms,
+             pg_synchronous_commit_values[st->prm.synchronous_commit]);
     rc = pg_exec(conn, sql, PGRES_COMMAND_OK, NULL);
     for (size_t i = 0; rc == 0 && reader && i < sizeof prepared / sizeof prepared[0]; i++) {
         PGresult *res = PQprepare(conn, prepared[i][0], prepared[i][1], 0, NULL);
@@ -203,6 +212,10 @@ bool pg_flush_all(struct pg_store *st, PGconn *conn)
  * other parameter is libpq's and passes through as written. */
 #define PARAM(f) offsetof(struct params, f)
 static const struct opt_choice on_off[] = {{"on", 1}, {"off", 0}, {NULL, 0}};
+const char *const pg_synchronous_commit_values[] = {"on", "remote_apply", "remote_write", "local",
+                                                    "off"};
+static const struct opt_choice synchronous_commit_choices[] = {
+    {"on", 0}, {"remote_apply", 1}, {"remote_write", 2}, {"local", 3}, {"off", 4}, {NULL, 0}};
 static const struct opt uri_params[] = {
     {.name = "pool", .set = opt_set_int, .offset = PARAM(pool), .min = 1, .max = 64, .def = "2"},
     {.name = "statement_timeout_ms",
@@ -223,6 +236,11 @@ static const struct opt uri_params[] = {
      .set = opt_set_choice,
      .offset = PARAM(group_commit),
      .choices = on_off,
+     .def = "on"},
+    {.name = "synchronous_commit",
+     .set = opt_set_choice,
+     .offset = PARAM(synchronous_commit),
+     .choices = synchronous_commit_choices,
      .def = "on"},
 };
 
@@ -294,6 +312,7 @@ static void destroy(struct pg_store *st)
     record_cache_free(st->cache);
     free(st->values);
     free(st->pending);
+    free(st->ids);
     free(st->literals);
     free(st->arrays);
     if (st->conninfo) { /* it may hold a password: do not leave it in freed memory */
@@ -446,6 +465,17 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
     }
     pg_describe(conn, st->shown, sizeof st->shown);
     snprintf(st->base.display, sizeof st->base.display, "%s", st->shown);
+    /* Books are UTF-8; a database in another encoding would transcode them, or refuse some. */
+    const char *encoding = PQparameterStatus(conn, "server_encoding");
+    if (!encoding || strcmp(encoding, "UTF8") != 0) {
+        books_format_err(err, errlen,
+                         "PostgreSQL at %s: the database's encoding is %s; books-server needs a "
+                         "UTF8 database (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)",
+                         st->shown, encoding ? encoding : "unknown");
+        PQfinish(conn);
+        destroy(st);
+        return BOOKS_ECORRUPT;
+    }
     rc = pg_schema_open(conn, st->shown, st->base.dataset_key, err, errlen);
     if (rc == 0 && (rc = setup(st, conn, false)) != 0)
         books_format_err(err, errlen, "PostgreSQL at %s: cannot set up the connection: %s",
@@ -492,7 +522,11 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
         return BOOKS_EIO;
     }
     st->sweeper_started = true;
-    const struct commit_backend backend = {.self = st, .write_batch = pg_write_batch};
+    st->request_ttl_s =
+        limits->request_ttl_s ? limits->request_ttl_s : STORE_REQUEST_TTL_DEFAULT_S;
+    st->purged_at_ns = pg_now_ns();
+    const struct commit_backend backend = {
+        .self = st, .write_batch = pg_write_batch, .idle = pg_writer_idle};
     rc = commit_pipeline_start(&backend, st->prm.group_commit ? WRITE_BATCH_MAX : 1,
                                limits->max_queued, "books-pg", st->shown, &st->pipeline);
     if (rc != 0) {

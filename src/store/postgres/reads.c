@@ -50,33 +50,6 @@
  * after this long (libpq's TCP keepalives, set in conn.c, notice a dead peer sooner). */
 #define UNBOUNDED_SILENCE_NS (300ull * 1000000000u)
 
-/* Builds the record of row `i` of a binary result (name, display_name, publisher, authors). */
-static int row_book(const PGresult *res, int i, struct store_book **out)
-{
-    struct store_text f[3];
-    struct store_text *authors = NULL;
-    size_t n = 0;
-    int rc;
-
-    if (PQnfields(res) != 4)
-        return BOOKS_ECORRUPT;
-    for (int c = 0; c < 3; c++) {
-        if (PQgetisnull(res, i, c))
-            return BOOKS_ECORRUPT;
-        f[c].p = PQgetvalue(res, i, c);
-        f[c].len = (size_t)PQgetlength(res, i, c);
-    }
-    authors = malloc(STORE_MAX_AUTHORS * sizeof *authors);
-    if (!authors)
-        return BOOKS_ENOMEM;
-    rc = pg_decode_text_array((const uint8_t *)PQgetvalue(res, i, 3), (size_t)PQgetlength(res, i, 3),
-                              authors, STORE_MAX_AUTHORS, &n);
-    if (rc == 0)
-        rc = store_book_new_counted(f[0], f[1], authors, n, f[2], out);
-    free(authors);
-    return rc;
-}
-
 /* ---- answering ------------------------------------------------------------------------------- */
 
 static void answer_read(struct read_req *r, int rc, struct store_book *book, size_t n)
@@ -108,7 +81,7 @@ static void finish_read(struct pg_store *st, PGconn *conn, struct read_req *r,
     rows = PQntuples(res);
     if (!r->list) {
         struct store_book *b = NULL;
-        rc = rows == 0 ? BOOKS_ENOTFOUND : row_book(res, 0, &b);
+        rc = rows == 0 ? BOOKS_ENOTFOUND : pg_row_book(res, 0, 0, &b);
         if (rc == 0 && record_cache_enabled(st->cache))
             record_cache_put(st->cache, b,
                              record_cache_hash(st->cache, b->name, strlen(b->name)));
@@ -119,7 +92,7 @@ static void finish_read(struct pg_store *st, PGconn *conn, struct read_req *r,
         rc = BOOKS_ECORRUPT;
     /* The query cut the page by its estimate of the bytes; the records' own sizes decide. */
     for (int i = 0; rc == 0 && i < rows; i++) {
-        rc = row_book(res, i, &r->out[n]);
+        rc = pg_row_book(res, i, 0, &r->out[n]);
         if (rc == 0 && store_page_full(r->out, ++n, r->max_bytes, &bytes))
             break;
     }

@@ -5,6 +5,7 @@
  * and its bytes). */
 #include "rows.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "books/error.h"
@@ -88,4 +89,31 @@ int pg_decode_text_array(const uint8_t *bytes, size_t len, struct store_text *el
         return BOOKS_ECORRUPT;
     *n = count;
     return 0;
+}
+
+int pg_row_book(const PGresult *res, int i, int col, struct store_book **out)
+{
+    struct store_text f[3];
+    struct store_text *authors = NULL;
+    size_t n = 0;
+    int rc;
+
+    if (PQnfields(res) < col + 4)
+        return BOOKS_ECORRUPT;
+    for (int c = 0; c < 3; c++) {
+        if (PQgetisnull(res, i, col + c))
+            return BOOKS_ECORRUPT;
+        f[c].p = PQgetvalue(res, i, col + c);
+        f[c].len = (size_t)PQgetlength(res, i, col + c);
+    }
+    authors = malloc(STORE_MAX_AUTHORS * sizeof *authors);
+    if (!authors)
+        return BOOKS_ENOMEM;
+    rc = pg_decode_text_array((const uint8_t *)PQgetvalue(res, i, col + 3),
+                              (size_t)PQgetlength(res, i, col + 3), authors, STORE_MAX_AUTHORS,
+                              &n);
+    if (rc == 0)
+        rc = store_book_new_counted(f[0], f[1], authors, n, f[2], out);
+    free(authors);
+    return rc;
 }

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <libpq-fe.h>
+
 #include "books/store.h"
 
 /* PostgreSQL's OID of type text, the element type of the authors column. */
@@ -25,6 +27,11 @@ size_t pg_authors_literal_size(const char *const *authors, size_t n);
  * comma, braces, spaces or the word NULL all stay text. Returns the length, or 0 when cap is too
  * small (out then holds nothing useful). */
 size_t pg_authors_literal(const char *const *authors, size_t n, char *out, size_t cap);
+
+/* Builds the record of row `i` of a binary result whose columns col..col+3 are name,
+ * display_name, publisher and authors (text[]). Returns 0 with *out a new record, BOOKS_ECORRUPT
+ * (a NULL, an array this store never writes, a NUL in a string), BOOKS_ENOMEM. */
+int pg_row_book(const PGresult *res, int i, int col, struct store_book **out);
 
 /* Decodes a binary text[] value of `len` bytes into elems[0..*n) (pointers into `bytes`, which
  * must outlive them; lengths exact, not NUL-terminated). Accepts one dimension (or none: the empty

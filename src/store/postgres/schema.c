@@ -1,7 +1,13 @@
 /* schema.c: the postgresql: store's tables, versioned and migrated forward (pg.h).
  *
  *   books_schema(application text, version integer, dataset_key bytea)   -- exactly one row
- *   books(name text COLLATE "C" PRIMARY KEY, display_name text, publisher text, authors text[])
+ *   books(name text COLLATE "C" PRIMARY KEY, display_name text, publisher text, authors text[],
+ *         request_id uuid UNIQUE, request_hash bytea, created_at timestamptz)  -- the last three:
+ *                                                                              -- version 2
+ * An AIP-155 request_id is kept on the row of the book its create made, with the request's
+ * fingerprint and the time; the unique index makes a request_id claimed by one transaction wait
+ * for it in any other, on any instance, so concurrent duplicates make one book. The writer clears
+ * ids older than the retention.
  *
  * books_schema says whose tables these are ('books-server'), which version of them, and holds the
  * data set's random key, which signs page tokens: every instance on the database reads the same
@@ -33,6 +39,11 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     " display_name text NOT NULL,"
     " publisher text NOT NULL,"
     " authors text[] NOT NULL)",
+    /* 1 -> 2: AIP-155 request ids on the books they made. */
+    "ALTER TABLE books ADD COLUMN request_id uuid, ADD COLUMN request_hash bytea,"
+    " ADD COLUMN created_at timestamptz;"
+    "CREATE UNIQUE INDEX books_request_id ON books (request_id);"
+    "CREATE INDEX books_request_age ON books (created_at) WHERE request_id IS NOT NULL",
 };
 
 static int fail(int rc, char *err, size_t errlen, const char *shown, const char *what,

@@ -445,10 +445,23 @@ static int migrate_create(sqlite3 *db)
     return rc;
 }
 
+/* Schema version 1 -> 2: AIP-155 request ids on the books they made (sq.h). */
+static int migrate_request_ids(sqlite3 *db)
+{
+    return sq_exec(db, "ALTER TABLE books ADD COLUMN request_id TEXT;"
+                       "ALTER TABLE books ADD COLUMN request_hash BLOB;"
+                       "ALTER TABLE books ADD COLUMN created_at INTEGER;"
+                       "CREATE UNIQUE INDEX books_request_id ON books(request_id)"
+                       " WHERE request_id IS NOT NULL;"
+                       "CREATE INDEX books_request_age ON books(created_at)"
+                       " WHERE request_id IS NOT NULL;");
+}
+
 /* Schema steps: migrations[v] takes a database from version v to v + 1. A future version adds a
  * row (and bumps SCHEMA_VERSION); old databases then walk every step in one transaction. */
 static int (*const migrations[SCHEMA_VERSION])(sqlite3 *db) = {
-    migrate_create, /* 0 -> 1 */
+    migrate_create,      /* 0 -> 1 */
+    migrate_request_ids, /* 1 -> 2 */
 };
 
 /* Brings the database to SCHEMA_VERSION in one IMMEDIATE transaction: all steps or none. */
@@ -592,9 +605,20 @@ static int open_writer(struct sqlite_store *ss, const struct sqlite_options *o, 
     if (rc != 0)
         return rc;
     rc = sq_prepare(db,
-                    "INSERT INTO books(name, display_name, publisher, authors) "
-                    "VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO books(name, display_name, publisher, authors, request_id, "
+                    "request_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     &ss->insert);
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(db,
+                        "SELECT display_name, publisher, authors, request_hash, name FROM books "
+                        "WHERE request_id = ?1",
+                        &ss->find_request);
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(db,
+                        "UPDATE books SET request_id = NULL, request_hash = NULL, "
+                        "created_at = NULL WHERE name IN (SELECT name FROM books WHERE "
+                        "request_id IS NOT NULL AND created_at < ?1 LIMIT ?2)",
+                        &ss->purge_requests);
     if (rc == SQLITE_OK)
         rc = sq_prepare(db, "BEGIN IMMEDIATE", &ss->begin);
     if (rc == SQLITE_OK)
@@ -646,6 +670,8 @@ int store_sqlite_open(const char *rest, const struct store_limits *limits, struc
     size_t cache_bytes = (size_t)o.cache_mb * 1024 * 1024;
     if (limits->memory_bytes && cache_bytes > limits->memory_bytes)
         cache_bytes = limits->memory_bytes;
+    ss->request_ttl_s = limits->request_ttl_s ? limits->request_ttl_s : STORE_REQUEST_TTL_DEFAULT_S;
+    ss->purged_at = time(NULL);
     if (record_cache_new(cache_bytes, &ss->cache) != 0) {
         books_format_err(err, errlen, "sqlite store \"%s\": out of memory", ss->shown);
         rc = BOOKS_ENOMEM;

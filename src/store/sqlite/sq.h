@@ -15,8 +15,12 @@
  * is not ours is told apart precisely), schema versioned with user_version and brought forward by
  * the `migrations` table, one step per version. Tables (both STRICT, both WITHOUT ROWID so the
  * primary key is the clustered b-tree and a lookup or keyset page is one index descent):
- *   books(name TEXT PRIMARY KEY, display_name TEXT, publisher TEXT, authors BLOB)
+ *   books(name TEXT PRIMARY KEY, display_name TEXT, publisher TEXT, authors BLOB,
+ *         request_id TEXT, request_hash BLOB, created_at INTEGER)  -- the last three: version 2
  *   meta(key TEXT PRIMARY KEY, value BLOB)   -- 'dataset_key': 32 random bytes, made once
+ * An AIP-155 request_id is kept on the row of the book its create made, with the request's
+ * fingerprint and the time (seconds since the epoch), under a partial unique index, and cleared
+ * by the committer once older than the retention (store_limits.request_ttl_s).
  * `authors` holds each author followed by one NUL byte ("a\0b\0"; no authors: the empty blob).
  * Store strings are C strings, so no author contains a NUL: the encoding round-trips any UTF-8,
  * commas, newlines and every other would-be separator included, and decodes without copying.
@@ -60,6 +64,7 @@
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #include "books/commit_pipeline.h"
 #include "books/record_cache.h"
@@ -68,7 +73,11 @@
 /* "Book" in ASCII: PRAGMA application_id of every books database. */
 #define BOOKS_APPLICATION_ID 0x426f6f6b
 /* PRAGMA user_version this binary writes and reads; see `migrations`. */
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
+/* How often the committer forgets request_ids older than the retention, seconds, and at most how
+ * many per pass (the pass runs between batches: it must stay short). */
+#define REQUEST_PURGE_EVERY_S 60
+#define REQUEST_PURGE_MAX 1000
 /* Most creates in one transaction: bounds the time one batch holds the write lock and the delay
  * before its first done(). 1024 small books are a few hundred KiB of log. */
 #define BATCH_MAX 1024
@@ -117,6 +126,9 @@ struct sqlite_store {
     /* Write side: owned by the pipeline's committer thread once it runs. */
     sqlite3 *writer;
     sqlite3_stmt *insert, *begin, *commit, *rollback;
+    sqlite3_stmt *find_request, *purge_requests;
+    uint32_t request_ttl_s;
+    time_t purged_at; /* the last purge of old request_ids (committer only) */
     char *blob_buf; /* authors blob scratch (committer only) */
     size_t blob_cap;
     int wal_frames;     /* pages in the log after the last commit (committer only) */

@@ -330,9 +330,11 @@ static int authors_blob(struct sqlite_store *ss, const struct store_book *b, con
     return SQLITE_OK;
 }
 
-/* One INSERT; returns its SQLite rc (SQLITE_DONE when inserted). */
-static int insert_book(struct sqlite_store *ss, const struct store_book *b)
+/* One INSERT of item's book (and its request id, when it has one); returns its SQLite rc
+ * (SQLITE_DONE when inserted). */
+static int insert_book(struct sqlite_store *ss, const struct commit_item *it)
 {
+    const struct store_book *b = it->book;
     sqlite3_stmt *st = ss->insert;
     const char *authors;
     size_t len;
@@ -349,9 +351,46 @@ static int insert_book(struct sqlite_store *ss, const struct store_book *b)
         rc = sqlite3_bind_text(st, 3, b->publisher, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_blob64(st, 4, authors, len, SQLITE_STATIC);
+    if (rc == SQLITE_OK && it->request_id[0]) {
+        rc = sqlite3_bind_text(st, 5, it->request_id, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_blob(st, 6, it->request_hash, sizeof it->request_hash,
+                                   SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 7, (sqlite3_int64)time(NULL));
+    } else if (rc == SQLITE_OK) {
+        for (int i = 5; rc == SQLITE_OK && i <= 7; i++)
+            rc = sqlite3_bind_null(st, i);
+    }
     if (rc != SQLITE_OK)
         return rc;
     return sq_step_reset(st);
+}
+
+/* An item with a request_id seen before (AIP-155): rc 0 and `made` the book the earlier request
+ * made (the same fingerprint), or BOOKS_EREUSED (another one). Returns SQLITE_DONE when the id is
+ * new, SQLITE_ROW when it was found (item answered), or SQLite's error. The writer's own
+ * transaction sees the items written before it in the same batch. */
+static int find_request(struct sqlite_store *ss, struct commit_item *it)
+{
+    sqlite3_stmt *st = ss->find_request;
+    int rc = sqlite3_bind_text(st, 1, it->request_id, -1, SQLITE_STATIC), step;
+
+    if (rc != SQLITE_OK)
+        return rc;
+    step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        const void *hash = sqlite3_column_blob(st, 3);
+        const char *name = (const char *)sqlite3_column_text(st, 4);
+        if (sqlite3_column_bytes(st, 3) == (int)sizeof it->request_hash && hash &&
+            memcmp(hash, it->request_hash, sizeof it->request_hash) == 0) {
+            it->rc = name ? row_to_book(st, name, &it->made) : BOOKS_ECORRUPT;
+        } else {
+            it->rc = BOOKS_EREUSED;
+        }
+    }
+    sqlite3_reset(st);
+    return step;
 }
 
 /* commit_backend.write_batch: BEGIN IMMEDIATE, one INSERT per create with one prepared statement,
@@ -370,12 +409,29 @@ int sq_write_batch(void *self, struct commit_item *items, size_t n)
         goto failed;
     }
     for (size_t i = 0; i < n; i++) {
-        rc = insert_book(ss, items[i].book);
+        if (items[i].request_id[0]) {
+            rc = find_request(ss, &items[i]);
+            if (rc == SQLITE_ROW)
+                continue; /* answered from the earlier request */
+            if (rc != SQLITE_DONE) {
+                fail = rc;
+                goto failed;
+            }
+        }
+        rc = insert_book(ss, &items[i]);
         if (rc == SQLITE_DONE) {
             items[i].rc = 0;
         } else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
             /* Only this statement was undone; the transaction goes on. */
             items[i].rc = BOOKS_EEXIST;
+        } else if ((rc & 0xff) == SQLITE_CONSTRAINT || rc == SQLITE_TOOBIG ||
+                   rc == SQLITE_MISMATCH) {
+            /* A row the database's own rules refuse (a CHECK, a trigger, a size limit): SQLite
+             * undid this statement alone, so this create fails and the others of the batch go
+             * on to commit. */
+            log_msg(LOG_WARNING, "sqlite store \"%s\": the database refused %s: %s", ss->shown,
+                    items[i].book->name, sqlite3_errmsg(ss->writer));
+            items[i].rc = BOOKS_EREFUSED;
         } else {
             fail = rc;
             goto failed;
@@ -417,12 +473,36 @@ int sq_on_wal_commit(void *arg, sqlite3 *db, const char *name, int n_frames)
  * done() of that batch: here it runs after the batch has been handed to the answerer, while the
  * next batch gathers. PASSIVE: never waits for readers; pages a reader still needs are copied next
  * time. */
+/* Forgets request_ids older than the retention, at most REQUEST_PURGE_MAX per pass, a pass every
+ * REQUEST_PURGE_EVERY_S (sooner while a pass finds a full load). Committer, between batches. */
+static void purge_requests(struct sqlite_store *ss)
+{
+    time_t now = time(NULL);
+    int rc;
+
+    if (now - ss->purged_at < REQUEST_PURGE_EVERY_S &&
+        now - ss->purged_at < (time_t)ss->request_ttl_s)
+        return;
+    ss->purged_at = now;
+    rc = sqlite3_bind_int64(ss->purge_requests, 1, (sqlite3_int64)(now - ss->request_ttl_s));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(ss->purge_requests, 2, REQUEST_PURGE_MAX);
+    if (rc == SQLITE_OK)
+        rc = sq_step_reset(ss->purge_requests);
+    if (rc != SQLITE_DONE)
+        log_msg(LOG_WARNING, "sqlite store \"%s\": cannot forget old request ids: %s", ss->shown,
+                sqlite3_errmsg(ss->writer));
+    else if (sqlite3_changes(ss->writer) == REQUEST_PURGE_MAX)
+        ss->purged_at = 0; /* more are due: again after the next batch */
+}
+
 void sq_maybe_checkpoint(void *self)
 {
     struct sqlite_store *ss = self;
     int n_log = 0, n_ckpt = 0;
     int rc;
 
+    purge_requests(ss);
     if (ss->wal_frames - ss->wal_backfilled < CHECKPOINT_FRAMES)
         return;
     rc = sqlite3_wal_checkpoint_v2(ss->writer, NULL, SQLITE_CHECKPOINT_PASSIVE, &n_log, &n_ckpt);
@@ -445,7 +525,10 @@ static void close_writer(struct sqlite_store *ss)
     sqlite3_finalize(ss->begin);
     sqlite3_finalize(ss->commit);
     sqlite3_finalize(ss->rollback);
+    sqlite3_finalize(ss->find_request);
+    sqlite3_finalize(ss->purge_requests);
     ss->insert = ss->begin = ss->commit = ss->rollback = NULL;
+    ss->find_request = ss->purge_requests = NULL;
     sqlite3_close(ss->writer); /* NULL is a no-op */
     ss->writer = NULL;
 }
