@@ -102,9 +102,22 @@ static const struct opt settings[] = {
      .def = "0",
      .help = "Memory this process may use, in MiB; 0 means the limit of its cgroup (Cloud Run sets "
              "it to the instance's memory), or 512 where there is none. Half of it is gRPC "
-             "core's resource quota for connections and calls, and a quarter bounds the memory: "
-             "store; past them calls fail with RESOURCE_EXHAUSTED instead of the process being "
-             "killed."},
+             "core's resource quota for connections and calls, a quarter bounds what the store "
+             "keeps (the memory: store's books, the record caches) and an eighth what calls in "
+             "flight hold; past them calls fail with RESOURCE_EXHAUSTED (store full) or "
+             "UNAVAILABLE (overloaded) instead of the process being killed."},
+    {.env = "BOOKS_REQUEST_ID_TTL_S",
+     .name = "request-id-ttl-s",
+     .arg = "SECONDS",
+     .set = opt_set_int,
+     .tags = SETTING,
+     .offset = FIELD(request_id_ttl_s),
+     .min = 1,
+     .max = 2678400,
+     .def = "86400",
+     .help = "How long the store remembers a CreateBook request_id (AIP-155), in seconds: a retry "
+             "within this time gets the book the first call made. Each costs about 100 bytes "
+             "until then."},
     {.env = "BOOKS_MAX_CONNECTION_IDLE_MS",
      .name = "max-connection-idle-ms",
      .arg = "MS",

@@ -100,7 +100,8 @@ int main(int argc, char **argv)
     struct memory_split split;
     resources_split_memory(memory, &split);
     const struct store_limits store_limits = {.memory_bytes = split.store_bytes,
-                                              .max_queued = split.max_queued};
+                                              .max_queued = split.max_queued,
+                                              .request_ttl_s = (uint32_t)cfg.request_id_ttl_s};
 
     if (store_open(cfg.store, &store_limits, &store, err, sizeof err) != 0) {
         rc = fail("cannot open the store", err);

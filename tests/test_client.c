@@ -140,7 +140,7 @@ static char *herbert[] = {"Frank Herbert"};
 static void create_ok(struct fixture *f, const char *id)
 {
     Books__V1__Book in = book_of("Title", 1, herbert, "Publisher"), *out = NULL;
-    if (client_create_book(f->client, &in, id, &f->arena, &out, &f->err) != 0)
+    if (client_create_book(f->client, &in, id, NULL, &f->arena, &out, &f->err) != 0)
         fail_msg("creating %s: %s", id, f->err.detail.message);
     codec_free_request(&out->base, &f->arena);
     arena_reset(&f->arena);
@@ -164,7 +164,8 @@ static void test_create_then_get(void **state)
     Books__V1__Book in = book_of("Good Omens \xE2\x80\x94 \xE6\x9D\xB1", 3, authors, "Gollancz");
     Books__V1__Book *out = NULL, *got = NULL;
 
-    assert_int_equal(client_create_book(f->client, &in, "good-omens", &f->arena, &out, &f->err), 0);
+    assert_int_equal(
+        client_create_book(f->client, &in, "good-omens", NULL, &f->arena, &out, &f->err), 0);
     assert_int_equal(f->err.status, GRPC_STATUS_OK);
     assert_same_book(out, "books/good-omens", &in);
     codec_free_request(&out->base, &f->arena);
@@ -183,7 +184,8 @@ static void test_create_without_id(void **state)
     const char *ids[] = {NULL, ""};
     char names[2][SVC_NAME_BYTES];
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(client_create_book(f->client, &in, ids[i], &f->arena, &out, &f->err), 0);
+        assert_int_equal(
+            client_create_book(f->client, &in, ids[i], NULL, &f->arena, &out, &f->err), 0);
         assert_int_equal(strncmp(out->name, "books/", 6), 0);
         assert_int_equal(strlen(out->name + 6), 36);
         assert_true(svc_valid_book_id(out->name + 6, 36));
@@ -297,7 +299,7 @@ static void test_invalid_argument(void **state)
 
     /* CreateBook with every field wrong: every violation comes back, each with its field. */
     Books__V1__Book empty = BOOKS__V1__BOOK__INIT;
-    rc = client_create_book(f->client, &empty, "Not_An_Id", &f->arena, &out, &f->err);
+    rc = client_create_book(f->client, &empty, "Not_An_Id", NULL, &f->arena, &out, &f->err);
     assert_failed(rc, &f->err, GRPC_STATUS_INVALID_ARGUMENT, BOOKS_EINVAL, out, SENTINEL_BOOK);
     assert_string_equal(f->err.detail.reason, "FIELD_VIOLATION");
     const char *fields[] = {"book_id", "book.display_name", "book.authors", "book.publisher"};
@@ -322,7 +324,7 @@ static void test_already_exists(void **state)
     struct fixture *f = *state;
     Books__V1__Book in = book_of("Dune", 1, herbert, "Chilton"), *out = SENTINEL_BOOK;
     create_ok(f, "dune");
-    int rc = client_create_book(f->client, &in, "dune", &f->arena, &out, &f->err);
+    int rc = client_create_book(f->client, &in, "dune", NULL, &f->arena, &out, &f->err);
     assert_failed(rc, &f->err, GRPC_STATUS_ALREADY_EXISTS, BOOKS_EEXIST, out, SENTINEL_BOOK);
     assert_string_equal(f->err.detail.reason, "BOOK_ALREADY_EXISTS");
     assert_string_equal(f->err.detail.resource_type, SVC_RESOURCE_TYPE);
@@ -339,7 +341,7 @@ static void test_request_too_large(void **state)
     memset(title, 'x', MAX_RECV_BYTES + 1023);
     title[MAX_RECV_BYTES + 1023] = '\0';
     Books__V1__Book in = book_of(title, 1, herbert, "P"), *out = SENTINEL_BOOK;
-    int rc = client_create_book(f->client, &in, "big", &f->arena, &out, &f->err);
+    int rc = client_create_book(f->client, &in, "big", NULL, &f->arena, &out, &f->err);
     free(title);
     assert_int_equal(f->err.status, GRPC_STATUS_RESOURCE_EXHAUSTED);
     assert_int_equal(rc, f->err.detail.code);
@@ -693,7 +695,8 @@ static void test_token_becomes_a_bearer_authorization(void **state)
     assert_string_equal(s->authorization, "Bearer eyJhbGciOi.payload.sig-_~+/=");
     pthread_mutex_unlock(&s->mu);
     Books__V1__Book in = book_of("T", 1, herbert, "P");
-    assert_int_equal(client_create_book(c, &in, "t", &f->arena, &out, &f->err), BOOKS_ENOTFOUND);
+    assert_int_equal(client_create_book(c, &in, "t", NULL, &f->arena, &out, &f->err),
+                     BOOKS_ENOTFOUND);
     pthread_mutex_lock(&s->mu);
     assert_string_equal(s->method, "/books.v1.BooksService/CreateBook");
     assert_string_equal(s->authorization, "Bearer eyJhbGciOi.payload.sig-_~+/=");

@@ -539,6 +539,7 @@ static const struct {
     {"BOOKS_MAX_RECV_BYTES", "--max-recv-bytes", "4194304"},
     {"BOOKS_MAX_CONCURRENT_STREAMS", "--max-concurrent-streams", "100"},
     {"BOOKS_MEMORY_LIMIT_MB", "--memory-limit-mb", "0"},
+    {"BOOKS_REQUEST_ID_TTL_S", "--request-id-ttl-s", "86400"},
     {"BOOKS_MAX_CONNECTION_IDLE_MS", "--max-connection-idle-ms", "300000"},
     {"BOOKS_MAX_CONNECTION_AGE_MS", "--max-connection-age-ms", "1800000"},
     {"BOOKS_MAX_METADATA_BYTES", "--max-metadata-bytes", "8192"},

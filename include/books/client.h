@@ -73,8 +73,10 @@ int client_list_books(struct client *c, int32_t page_size, const char *page_toke
                       struct client_error *err);
 
 /* `book` is sent as CreateBookRequest.book (its name is ignored by the server); book_id NULL or ""
- * lets the server assign a UUID4. *out is the created book, with its name. */
+ * lets the server assign a UUID4; request_id (AIP-155) NULL or "" sends none. *out is the created
+ * book, with its name. */
 int client_create_book(struct client *c, const Books__V1__Book *book, const char *book_id,
-                       struct arena *arena, Books__V1__Book **out, struct client_error *err);
+                       const char *request_id, struct arena *arena, Books__V1__Book **out,
+                       struct client_error *err);
 
 #endif

@@ -22,6 +22,7 @@ struct books_config {
     int max_connection_idle_ms; /* BOOKS_MAX_CONNECTION_IDLE_MS: 0 = never closed for idleness */
     int max_connection_age_ms;  /* BOOKS_MAX_CONNECTION_AGE_MS: 0 = no age limit */
     int max_metadata_bytes;     /* BOOKS_MAX_METADATA_BYTES: request header list size, bytes */
+    int request_id_ttl_s;       /* BOOKS_REQUEST_ID_TTL_S: how long AIP-155 request ids are kept */
     int log_level;              /* BOOKS_LOG_LEVEL / --log-level: enum log_level */
     char *project;              /* GOOGLE_CLOUD_PROJECT / --project: "" or a project id (owned) */
 };

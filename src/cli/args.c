@@ -40,7 +40,12 @@ static const struct command {
      "[--id ID] --title TITLE --author NAME [--author NAME]... --publisher NAME", "Create a book.",
      "Creates a book (CreateBook) and prints it, with the resource name the server gave it. "
      "Without --id the server assigns a UUID4. The server checks every field and reports each bad "
-     "or missing one; nothing is checked here."},
+     "or missing one; nothing is checked here. Each create carries a fresh request_id (AIP-155), "
+     "and a call that ends UNAVAILABLE, DEADLINE_EXCEEDED or UNKNOWN is retried with the same one "
+     "(--retries times, waiting 0.1 s, then twice as long each time, at most 2 s): the server "
+     "answers a retry with the book the first attempt made, so a reply lost on the way makes no "
+     "second book. A create that still fails prints its request_id; --request-id ID retries it "
+     "later."},
     {"get", CLI_GET, "NAME", "Get a book by its resource name.",
      "Gets one book (GetBook) and prints it. NAME is the book's resource name, books/ID; a bare "
      "ID (no '/') means books/ID."},
@@ -91,6 +96,24 @@ static const struct opt options[] = {
      .offset = ARG(publisher),
      .tags = CMD(CLI_CREATE),
      .help = "The publisher."},
+    {.name = "request-id",
+     .arg = "UUID",
+     .set = opt_set_borrowed,
+     .offset = ARG(request_id),
+     .tags = CMD(CLI_CREATE),
+     .help = "The request_id to send (AIP-155), e.g. the one a failed create printed, to retry "
+             "it. Default: a fresh UUID4."},
+    {.name = "retries",
+     .arg = "N",
+     .set = opt_set_int,
+     .offset = ARG(retries),
+     .min = 0,
+     .max = 10,
+     .def = "3",
+     .tags = CMD(CLI_CREATE),
+     .help = "Further attempts of a create that ends UNAVAILABLE, DEADLINE_EXCEEDED or UNKNOWN, "
+             "with the same request_id and growing waits (0.1 s doubling, at most 2 s). 0: none. "
+             "Default: 3."},
     {.name = "page-size",
      .arg = "N",
      .set = opt_set_int,

@@ -6,8 +6,13 @@
 
 #include <errno.h>
 #include <grpc/grpc.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <uuid/uuid.h>
 
 #include "books/codec.h"
 #include "books/error.h"
@@ -38,15 +43,54 @@ static int run_get(struct client *c, const struct cli_args *a, struct arena *are
     return rc ? out_of_memory(err) : 0;
 }
 
+/* A create may be retried with its request_id after these: the server did not answer (UNAVAILABLE,
+ * DEADLINE_EXCEEDED) or could not tell whether it committed (UNKNOWN). */
+static bool retryable(grpc_status_code s)
+{
+    return s == GRPC_STATUS_UNAVAILABLE || s == GRPC_STATUS_DEADLINE_EXCEEDED ||
+           s == GRPC_STATUS_UNKNOWN;
+}
+
+/* Waits 100 ms * 2^attempt (at most 2 s), minus up to a quarter at random (so many clients that
+ * failed together do not retry together). */
+static void backoff(int attempt)
+{
+    unsigned char r = 0;
+    long ms = attempt >= 5 ? 2000 : 100L << attempt;
+    if (ms > 2000)
+        ms = 2000;
+    if (getrandom(&r, 1, 0) == 1)
+        ms -= ms * r / 1024;
+    nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
+}
+
 static int run_create(struct client *c, const struct cli_args *a, struct arena *arena, FILE *out,
-                      struct client_error *err)
+                      FILE *errf, struct client_error *err, char request_id[37])
 {
     Books__V1__Book in = BOOKS__V1__BOOK__INIT, *book = NULL;
     in.display_name = (char *)(a->title ? a->title : "");
     in.n_authors = a->n_authors;
     in.authors = (char **)a->authors;
     in.publisher = (char *)(a->publisher ? a->publisher : "");
-    int rc = client_create_book(c, &in, a->book_id, arena, &book, err);
+    if (a->request_id) {
+        snprintf(request_id, 37, "%s", a->request_id);
+    } else {
+        uuid_t u;
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, request_id);
+    }
+    int rc;
+    for (int attempt = 0;; attempt++) {
+        rc = client_create_book(c, &in, a->book_id, request_id, arena, &book, err);
+        if (rc == 0 || !retryable(err->status) || attempt >= a->retries)
+            break;
+        if (!a->json)
+            fprintf(errf, "books: %s (%s); retrying with request_id %s (attempt %d of %d)\n",
+                    rpc_status_name(err->status), err->detail.message, request_id, attempt + 2,
+                    a->retries + 1);
+        books_error_clear(&err->detail);
+        backoff(attempt);
+    }
     if (rc)
         return rc;
     rc = cli_print_book(out, book, a->json);
@@ -178,6 +222,7 @@ int cli_run(const struct cli_args *args, FILE *out, FILE *errf)
     struct client_error err;
     struct arena arena;
     unsigned char arena_buf[16384];
+    char request_id[37] = "";
     int rc, status = CLI_EXIT_OK;
 
     rc = client_new(&opts, &c);
@@ -192,7 +237,7 @@ int cli_run(const struct cli_args *args, FILE *out, FILE *errf)
     err.status = GRPC_STATUS_OK;
     switch (args->command) {
     case CLI_CREATE:
-        rc = run_create(c, args, &arena, out, &err);
+        rc = run_create(c, args, &arena, out, errf, &err, request_id);
         break;
     case CLI_GET:
         rc = run_get(c, args, &arena, out, &err);
@@ -210,6 +255,11 @@ int cli_run(const struct cli_args *args, FILE *out, FILE *errf)
             fprintf(errf, "%s: %s\n", rpc_status_name(err.status), err.detail.message);
         if (!args->json)
             print_hint(errf, args, &err);
+        if (!args->json && args->command == CLI_CREATE && retryable(err.status))
+            fprintf(errf,
+                    "books: the book may or may not have been made: retry with --request-id %s "
+                    "to get it, or have it made, exactly once\n",
+                    request_id);
         status = CLI_EXIT_FAILED;
     }
     arena_cleanup(&arena);

@@ -267,11 +267,13 @@ int client_list_books(struct client *c, int32_t page_size, const char *page_toke
 }
 
 int client_create_book(struct client *c, const Books__V1__Book *book, const char *book_id,
-                       struct arena *arena, Books__V1__Book **out, struct client_error *err)
+                       const char *request_id, struct arena *arena, Books__V1__Book **out,
+                       struct client_error *err)
 {
     Books__V1__CreateBookRequest req = BOOKS__V1__CREATE_BOOK_REQUEST__INIT;
     req.book = (Books__V1__Book *)book;
     req.book_id = (char *)(book_id ? book_id : "");
+    req.request_id = (char *)(request_id ? request_id : "");
     ProtobufCMessage *msg = NULL;
     int rc = unary(c, METHOD_CREATE_BOOK, &req.base, arena, &msg, err);
     if (rc == 0)

@@ -14,6 +14,7 @@ Environment: BOOKS_CLI, the binary (default: <repo>/build/books); the rest as in
 import atexit
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -450,11 +451,22 @@ class CliWithoutServerTest(CliMixin, unittest.TestCase):
 
     def test_nothing_listening(self):
         port = harness.free_port()
-        for args in (("get", "x"), ("list", "--all"), ("create", "--title", "T")):
+        for args in (("get", "x"), ("list", "--all"), ("create", "--title", "T", "--retries", "0")):
             with self.subTest(args=args):
                 run = self.assertFailed(self.run_cli(*args, "--addr", "127.0.0.1:%d" % port),
                                         "UNAVAILABLE")
                 self.assertIn("hint: no server answered at 127.0.0.1:%d" % port, run.err)
+        # A create is retried (--retries, default 3) with one request_id, then says how to
+        # retry it later with that same id.
+        run = self.run_cli("create", "--title", "T", "--retries", "2", "--addr",
+                           "127.0.0.1:%d" % port)
+        self.assertEqual((run.rc, run.out), (1, ""), run)
+        tries = re.findall(r"retrying with request_id ([0-9a-f-]{36}) \(attempt (\d) of 3\)",
+                           run.err)
+        self.assertEqual([t[1] for t in tries], ["2", "3"], run)
+        self.assertEqual(len({t[0] for t in tries}), 1, run)
+        self.assertIn("--request-id %s" % tries[0][0], run.err)
+        self.assertIn("UNAVAILABLE: ", run.err)
         run = self.assertFailed(self.run_cli("get", "x", env={"PORT": port}), "UNAVAILABLE")
         self.assertIn("localhost:%d" % port, run.err)
         run = self.run_cli("--json", "get", "x", "--addr", "127.0.0.1:%d" % port)
