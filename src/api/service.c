@@ -215,6 +215,21 @@ static void store_error(struct books_error *e, int rc)
         books_error_set(e, rc, "DEADLINE_EXCEEDED",
                         "the call's deadline passed while the book store was answering");
         break;
+    case BOOKS_EUNKNOWN:
+        books_error_set(e, rc, "COMMIT_OUTCOME_UNKNOWN",
+                        "the connection to the book store broke after the create was sent: it may "
+                        "or may not have been stored; retry with the same request_id to get the "
+                        "book exactly once (AIP-155)");
+        break;
+    case BOOKS_EABORTED:
+        books_error_set(e, rc, "STORE_ABORTED",
+                        "the book store aborted the operation (a conflict with another); retry it");
+        break;
+    case BOOKS_EREFUSED:
+        books_error_set(e, rc, "STORE_REFUSED",
+                        "the book store refuses this operation (its permissions or its own rules); "
+                        "retrying will not help until its operator fixes the store");
+        break;
     case BOOKS_EBUSY:
         books_error_set(e, rc, "OVERLOADED",
                         "the server holds as much work in flight as it allows (a queue's cap or the "

@@ -117,6 +117,7 @@ struct link {
     PGconn *conn;
     bool up;                /* counted as available in the store's state */
     uint64_t retry_at_ns;   /* no new attempt before this */
+    uint64_t down_since_ns; /* when it went down (0: up) */
     long backoff_ms;
 };
 

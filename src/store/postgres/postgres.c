@@ -144,6 +144,37 @@ static int setup(struct pg_store *st, PGconn *conn, bool reader)
     return rc;
 }
 
+/* At open, on the first connection: what the store's settings make of the session (whatever the
+ * role or the database set), logged once so an operator sees the durability in force. */
+static int check_settings(struct pg_store *st, PGconn *conn, char *err, size_t errlen)
+{
+    char sql[96];
+    PGresult *res = NULL;
+    snprintf(sql, sizeof sql, "SET synchronous_commit = %s; SET client_encoding = 'UTF8'",
+             pg_synchronous_commit_values[st->prm.synchronous_commit]);
+    int rc = pg_exec(conn, sql, PGRES_COMMAND_OK, NULL);
+    if (rc == 0)
+        rc = pg_exec(conn,
+                     "SELECT current_setting('synchronous_commit'), "
+                     "current_setting('client_encoding'), current_setting('server_encoding')",
+                     PGRES_TUPLES_OK, &res);
+    if (rc != 0) {
+        books_format_err(err, errlen, "PostgreSQL at %s: cannot set synchronous_commit: %s",
+                         st->shown, PQerrorMessage(conn));
+        return rc;
+    }
+    const struct log_field fields[] = {
+        {.key = "synchronous_commit", .str = PQgetvalue(res, 0, 0)},
+        {.key = "client_encoding", .str = PQgetvalue(res, 0, 1)},
+        {.key = "server_encoding", .str = PQgetvalue(res, 0, 2)},
+    };
+    char msg[320];
+    snprintf(msg, sizeof msg, "PostgreSQL at %s: session settings", st->shown);
+    log_event(LOG_INFO, msg, fields, sizeof fields / sizeof fields[0]);
+    PQclear(res);
+    return 0;
+}
+
 /* Drops a broken connection and schedules the next attempt. */
 void pg_link_down(struct pg_store *st, struct link *l, bool writer)
 {
@@ -151,6 +182,8 @@ void pg_link_down(struct pg_store *st, struct link *l, bool writer)
         PQfinish(l->conn);
         l->conn = NULL;
     }
+    if (!l->down_since_ns)
+        l->down_since_ns = pg_now_ns();
     l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : RECONNECT_MIN_MS;
     if (l->backoff_ms > RECONNECT_MAX_MS)
         l->backoff_ms = RECONNECT_MAX_MS;
@@ -176,7 +209,11 @@ int pg_link_ensure(struct pg_store *st, struct link *l, bool writer)
         return BOOKS_EUNAVAIL;
     }
     atomic_fetch_add_explicit(&st->st_reconnects, 1, memory_order_relaxed);
+    log_msg(LOG_INFO, "PostgreSQL at %s: the %s connection is back after %llu ms", st->shown,
+            writer ? "write" : "read",
+            (unsigned long long)((pg_now_ns() - l->down_since_ns) / 1000000u));
     l->backoff_ms = 0;
+    l->down_since_ns = 0;
     pg_link_state(st, l, writer, true);
     return 0;
 }
@@ -477,7 +514,8 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
         return BOOKS_ECORRUPT;
     }
     rc = pg_schema_open(conn, st->shown, st->base.dataset_key, err, errlen);
-    if (rc == 0 && (rc = setup(st, conn, false)) != 0)
+    if (rc == 0 && (rc = check_settings(st, conn, err, errlen)) == 0 &&
+        (rc = setup(st, conn, false)) != 0)
         books_format_err(err, errlen, "PostgreSQL at %s: cannot set up the connection: %s",
                          st->shown, PQerrorMessage(conn));
     st->writer.conn = conn;
