@@ -121,6 +121,43 @@ static void test_decode_refuses_what_we_never_write(void **state)
 }
 
 /* The store's own parameters come out of the URI; everything else reaches libpq as written. */
+/* Every SQLSTATE class the store meets maps on purpose (pg.h), retryable ones apart from those a
+ * retry cannot fix. The wire tests produce 42501, 42P01, 23514, 57P01, 08006 and 57014 for real. */
+static void test_sqlstate_classes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *state;
+        int err;
+    } cases[] = {
+        {"08006", BOOKS_EUNAVAIL},  /* connection failure */
+        {"08001", BOOKS_EUNAVAIL},  /* cannot connect */
+        {"57P01", BOOKS_EUNAVAIL},  /* admin shutdown (pg_terminate_backend) */
+        {"57P03", BOOKS_EUNAVAIL},  /* cannot connect now (starting up) */
+        {"57014", BOOKS_EDEADLINE}, /* query canceled: statement_timeout */
+        {"53100", BOOKS_ENOSPC},    /* disk full */
+        {"53200", BOOKS_ENOSPC},    /* out of memory */
+        {"53300", BOOKS_ENOSPC},    /* too many connections */
+        {"40001", BOOKS_EABORTED},  /* serialization failure */
+        {"40P01", BOOKS_EABORTED},  /* deadlock detected */
+        {"42501", BOOKS_EREFUSED},  /* insufficient privilege */
+        {"42P01", BOOKS_EREFUSED},  /* undefined table */
+        {"23514", BOOKS_EREFUSED},  /* check violation */
+        {"22001", BOOKS_EREFUSED},  /* string data right truncation */
+        {"54000", BOOKS_EREFUSED},  /* program limit exceeded */
+        {"XX000", BOOKS_EINTERNAL}, /* internal error */
+        {"25P02", BOOKS_EINTERNAL}, /* in failed transaction */
+        {"", BOOKS_EUNAVAIL},
+        {"4", BOOKS_EUNAVAIL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (pg_sqlstate_error(cases[i].state) != cases[i].err)
+            fail_msg("SQLSTATE %s: %s, want %s", cases[i].state,
+                     books_err_name(pg_sqlstate_error(cases[i].state)),
+                     books_err_name(cases[i].err));
+    assert_int_equal(pg_sqlstate_error(NULL), BOOKS_EUNAVAIL);
+}
+
 static void test_uri_parameters(void **state)
 {
     (void)state;
@@ -167,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_decode_round_trip),
         cmocka_unit_test(test_decode_refuses_what_we_never_write),
         cmocka_unit_test(test_uri_parameters),
+        cmocka_unit_test(test_sqlstate_classes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
