@@ -144,19 +144,26 @@ static struct rpc_reply *create_book(struct fixture *f, const char *id, const ch
 static char *one_author[] = {"Author A"};
 
 /* CreateBook with an AIP-155 request_id. */
-static struct rpc_reply *create_with_request(struct fixture *f, const char *id, const char *title,
+static struct rpc_reply *create_with_authors(struct fixture *f, const char *id, const char *title,
+                                             size_t n_authors, char **authors,
                                              const char *request_id)
 {
     Books__V1__Book book = BOOKS__V1__BOOK__INIT;
     Books__V1__CreateBookRequest req = BOOKS__V1__CREATE_BOOK_REQUEST__INIT;
     book.display_name = (char *)title;
-    book.n_authors = 1;
-    book.authors = one_author;
+    book.n_authors = n_authors;
+    book.authors = authors;
     book.publisher = "P";
     req.book = &book;
     req.book_id = (char *)(id ? id : "");
     req.request_id = (char *)request_id;
     return call(f, svc_create_book, &req.base);
+}
+
+static struct rpc_reply *create_with_request(struct fixture *f, const char *id, const char *title,
+                                             const char *request_id)
+{
+    return create_with_authors(f, id, title, 1, one_author, request_id);
 }
 
 static void create_ok(struct fixture *f, const char *id)
@@ -275,6 +282,19 @@ static void test_request_id(void **state)
     r = create_with_request(f, "chosen", "Once", rid);
     assert_int_equal(r->error.code, BOOKS_EREUSED);
     assert_int_equal(page_of(list_books(f, 10, NULL))->n_books, 1);
+
+    /* Every author is part of the request, in order: a retry with the same authors finds the
+     * book; the same authors in another order, or one author's text moved into the next, is
+     * another request. */
+    const char *rid2 = "6a1d3c2e-0b7f-4e8a-9c5d-2f4b6a8c0e1f";
+    char *three[] = {"Ann", "Bo", "Cy"}, *swapped[] = {"Bo", "Ann", "Cy"},
+         *moved[] = {"An", "nBo", "Cy"};
+    snprintf(name, sizeof name, "%s", book_of(create_with_authors(f, NULL, "Three", 3, three, rid2))->name);
+    assert_string_equal(book_of(create_with_authors(f, NULL, "Three", 3, three, rid2))->name, name);
+    assert_int_equal(create_with_authors(f, NULL, "Three", 3, swapped, rid2)->error.code, BOOKS_EREUSED);
+    assert_int_equal(create_with_authors(f, NULL, "Three", 3, moved, rid2)->error.code, BOOKS_EREUSED);
+    assert_int_equal(create_with_authors(f, NULL, "Three", 2, three, rid2)->error.code, BOOKS_EREUSED);
+    assert_int_equal(page_of(list_books(f, 10, NULL))->n_books, 2);
 
     static const char *const f_rid[] = {"request_id"};
     static const char *const bad[] = {"not-a-uuid", "0f2b8c1e-9d4a-3f6b-8c2d-1e5f7a9b0c3d",

@@ -570,18 +570,26 @@ static void request_fingerprint(const Books__V1__CreateBookRequest *req,
     unsigned int len = 0;
     bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
 
-#define FEED(p, n)                                                                                 \
+    /* Each field as its length (8 bytes), then its bytes. */
+#define FEED_COUNT(n)                                                                              \
     do {                                                                                           \
         uint64_t n_ = (uint64_t)(n);                                                               \
-        ok = ok && EVP_DigestUpdate(md, &n_, sizeof n_) && EVP_DigestUpdate(md, (p), n_);          \
+        ok = ok && EVP_DigestUpdate(md, &n_, sizeof n_);                                           \
     } while (0)
-    FEED(req->book_id, strlen(req->book_id));
-    FEED(b->display_name, strlen(b->display_name));
-    FEED(b->publisher, strlen(b->publisher));
-    FEED("", b->n_authors); /* the count, then each author */
+#define FEED(s)                                                                                    \
+    do {                                                                                           \
+        size_t len_ = strlen(s);                                                                   \
+        FEED_COUNT(len_);                                                                          \
+        ok = ok && EVP_DigestUpdate(md, (s), len_);                                                \
+    } while (0)
+    FEED(req->book_id);
+    FEED(b->display_name);
+    FEED(b->publisher);
+    FEED_COUNT(b->n_authors); /* the count, then each author */
     for (size_t i = 0; i < b->n_authors; i++)
-        FEED(b->authors[i], strlen(b->authors[i]));
+        FEED(b->authors[i]);
 #undef FEED
+#undef FEED_COUNT
     ok = ok && EVP_DigestFinal_ex(md, out, &len) && len == STORE_REQUEST_HASH_BYTES;
     EVP_MD_CTX_free(md);
     if (!ok) /* libcrypto out of memory: no retry will ever match this one's fingerprint */

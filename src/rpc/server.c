@@ -453,9 +453,12 @@ long server_shutdown(struct server *s, int grace_ms)
             s->abandoned = true;
             return left;
         }
-        if (waited_ms % 1000 == 0)
+        /* Requests for calls not yet matched come back within a poll or two: only calls being
+         * served are worth a line, once a second. */
+        long serving = atomic_load_explicit(&s->in_flight, memory_order_acquire);
+        if (waited_ms % 1000 == 0 && serving > 0)
             log_msg(LOG_WARNING, "shutdown: waiting for %ld calls to finish (answers from the store, "
-                    "replies being sent)", left);
+                    "replies being sent)", serving);
         nanosleep(&(struct timespec){0, SHUTDOWN_POLL_MS * 1000000L}, NULL);
     }
     grpc_server_destroy(s->server);

@@ -188,7 +188,8 @@ void pg_link_state(struct pg_store *st, struct link *l, bool writer, bool up);
 /* Drops a broken connection and schedules the next attempt (backoff). The link's own thread. */
 void pg_link_down(struct pg_store *st, struct link *l, bool writer);
 /* Makes sure `l` has a working connection: 0, or BOOKS_EUNAVAIL while still down (no attempt
- * before the backoff has passed). The link's own thread. */
+ * before the backoff has passed). An idle connection the server has closed is noticed here, before
+ * a query is sent, and replaced at once. The link's own thread, between queries. */
 int pg_link_ensure(struct pg_store *st, struct link *l, bool writer);
 /* Sends what libpq has buffered, reading meanwhile. False: the connection broke, or took no byte
  * for as long as a query may run (pg_silence_ns, or 30 s without a statement_timeout). */

@@ -191,16 +191,40 @@ void pg_link_down(struct pg_store *st, struct link *l, bool writer)
     pg_link_state(st, l, writer, false);
 }
 
+/* An idle connection that the server has closed (pg_terminate_backend, a restart, an idle
+ * timeout) is readable: its FATAL message and end of stream are waiting. Found before a query is
+ * sent, a create is not caught in a broken connection (which only a lookup could settle). */
+static bool closed_while_idle(struct pg_store *st, struct link *l)
+{
+    /* The FATAL message is read first (libpq passes it to the notice processor and stays
+     * CONNECTION_OK), the end of stream on a later read: a few reads, while there is input. */
+    for (int reads = 0;; reads++) {
+        struct pollfd p = {PQsocket(l->conn), POLLIN, 0};
+        if (reads == 4 || poll(&p, 1, 0) <= 0)
+            return false;
+        if (!PQconsumeInput(l->conn) || PQstatus(l->conn) != CONNECTION_OK)
+            break;
+    }
+    log_msg(LOG_WARNING, "PostgreSQL at %s: the server closed an idle connection: %.200s",
+            st->shown, PQerrorMessage(l->conn));
+    return true;
+}
+
 /* Makes sure `l` has a working connection: 0, or BOOKS_EUNAVAIL (still down; no attempt is made
- * before the backoff has passed). */
+ * before the backoff has passed). A working connection found closed by the server is replaced at
+ * once (one attempt, then the backoff). */
 int pg_link_ensure(struct pg_store *st, struct link *l, bool writer)
 {
     char err[512];
 
-    if (l->conn && PQstatus(l->conn) == CONNECTION_OK)
+    if (l->conn && PQstatus(l->conn) == CONNECTION_OK && !closed_while_idle(st, l))
         return 0;
-    if (l->conn)
+    if (l->conn) {
+        bool was_working = l->backoff_ms == 0;
         pg_link_down(st, l, writer);
+        if (was_working)
+            l->retry_at_ns = 0;
+    }
     if (pg_now_ns() < l->retry_at_ns)
         return BOOKS_EUNAVAIL;
     l->conn = pg_connect(st->conninfo, RECONNECT_TIMEOUT_S, 0, err, sizeof err);

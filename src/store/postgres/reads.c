@@ -405,9 +405,8 @@ void *pg_reader_main(void *arg)
             check_idle_link(rd);
             continue;
         }
-        if (PQstatus(rd->link.conn) != CONNECTION_OK)
-            pg_link_down(st, &rd->link, false);
-        if (!rd->link.conn) {
+        /* A connection the server closed while it was idle is replaced before the batch. */
+        if (pg_link_ensure(st, &rd->link, false) != 0) {
             for (size_t i = 0; i < n; i++)
                 answer_read(batch[i], BOOKS_EUNAVAIL, NULL, 0);
         } else {
