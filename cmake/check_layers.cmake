@@ -5,6 +5,8 @@
 #                                                         (strtonum) and no other libbsd header
 #   store  src/store/, include/books/<store headers>     base; SQLite, libbsd, libpq
 #   rpc    src/rpc/,   include/books/<rpc headers>       base; gRPC core, protobuf-c, zlib, protos
+#   firestore src/firestore/, store_firestore.h          store, rpc (the codec, the status mapping),
+#                                                         base: a store backend that is a gRPC client
 #   api    src/api/,   include/books/<api headers>       rpc (not the server loop), store, base
 #   cli    src/cli/,   include/books/<cli headers>       rpc (not the server loop), base
 #   app    src/*.c                                        everything (main.c and config.c: wiring)
@@ -20,6 +22,7 @@ cmake_policy(SET CMP0057 NEW)
 set(base_headers arena budget error json log options resources text trace utf8)
 set(store_headers commit_pipeline record_cache store store_postgres store_sqlite)
 set(rpc_headers codec rpc rpc_paths server status)
+set(firestore_headers store_firestore)
 set(api_headers health page_token reflection service)
 set(cli_headers cli client)
 set(app_headers config)
@@ -28,9 +31,10 @@ set(app_headers config)
 set(base_may base)
 set(store_may base store)
 set(rpc_may base rpc)
+set(firestore_may base store rpc firestore)
 set(api_may base store rpc api)
 set(cli_may base rpc cli)
-set(app_may base store rpc api cli app)
+set(app_may base store rpc firestore api cli app)
 # Outside headers, by prefix. "books/v1/", "google/" and "grpc/" (quoted) are the generated protos.
 set(no_grpc "<grpc/" "<protobuf-c/" "\"books/v1/" "\"google/" "\"grpc/" "<zlib.h>")
 set(no_db "<sqlite3.h>" "<libpq-fe.h>")
@@ -39,15 +43,17 @@ set(base_banned ${no_grpc} ${no_db} "<openssl/" "<uuid/" "<bsd/")
 set(base_allowed "<bsd/stdlib.h>")
 set(store_banned ${no_grpc} "<openssl/" "<uuid/")
 set(rpc_banned ${no_db})
+set(firestore_banned ${no_db} "<openssl/")
 set(api_banned ${no_db})
 set(cli_banned ${no_db})
 set(app_banned)
 # The server loop is the rpc layer's own: services and the CLI speak rpc.h (the method table).
 set(api_denied_headers server)
+set(firestore_denied_headers server)
 set(cli_denied_headers server)
 
 function(header_layer header out)
-  foreach(layer base store rpc api cli app)
+  foreach(layer base store rpc firestore api cli app)
     if(header IN_LIST ${layer}_headers)
       set(${out} ${layer} PARENT_SCOPE)
       return()
@@ -94,7 +100,7 @@ function(check_file path layer)
   set(problems "${problems}" PARENT_SCOPE)
 endfunction()
 
-foreach(layer base store rpc api cli)
+foreach(layer base store rpc firestore api cli)
   file(GLOB_RECURSE sources "${SOURCE_DIR}/src/${layer}/*.c" "${SOURCE_DIR}/src/${layer}/*.h")
   foreach(f ${sources})
     check_file("${f}" ${layer})

@@ -48,7 +48,8 @@ static const struct opt settings[] = {
              "sqlite:PATH (alias file:PATH) keeps them durably in a SQLite database file; "
              "parameters after ?, see Durability. postgresql://USER@HOST:PORT/DB (alias "
              "postgres://) keeps them in PostgreSQL, shared by any number of instances; see "
-             "PostgreSQL."},
+             "PostgreSQL. firestore://PROJECT[/DATABASE] keeps them in Cloud Firestore, shared "
+             "and serverless; see Firestore."},
     {.env = "BOOKS_THREADS",
      .name = "threads",
      .arg = "N",

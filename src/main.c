@@ -17,6 +17,7 @@
 #include "books/server.h"
 #include "books/service.h"
 #include "books/store.h"
+#include "books/store_firestore.h"
 
 extern char **environ;
 
@@ -103,6 +104,7 @@ int main(int argc, char **argv)
                                               .max_queued = split.max_queued,
                                               .request_ttl_s = (uint32_t)cfg.request_id_ttl_s};
 
+    store_firestore_register();
     if (store_open(cfg.store, &store_limits, &store, err, sizeof err) != 0) {
         rc = fail("cannot open the store", err);
         goto out_config;

@@ -14,6 +14,7 @@
  * failures, which the main thread then asserts are zero. */
 #include "books/error.h"
 #include "books/store.h"
+#include "books/store_firestore.h"
 #include "support/create_wait.h"
 
 #include <ftw.h>
@@ -110,13 +111,47 @@ static void uri_postgres_nocache(const char *dir, char *uri, size_t len)
     uri_postgres_schema((char *)dir, uri, len, "&cache_mb=0&pool=3");
 }
 
+/* Firestore: a fresh collection per test in the emulator of FIRESTORE_EMULATOR_HOST (scripts/test.sh
+ * starts one; without it these rows are skipped). */
+static bool firestore_emulator(void)
+{
+    const char *host = getenv("FIRESTORE_EMULATOR_HOST");
+    return host && *host;
+}
+
+static void uri_firestore_collection(char *uri, size_t len, const char *extra)
+{
+    static int counter;
+    snprintf(uri, len, "firestore://books-test?collection=t%d_%d%s", (int)getpid(), ++counter,
+             extra);
+}
+
+static void uri_firestore(const char *dir, char *uri, size_t len)
+{
+    (void)dir;
+    uri_firestore_collection(uri, len, "");
+}
+
+static void uri_firestore_nocache(const char *dir, char *uri, size_t len)
+{
+    (void)dir;
+    uri_firestore_collection(uri, len, "&cache_mb=0");
+}
+
 static const struct backend backends[] = {
     {"memory", false, uri_memory},
     {"sqlite", true, uri_sqlite},
     {"sqlite, no cache", true, uri_sqlite_nocache},
     {"postgresql", false, uri_postgres},
     {"postgresql, no cache, 3 readers", false, uri_postgres_nocache},
+    {"firestore", false, uri_firestore},
+    {"firestore, no cache", false, uri_firestore_nocache},
 };
+
+static bool is_firestore(const struct backend *be)
+{
+    return be->make_uri == uri_firestore || be->make_uri == uri_firestore_nocache;
+}
 
 static bool is_postgres(const struct backend *be)
 {
@@ -787,9 +822,13 @@ enum { N_WRITERS = 8, PER_WRITER = 2000, N_READERS = 4, PERM_STEP = 7919 };
  * them: memcheck is there for memory errors and leaks, which the smaller load exercises through the
  * same paths; the full load runs in the normal and the sanitizer builds. PERM_STEP is prime, so
  * it stays coprime with either count. */
+/* A remote store tested through an emulator (firestore:, each create a call to a JVM) also
+ * takes a tenth: the same interleavings, in seconds rather than minutes. */
+static bool remote_backend;
+
 static size_t per_writer(void)
 {
-    return RUNNING_ON_VALGRIND ? PER_WRITER / 10 : PER_WRITER;
+    return RUNNING_ON_VALGRIND || remote_backend ? PER_WRITER / 10 : PER_WRITER;
 }
 
 struct concurrency {
@@ -953,6 +992,7 @@ static void test_concurrent_create_list_get(void **state)
 
     memset(&c, 0, sizeof(c));
     c.s = f->s;
+    remote_backend = is_firestore(f->be);
     for (unsigned i = 0; i < N_WRITERS; i++) {
         writers[i] = (struct worker){&c, i};
         assert_int_equal(pthread_create(&writer_threads[i], NULL, writer_main, &writers[i]), 0);
@@ -1329,6 +1369,7 @@ static const struct CMUnitTest units[] = {
 
 int main(void)
 {
+    store_firestore_register();
     int failed = cmocka_run_group_tests_name("store_book and store_open", units, NULL, NULL);
 
     for (size_t b = 0; b < ARRAY_LEN(backends); b++) {
@@ -1337,6 +1378,11 @@ int main(void)
 
         if (is_postgres(&backends[b]) && !postgres_base()) {
             printf("store conformance: %s: skipped (set BOOKS_TEST_POSTGRES_URI)\n",
+                   backends[b].name);
+            continue;
+        }
+        if (is_firestore(&backends[b]) && !firestore_emulator()) {
+            printf("store conformance: %s: skipped (set FIRESTORE_EMULATOR_HOST)\n",
                    backends[b].name);
             continue;
         }

@@ -230,6 +230,18 @@ struct store_limits {
 int store_open(const char *uri, const struct store_limits *limits, struct store **out, char *err,
                size_t errlen);
 
+/* How a backend opens: from the part of the URI after the scheme's ':' (store_open's contract). */
+typedef int (*store_open_fn)(const char *rest, const struct store_limits *limits,
+                             struct store **out, char *err, size_t errlen);
+
+/* Adds a backend that lives in a layer above this one (firestore:, a gRPC client: see
+ * store_firestore.h) to store_open()'s table, under `scheme` (matched without regard to ASCII
+ * case), with `form` ("firestore://PROJECT[/DATABASE]") listed among the accepted forms. The
+ * strings are static; nothing is copied. Registering the same scheme and function again is a
+ * no-op. Returns 0, or BOOKS_EINVAL (a NULL argument, the scheme taken by another backend, or the
+ * table's 4 places full). At start-up, before any store_open(), one thread. */
+int store_register_backend(const char *scheme, const char *form, store_open_fn open);
+
 /* Fills `key` with STORE_DATASET_KEY_BYTES random bytes from the kernel. 0 or BOOKS_EIO. */
 int store_new_dataset_key(uint8_t key[STORE_DATASET_KEY_BYTES]);
 

@@ -198,6 +198,12 @@ static void absl_deadlock_detection_off(void)
 
 static pthread_once_t absl_once = PTHREAD_ONCE_INIT;
 
+void rpc_grpc_init(void)
+{
+    pthread_once(&absl_once, absl_deadlock_detection_off);
+    grpc_init();
+}
+
 int server_start(const struct server_options *opts, const struct rpc_service *services, size_t n,
                  struct server **out, char *err, size_t errlen)
 {
@@ -212,8 +218,7 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
         snprintf(err, errlen, "invalid server options");
         return BOOKS_EINVAL;
     }
-    pthread_once(&absl_once, absl_deadlock_detection_off);
-    grpc_init();
+    rpc_grpc_init();
     s = calloc(1, sizeof *s);
     if (!s) {
         rc = BOOKS_ENOMEM;

@@ -201,24 +201,43 @@ int store_new_dataset_key(uint8_t key[STORE_DATASET_KEY_BYTES])
     return 0;
 }
 
-typedef int (*backend_open_fn)(const char *rest, const struct store_limits *limits,
-                               struct store **out, char *err, size_t errlen);
-
 /* The backends this binary can open, by URI scheme. `form` is how the URI is written; it is what
- * the error message lists as accepted. Add a backend here and nowhere else. */
-static const struct {
+ * the error message lists as accepted. Add a backend of this layer here and nowhere else; one
+ * from a layer above (firestore:, a gRPC client) adds itself with store_register_backend(). */
+struct backend {
     const char *scheme;
     const char *form;
-    backend_open_fn open;
-} backends[] = {
+    store_open_fn open;
+};
+static const struct backend builtin[] = {
     {"memory", "memory:", store_memory_open},
     {"sqlite", "sqlite:PATH", store_sqlite_open},
     {"file", "file:PATH", store_sqlite_open}, /* alias of sqlite: */
     {"postgresql", "postgresql://...", store_postgres_open},
     {"postgres", "postgres://...", store_postgres_open}, /* libpq's alias */
 };
+#define N_BUILTIN (sizeof builtin / sizeof builtin[0])
+#define MAX_REGISTERED 4
+static struct backend registered[MAX_REGISTERED];
+static size_t n_registered;
 
-#define N_BACKENDS (sizeof(backends) / sizeof(backends[0]))
+static const struct backend *backend_at(size_t i)
+{
+    return i < N_BUILTIN ? &builtin[i] : &registered[i - N_BUILTIN];
+}
+
+int store_register_backend(const char *scheme, const char *form, store_open_fn open)
+{
+    if (!scheme || !form || !open)
+        return BOOKS_EINVAL;
+    for (size_t i = 0; i < N_BUILTIN + n_registered; i++)
+        if (strcasecmp(backend_at(i)->scheme, scheme) == 0)
+            return backend_at(i)->open == open ? 0 : BOOKS_EINVAL;
+    if (n_registered == MAX_REGISTERED)
+        return BOOKS_EINVAL;
+    registered[n_registered++] = (struct backend){scheme, form, open};
+    return 0;
+}
 
 /* Writes the accepted forms, "memory:, sqlite:PATH", to buf (len bytes). */
 static void format_accepted(char *buf, size_t len)
@@ -226,8 +245,8 @@ static void format_accepted(char *buf, size_t len)
     size_t used = 0;
 
     buf[0] = '\0';
-    for (size_t i = 0; i < N_BACKENDS && used < len; i++) {
-        int n = snprintf(buf + used, len - used, "%s%s", i ? ", " : "", backends[i].form);
+    for (size_t i = 0; i < N_BUILTIN + n_registered && used < len; i++) {
+        int n = snprintf(buf + used, len - used, "%s%s", i ? ", " : "", backend_at(i)->form);
 
         if (n < 0)
             break;
@@ -239,7 +258,7 @@ int store_open(const char *uri, const struct store_limits *limits, struct store 
                size_t errlen)
 {
     static const struct store_limits none = {0};
-    char accepted[128];
+    char accepted[192];
     const char *colon;
     size_t scheme_len;
 
@@ -259,12 +278,12 @@ int store_open(const char *uri, const struct store_limits *limits, struct store 
 
     /* RFC 3986 section 3.1: schemes compare case-insensitively. */
     scheme_len = (size_t)(colon - uri);
-    for (size_t i = 0; i < N_BACKENDS; i++) {
+    for (size_t i = 0; i < N_BUILTIN + n_registered; i++) {
+        const struct backend *be = backend_at(i);
         int rc;
-        if (strlen(backends[i].scheme) != scheme_len ||
-            strncasecmp(uri, backends[i].scheme, scheme_len) != 0)
+        if (strlen(be->scheme) != scheme_len || strncasecmp(uri, be->scheme, scheme_len) != 0)
             continue;
-        rc = backends[i].open(colon + 1, limits ? limits : &none, out, err, errlen);
+        rc = be->open(colon + 1, limits ? limits : &none, out, err, errlen);
         if (rc == 0 && (*out)->display[0] == '\0')
             snprintf((*out)->display, sizeof (*out)->display, "%s", uri);
         return rc;

@@ -1,0 +1,154 @@
+/* fs.h: the firestore: store's private parts (src/firestore/ only). client.c drives calls to
+ * Firestore on gRPC core's C client from one thread of its own; docs.c turns books into documents
+ * and back; store.c is the store (store.h's operations); writes.c the commit pipeline's backend. */
+#ifndef BOOKS_FS_H
+#define BOOKS_FS_H
+
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "books/arena.h"
+#include "books/commit_pipeline.h"
+#include "books/record_cache.h"
+#include "books/store.h"
+#include "google/firestore/v1/firestore.pb-c.h"
+
+/* Largest response accepted from Firestore, in bytes (after inflating): a RunQuery message holds
+ * one document (at most 1 MiB in Firestore), a BatchWrite response 500 statuses. */
+#define FS_MAX_RESPONSE_BYTES (4u * 1024 * 1024)
+/* Most writes Firestore takes in one BatchWrite or Commit. */
+#define FS_MAX_WRITES 500
+/* Longest document path we build: prefix, collection, "_requests", an id. */
+#define FS_NAME_BYTES 1024
+
+enum fs_method { FS_GET_DOCUMENT, FS_COMMIT, FS_BATCH_WRITE, FS_RUN_QUERY, FS_N_METHODS };
+
+/* ---- client.c ----------------------------------------------------------------------------------- */
+
+struct fs_client;
+
+/* How a finished call ended: gRPC's status and message (a C string, truncated). */
+struct fs_status {
+    grpc_status_code code;
+    char message[256];
+};
+
+/* A unary call's end, on the client's thread: `response` (NULL unless status OK) is the caller's
+ * to keep or destroy (grpc_byte_buffer_destroy) — the client destroys it after this returns. */
+typedef void (*fs_unary_done_fn)(void *arg, const struct fs_status *st, grpc_byte_buffer *response);
+/* A streaming call's message, on the client's thread: return true for the next one, false to
+ * stop (the call is cancelled; its end follows). `msg` is destroyed after this returns. */
+typedef bool (*fs_stream_message_fn)(void *arg, grpc_byte_buffer *msg);
+/* A streaming call's end (once, after its last message), on the client's thread. */
+typedef void (*fs_stream_end_fn)(void *arg, const struct fs_status *st);
+/* The channel's reachability changed (true: READY; false: TRANSIENT_FAILURE or SHUTDOWN). */
+typedef void (*fs_reachable_fn)(void *arg, bool reachable);
+
+/* Makes the channel and starts the thread. `target` host:port; `emulator`: insecure, with
+ * "authorization: Bearer owner"; else TLS with Application Default Credentials. `database` is
+ * projects/P/databases/D (routing headers). Returns 0, BOOKS_EINVAL (no credentials: message in
+ * err), BOOKS_ENOMEM, BOOKS_EIO (no thread). */
+int fs_client_new(const char *target, bool emulator, const char *project, const char *database_id,
+                  fs_reachable_fn reachable, void *reachable_arg, struct fs_client **out,
+                  char *err, size_t errlen);
+/* Cancels every call in flight (each ends CANCELLED), and every later call ends CANCELLED at
+ * once. Any thread. */
+void fs_client_cancel_all(struct fs_client *c);
+/* Cancels what is in flight, waits for every call to end, stops the thread, frees. */
+void fs_client_free(struct fs_client *c);
+
+/* Starts a unary call of `m` with `request` (packed here; the caller keeps it), ending at
+ * deadline_ns (CLOCK_MONOTONIC ns; 0: default_timeout_ms from now). done() runs exactly once on
+ * the client's thread (also for a call that cannot start: status INTERNAL or CANCELLED). */
+void fs_unary(struct fs_client *c, enum fs_method m, const ProtobufCMessage *request,
+              uint64_t deadline_ns, fs_unary_done_fn done, void *arg);
+/* The same, waiting for it on the caller's thread (never the client's), and decoding the
+ * response of type `desc` into `arena` (*out; NULL unless OK). Returns the status code. A
+ * response that does not decode ends with status INTERNAL. */
+grpc_status_code fs_unary_wait(struct fs_client *c, enum fs_method m,
+                               const ProtobufCMessage *request, uint64_t deadline_ns,
+                               const ProtobufCMessageDescriptor *desc, struct arena *arena,
+                               ProtobufCMessage **out, struct fs_status *st);
+/* Starts a server-streaming call (RunQuery); on_message for each message, on_end once. */
+void fs_stream(struct fs_client *c, enum fs_method m, const ProtobufCMessage *request,
+               uint64_t deadline_ns, fs_stream_message_fn on_message, fs_stream_end_fn on_end,
+               void *arg);
+/* Decodes a response (codec_decode with FS_MAX_RESPONSE_BYTES). 0 or a books_err. */
+int fs_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, struct arena *arena,
+              ProtobufCMessage **out);
+
+/* The default deadline of calls, in ms (set once at open, before any call). */
+void fs_client_set_timeout(struct fs_client *c, int timeout_ms);
+
+/* ---- docs.c ------------------------------------------------------------------------------------ */
+
+/* The store's naming: projects/P/databases/D, its documents, the three collections. */
+struct fs_names {
+    char database[256];            /* projects/P/databases/D */
+    char documents[272];           /* projects/P/databases/D/documents */
+    char collection[128];          /* the books' collection id */
+    char requests[160];            /* collection + "_requests" */
+    char meta[160];                /* collection + "_meta" */
+};
+
+/* Writes the document name of book `name` ("books/{id}") to out. False when it does not fit. */
+bool fs_book_doc(const struct fs_names *n, const char *name, char *out, size_t len);
+/* Writes the document name of request `request_id` to out. */
+bool fs_request_doc(const struct fs_names *n, const char *request_id, char *out, size_t len);
+/* Builds a record from a book document: 0, BOOKS_ECORRUPT (not a book of this collection, a
+ * missing or mistyped field, more than STORE_MAX_AUTHORS authors), BOOKS_ENOMEM. */
+int fs_book_from_doc(const struct fs_names *n, const Google__Firestore__V1__Document *d,
+                     struct store_book **out);
+/* A string / bytes field of `d` by key, or NULL when absent or of another type. */
+const char *fs_doc_string(const Google__Firestore__V1__Document *d, const char *key);
+const ProtobufCBinaryData *fs_doc_bytes(const Google__Firestore__V1__Document *d, const char *key);
+
+/* The messages of one create's writes, built in `arena`. */
+struct fs_create_writes {
+    Google__Firestore__V1__Write *book;    /* C/{book}, exists: false */
+    Google__Firestore__V1__Write *request; /* C_requests/{id}, exists: false; NULL without id */
+};
+/* Builds them for commit item `it` with write id `write_id` (32 hex digits). 0 or BOOKS_ENOMEM
+ * (or BOOKS_EINVAL for a name too long). */
+int fs_build_create(const struct fs_names *n, const struct commit_item *it, const char *write_id,
+                    uint32_t request_ttl_s, struct arena *arena, struct fs_create_writes *out);
+
+/* ---- errors ------------------------------------------------------------------------------------ */
+
+/* The store's reading of a Firestore status (see README, "Firestore"): a books_err. */
+int fs_status_error(grpc_status_code code);
+
+/* CLOCK_MONOTONIC now, in ns. */
+uint64_t fs_now_ns(void);
+
+/* ---- store.c / writes.c ----------------------------------------------------------------------- */
+
+struct fs_store {
+    struct store base;
+    struct fs_client *client;
+    struct fs_names names;
+    struct record_cache *cache;
+    struct commit_pipeline *pipeline;
+    uint32_t request_ttl_s;
+    size_t max_queued;
+    int timeout_ms;
+    atomic_long reads_in_flight;
+    atomic_bool reachable;
+    atomic_bool draining;
+    pthread_mutex_t state_mu; /* watch fn and the last state told */
+    store_state_fn state_fn;
+    void *state_arg;
+    bool told_reachable;
+    char shown[STORE_DISPLAY_BYTES];
+};
+
+/* Tells the watcher when reachability changes (any thread). */
+void fs_set_reachable(struct fs_store *st, bool reachable);
+/* commit_backend.write_batch for this store. */
+int fs_write_batch(void *self, struct commit_item *items, size_t n);
+
+#endif
