@@ -211,6 +211,13 @@ static uint64_t deadline_ns(gpr_timespec deadline, bool *passed)
            (uint64_t)left.tv_sec * 1000000000u + (uint64_t)left.tv_nsec;
 }
 
+/* True when the call's deadline is over (never for a call without one). */
+static bool deadline_passed(gpr_timespec deadline)
+{
+    gpr_timespec mono = gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC);
+    return gpr_time_cmp(mono, gpr_now(GPR_CLOCK_MONOTONIC)) <= 0;
+}
+
 static void step_registered(struct tag *t, bool ok)
 {
     struct call *c = container_of(t, struct call, tag);
@@ -241,12 +248,20 @@ static void step_registered(struct tag *t, bool ok)
     if (passed) {
         /* No work for a call whose caller has already given up. */
         books_error_set(&c->reply.error, BOOKS_EDEADLINE, "DEADLINE_EXCEEDED",
-                        "the call's deadline passed before the server started it");
+                        "the client's deadline passed before the server started the call");
         reply_done(&c->reply);
         return;
     }
+    bool no_message = c->payload == NULL;
     rc = codec_decode(c->payload, slot->method->request, &slot->limits, &c->arena, &c->request,
                       &c->reply.error);
+    if (rc && no_message && deadline_passed(c->deadline)) {
+        /* Core hands over a call without its message when the deadline ends the wait for it:
+         * the client gave up, it did not send a request without a message. */
+        books_error_init(&c->reply.error, &c->arena);
+        books_error_set(&c->reply.error, BOOKS_EDEADLINE, "DEADLINE_EXCEEDED",
+                        "the client's deadline passed before the request arrived");
+    }
     /* The request's bytes are not needed once decoded (strings were copied into the arena): give
      * them back now rather than when a durable store answers. */
     grpc_byte_buffer_destroy(c->payload);
@@ -413,11 +428,26 @@ static void log_call(struct call *c)
             r.method = (const char *)GRPC_SLICE_START_PTR(c->details.method);
             r.method_len = GRPC_SLICE_LENGTH(c->details.method);
         }
-        /* A call the client cancelled (or whose deadline passed) did not get our status. */
-        r.code = c->cancelled ? "CANCELLED" : rpc_status_name(c->code);
+        r.code = rpc_status_name(c->code);
+        r.message = c->code != GRPC_STATUS_OK ? c->reply.error.message : NULL;
+        /* A cancelled call did not get our status: the client cancelled it, or its deadline
+         * passed first (then the client saw DEADLINE_EXCEEDED, and so does the log). */
+        char late[sizeof c->reply.error.message + 160];
+        if (c->cancelled && !deadline_passed(c->deadline)) {
+            r.code = "CANCELLED";
+        } else if (c->cancelled) {
+            r.code = "DEADLINE_EXCEEDED";
+            if (c->code != GRPC_STATUS_DEADLINE_EXCEEDED) {
+                snprintf(late, sizeof late,
+                         "the client's deadline passed before the call was answered (the "
+                         "answer, %s%s%s, was not delivered)",
+                         rpc_status_name(c->code), r.message ? ": " : "",
+                         r.message ? r.message : "");
+                r.message = late;
+            }
+        }
         r.latency_us = log_now_us() - c->start_us;
         r.peer = peer;
-        r.message = c->code != GRPC_STATUS_OK ? c->reply.error.message : NULL;
         struct trace_context trace;
         r.trace = find_trace(&c->md, &trace) ? &trace : NULL;
         log_rpc(&r);
