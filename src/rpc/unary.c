@@ -218,6 +218,37 @@ static bool deadline_passed(gpr_timespec deadline)
     return gpr_time_cmp(mono, gpr_now(GPR_CLOCK_MONOTONIC)) <= 0;
 }
 
+/* The request metadata core delivered with the call, counted as HTTP/2 counts a header list
+ * (RFC 9113 section 6.5.2, SETTINGS_MAX_HEADER_LIST_SIZE: each field's name and value plus 32
+ * bytes). Core keeps the pseudo-headers (:path, :authority, :method, :scheme) to itself; they are
+ * not counted here, nor needed to be: the limit is on what a caller chooses to send. */
+static size_t metadata_bytes(const grpc_metadata_array *md)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < md->count; i++)
+        n += GRPC_SLICE_LENGTH(md->metadata[i].key) + GRPC_SLICE_LENGTH(md->metadata[i].value) +
+             32;
+    return n;
+}
+
+/* A call whose metadata is over the server's own limit (server.h: max_metadata_bytes, below the
+ * transport's) is refused alone, RESOURCE_EXHAUSTED, instead of core dropping its connection. */
+static bool metadata_fits(struct call *c, size_t max_bytes)
+{
+    size_t n = metadata_bytes(&c->md);
+    if (n <= max_bytes)
+        return true;
+    books_error_set(&c->reply.error, BOOKS_E2BIG, "METADATA_TOO_LARGE",
+                    "the call's metadata is %zu bytes (each entry's name and value plus 32, as "
+                    "HTTP/2 counts a header list); this server accepts at most %zu "
+                    "(BOOKS_MAX_METADATA_BYTES): send fewer or smaller metadata entries",
+                    n, max_bytes);
+    char limit[24];
+    snprintf(limit, sizeof limit, "%zu", max_bytes);
+    books_error_set_meta(&c->reply.error, "max_metadata_bytes", limit);
+    return false;
+}
+
 static void step_registered(struct tag *t, bool ok)
 {
     struct call *c = container_of(t, struct call, tag);
@@ -235,6 +266,11 @@ static void step_registered(struct tag *t, bool ok)
     if (!atomic_load_explicit(&w->srv->shutting_down, memory_order_relaxed))
         call_request_registered(w, slot);
     reply_prepare(c);
+    if (!metadata_fits(c, w->srv->max_metadata_bytes)) {
+        /* Nothing read, nothing done: every kind ends with the one status batch. */
+        reply_done(&c->reply);
+        return;
+    }
     if (slot->method->kind == RPC_BIDI_STREAM) {
         stream_bidi_begin(c);
         return;
@@ -248,7 +284,9 @@ static void step_registered(struct tag *t, bool ok)
     if (passed) {
         /* No work for a call whose caller has already given up. */
         books_error_set(&c->reply.error, BOOKS_EDEADLINE, "DEADLINE_EXCEEDED",
-                        "the client's deadline passed before the server started the call");
+                        c->payload ? "the client's deadline passed before the server started "
+                                     "the call"
+                                   : "the client's deadline passed before the request arrived");
         reply_done(&c->reply);
         return;
     }
