@@ -149,9 +149,12 @@ static const struct opt settings[] = {
      .offset = FIELD(max_metadata_bytes),
      .min = 1024,
      .max = 1048576,
-     .def = "8192",
-     .help = "Largest header list (request metadata) a call may send, in bytes; a call with more "
-             "fails with RESOURCE_EXHAUSTED."},
+     .def = "65536",
+     .help = "Largest request metadata a call may send, in bytes (each entry's name and value "
+             "plus 32, as HTTP/2 counts a header list); a call with more fails alone with "
+             "RESOURCE_EXHAUSTED (METADATA_TOO_LARGE). gRPC core is given twice this, at least "
+             "128 KiB, as the connection's header list limit: past that, core closes the whole "
+             "connection (see Operating it: request metadata)."},
     {.env = "GOOGLE_CLOUD_PROJECT",
      .name = "project",
      .arg = "ID",

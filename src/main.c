@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "books/config.h"
+#include "books/core_log.h"
 #include "books/health.h"
 #include "books/log.h"
 #include "books/reflection.h"
@@ -89,6 +90,8 @@ int main(int argc, char **argv)
     }
     log_init((enum log_level)cfg.log_level, STDOUT_FILENO);
     log_set_project(cfg.project);
+    /* Before grpc_init (server_start): core's own lines become JSON lines too, none on stderr. */
+    core_log_install();
 
     /* The process's budgets: every client connection is a file descriptor, and memory is split
      * between gRPC core (connections and calls) and the store, leaving room for the rest. */

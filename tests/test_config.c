@@ -103,7 +103,7 @@ static const struct int_setting {
     {"BOOKS_MAX_CONNECTION_AGE_MS", "--max-connection-age-ms",
      offsetof(struct books_config, max_connection_age_ms), 0, 86400000, 1800000},
     {"BOOKS_MAX_METADATA_BYTES", "--max-metadata-bytes",
-     offsetof(struct books_config, max_metadata_bytes), 1024, 1048576, 8192},
+     offsetof(struct books_config, max_metadata_bytes), 1024, 1048576, 65536},
 };
 
 #define N_INT_SETTINGS (sizeof int_settings / sizeof int_settings[0])
@@ -542,7 +542,7 @@ static const struct {
     {"BOOKS_REQUEST_ID_TTL_S", "--request-id-ttl-s", "86400"},
     {"BOOKS_MAX_CONNECTION_IDLE_MS", "--max-connection-idle-ms", "300000"},
     {"BOOKS_MAX_CONNECTION_AGE_MS", "--max-connection-age-ms", "1800000"},
-    {"BOOKS_MAX_METADATA_BYTES", "--max-metadata-bytes", "8192"},
+    {"BOOKS_MAX_METADATA_BYTES", "--max-metadata-bytes", "65536"},
     {"GOOGLE_CLOUD_PROJECT", "--project", ""},
     {"BOOKS_LOG_LEVEL", "--log-level", "info"},
 };

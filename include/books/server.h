@@ -24,7 +24,11 @@ struct server_options {
     size_t memory_quota_bytes;  /* gRPC core's resource quota: connection and call buffers */
     int max_connection_idle_ms; /* GOAWAY to a connection with no call for this long; 0: never */
     int max_connection_age_ms;  /* GOAWAY to a connection this old (+-10%); 0: no limit */
-    int max_metadata_bytes;     /* largest request header list (SETTINGS_MAX_HEADER_LIST_SIZE) */
+    /* Largest request metadata of one call, in bytes (name + value + 32 per entry, as HTTP/2
+     * counts a header list); a call with more is answered RESOURCE_EXHAUSTED
+     * (METADATA_TOO_LARGE) by the server, alone. 0: SERVER_DEFAULT_METADATA_BYTES. gRPC core
+     * itself is given server_transport_metadata_bytes() of this. */
+    int max_metadata_bytes;
     /* What calls in flight may hold at once, in bytes (rpc.h: rpc_reply.budget): call objects,
      * decoded requests, encoded responses, what handlers charge. A call that does not fit is
      * answered UNAVAILABLE (reason OVERLOADED) at once. 0: no limit. */
@@ -32,6 +36,23 @@ struct server_options {
 };
 
 #define SERVER_ERR_BYTES 256
+
+/* max_metadata_bytes when none is given. */
+#define SERVER_DEFAULT_METADATA_BYTES 65536
+/* The least header list gRPC core accepts (see server_transport_metadata_bytes()). */
+#define SERVER_TRANSPORT_METADATA_MIN_BYTES 131072
+
+/* The header list limit given to gRPC core (GRPC_ARG_MAX_METADATA_SIZE, advertised as
+ * SETTINGS_MAX_HEADER_LIST_SIZE) for a server whose per-call limit is `max_metadata_bytes`:
+ * twice it, and at least SERVER_TRANSPORT_METADATA_MIN_BYTES, at most INT32_MAX. Why two limits:
+ * core 1.51's HPACK parser fails a header list over its limit as a connection error (every call
+ * on the connection ends, RESOURCE_EXHAUSTED or UNAVAILABLE, no GOAWAY), and has no softer limit
+ * of its own (grpc.absolute_max_metadata_size came in later releases). Behind a front that
+ * multiplexes many clients on one connection (Cloud Run), one oversized call would fail other
+ * clients' calls. So core's limit stays well above anything a call should send, and the server
+ * refuses a call over max_metadata_bytes itself, with RESOURCE_EXHAUSTED for that call alone.
+ * Pure; any thread. */
+int server_transport_metadata_bytes(int max_metadata_bytes);
 /* A new connection must finish the HTTP/2 preface and SETTINGS within this time (milliseconds). */
 #define SERVER_HANDSHAKE_TIMEOUT_MS 10000
 /* Calls in flight on a connection past its maximum age get this much longer (milliseconds). */

@@ -120,6 +120,7 @@ struct server {
     void (*on_cancel)(void *arg); /* server_on_cancel() */
     void *on_cancel_arg;
     int port;
+    size_t max_metadata_bytes; /* a call with more request metadata: RESOURCE_EXHAUSTED */
     size_t n_workers;
     struct worker *workers;
     size_t n_slots;

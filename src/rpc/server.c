@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,8 +274,11 @@ int server_start(const struct server_options *opts, const struct rpc_service *se
         INT_ARG(GRPC_ARG_MAX_CONNECTION_AGE_MS, opts->max_connection_age_ms);
         INT_ARG(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, SERVER_CONNECTION_AGE_GRACE_MS);
     }
-    if (opts->max_metadata_bytes > 0)
-        INT_ARG(GRPC_ARG_MAX_METADATA_SIZE, opts->max_metadata_bytes);
+    /* The server refuses a call over its own limit (unary.c); core's, above it, only bounds what
+     * a connection may make core buffer (server.h: server_transport_metadata_bytes). */
+    s->max_metadata_bytes = opts->max_metadata_bytes > 0 ? (size_t)opts->max_metadata_bytes
+                                                         : SERVER_DEFAULT_METADATA_BYTES;
+    INT_ARG(GRPC_ARG_MAX_METADATA_SIZE, server_transport_metadata_bytes((int)s->max_metadata_bytes));
 #undef INT_ARG
     if (opts->memory_quota_bytes > 0) {
         /* Everything core allocates for connections and calls (read buffers, HPACK tables, call
@@ -366,6 +370,14 @@ fail_server:
 fail_alloc:
     grpc_shutdown();
     return rc;
+}
+
+int server_transport_metadata_bytes(int max_metadata_bytes)
+{
+    long long n = 2LL * (max_metadata_bytes > 0 ? max_metadata_bytes : SERVER_DEFAULT_METADATA_BYTES);
+    if (n < SERVER_TRANSPORT_METADATA_MIN_BYTES)
+        n = SERVER_TRANSPORT_METADATA_MIN_BYTES;
+    return n > INT32_MAX ? INT32_MAX : (int)n;
 }
 
 int server_port(const struct server *s) { return s->port; }

@@ -211,6 +211,44 @@ static uint64_t deadline_ns(gpr_timespec deadline, bool *passed)
            (uint64_t)left.tv_sec * 1000000000u + (uint64_t)left.tv_nsec;
 }
 
+/* True when the call's deadline is over (never for a call without one). */
+static bool deadline_passed(gpr_timespec deadline)
+{
+    gpr_timespec mono = gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC);
+    return gpr_time_cmp(mono, gpr_now(GPR_CLOCK_MONOTONIC)) <= 0;
+}
+
+/* The request metadata core delivered with the call, counted as HTTP/2 counts a header list
+ * (RFC 9113 section 6.5.2, SETTINGS_MAX_HEADER_LIST_SIZE: each field's name and value plus 32
+ * bytes). Core keeps the pseudo-headers (:path, :authority, :method, :scheme) to itself; they are
+ * not counted here, nor needed to be: the limit is on what a caller chooses to send. */
+static size_t metadata_bytes(const grpc_metadata_array *md)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < md->count; i++)
+        n += GRPC_SLICE_LENGTH(md->metadata[i].key) + GRPC_SLICE_LENGTH(md->metadata[i].value) +
+             32;
+    return n;
+}
+
+/* A call whose metadata is over the server's own limit (server.h: max_metadata_bytes, below the
+ * transport's) is refused alone, RESOURCE_EXHAUSTED, instead of core dropping its connection. */
+static bool metadata_fits(struct call *c, size_t max_bytes)
+{
+    size_t n = metadata_bytes(&c->md);
+    if (n <= max_bytes)
+        return true;
+    books_error_set(&c->reply.error, BOOKS_E2BIG, "METADATA_TOO_LARGE",
+                    "the call's metadata is %zu bytes (each entry's name and value plus 32, as "
+                    "HTTP/2 counts a header list); this server accepts at most %zu "
+                    "(BOOKS_MAX_METADATA_BYTES): send fewer or smaller metadata entries",
+                    n, max_bytes);
+    char limit[24];
+    snprintf(limit, sizeof limit, "%zu", max_bytes);
+    books_error_set_meta(&c->reply.error, "max_metadata_bytes", limit);
+    return false;
+}
+
 static void step_registered(struct tag *t, bool ok)
 {
     struct call *c = container_of(t, struct call, tag);
@@ -228,6 +266,11 @@ static void step_registered(struct tag *t, bool ok)
     if (!atomic_load_explicit(&w->srv->shutting_down, memory_order_relaxed))
         call_request_registered(w, slot);
     reply_prepare(c);
+    if (!metadata_fits(c, w->srv->max_metadata_bytes)) {
+        /* Nothing read, nothing done: every kind ends with the one status batch. */
+        reply_done(&c->reply);
+        return;
+    }
     if (slot->method->kind == RPC_BIDI_STREAM) {
         stream_bidi_begin(c);
         return;
@@ -241,12 +284,22 @@ static void step_registered(struct tag *t, bool ok)
     if (passed) {
         /* No work for a call whose caller has already given up. */
         books_error_set(&c->reply.error, BOOKS_EDEADLINE, "DEADLINE_EXCEEDED",
-                        "the call's deadline passed before the server started it");
+                        c->payload ? "the client's deadline passed before the server started "
+                                     "the call"
+                                   : "the client's deadline passed before the request arrived");
         reply_done(&c->reply);
         return;
     }
+    bool no_message = c->payload == NULL;
     rc = codec_decode(c->payload, slot->method->request, &slot->limits, &c->arena, &c->request,
                       &c->reply.error);
+    if (rc && no_message && deadline_passed(c->deadline)) {
+        /* Core hands over a call without its message when the deadline ends the wait for it:
+         * the client gave up, it did not send a request without a message. */
+        books_error_init(&c->reply.error, &c->arena);
+        books_error_set(&c->reply.error, BOOKS_EDEADLINE, "DEADLINE_EXCEEDED",
+                        "the client's deadline passed before the request arrived");
+    }
     /* The request's bytes are not needed once decoded (strings were copied into the arena): give
      * them back now rather than when a durable store answers. */
     grpc_byte_buffer_destroy(c->payload);
@@ -413,11 +466,26 @@ static void log_call(struct call *c)
             r.method = (const char *)GRPC_SLICE_START_PTR(c->details.method);
             r.method_len = GRPC_SLICE_LENGTH(c->details.method);
         }
-        /* A call the client cancelled (or whose deadline passed) did not get our status. */
-        r.code = c->cancelled ? "CANCELLED" : rpc_status_name(c->code);
+        r.code = rpc_status_name(c->code);
+        r.message = c->code != GRPC_STATUS_OK ? c->reply.error.message : NULL;
+        /* A cancelled call did not get our status: the client cancelled it, or its deadline
+         * passed first (then the client saw DEADLINE_EXCEEDED, and so does the log). */
+        char late[sizeof c->reply.error.message + 160];
+        if (c->cancelled && !deadline_passed(c->deadline)) {
+            r.code = "CANCELLED";
+        } else if (c->cancelled) {
+            r.code = "DEADLINE_EXCEEDED";
+            if (c->code != GRPC_STATUS_DEADLINE_EXCEEDED) {
+                snprintf(late, sizeof late,
+                         "the client's deadline passed before the call was answered (the "
+                         "answer, %s%s%s, was not delivered)",
+                         rpc_status_name(c->code), r.message ? ": " : "",
+                         r.message ? r.message : "");
+                r.message = late;
+            }
+        }
         r.latency_us = log_now_us() - c->start_us;
         r.peer = peer;
-        r.message = c->code != GRPC_STATUS_OK ? c->reply.error.message : NULL;
         struct trace_context trace;
         r.trace = find_trace(&c->md, &trace) ? &trace : NULL;
         log_rpc(&r);

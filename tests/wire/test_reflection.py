@@ -23,6 +23,8 @@ BOOKS_FILE = "books/v1/books.proto"
 FIELD_BEHAVIOR_FILE = "google/api/field_behavior.proto"
 RESOURCE_FILE = "google/api/resource.proto"
 HEALTH_FILE = "grpc/health/v1/health.proto"
+STATUS_FILE = "google/rpc/status.proto"
+ERROR_DETAILS_FILE = "google/rpc/error_details.proto"
 # google.rpc.Code values, as the protocol's ErrorResponse.error_code uses them.
 CODE_INVALID_ARGUMENT = 3
 CODE_NOT_FOUND = 5
@@ -287,6 +289,73 @@ class _ReflectionTests:
                                                timeout=CALL_TIMEOUT_S),
                              harness.make_book("Reflected", ["Ann Author", "Bob Writer"],
                                                "Mirror Press", name="books/" + book_id))
+        rest, code = client.stream.finish()
+        self.assertEqual((rest, code), ([], grpc.StatusCode.OK))
+
+    def test_error_details_decoded_through_reflection(self):
+        """The error trailer (grpc-status-details-bin: google.rpc.Status with ErrorInfo,
+        BadRequest, ResourceInfo in Any) decoded with nothing but descriptors reflection sent."""
+        client = ReflectionClient(self.stream(), self.pb2)
+        for symbol in ("google.rpc.Status", "google.rpc.ErrorInfo", "google.rpc.BadRequest",
+                       "google.rpc.ResourceInfo", "google.rpc.BadRequest.FieldViolation"):
+            with self.subTest(symbol=symbol):
+                want = STATUS_FILE if symbol == "google.rpc.Status" else ERROR_DETAILS_FILE
+                self.assertIn(want, client.file_containing_symbol(symbol))
+                self.assertEqual(client.pool.FindMessageTypeByName(symbol).file.name, want)
+        for name, imports in ((STATUS_FILE, "google/protobuf/any.proto"),
+                              (ERROR_DETAILS_FILE, "google/protobuf/duration.proto")):
+            with self.subTest(file=name):
+                names = self.file_names(self.ask(self.req(file_by_filename=name)))
+                self.assertEqual(names[0], name)
+                self.assertIn(imports, names)
+        client.file_containing_symbol("books.v1.BooksService")
+        service = client.pool.FindServiceByName("books.v1.BooksService")
+        status_cls = message_class(client.pool.FindMessageTypeByName("google.rpc.Status"))
+        self.assertIsNot(status_cls.DESCRIPTOR.file.pool, descriptor_pool.Default())
+
+        def fail(method_name, body):
+            """Calls through the reflected classes; returns (code, Status, {type: [detail]})."""
+            m = service.methods_by_name[method_name]
+            req_cls, resp_cls = message_class(m.input_type), message_class(m.output_type)
+            call = self.channel.unary_unary("/%s/%s" % (service.full_name, m.name),
+                                            request_serializer=req_cls.SerializeToString,
+                                            response_deserializer=resp_cls.FromString)
+            with self.assertRaises(grpc.RpcError) as cm:
+                call(json_format.ParseDict(body, req_cls()), timeout=CALL_TIMEOUT_S)
+            raw = [v for k, v in cm.exception.trailing_metadata() or ()
+                   if k == "grpc-status-details-bin"]
+            self.assertEqual(len(raw), 1, cm.exception.trailing_metadata())
+            status = status_cls.FromString(raw[0])
+            details = {}
+            for any_msg in status.details:
+                prefix, _, type_name = any_msg.type_url.rpartition("/")
+                self.assertEqual(prefix, "type.googleapis.com", any_msg.type_url)
+                cls = message_class(client.pool.FindMessageTypeByName(type_name))
+                details.setdefault(type_name, []).append(cls.FromString(any_msg.value))
+            self.assertEqual(status.code, cm.exception.code().value[0])
+            self.assertEqual(status.message, cm.exception.details())
+            return cm.exception.code(), status, details
+
+        missing = "books/refl-missing-%s" % uuid.uuid4().hex[:10]
+        code, status, details = fail("GetBook", {"name": missing})
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+        self.assertEqual(sorted(details), ["google.rpc.ErrorInfo", "google.rpc.ResourceInfo"])
+        (info,), (res,) = details["google.rpc.ErrorInfo"], details["google.rpc.ResourceInfo"]
+        self.assertEqual((info.reason, info.domain), ("BOOK_NOT_FOUND", "books.example.com"))
+        self.assertEqual((res.resource_type, res.resource_name),
+                         ("books.example.com/Book", missing))
+        self.assertIn(missing, status.message)
+
+        code, status, details = fail("CreateBook", {"bookId": "Not_Valid", "book": {
+            "displayName": "", "authors": ["Ann", ""]}})
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(sorted(details), ["google.rpc.BadRequest", "google.rpc.ErrorInfo"])
+        fields = sorted(v.field for v in details["google.rpc.BadRequest"][0].field_violations)
+        self.assertEqual(fields, ["book.authors[1]", "book.display_name", "book.publisher",
+                                  "book_id"])
+        for v in details["google.rpc.BadRequest"][0].field_violations:
+            self.assertTrue(v.description.strip(), v)
+        self.assertEqual(details["google.rpc.ErrorInfo"][0].domain, "books.example.com")
         rest, code = client.stream.finish()
         self.assertEqual((rest, code), ([], grpc.StatusCode.OK))
 

@@ -18,6 +18,7 @@ import uuid
 import grpc
 
 import harness
+import hostile
 from harness import GetBookRequest
 
 TRACE = "logging.googleapis.com/trace"
@@ -27,6 +28,9 @@ TRACE_KEYS = (TRACE, SPAN, SAMPLED)
 GET = "/books.v1.BooksService/GetBook"
 PROJECT = "my-project"
 LINE_TIMEOUT_S = 30.0
+HOST = "127.0.0.1"
+SEVERITIES = {"DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT",
+              "EMERGENCY"}
 
 
 def trace_id():
@@ -306,6 +310,135 @@ class TraceProjectSettingTest(TraceLogMixin, harness.WireTestCase):
                 rc, out, err = self.run_to_exit(("--project", value))
                 self.assertEqual(rc, 2, "stdout:\n%s\nstderr:\n%s" % (out, err))
                 self.assertIn("--project", err)
+
+
+class OneLogStreamTest(TraceLogMixin, harness.WireTestCase):
+    """Every line the server writes, on stdout and on stderr, is one JSON object with a Cloud
+    Logging severity: gRPC core's own lines too (gpr_log, GRPC_TRACE), also under hostile input;
+    and a call whose client's deadline passed is logged as DEADLINE_EXCEEDED."""
+
+    def assert_one_json_stream(self, s):
+        """After the server has exited: every line of both streams parses, with a severity."""
+        self.assertIsNotNone(s.poll(), "the server must have exited")
+        for name, data in (("stdout", s.stdout_bytes()),
+                           ("stderr", s.stderr_text().encode("utf-8"))):
+            for i, raw in enumerate(data.split(b"\n")):
+                if not raw:
+                    continue
+                try:
+                    obj = json.loads(raw.decode("utf-8"))
+                except ValueError as e:
+                    self.fail("%s line %d is not JSON (%s): %r" % (name, i + 1, e, raw[:300]))
+                self.assertIsInstance(obj, dict, raw[:300])
+                self.assertIn(obj.get("severity"), SEVERITIES, "%s line %d: %r" % (
+                    name, i + 1, raw[:300]))
+                self.assertTrue(obj.get("time"), raw[:300])
+        return s.log_lines(strict=True)
+
+    def raw_conn(self, s):
+        c = hostile.RawConn(HOST, s.port, timeout=10)
+        self.addCleanup(c.close)
+        c.start()
+        c.pump_until(lambda: hostile.S_MAX_HEADER_LIST_SIZE in c.server_settings, 5.0)
+        return c
+
+    def raw_get(self, c, sid, extra=(), content_type=b"application/grpc", body=True):
+        block = hostile.header_block(hostile.request_headers(hostile.GET_BOOK, c.authority, extra,
+                                                             content_type=content_type))
+        data = hostile.frame(hostile.HEADERS, hostile.FLAG_END_HEADERS, sid, block)
+        if body:
+            data += hostile.frame(hostile.DATA, hostile.FLAG_END_STREAM, sid, hostile.grpc_frame(
+                hostile.get_book_bytes("books/one-stream-%d" % sid)))
+        c.send(data)
+        c.pump_until(lambda: c.outcome(sid) is not None or c.closed, 10.0)
+        return c.outcome(sid)
+
+    def hostile_input(self, s):
+        """A wrong content-type, metadata over the per-call limit, metadata over core's limit (the
+        connection is dropped), a request whose deadline passes before its message: returns the
+        outcomes."""
+        out = {}
+        c = self.raw_conn(s)
+        out["content-type"] = self.raw_get(c, 1, content_type=b"text/html; charset=utf-8")
+        out["expired"] = self.raw_get(c, 3, extra=[("grpc-timeout", "100m")], body=False)
+        stub = s.stub()
+        with self.assertRaises(grpc.RpcError) as cm:
+            stub.GetBook(GetBookRequest(name="books/big"), timeout=30,
+                         metadata=[("x-big", "v" * 70000)])
+        out["over the per-call limit"] = cm.exception.code().name
+        c2 = self.raw_conn(s)
+        out["over core's limit"] = self.raw_get(c2, 1, extra=[("x-huge", "v" * 200000)]) or (
+            "CLOSED" if c2.closed else None)
+        # The server still serves.
+        self.expect_code(lambda: stub.GetBook(GetBookRequest(name="books/after"), timeout=30),
+                         grpc.StatusCode.NOT_FOUND)
+        return out
+
+    def test_hostile_input_leaves_only_json_lines(self):
+        # Core at its default verbosity (ERROR): what an operator sees in production.
+        s = self.start_server(env={"GRPC_VERBOSITY": "", "GRPC_TRACE": ""})
+        out = self.hostile_input(s)
+        self.assertEqual(out["content-type"], "NOT_FOUND", out)   # 1.51 serves it anyway
+        self.assertEqual(out["expired"], "DEADLINE_EXCEEDED", out)
+        self.assertEqual(out["over the per-call limit"], "RESOURCE_EXHAUSTED", out)
+        s.stop_and_check()
+        lines = self.assert_one_json_stream(s)
+        self.assertEqual(s.stderr_text(), "")
+        core = [l for l in lines if l.get("logger") == "grpc-core"]
+        # Core's complaint about the content-type, which 1.51 writes to stderr as plain text,
+        # is a JSON line with its source location.
+        ct = [l for l in core if "content-type" in l["message"]]
+        self.assertTrue(ct, core)
+        self.assertEqual(ct[0]["severity"], "ERROR", ct[0])
+        self.assertTrue(ct[0]["file"].endswith("hpack_parser.cc"), ct[0])
+        self.assertIsInstance(ct[0]["line"], int)
+        self.assertEqual({l["severity"] for l in core}, {"ERROR"}, core)
+
+    def test_core_debug_and_trace_lines_are_json(self):
+        # GRPC_TRACE output goes through gpr_log at INFO (so it needs GRPC_VERBOSITY); with
+        # everything on, core writes hundreds of lines, and still none is plain text.
+        s = self.start_server("--log-level", "debug",
+                              env={"GRPC_VERBOSITY": "DEBUG", "GRPC_TRACE": "http,api"})
+        self.hostile_input(s)
+        s.stop_and_check()
+        lines = self.assert_one_json_stream(s)
+        self.assertEqual(s.stderr_text(), "")
+        core = [l for l in lines if l.get("logger") == "grpc-core"]
+        self.assertGreater(len(core), 50)
+        self.assertTrue({"DEBUG", "INFO"} <= {l["severity"] for l in core},
+                        {l["severity"] for l in core})
+        # The http tracer's frame lines and the api tracer's calls are among them.
+        self.assertTrue([l for l in core if "chttp2" in l["file"]], core[:5])
+        self.assertTrue([l for l in core if "grpc_server_request" in l["message"]], core[:5])
+
+    def test_deadline_passed_logged_as_deadline_exceeded(self):
+        s = self.start_server(env={"GRPC_VERBOSITY": "", "GRPC_TRACE": ""})
+        c = self.raw_conn(s)
+        # Headers with a 100 ms deadline and no message: core hands the call over when the
+        # deadline ends the wait for its message.
+        self.assertEqual(self.raw_get(c, 1, extra=[("grpc-timeout", "100m")], body=False),
+                         "DEADLINE_EXCEEDED")
+        # A request message that never completes (its DATA frame cut short).
+        block = hostile.header_block(hostile.request_headers(
+            hostile.GET_BOOK, c.authority, [("grpc-timeout", "100m")]))
+        body = hostile.grpc_frame(hostile.get_book_bytes("books/cut-short"))
+        c.send(hostile.frame(hostile.HEADERS, hostile.FLAG_END_HEADERS, 3, block) +
+               hostile.frame(hostile.DATA, 0, 3, body[:-3]))
+        c.pump_until(lambda: c.outcome(3) is not None or c.closed, 10.0)
+        self.assertEqual(c.outcome(3), "DEADLINE_EXCEEDED")
+        deadline = time.monotonic() + LINE_TIMEOUT_S
+        while True:
+            got = [l for l in s.rpc_lines(GET) if l.get("code") != "NOT_FOUND"]
+            if len(got) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(harness.POLL_INTERVAL_S)
+        self.assertEqual(len(got), 2, s.output_tail())
+        for line in got:
+            self.assertEqual(line["code"], "DEADLINE_EXCEEDED", line)
+            self.assertIn("client's deadline passed before the request arrived",
+                          line["status_message"], line)
+        self.assertFalse([l for l in s.rpc_lines() if l.get("code") == "CANCELLED"],
+                         s.output_tail())
 
 
 if __name__ == "__main__":
