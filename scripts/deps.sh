@@ -4,8 +4,8 @@
 #   run        what building and running the server needs (default)
 #   unit       run + what the cmocka unit tests need (the container image's build stage)
 #   test       also what the wire tests, sanitizer, valgrind and terraform checks need, the hostile
-#              suite (python3-h2, nghttpx), fuzzing (clang, libFuzzer) and hardening-check
-#              (devscripts)
+#              suite (python3-h2, nghttpx), fuzzing (clang, libFuzzer), hardening-check
+#              (devscripts) and the Firestore emulator (Google's package: see below)
 #   container  what scripts/container-test.sh needs on the host: podman, runc, mmdebstrap and the
 #              Python gRPC client with the protos it calls through
 # apt-get runs only when a package is missing, so a second run takes a moment and works offline.
@@ -33,6 +33,27 @@ esac
 # NodeSource's nodejs, which conflicts with Debian's npm package), else Debian's.
 if [ "${1:-run}" = test ] && ! { command -v node && command -v npm; } >/dev/null 2>&1; then
   want="$want nodejs npm"
+fi
+
+# The Firestore emulator (the firestore: store's tests): Google's package, from Google's Cloud SDK
+# apt repository (cloud.google.com/sdk/docs/install#deb), with Java from Debian. This project's
+# machines have it already; a plain Debian machine gets it the documented way.
+if [ "${1:-run}" = test ] && ! dpkg-query -W -f='${Status}\n' google-cloud-cli-firestore-emulator \
+    2>/dev/null | grep -q '^install ok installed$'; then
+  if [ "${SKIP_APT:-0}" = 1 ]; then
+    echo "deps: missing: google-cloud-cli-firestore-emulator (SKIP_APT=1, not installing)" >&2
+    exit 1
+  fi
+  echo "deps: installing the Firestore emulator from Google's Cloud SDK apt repository"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends ca-certificates curl gnupg default-jre-headless
+  curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg |
+    gpg --dearmor --yes -o /usr/share/keyrings/cloud.google.gpg
+  echo "deb [signed-by=/usr/share/keyrings/cloud.google.gpg] https://packages.cloud.google.com/apt cloud-sdk main" \
+    > /etc/apt/sources.list.d/google-cloud-sdk.list
+  apt-get update
+  apt-get install -y --no-install-recommends google-cloud-cli google-cloud-cli-firestore-emulator
 fi
 
 missing=""

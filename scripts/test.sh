@@ -12,8 +12,10 @@
 #      under valgrind (scripts/fuzz.sh)
 #   5. the container image: scripts/container-test.sh builds it with podman and smoke-tests it
 # A PostgreSQL 15 cluster of its own (tests/support/pgcluster.py: Debian's binaries, a temporary
-# directory, a free loopback port) serves steps 1-3 (BOOKS_TEST_POSTGRES_URI) and is stopped at the
-# end, whatever happens. Exits non-zero on the first failure. Build trees: build/, build-asan/,
+# directory, a free loopback port) serves steps 1-3 (BOOKS_TEST_POSTGRES_URI), and Google's
+# Firestore emulator (tests/support/fsemulator.py: its own process group, a free port) the
+# firestore: store's conformance rows (FIRESTORE_EMULATOR_HOST); both are stopped at the end,
+# whatever happens. Exits non-zero on the first failure. Build trees: build/, build-asan/,
 # build-fuzz/, build-fuzz-replay/.
 set -eu
 cd "$(dirname "$0")/.."
@@ -21,13 +23,23 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
 pgdir=$(mktemp -d /tmp/books-test-pg.XXXXXX)
-stop_pg() { /usr/bin/python3 tests/support/pgcluster.py stop "$pgdir" || true; }
-trap stop_pg EXIT
+fsdir=$(mktemp -d /tmp/books-test-fs.XXXXXX)
+stop_all() {
+  /usr/bin/python3 tests/support/pgcluster.py stop "$pgdir" || true
+  # The emulator's whole process group: gcloud leaves its JVM running when only gcloud is killed.
+  /usr/bin/python3 tests/support/fsemulator.py stop "$fsdir" || true
+  rm -rf "$fsdir"
+}
+trap stop_all EXIT
 trap 'exit 130' INT TERM
 echo "== PostgreSQL for the tests"
 BOOKS_TEST_POSTGRES_URI=$(/usr/bin/python3 tests/support/pgcluster.py start "$pgdir")
 export BOOKS_TEST_POSTGRES_URI
 echo "$BOOKS_TEST_POSTGRES_URI"
+echo "== the Firestore emulator for the tests"
+FIRESTORE_EMULATOR_HOST=$(/usr/bin/python3 tests/support/fsemulator.py start "$fsdir")
+export FIRESTORE_EMULATOR_HOST
+echo "$FIRESTORE_EMULATOR_HOST"
 
 echo "== 1/5 build and test"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBOOKS_TESTS=ON

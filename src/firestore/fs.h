@@ -125,6 +125,30 @@ int fs_status_error(grpc_status_code code);
 /* CLOCK_MONOTONIC now, in ns. */
 uint64_t fs_now_ns(void);
 
+/* ---- store.c: the URI ---------------------------------------------------------------------------- */
+
+#define FS_PROJECT_BYTES 128
+#define FS_DATABASE_BYTES 64
+
+/* The store's own parameters after '?' (store_firestore.h). */
+struct fs_params {
+    char *collection; /* owned: fs_params_free() */
+    int cache_mb;
+    int group_commit;
+    int timeout_ms;
+    int startup_timeout_s;
+};
+
+/* Parses everything after "firestore:" ("//P[/D][?q]", "" or "?q") into the project id, the
+ * database id and the parameters (defaults filled in). "" takes the project from
+ * $GOOGLE_CLOUD_PROJECT, else from the metadata server ($GCE_METADATA_HOST or
+ * metadata.google.internal, 2 s at most). Returns 0, or BOOKS_EINVAL with a message in err (prm
+ * still to be freed either way), BOOKS_ENOMEM. */
+int fs_parse_uri(const char *rest, char project[FS_PROJECT_BYTES],
+                 char database[FS_DATABASE_BYTES], struct fs_params *prm, char *err,
+                 size_t errlen);
+void fs_params_free(struct fs_params *prm);
+
 /* ---- store.c / writes.c ----------------------------------------------------------------------- */
 
 struct fs_store {

@@ -22,15 +22,7 @@
 
 /* ---- the URI ----------------------------------------------------------------------------------- */
 
-struct params {
-    char *collection;
-    int cache_mb;
-    int group_commit;
-    int timeout_ms;
-    int startup_timeout_s;
-};
-
-#define PARAM(f) offsetof(struct params, f)
+#define PARAM(f) offsetof(struct fs_params, f)
 static const struct opt_choice on_off[] = {{"on", 1}, {"off", 0}, {NULL, 0}};
 static const struct opt uri_params[] = {
     {.name = "collection", .set = opt_set_string, .free = opt_free_string,
@@ -175,9 +167,8 @@ out:
     return rc;
 }
 
-/* Parses rest ("//P[/D][?q]", "" or "?q") into project, database and params. */
-static int parse_uri(const char *rest, char *project, char *database, struct params *prm,
-                     char *err, size_t errlen)
+int fs_parse_uri(const char *rest, char project[FS_PROJECT_BYTES],
+                 char database[FS_DATABASE_BYTES], struct fs_params *prm, char *err, size_t errlen)
 {
     const char *q = strchr(rest, '?');
     size_t path = q ? (size_t)(q - rest) : strlen(rest);
@@ -196,7 +187,7 @@ static int parse_uri(const char *rest, char *project, char *database, struct par
                          prm->collection);
         return BOOKS_EINVAL;
     }
-    snprintf(database, 64, "(default)");
+    snprintf(database, FS_DATABASE_BYTES, "(default)");
     if (path == 0) {
         const char *env = getenv("GOOGLE_CLOUD_PROJECT");
         if (env && *env) {
@@ -207,8 +198,8 @@ static int parse_uri(const char *rest, char *project, char *database, struct par
                                  env);
                 return BOOKS_EINVAL;
             }
-            snprintf(project, 128, "%s", env);
-        } else if (project_from_metadata(project, 128) != 0) {
+            snprintf(project, FS_PROJECT_BYTES, "%s", env);
+        } else if (project_from_metadata(project, FS_PROJECT_BYTES) != 0) {
             books_format_err(err, errlen,
                              "store URI firestore:: no project: write firestore://PROJECT, or set "
                              "GOOGLE_CLOUD_PROJECT (the metadata server of Google Cloud did not "
@@ -744,10 +735,10 @@ static int load_key(struct fs_store *st, uint64_t deadline_ns, struct fs_status 
 int store_firestore_open(const char *rest, const struct store_limits *limits, struct store **out,
                          char *err, size_t errlen)
 {
-    char project[128], database[64];
-    struct params prm;
+    char project[FS_PROJECT_BYTES], database[FS_DATABASE_BYTES];
+    struct fs_params prm;
     const char *emulator = getenv("FIRESTORE_EMULATOR_HOST");
-    int rc = parse_uri(rest, project, database, &prm, err, errlen);
+    int rc = fs_parse_uri(rest, project, database, &prm, err, errlen);
     struct fs_store *st = NULL;
 
     if (rc != 0)
@@ -835,14 +826,19 @@ int store_firestore_open(const char *rest, const struct store_limits *limits, st
         books_format_err(err, errlen, "store %s: cannot start the commit pipeline", st->shown);
         goto fail;
     }
-    opt_cleanup(uri_params, N_PARAMS, &prm);
+    fs_params_free(&prm);
     *out = &st->base;
     return 0;
 fail:
     if (st)
         destroy(st);
-    opt_cleanup(uri_params, N_PARAMS, &prm);
+    fs_params_free(&prm);
     return rc;
+}
+
+void fs_params_free(struct fs_params *prm)
+{
+    opt_cleanup(uri_params, N_PARAMS, prm);
 }
 
 int store_firestore_register(void)

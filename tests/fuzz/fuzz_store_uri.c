@@ -9,17 +9,26 @@
  *     store_open() runs before it connects: the store's own parameters are parsed and checked, the
  *     rest is the connection string libpq would get. Nothing connects: opening would reach any
  *     host the input names and retry for startup_timeout_s.
+ *   - firestore: goes to fs_parse_uri() (src/firestore/fs.h), the parser store_open() runs before
+ *     it makes a channel; nothing connects (opening would reach Firestore or an emulator).
+ *     GOOGLE_CLOUD_PROJECT is set at start-up, so "firestore:" alone never asks the metadata
+ *     server.
  *   - Any other scheme store_open knows aborts the target at start-up (it reads the accepted forms
  *     from store_open's own message), so a new backend is looked at before it is fuzzed.
  * A memory: store that opens is closed.
  * Properties: failures leave *out alone and say why in a NUL-terminated message; a sqlite: store
  * never opens (its directory does not exist); pg_parse_uri's connection string is never longer
  * than the URI and is the URI's part before '?' (parameters are only taken out), and its
- * parameters are in their documented ranges (store_postgres.h). */
+ * parameters are in their documented ranges (store_postgres.h); fs_parse_uri's project and
+ * database ids and parameters are what store_firestore.h allows. */
 #include <string.h>
 #include <strings.h>
 
+#include <stdlib.h>
+
 #include "books/store.h"
+#include "books/store_firestore.h"
+#include "fs.h"
 #include "fuzz_common.h"
 #include "pg.h"
 
@@ -31,7 +40,14 @@ static bool scheme_is(const char *uri, const char *colon, const char *scheme)
 }
 
 /* The schemes this target knows what to do with (see the top). */
-static const char *const known[] = {"memory", "sqlite", "file", "postgresql", "postgres"};
+static const char *const known[] = {"memory", "sqlite", "file", "postgresql", "postgres",
+                                    "firestore"};
+
+/* fs_parse_uri's ids: the characters store_firestore.h allows. */
+static bool only(const char *s, const char *allowed)
+{
+    return *s && strspn(s, allowed) == strlen(s);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -40,6 +56,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     const char *forms;
     (void)argc;
     (void)argv;
+    setenv("GOOGLE_CLOUD_PROJECT", "books-fuzz", 1);
+    FUZZ_CHECK(store_firestore_register() == 0);
     /* "...; accepted forms: memory:, sqlite:PATH, ..." */
     FUZZ_CHECK(store_open("books-fuzz-probe:", NULL, &s, err, sizeof err) == BOOKS_EINVAL);
     forms = strstr(err, "accepted forms: ");
@@ -74,6 +92,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool durable = false;
     int rc;
 
+    if (colon && scheme_is(in, colon, "firestore")) {
+        char project[FS_PROJECT_BYTES], database[FS_DATABASE_BYTES];
+        struct fs_params prm;
+        memset(err, 0x5a, sizeof err);
+        rc = fs_parse_uri(colon + 1, project, database, &prm, err, sizeof err);
+        if (rc == 0) {
+            FUZZ_CHECK(only(project, "abcdefghijklmnopqrstuvwxyz0123456789-.:"));
+            FUZZ_CHECK(strcmp(database, "(default)") == 0 ||
+                       only(database, "abcdefghijklmnopqrstuvwxyz0123456789-"));
+            FUZZ_CHECK(prm.collection && strlen(prm.collection) <= 100 &&
+                       only(prm.collection, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                            "0123456789_-"));
+            FUZZ_CHECK(prm.cache_mb >= 0 && prm.cache_mb <= 65536);
+            FUZZ_CHECK(prm.timeout_ms >= 1 && prm.timeout_ms <= 600000);
+            FUZZ_CHECK(prm.startup_timeout_s >= 0 && prm.startup_timeout_s <= 3600);
+            FUZZ_CHECK(prm.group_commit == 0 || prm.group_commit == 1);
+        } else {
+            FUZZ_CHECK(memchr(err, '\0', sizeof err) != NULL && err[0] != '\0');
+            FUZZ_CHECK(rc == BOOKS_EINVAL || rc == BOOKS_ENOMEM);
+        }
+        fs_params_free(&prm);
+        free(in);
+        return 0;
+    }
     if (colon && (scheme_is(in, colon, "postgresql") || scheme_is(in, colon, "postgres"))) {
         struct params prm;
         char *conninfo = NULL;

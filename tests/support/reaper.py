@@ -22,6 +22,7 @@ process must never fork(2), see harness.py.
 
 Use (module functions; each starts the reaper on first use):
     watch_process(pid, label) / forget_process(pid)
+    watch_group(pgid, label) / forget_group(pgid)
     watch_cluster(root, label) / forget_cluster(root)
     dump_stacks_at(seconds)      gdb's C stacks of this process after `seconds`
 """
@@ -69,6 +70,16 @@ def watch_process(pid, label="process"):
 
 def forget_process(pid):
     _send("forget-process %d" % pid)
+
+
+def watch_group(pgid, label="process group"):
+    """The process group `pgid` (its leader's pid) is killed whole: a Firestore emulator's gcloud
+    leaves its JVM running when only gcloud is killed."""
+    _send("group %d %s" % (pgid, label.replace("\n", " ")))
+
+
+def forget_group(pgid):
+    _send("forget-group %d" % pgid)
 
 
 def watch_cluster(root, label="PostgreSQL"):
@@ -132,7 +143,7 @@ def _gdb_stacks(pid):
 
 
 def serve(fd, owner):
-    procs, clusters, stacks_at = {}, [], None
+    procs, groups, clusters, stacks_at = {}, {}, [], None
     buf = b""
     while True:
         timeout = None if stacks_at is None else max(0.0, stacks_at - time.monotonic())
@@ -155,6 +166,11 @@ def serve(fd, owner):
                     procs[int(pid)] = (start, label)
             elif word == "forget-process":
                 procs.pop(int(rest), None)
+            elif word == "group":
+                pgid, _, label = rest.partition(" ")
+                groups[int(pgid)] = label
+            elif word == "forget-group":
+                groups.pop(int(rest), None)
             elif word == "cluster":
                 clusters.append(rest)
             elif word == "forget-cluster":
@@ -168,6 +184,13 @@ def serve(fd, owner):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    for pgid, label in groups.items():
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            _say("the test process ended with %s (process group %d) still running: SIGKILL"
+                 % (label, pgid))
+        except (ProcessLookupError, PermissionError):
+            pass
     for root in clusters:
         _say("the test process ended with the PostgreSQL cluster %s still registered: stopping it"
              % root)

@@ -1,0 +1,302 @@
+"""The firestore: store through the wire, against Google's Firestore emulator (issue 19).
+
+One emulator serves the module (tests/support/fsemulator.py: its own process group, killed whole);
+each test uses a collection of its own, so tests never see each other's books. The outage and
+deadline tests start an emulator of their own, which they stop, freeze and restart.
+
+  - three instances on one collection: read-your-writes across instances, 60 ids raced four ways
+    (exactly one OK, three ALREADY_EXISTS each), page tokens across instances, a request_id retried
+    on another instance;
+  - kill -9 of an instance under 8 writers: every acknowledged create is there;
+  - the emulator stopped and started under load: health NOT_SERVING and calls UNAVAILABLE
+    meanwhile, served again without restarting books-server;
+  - deadlines reach Firestore: with the emulator frozen (SIGSTOP), a 50 ms call ends by 2 s.
+"""
+
+import os
+import signal
+import sys
+import threading
+import time
+import unittest
+import uuid
+
+import grpc
+
+import harness
+from harness import CreateBookRequest, GetBookRequest, ListBooksRequest, make_book
+
+sys.path.insert(0, os.path.join(harness.SOURCE_DIR, "tests", "support"))
+import fsemulator  # noqa: E402
+
+health_pb2, health_pb2_grpc = harness.health_pb2, harness.health_pb2_grpc
+
+SERVICE = "books.v1.BooksService"
+PROJECT = "books-wire"
+EMULATOR = None
+_counter = [0]
+
+
+def setUpModule():
+    global EMULATOR
+    EMULATOR = fsemulator.Emulator.start()
+
+
+def tearDownModule():
+    if EMULATOR:
+        EMULATOR.stop()
+
+
+def fresh_collection():
+    _counter[0] += 1
+    return "w%d_%d" % (os.getpid(), _counter[0])
+
+
+def server(host, collection, label="fs", extra=""):
+    return harness.ServerProcess(
+        env={"BOOKS_STORE": "firestore://%s?collection=%s%s" % (PROJECT, collection, extra),
+             "FIRESTORE_EMULATOR_HOST": host}, label=label)
+
+
+def content(book):
+    return (book.display_name, tuple(book.authors), book.publisher)
+
+
+def health_status(srv):
+    ch = harness.insecure_channel(srv.port)
+    try:
+        return health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=SERVICE), timeout=5).status
+    except grpc.RpcError:
+        return None
+    finally:
+        ch.close()
+
+
+def wait_for(pred, timeout=120.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+class ThreeInstancesTest(harness.WireTestCase):
+
+    def setUp(self):
+        self.collection = fresh_collection()
+        self.servers = [server(EMULATOR.host, self.collection, "fs-%d" % i).start_and_wait()
+                        for i in range(3)]
+
+    def tearDown(self):
+        for s in self.servers:
+            self.assertEqual(s.stop(), 0)
+
+    def test_read_your_writes_across_instances(self):
+        a, b, c = (s.stub() for s in self.servers)
+        for i in range(20):
+            made = a.CreateBook(CreateBookRequest(book_id="ryw-%02d" % i,
+                                                  book=make_book("T %d" % i, ["A"], "P")),
+                                timeout=30)
+            # Acknowledged on one instance: the next read on any other finds it.
+            self.assertEqual(b.GetBook(GetBookRequest(name=made.name), timeout=30), made)
+            listed = c.ListBooks(ListBooksRequest(page_size=50), timeout=30)
+            self.assertIn(made.name, [x.name for x in listed.books])
+
+    def test_sixty_ids_raced_four_ways(self):
+        ids = ["race-%02d" % i for i in range(60)]
+        stubs = [s.stub(s.channel()) for s in self.servers] + [self.servers[0].stub(
+            self.servers[0].channel())]
+        outcomes = {i: [] for i in ids}
+        lock = threading.Lock()
+        start = threading.Barrier(len(stubs))
+
+        def racer(k, stub):
+            start.wait()
+            for book_id in ids:
+                try:
+                    stub.CreateBook(CreateBookRequest(book_id=book_id,
+                                                      book=make_book("by %d" % k, ["A"], "P")),
+                                    timeout=30)
+                    code = "OK"
+                except grpc.RpcError as e:
+                    code = e.code().name
+                with lock:
+                    outcomes[book_id].append(code)
+
+        threads = [threading.Thread(target=racer, args=(k, s)) for k, s in enumerate(stubs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        for book_id in ids:
+            self.assertEqual(sorted(outcomes[book_id]), ["ALREADY_EXISTS"] * 3 + ["OK"],
+                             book_id)
+        self.assertEqual(len(harness.list_all(self.servers[1].stub(), page_size=25)[0]), 60)
+
+    def test_page_tokens_work_across_instances(self):
+        a = self.servers[0].stub()
+        names = sorted(a.CreateBook(CreateBookRequest(book_id="tok-%02d" % i,
+                                                      book=make_book("T", ["A"], "P")),
+                                    timeout=30).name for i in range(25))
+        seen, token, k = [], "", 0
+        while True:
+            stub = self.servers[k % 3].stub()
+            page = stub.ListBooks(ListBooksRequest(page_size=7, page_token=token), timeout=30)
+            seen += [b.name for b in page.books]
+            token = page.next_page_token
+            k += 1
+            if not token:
+                break
+        self.assertEqual(seen, names)
+        self.assertEqual(k, 4)
+
+    def test_request_id_retried_on_another_instance(self):
+        rid = str(uuid.uuid4())
+        req = CreateBookRequest(book=make_book("Once", ["A"], "P"), request_id=rid)
+        first = self.servers[0].stub().CreateBook(req, timeout=30)
+        again = self.servers[1].stub().CreateBook(req, timeout=30)
+        self.assertEqual(again, first)
+        other = CreateBookRequest(book=make_book("Another", ["A"], "P"), request_id=rid)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.servers[2].stub().CreateBook(other, timeout=30)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertEqual(len(harness.list_all(self.servers[2].stub())[0]), 1)
+
+
+def create_loop(port, prefix, acked, stop, errors):
+    ch = harness.insecure_channel(port)
+    stub = harness.books_pb2_grpc.BooksServiceStub(ch)
+    i = 0
+    try:
+        while not stop.is_set():
+            book = make_book("Crash %s %d \u00e9" % (prefix, i), ["A %d" % i, "B"], "P %d" % i)
+            try:
+                got = stub.CreateBook(CreateBookRequest(book_id="%s-%d" % (prefix, i), book=book),
+                                      timeout=10)
+                acked[got.name] = content(got)
+            except grpc.RpcError as e:
+                errors.append(e.code().name)
+            i += 1
+    finally:
+        ch.close()
+
+
+def run_creates(port, clients=8):
+    acked, errors, stop = {}, [], threading.Event()
+    threads = [threading.Thread(target=create_loop,
+                                args=(port, "c%d-%d" % (k, os.getpid()), acked, stop, errors))
+               for k in range(clients)]
+    for t in threads:
+        t.start()
+    return acked, errors, stop, threads
+
+
+class CrashTest(harness.WireTestCase):
+
+    def test_kill_9_under_eight_writers(self):
+        collection = fresh_collection()
+        srv = server(EMULATOR.host, collection).start_and_wait()
+        acked, errors, stop, threads = run_creates(srv.port)
+        wait_for(lambda: len(acked) >= 200, what="200 acknowledged creates")
+        os.kill(srv.pid, signal.SIGKILL)
+        srv.wait(30)
+        srv.stop()  # already gone: collects it and closes its files
+        stop.set()
+        for t in threads:
+            t.join(60)
+        acked = dict(acked)
+        self.assertGreaterEqual(len(acked), 200)
+        srv2 = server(EMULATOR.host, collection, extra="&cache_mb=0").start_and_wait()
+        try:
+            stub = srv2.stub()
+            for name, want in acked.items():
+                self.assertEqual(content(stub.GetBook(GetBookRequest(name=name), timeout=30)),
+                                 want, name)
+        finally:
+            self.assertEqual(srv2.stop(), 0)
+
+
+class OwnEmulatorTest(harness.WireTestCase):
+    """An emulator of this test's own, to stop, restart and freeze."""
+
+    def setUp(self):
+        self.em = fsemulator.Emulator.start()
+
+    def tearDown(self):
+        try:
+            os.killpg(self.em.proc.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        self.em.stop()
+
+    def test_emulator_stopped_and_started_under_load(self):
+        port = self.em.port
+        srv = server(self.em.host, fresh_collection()).start_and_wait()
+        try:
+            acked, errors, stop, threads = run_creates(srv.port, clients=4)
+            wait_for(lambda: len(acked) >= 50, what="50 acknowledged creates")
+            self.em.stop()
+            wait_for(lambda: health_status(srv) == health_pb2.HealthCheckResponse.NOT_SERVING,
+                     timeout=60, what="NOT_SERVING while the emulator is down")
+            stub = srv.stub()
+            codes = set()
+            for _ in range(5):
+                try:
+                    stub.ListBooks(ListBooksRequest(page_size=5), timeout=10)
+                    codes.add("OK")
+                except grpc.RpcError as e:
+                    codes.add(e.code().name)
+            self.assertEqual(codes, {"UNAVAILABLE"})
+            n = len(acked)
+            self.em = fsemulator.Emulator.start(port=port)
+            wait_for(lambda: health_status(srv) == health_pb2.HealthCheckResponse.SERVING,
+                     timeout=60, what="SERVING again")
+            wait_for(lambda: len(acked) >= n + 50, what="creates to succeed after the restart")
+            stop.set()
+            for t in threads:
+                t.join(60)
+            # Calls caught in the stop: UNAVAILABLE, or for a create on its way, UNKNOWN or
+            # DEADLINE_EXCEEDED (a client retries those with a request_id).
+            self.assertTrue(set(errors) <= {"UNAVAILABLE", "UNKNOWN", "DEADLINE_EXCEEDED"},
+                            set(errors))
+            made = stub.CreateBook(CreateBookRequest(book_id="after-restart",
+                                                     book=make_book("T", ["A"], "P")), timeout=30)
+            self.assertEqual(stub.GetBook(GetBookRequest(name=made.name), timeout=30), made)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+    def test_deadline_reaches_firestore(self):
+        srv = server(self.em.host, fresh_collection(), extra="&cache_mb=0").start_and_wait()
+        try:
+            stub = srv.stub()
+            stub.CreateBook(CreateBookRequest(book_id="frozen", book=make_book("T", ["A"], "P")),
+                            timeout=30)
+            os.killpg(self.em.proc.pid, signal.SIGSTOP)
+            try:
+                calls = {
+                    "GetBook": lambda: stub.GetBook(GetBookRequest(name="books/frozen"),
+                                                    timeout=0.05),
+                    "ListBooks": lambda: stub.ListBooks(ListBooksRequest(page_size=5),
+                                                        timeout=0.05),
+                    "CreateBook": lambda: stub.CreateBook(CreateBookRequest(
+                        book_id="late", book=make_book("T", ["A"], "P")), timeout=0.05)}
+                for what, call in calls.items():
+                    t0 = time.monotonic()
+                    with self.assertRaises(grpc.RpcError, msg=what) as cm:
+                        call()
+                    self.assertLess(time.monotonic() - t0, 2.0)
+                    self.assertIn(cm.exception.code(), (grpc.StatusCode.DEADLINE_EXCEEDED,))
+                # The server is not stuck behind the frozen calls: health answers at once.
+                self.assertIsNotNone(health_status(srv))
+            finally:
+                os.killpg(self.em.proc.pid, signal.SIGCONT)
+            self.assertEqual(stub.GetBook(GetBookRequest(name="books/frozen"), timeout=30).name,
+                             "books/frozen")
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
