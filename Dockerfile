@@ -36,11 +36,13 @@ FROM debian:bookworm-slim AS runtime
 #   libpq.so.5 -> libpq5: the postgresql: store dlopen()s it when it opens (ldd does not list it;
 #     the second check below looks for it and its libraries)  libbsd.so.0 -> libbsd0
 #   libz.so.1 -> zlib1g (the codec's bounded inflate; required priority, in the base)
+#   ca-certificates: the firestore: store's TLS to firestore.googleapis.com; gRPC core reads the
+#     system's roots (/etc/ssl/certs) when no roots file is named
 # If the binary starts linking something else, the ldd check below fails the build until its package
 # is added here.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libprotobuf-c1 libsqlite3-0 libpq5 libssl3 libuuid1 libbsd0 libstdc++6 \
+      libprotobuf-c1 libsqlite3-0 libpq5 libssl3 libuuid1 libbsd0 libstdc++6 ca-certificates \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /var/log/apt \
       /var/log/dpkg.log \

@@ -75,8 +75,9 @@ static const struct seed_book seed_books[] = {
 
 size_t fuzz_seeded_book_count(void) { return N_SEED_BOOKS + N_BUILT_BOOKS; }
 
-static void created(void *arg, int rc)
+static void created(void *arg, int rc, struct store_book *made)
 {
+    store_book_unref(made);
     *(int *)arg = rc;
 }
 
