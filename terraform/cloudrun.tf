@@ -10,6 +10,7 @@ locals {
   service_account_id = "${substr(var.service_name, 0, 26)}-sa"
 
   postgresql = var.store == "postgresql"
+  firestore  = var.store == "firestore"
   # Cloud SQL objects are created unless an existing instance is named.
   create_cloudsql = local.postgresql && var.cloudsql_instance_connection_name == null
 
@@ -32,12 +33,21 @@ locals {
   # libpq URI over the socket: no host name, no port, no password; the store's own parameters last.
   postgresql_uri = "postgresql:///${var.postgresql_database}?host=${local.cloudsql_socket_dir}&user=${var.postgresql_user}${join("", [for k, v in var.postgresql_store_params : "&${k}=${v}"])}"
 
+  # firestore://PROJECT/DATABASE, or firestore://PROJECT for the "(default)" database; then the
+  # store's own parameters (collection, cache_mb, group_commit, timeout_ms), keys in lexical order.
+  firestore_uri = join("", [
+    "firestore://${var.project_id}",
+    var.firestore_database == "(default)" ? "" : "/${var.firestore_database}",
+    length(var.firestore_store_params) > 0 ? "?${join("&", [for k, v in var.firestore_store_params : "${k}=${v}"])}" : "",
+  ])
+
   # BOOKS_STORE of each store. sqlite: the image's WORKDIR, owned by the server's user; Cloud Run's
   # file system is in memory, hence accept_sqlite_data_loss.
   books_store = {
     memory     = coalesce(var.books_store, "memory:")
     sqlite     = coalesce(var.books_store, "sqlite:/var/lib/books/books.db")
     postgresql = local.postgresql_uri
+    firestore  = local.firestore_uri
   }[var.store]
 }
 
@@ -53,12 +63,13 @@ resource "google_artifact_registry_repository" "books" {
 # collects stdout/stderr logs without roles on the service's account, so it holds nothing then.
 # Pulling the image from the same project's Artifact Registry is done by the Cloud Run service
 # agent. With the postgresql store it gets roles/cloudsql.client below and, in database.tf,
-# roles/secretmanager.secretAccessor on the password's secret alone.
+# roles/secretmanager.secretAccessor on the password's secret alone; with the firestore store,
+# roles/datastore.user below, on the one database.
 resource "google_service_account" "books" {
   project      = var.project_id
   account_id   = local.service_account_id
   display_name = "${var.service_name} (Cloud Run runtime)"
-  description  = "Runtime identity of the ${var.service_name} Cloud Run service; with the postgresql store, Cloud SQL Client and access to the database password secret only."
+  description  = "Runtime identity of the ${var.service_name} Cloud Run service; with the postgresql store, Cloud SQL Client and access to the database password secret only; with the firestore store, Cloud Datastore User on its database only."
 }
 
 # Cloud Run's Cloud SQL connection authorizes the revision's service account: it needs
@@ -70,6 +81,25 @@ resource "google_project_iam_member" "cloudsql_client" {
   project = local.cloudsql_project
   role    = "roles/cloudsql.client"
   member  = "serviceAccount:${google_service_account.books.email}"
+}
+
+# The firestore store reads and writes documents as the runtime account (Application Default
+# Credentials from the metadata server): roles/datastore.user (entities get/list/create/update/
+# delete, begin/commit/rollback transactions; no index or database administration). The role is
+# granted on the project, as Firestore databases have no IAM policy of their own, with an IAM
+# condition that limits it to this store's database (Firestore's per-database access control).
+resource "google_project_iam_member" "datastore_user" {
+  count = local.firestore ? 1 : 0
+
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.books.email}"
+
+  condition {
+    title       = "${var.service_name} Firestore database only"
+    description = "Only the Firestore database of the ${var.service_name} Cloud Run service."
+    expression  = "resource.name == \"projects/${var.project_id}/databases/${var.firestore_database}\""
+  }
 }
 
 resource "google_cloud_run_v2_service" "books" {
@@ -213,13 +243,17 @@ resource "google_cloud_run_v2_service" "books" {
 
   # The default image lives in the repository above (pushed between two applies, see README.md).
   # A revision fails to deploy when its account cannot yet read the secret or reach the instance,
-  # and the server needs its database and user at start-up: all of them come first.
+  # and the server needs its database and user at start-up: all of them come first. Likewise the
+  # Firestore database, its API and the account's role on it.
   depends_on = [
     google_artifact_registry_repository.books,
     google_project_iam_member.cloudsql_client,
     google_secret_manager_secret_iam_member.db_password,
     google_sql_database.books,
     google_sql_user.books,
+    google_project_service.firestore,
+    google_firestore_database.books,
+    google_project_iam_member.datastore_user,
   ]
 
   lifecycle {
@@ -229,12 +263,12 @@ resource "google_cloud_run_v2_service" "books" {
     }
     precondition {
       condition     = var.store != "memory" || var.max_instance_count == 1 || var.allow_split_memory_store
-      error_message = "With store = \"memory\" every instance holds its own books, so max_instance_count must be 1. Use store = \"postgresql\" (shared), or set allow_split_memory_store = true to accept split data."
+      error_message = "With store = \"memory\" every instance holds its own books, so max_instance_count must be 1. Use store = \"postgresql\" or \"firestore\" (shared), or set allow_split_memory_store = true to accept split data."
     }
     # Cloud Run's file system is the instance's memory: the SQLite file goes with the instance.
     precondition {
       condition     = var.store != "sqlite" || var.accept_sqlite_data_loss
-      error_message = "store = \"sqlite\" keeps the database file on Cloud Run's in-memory file system, so every book is lost when the instance stops. Use store = \"postgresql\" for durable books, or set accept_sqlite_data_loss = true to accept the loss."
+      error_message = "store = \"sqlite\" keeps the database file on Cloud Run's in-memory file system, so every book is lost when the instance stops. Use store = \"postgresql\" or \"firestore\" for durable books, or set accept_sqlite_data_loss = true to accept the loss."
     }
     precondition {
       condition     = var.store != "sqlite" || var.max_instance_count == 1
@@ -242,7 +276,7 @@ resource "google_cloud_run_v2_service" "books" {
     }
     precondition {
       condition     = var.books_store == null || (var.store == "memory" && startswith(coalesce(var.books_store, "-"), "memory:")) || (var.store == "sqlite" && (startswith(coalesce(var.books_store, "-"), "sqlite:") || startswith(coalesce(var.books_store, "-"), "file:")))
-      error_message = "books_store must use the scheme of store (memory: or sqlite:/file:), and must be null with store = \"postgresql\" (the module builds that URI; see postgresql_store_params)."
+      error_message = "books_store must use the scheme of store (memory: or sqlite:/file:), and must be null with store = \"postgresql\" or \"firestore\" (the module builds those URIs; see postgresql_store_params and firestore_store_params)."
     }
     precondition {
       condition     = (var.cloudsql_instance_connection_name == null) == (var.postgresql_password_secret == null)

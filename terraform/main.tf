@@ -7,7 +7,10 @@
 #                 the store's locals (BOOKS_STORE) and the runtime account's one project role
 #   database.tf   the postgresql store: Cloud SQL for PostgreSQL instance, database, user, generated
 #                 password in Secret Manager, the runtime account's access to that secret
-#   outputs.tf    service URI, service account email, Docker repository path, Cloud SQL connection name
+#   firestore.tf  the firestore store: the Firestore API and a Firestore (Native mode) database
+#                 (the runtime account's roles/datastore.user on it is in cloudrun.tf)
+#   outputs.tf    service URI, service account email, Docker repository path, Cloud SQL connection
+#                 name, Firestore database
 #
 # See README.md beside this file for the build, push and deploy commands.
 
@@ -25,7 +28,11 @@ terraform {
       # resources (google_sql_database_instance, google_sql_database, google_sql_user,
       # google_secret_manager_secret with deletion_protection (6.43+), _secret_version with
       # secret_data, _secret_iam_member, google_project_iam_member) exist in 7.x and are not
-      # among the 8.0 upgrade guide's breaking changes.
+      # among the 8.0 upgrade guide's breaking changes. The firestore store's resources
+      # (google_firestore_database with concurrency_mode, point_in_time_recovery_enablement,
+      # delete_protection_state and deletion_policy; google_project_iam_member's condition
+      # block; google_project_service with disable_on_destroy, whose default became false in
+      # 7.0 and is set explicitly here) are in 6.x and later, and unchanged by 7.0 and 8.0.
       version = "~> 8.0"
     }
     random = {

@@ -38,6 +38,11 @@ output "cloudsql_connection_name" {
   value       = local.postgresql ? local.cloudsql_connection_name : null
 }
 
+output "firestore_database" {
+  description = "Resource name (projects/PROJECT/databases/DATABASE) of the Firestore database the firestore store uses, created or existing; null with other stores. For `gcloud firestore` commands (--database=DATABASE)."
+  value       = local.firestore ? "projects/${var.project_id}/databases/${var.firestore_database}" : null
+}
+
 output "database_password_secret" {
   description = "ID (projects/PROJECT/secrets/SECRET) of the Secret Manager secret holding the database user's password, when this module created it; null otherwise. Read it with `gcloud secrets versions access latest --secret=SECRET`."
   value       = local.create_cloudsql ? google_secret_manager_secret.db_password[0].id : null

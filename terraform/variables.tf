@@ -72,7 +72,7 @@ variable "image" {
 }
 
 variable "min_instance_count" {
-  description = "Minimum number of instances. 0 lets the service scale to zero when idle; with the memory and sqlite stores that also drops every book, so set 1 to keep the data while the service is idle (billed while idle). The postgresql store keeps the books in Cloud SQL, so 0 loses nothing."
+  description = "Minimum number of instances. 0 lets the service scale to zero when idle; with the memory and sqlite stores that also drops every book, so set 1 to keep the data while the service is idle (billed while idle). The postgresql and firestore stores keep the books in their database, so 0 loses nothing."
   type        = number
   default     = 0
 
@@ -83,7 +83,7 @@ variable "min_instance_count" {
 }
 
 variable "max_instance_count" {
-  description = "Maximum number of instances. Keep 1 with the default memory store (and with sqlite, where it is required): each instance holds its own books in its own memory, so more than one instance would split the data and answer differently depending on which instance a call reaches. Raise it only with store = \"postgresql\", where every instance shares one database (each instance holds 1 + pool connections, 3 by default: keep max_instance_count x 3 under the Cloud SQL tier's connection limit). See allow_split_memory_store for load tests."
+  description = "Maximum number of instances. Keep 1 with the default memory store (and with sqlite, where it is required): each instance holds its own books in its own memory, so more than one instance would split the data and answer differently depending on which instance a call reaches. Raise it only with store = \"postgresql\" or \"firestore\", where every instance shares one database (with postgresql each instance holds 1 + pool connections, 3 by default: keep max_instance_count x 3 under the Cloud SQL tier's connection limit; Firestore has no connection limit to watch). See allow_split_memory_store for load tests."
   type        = number
   default     = 1
 
@@ -150,18 +150,18 @@ variable "memory" {
 }
 
 variable "store" {
-  description = "Which store the server uses. \"memory\" (default): the books live in one instance's memory and are lost when it stops; one instance. \"sqlite\": a SQLite file on the instance's in-memory file system; lost when the instance stops, so it needs accept_sqlite_data_loss = true and one instance. \"postgresql\": Cloud SQL for PostgreSQL through Cloud Run's Cloud SQL connection; durable and shared, so any number of instances. database.tf creates the Cloud SQL instance unless cloudsql_instance_connection_name names an existing one."
+  description = "Which store the server uses. \"memory\" (default): the books live in one instance's memory and are lost when it stops; one instance. \"sqlite\": a SQLite file on the instance's in-memory file system; lost when the instance stops, so it needs accept_sqlite_data_loss = true and one instance. \"postgresql\": Cloud SQL for PostgreSQL through Cloud Run's Cloud SQL connection; durable and shared, so any number of instances. database.tf creates the Cloud SQL instance unless cloudsql_instance_connection_name names an existing one. \"firestore\": a Firestore database (Native mode) through Firestore's gRPC API as the service account; durable and shared, so any number of instances. firestore.tf creates the database unless firestore_create_database = false."
   type        = string
   default     = "memory"
 
   validation {
-    condition     = contains(["memory", "sqlite", "postgresql"], var.store)
-    error_message = "store must be one of \"memory\", \"sqlite\", \"postgresql\"."
+    condition     = contains(["memory", "sqlite", "postgresql", "firestore"], var.store)
+    error_message = "store must be one of \"memory\", \"sqlite\", \"postgresql\", \"firestore\"."
   }
 }
 
 variable "books_store" {
-  description = "Literal BOOKS_STORE for the memory and sqlite stores, to pass store parameters (e.g. \"sqlite:/var/lib/books/books.db?synchronous=normal\"); it must use the scheme of store. Default (null): \"memory:\", or \"sqlite:/var/lib/books/books.db\". Must stay null with store = \"postgresql\": the module builds that URI itself from the Cloud SQL connection (see postgresql_store_params for the store's own parameters)."
+  description = "Literal BOOKS_STORE for the memory and sqlite stores, to pass store parameters (e.g. \"sqlite:/var/lib/books/books.db?synchronous=normal\"); it must use the scheme of store. Default (null): \"memory:\", or \"sqlite:/var/lib/books/books.db\". Must stay null with store = \"postgresql\" and store = \"firestore\": the module builds those URIs itself (see postgresql_store_params and firestore_store_params for the stores' own parameters)."
   type        = string
   default     = null
 
@@ -357,9 +357,56 @@ variable "cloudsql_private_subnetwork" {
 }
 
 variable "database_deletion_protection" {
-  description = "Protect the created Cloud SQL instance (in Terraform and in the Cloud SQL API, against every client) and the password secret from deletion. Set false and apply before terraform destroy, or before switching store away from postgresql."
+  description = "Protect the created Cloud SQL instance (in Terraform and in the Cloud SQL API, against every client) and the password secret from deletion, and likewise the created Firestore database (delete_protection_state, in the Firestore API). Set false and apply before terraform destroy, or before switching store away from postgresql or firestore."
   type        = bool
   default     = true
+}
+
+variable "firestore_database" {
+  description = "ID of the firestore store's database (BOOKS_STORE=firestore://PROJECT/ID). Default \"books\": a named database, created by the module, that cannot collide with a \"(default)\" database something else in the project already uses. \"(default)\" selects the project's default database (BOOKS_STORE=firestore://PROJECT); if it already exists, set firestore_create_database = false (or import it)."
+  type        = string
+  default     = "books"
+
+  validation {
+    # Firestore's rule: 4 to 63 of a-z, 0-9 and '-', starting with a letter, not ending with '-', not UUID-like.
+    condition     = var.firestore_database == "(default)" || (can(regex("^[a-z][a-z0-9-]{2,61}[a-z0-9]$", var.firestore_database)) && !can(regex("^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$", var.firestore_database)))
+    error_message = "firestore_database must be \"(default)\" or 4 to 63 lowercase letters, digits or hyphens, starting with a letter, not ending with a hyphen and not shaped like a UUID."
+  }
+}
+
+variable "firestore_create_database" {
+  description = "With store = \"firestore\": create the database firestore_database (default true). false uses an existing Native-mode database of that ID in project_id: the module then only enables the API and grants the runtime account roles/datastore.user on it."
+  type        = bool
+  default     = true
+}
+
+variable "firestore_location" {
+  description = "Location of the created Firestore database, fixed once created (changing it replaces the database, i.e. fails while it is protected). Default (null): region, the service's own region (regional pricing, 99.99% SLA, the service's calls stay in the region). A multi-region such as \"nam5\" (United States) or \"eur3\" (Europe) survives the loss of a region (99.999% SLA) at a higher price per operation and per GB (https://cloud.google.com/firestore/pricing), with slightly slower writes. Not every Cloud Run region is a Firestore location: see https://cloud.google.com/firestore/docs/locations."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.firestore_location == null || can(regex("^([a-z]+-[a-z]+[0-9]+|nam[0-9]+|eur[0-9]+)$", var.firestore_location))
+    error_message = "firestore_location must be null (the service's region), a region such as \"us-central1\", or a multi-region such as \"nam5\" or \"eur3\"."
+  }
+}
+
+variable "firestore_point_in_time_recovery" {
+  description = "Point-in-time recovery of the created Firestore database: every version of the last 7 days stays readable (at 1-minute granularity beyond the last hour), to recover from a bad write or deletion. Billed as extra storage; off, only the last hour is kept."
+  type        = bool
+  default     = true
+}
+
+variable "firestore_store_params" {
+  description = "The firestore store's own URI parameters, appended to the BOOKS_STORE the module builds: collection (default books), cache_mb, group_commit (on/off), timeout_ms. Example: { collection = \"books_v2\", timeout_ms = \"5000\" }."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    # An allow-list, like postgresql_store_params: nothing else can reach the URI.
+    condition     = alltrue([for k, v in var.firestore_store_params : contains(["collection", "cache_mb", "group_commit", "timeout_ms"], k) && can(regex("^[A-Za-z0-9_-]+$", v))])
+    error_message = "firestore_store_params keys must be among collection, cache_mb, group_commit, timeout_ms, with values of letters, digits, '_' and '-'."
+  }
 }
 
 variable "log_level" {

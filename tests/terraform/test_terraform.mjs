@@ -531,7 +531,10 @@ const SCENARIOS = {
     cloudsql_instance_connection_name: EXISTING_CONNECTION,
     postgresql_password_secret: "projects/other-project/secrets/books-db-password",
   },
+  firestore: { store: "firestore", max_instance_count: 10 },
+  firestoreExistingDefault: { store: "firestore", max_instance_count: 10, firestore_database: "(default)", firestore_create_database: false },
 };
+const isFirestore = (values) => values.store === "firestore";
 
 // ---------------------------------------------------------------------------------------------
 // The checks. Each takes the merged configuration and throws when the rule is broken.
@@ -571,6 +574,8 @@ const checks = {
       cloudsql_availability_type: [["REGIONAL"], ["MULTI_REGIONAL"]],
       cloudsql_disk_size_gb: [[10, 100], [9, 10.5]],
       cloudsql_private_network: [["projects/my-project/global/networks/default"], ["default"]],
+      firestore_database: [["books", "(default)", "books-prod-2"], ["abc", "Books", "books-", "1books", "(DEFAULT)", "books_db", "a1b2c3d4-e5f6-a7b8-c9d0-e1f2a3b4c5d6"]],
+      firestore_location: [[null, "us-central1", "europe-west1", "nam5", "eur3"], ["US", "us central1", "global"]],
     };
     for (const [name, [good, bad]] of Object.entries(samples)) {
       for (const g of good) assert.deepEqual(failingValidations(config, name, g), [], `${name} = ${JSON.stringify(g)} must be accepted`);
@@ -615,7 +620,7 @@ const checks = {
 
   "store chooses BOOKS_STORE, and memory: stays the default"(config) {
     assert.equal(variable(config, "store").default, "memory");
-    for (const ok of ["memory", "sqlite", "postgresql"]) {
+    for (const ok of ["memory", "sqlite", "postgresql", "firestore"]) {
       assert.deepEqual(failingValidations(config, "store", ok), [], `store = "${ok}" must be accepted`);
     }
     assert.ok(failingValidations(config, "store", "redis").length > 0, 'store = "redis" must be refused');
@@ -626,6 +631,7 @@ const checks = {
     assert.equal(books(SCENARIOS.sqlite), "sqlite:/var/lib/books/books.db", "sqlite must default to the image's WORKDIR");
     assert.equal(books({ ...SCENARIOS.sqlite, books_store: "sqlite:/var/lib/books/b.db?synchronous=normal" }), "sqlite:/var/lib/books/b.db?synchronous=normal");
     assert.match(books(SCENARIOS.postgresqlExisting), /^postgresql:\/\/\//, "postgresql must run a postgresql:// URI");
+    assert.equal(books(SCENARIOS.firestore), "firestore://my-project/books", "firestore must run firestore://PROJECT/DATABASE");
   },
 
   "the postgresql store connects through Cloud Run's Cloud SQL volume at /cloudsql"(config) {
@@ -726,9 +732,9 @@ const checks = {
     const member = `serviceAccount:${ref(`google_service_account.${sa}.email`)}`;
     const expectMember = (m) => assert.ok(m === member || m === ref(`google_service_account.${sa}.member`), `member must be the runtime account, got ${m}`);
 
-    const project = resources(config, "google_project_iam_member");
-    assert.equal(project.length, 1, "exactly one google_project_iam_member (roles/cloudsql.client) is expected");
-    assert.equal(project[0].body.role, "roles/cloudsql.client");
+    const projectRoles = resources(config, "google_project_iam_member").map((r) => r.body.role).sort();
+    assert.deepEqual(projectRoles, ["roles/cloudsql.client", "roles/datastore.user"], "exactly two google_project_iam_members are expected: roles/cloudsql.client (postgresql) and roles/datastore.user (firestore)");
+    const project = resources(config, "google_project_iam_member").filter((r) => r.body.role === "roles/cloudsql.client");
     expectMember(project[0].body.member);
     const secretIam = resources(config, "google_secret_manager_secret_iam_member");
     assert.equal(secretIam.length, 1, "exactly one google_secret_manager_secret_iam_member is expected");
@@ -760,7 +766,7 @@ const checks = {
     assert.equal(instances.length, 1, "one google_sql_database_instance is expected");
     const inst = instances[0].body;
     const counts = Object.fromEntries(Object.entries(SCENARIOS).map(([k, v]) => [k, countOf(config, inst, scenario(config, v))]));
-    assert.deepEqual(counts, { memory: 0, sqlite: 0, postgresqlCreated: 1, postgresqlExisting: 0 }, "the instance must be created only for postgresql without an existing instance");
+    assert.deepEqual(counts, { memory: 0, sqlite: 0, postgresqlCreated: 1, postgresqlExisting: 0, firestore: 0, firestoreExistingDefault: 0 }, "the instance must be created only for postgresql without an existing instance");
     assert.equal(resolveDefault(config, inst.database_version), "POSTGRES_15");
     assert.equal(inst.region, ref("var.region"), "the instance must be in the service's region");
     assert.equal(resolveDefault(config, inst.deletion_protection), true, "Terraform deletion protection must default to true");
@@ -823,6 +829,10 @@ const checks = {
     passes("postgresql (created) with 10 instances", SCENARIOS.postgresqlCreated);
     passes("postgresql (existing) with 10 instances", SCENARIOS.postgresqlExisting);
     passes("postgresql with min 2, max 10", { ...SCENARIOS.postgresqlCreated, min_instance_count: 2 });
+    passes("firestore (created) with 10 instances", SCENARIOS.firestore);
+    passes("firestore (existing) with 10 instances", SCENARIOS.firestoreExistingDefault);
+    passes("firestore with min 2, max 10", { ...SCENARIOS.firestore, min_instance_count: 2 });
+    refused("firestore with a literal books_store", { ...SCENARIOS.firestore, books_store: "firestore://my-project/books" }, /books_store/);
     refused("sqlite without accept_sqlite_data_loss", { store: "sqlite" }, /sqlite/);
     passes("sqlite with accept_sqlite_data_loss and one instance", SCENARIOS.sqlite);
     refused("sqlite with accept_sqlite_data_loss and 2 instances", { ...SCENARIOS.sqlite, max_instance_count: 2 }, /sqlite/);
@@ -910,7 +920,7 @@ const checks = {
       assert.equal(resources(config, type).length, 0, `${type} is not expected: grants are non-authoritative members`);
     }
     for (const r of resources(config, "google_project_iam_member")) {
-      assert.equal(r.body.role, "roles/cloudsql.client", `google_project_iam_member.${r.name}: the runtime account needs no project role but Cloud SQL Client`);
+      assert.ok(["roles/cloudsql.client", "roles/datastore.user"].includes(r.body.role), `google_project_iam_member.${r.name}: the runtime account needs no project role but Cloud SQL Client (postgresql) or Cloud Datastore User (firestore), got ${r.body.role}`);
       assert.equal(countOf(config, r.body, scenario(config, {})), 0, `google_project_iam_member.${r.name} must not exist with the default memory store`);
     }
   },
@@ -971,6 +981,92 @@ const checks = {
     }
   },
 
+  "the firestore store: a protected Native-mode database, its API, roles/datastore.user on that database alone"(config) {
+    const dbs = resources(config, "google_firestore_database");
+    assert.equal(dbs.length, 1, "one google_firestore_database is expected");
+    const db = dbs[0].body;
+    const fs = scenario(config, SCENARIOS.firestore);
+    assert.equal(db.type, "FIRESTORE_NATIVE", "the store uses Firestore's document API: Native mode, not Datastore mode");
+    assert.equal(db.concurrency_mode, "OPTIMISTIC", "OPTIMISTIC: no locks held by a throttled or stopped Cloud Run instance");
+    assert.equal(db.project, ref("var.project_id"));
+    assert.equal(evaluate(config, db.name, fs), "books", "the database ID defaults to a named database, books");
+    assert.equal(evaluate(config, db.delete_protection_state, fs), "DELETE_PROTECTION_ENABLED", "delete protection must be on by default");
+    assert.equal(evaluate(config, db.delete_protection_state, scenario(config, { ...SCENARIOS.firestore, database_deletion_protection: false })), "DELETE_PROTECTION_DISABLED", "database_deletion_protection = false must allow the deletion");
+    assert.equal(db.deletion_policy, "DELETE", "a removed database must be deleted (and refused while protected), not silently abandoned");
+    assert.equal(evaluate(config, db.point_in_time_recovery_enablement, fs), "POINT_IN_TIME_RECOVERY_ENABLED", "point-in-time recovery must be on by default");
+    assert.equal(evaluate(config, db.location_id, fs), "us-central1", "the database defaults to the service's region");
+    assert.equal(evaluate(config, db.location_id, scenario(config, { ...SCENARIOS.firestore, firestore_location: "eur3" })), "eur3");
+
+    // The API, enabled for the store and never disabled by this module.
+    const apis = resources(config, "google_project_service");
+    const api = apis.filter((r) => r.body.service === "firestore.googleapis.com");
+    assert.equal(api.length, 1, "one google_project_service must enable firestore.googleapis.com");
+    assert.equal(api[0].body.project, ref("var.project_id"));
+    assert.equal(api[0].body.disable_on_destroy, false, "disabling Firestore for the whole project is not this module's decision");
+    assert.ok((db.depends_on ?? []).includes(ref(`google_project_service.${api[0].name}`)), "the database must be created after the API is enabled");
+
+    // The runtime account's role, conditioned to the one database.
+    const sa = /^\$\{google_service_account\.([A-Za-z0-9_-]+)\.email\}$/.exec(template(config).service_account ?? "")?.[1];
+    const iam = resources(config, "google_project_iam_member").filter((r) => r.body.role === "roles/datastore.user");
+    assert.equal(iam.length, 1, "one google_project_iam_member must grant roles/datastore.user");
+    assert.equal(iam[0].body.member, `serviceAccount:${ref(`google_service_account.${sa}.email`)}`, "roles/datastore.user goes to the runtime account");
+    assert.equal(iam[0].body.project, ref("var.project_id"));
+    const cond = one(iam[0].body.condition, "roles/datastore.user condition");
+    assert.ok(typeof cond.title === "string" && cond.title.length > 0, "an IAM condition needs a title");
+    assert.ok(evaluate(config, cond.title, fs).length <= 100, "an IAM condition title has at most 100 characters");
+    assert.equal(evaluate(config, cond.expression, fs), 'resource.name == "projects/my-project/databases/books"', "roles/datastore.user must be limited to the store's database");
+    assert.equal(evaluate(config, cond.expression, scenario(config, SCENARIOS.firestoreExistingDefault)), 'resource.name == "projects/my-project/databases/(default)"');
+
+    // Which resources each store gets: the firestore ones exactly with firestore, and no Cloud SQL
+    // (instance, database, user, password, secret, their grants) with it.
+    const firestoreOnly = [
+      ...dbs.map((r) => ["google_firestore_database", r]),
+      ...api.map((r) => ["google_project_service", r]),
+      ...iam.map((r) => ["google_project_iam_member", r]),
+    ];
+    const cloudsql = allResources(config).filter((r) => /^google_sql_|^google_secret_manager_|^random_password$/.test(r.type) || (r.type === "google_project_iam_member" && r.body.role === "roles/cloudsql.client"));
+    assert.ok(cloudsql.length >= 7, "the Cloud SQL resources were not found");
+    for (const [name, values] of Object.entries(SCENARIOS)) {
+      const vars = scenario(config, values);
+      const created = name === "firestore";
+      assert.equal(countOf(config, db, vars), created ? 1 : 0, `${name}: the Firestore database is created exactly with store = "firestore" and firestore_create_database`);
+      for (const [type, r] of firestoreOnly.slice(dbs.length)) {
+        assert.equal(countOf(config, r.body, vars), isFirestore(values) ? 1 : 0, `${name}: ${type}.${r.name} exactly with store = "firestore"`);
+      }
+      if (isFirestore(values)) {
+        for (const r of cloudsql) assert.equal(countOf(config, r.body, vars), 0, `${name}: ${r.type}.${r.name} must not exist with store = "firestore"`);
+      }
+    }
+
+    // BOOKS_STORE: firestore://PROJECT/DATABASE, firestore://PROJECT for "(default)", then the params.
+    const books = (values) => evaluate(config, ref("local.books_store"), scenario(config, values));
+    const uri = new URL(books(SCENARIOS.firestore));
+    assert.equal(uri.protocol, "firestore:");
+    assert.equal(uri.host, "my-project", "the URI's host is the project");
+    assert.equal(uri.pathname, "/books", "the URI's path is the database ID");
+    assert.equal(uri.search, "", "no parameters by default");
+    assert.equal(books(SCENARIOS.firestoreExistingDefault), "firestore://my-project", 'the "(default)" database is firestore://PROJECT');
+    assert.equal(books({ ...SCENARIOS.firestore, firestore_store_params: { timeout_ms: "5000", collection: "books_v2" } }), "firestore://my-project/books?collection=books_v2&timeout_ms=5000", "firestore_store_params must reach the URI");
+    assert.equal(books({ ...SCENARIOS.firestore, firestore_database: "books-eu", project_id: "other-proj" }), "firestore://other-proj/books-eu");
+    for (const bad of [{ credentials: "x" }, { collection: "a&b=c" }, { host: "evil" }]) {
+      assert.ok(failingValidations(config, "firestore_store_params", bad).length > 0, `firestore_store_params = ${JSON.stringify(bad)} must be refused`);
+    }
+    assert.deepEqual(failingValidations(config, "firestore_store_params", { collection: "books-2", cache_mb: "64", group_commit: "on", timeout_ms: "5000" }), []);
+
+    // The revision must not start before the database, the API and its account's role exist.
+    const deps = service(config).body.depends_on ?? [];
+    for (const r of [`google_firestore_database.${dbs[0].name}`, `google_project_service.${api[0].name}`, `google_project_iam_member.${iam[0].name}`]) {
+      assert.ok(deps.includes(ref(r)), `the service must depend_on ${r}`);
+    }
+    assert.equal(variable(config, "firestore_create_database").default, true);
+    assert.equal(variable(config, "firestore_location").default, null, "the location defaults to the service's region");
+    assert.equal(variable(config, "database_deletion_protection").default, true);
+
+    const out = (values) => evaluate(config, one(config.output?.firestore_database, "output firestore_database").value, scenario(config, values));
+    assert.equal(out({}), null, "no Firestore database output without the firestore store");
+    assert.equal(out(SCENARIOS.firestore), "projects/my-project/databases/books");
+  },
+
   "outputs: the Cloud SQL connection name, and the secret's id when created"(config) {
     const outputs = config.output ?? {};
     for (const name of ["cloudsql_connection_name", "database_password_secret"]) {
@@ -1009,7 +1105,7 @@ const config = await parseSources(sources);
 describe(`terraform configuration in ${TF_DIR}`, () => {
   test("the expected files exist and every *.tf file parses", async () => {
     const names = Object.keys(sources).map((f) => f.slice(TF_DIR.length + 1));
-    for (const f of ["main.tf", "variables.tf", "cloudrun.tf", "database.tf", "outputs.tf"]) {
+    for (const f of ["main.tf", "variables.tf", "cloudrun.tf", "database.tf", "firestore.tf", "outputs.tf"]) {
       assert.ok(names.includes(f), `terraform/${f} is missing`);
     }
     for (const [file, text] of Object.entries(sources)) {
@@ -1024,6 +1120,8 @@ describe(`terraform configuration in ${TF_DIR}`, () => {
 });
 
 // The same checks on mutated copies: each regression must be caught, by the named check.
+const FIRESTORE_CHECK = "the firestore store: a protected Native-mode database, its API, roles/datastore.user on that database alone";
+
 describe("the checks catch regressions", () => {
   const clone = () => structuredClone(config);
 
@@ -1183,6 +1281,54 @@ describe("the checks catch regressions", () => {
       (c) => { c.output.cloudsql_connection_name[0].value = ref("var.cloudsql_instance_connection_name"); }],
     ["the secret version as the secret output", "outputs: the Cloud SQL connection name, and the secret's id when created",
       (c) => { c.output.database_password_secret[0].value = ref("local.create_cloudsql ? google_secret_manager_secret_version.db_password[0].secret_data : null"); }],
+
+    // The firestore store.
+    ["a Datastore-mode database", FIRESTORE_CHECK,
+      (c) => { c.resource.google_firestore_database.books[0].type = "DATASTORE_MODE"; }],
+    ["Firestore delete protection off", FIRESTORE_CHECK,
+      (c) => { c.resource.google_firestore_database.books[0].delete_protection_state = "DELETE_PROTECTION_DISABLED"; }],
+    ["Firestore delete protection unset", FIRESTORE_CHECK,
+      (c) => { delete c.resource.google_firestore_database.books[0].delete_protection_state; }],
+    ["a pessimistic database", FIRESTORE_CHECK,
+      (c) => { c.resource.google_firestore_database.books[0].concurrency_mode = "PESSIMISTIC"; }],
+    ["a Firestore database for every store", FIRESTORE_CHECK,
+      (c) => { delete c.resource.google_firestore_database.books[0].count; }],
+    ["a Firestore database created beside an existing one", FIRESTORE_CHECK,
+      (c) => { c.resource.google_firestore_database.books[0].count = ref("local.firestore ? 1 : 0"); }],
+    ["no Firestore API", FIRESTORE_CHECK,
+      (c) => { delete c.resource.google_project_service; }],
+    ["the Firestore API disabled on destroy", FIRESTORE_CHECK,
+      (c) => { c.resource.google_project_service.firestore[0].disable_on_destroy = true; }],
+    ["datastore.user on the whole project", FIRESTORE_CHECK,
+      (c) => { delete c.resource.google_project_iam_member.datastore_user[0].condition; }],
+    ["datastore.user on another database", FIRESTORE_CHECK,
+      (c) => { c.resource.google_project_iam_member.datastore_user[0].condition[0].expression = 'resource.name.startsWith("projects/${var.project_id}/databases/")'; }],
+    ["datastore.owner for the runtime account", FIRESTORE_CHECK,
+      (c) => { c.resource.google_project_iam_member.datastore_user[0].role = "roles/datastore.owner"; }],
+    ["datastore.user for every store", FIRESTORE_CHECK,
+      (c) => { delete c.resource.google_project_iam_member.datastore_user[0].count; }],
+    ["a Cloud SQL instance with the firestore store", FIRESTORE_CHECK,
+      (c) => { c.resource.google_sql_database_instance.books[0].count = ref('var.store != "memory" && var.store != "sqlite" && var.cloudsql_instance_connection_name == null ? 1 : 0'); }],
+    ["Cloud SQL Client with the firestore store", FIRESTORE_CHECK,
+      (c) => { c.resource.google_project_iam_member.cloudsql_client[0].count = ref('var.store == "postgresql" || var.store == "firestore" ? 1 : 0'); }],
+    ["a firestore URI without its database", FIRESTORE_CHECK,
+      (c) => { c.locals.find((l) => "firestore_uri" in l).firestore_uri = "firestore://${var.project_id}"; }],
+    ["a firestore URI with a databases/ path", FIRESTORE_CHECK,
+      (c) => { c.locals.find((l) => "firestore_uri" in l).firestore_uri = "firestore://${var.project_id}/databases/${var.firestore_database}"; }],
+    ["firestore_store_params accepting any key", FIRESTORE_CHECK,
+      (c) => { delete c.variable.firestore_store_params[0].validation; }],
+    ["a service deployed before its Firestore role", FIRESTORE_CHECK,
+      (c) => { service(c).body.depends_on = service(c).body.depends_on.filter((d) => !d.includes("datastore_user")); }],
+    ["a Firestore database in a fixed location", FIRESTORE_CHECK,
+      (c) => { c.resource.google_firestore_database.books[0].location_id = "nam5"; }],
+    ["firestore kept on one instance", "each store allows the instance counts it can serve",
+      (c) => { service(c).body.lifecycle[0].precondition.push({ condition: ref('var.store != "firestore" || var.max_instance_count == 1'), error_message: "firestore: one instance" }); }],
+    ["firestore refused by the store variable", "store chooses BOOKS_STORE, and memory: stays the default",
+      (c) => { c.variable.store[0].validation[0].condition = ref('contains(["memory", "sqlite", "postgresql"], var.store)'); }],
+    ["a datastore.user grant beside the Cloud SQL one", "the runtime account gets Cloud SQL Client and access to the password secret, nothing more",
+      (c) => { c.resource.google_project_iam_member.extra = [{ ...c.resource.google_project_iam_member.datastore_user[0] }]; }],
+    ["a firestore database ID that accepts UUIDs", "every variable's default passes its own validations, and the store inputs check their form",
+      (c) => { c.variable.firestore_database[0].validation[0].condition = ref('var.firestore_database == "(default)" || can(regex("^[a-z][a-z0-9-]{2,61}[a-z0-9]$", var.firestore_database))'); }],
   ];
 
   test("the mutations have unique names", () => {
