@@ -53,3 +53,21 @@ resource "google_firestore_database" "books" {
 
   depends_on = [google_project_service.firestore]
 }
+
+# The store keeps each AIP-155 request_id in COLLECTION_requests/{id} with an expire_at timestamp
+# (BOOKS_REQUEST_ID_TTL_S after the create, default a day): this TTL policy has Firestore delete
+# them after that (within about a day, as Firestore documents TTL), so request documents do not
+# accumulate. Its index is switched off: the store reads them by name only.
+resource "google_firestore_field" "request_ttl" {
+  count = local.firestore ? 1 : 0
+
+  project    = var.project_id
+  database   = var.firestore_database
+  collection = "${lookup(var.firestore_store_params, "collection", "books")}_requests"
+  field      = "expire_at"
+
+  ttl_config {}
+  index_config {}
+
+  depends_on = [google_firestore_database.books]
+}

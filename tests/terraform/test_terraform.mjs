@@ -347,6 +347,7 @@ function tfRegex(pattern, s) {
 
 const functions = {
   coalesce: (...a) => { const v = a.find((x) => x !== null && x !== ""); if (v === undefined) throw new EvalError("coalesce: no non-null argument"); return v; },
+  lookup: (m, k, d) => { if (m === null || typeof m !== "object") throw new EvalError("lookup: not a map"); return Object.prototype.hasOwnProperty.call(m, k) ? m[k] : d; },
   startswith: (s, p) => known(s, "startswith").startsWith(known(p, "startswith")),
   endswith: (s, p) => known(s, "endswith").endsWith(known(p, "endswith")),
   contains: (list, v) => known(list, "contains").some((x) => equal(x, v)),
@@ -997,6 +998,15 @@ const checks = {
     assert.equal(evaluate(config, db.location_id, fs), "us-central1", "the database defaults to the service's region");
     assert.equal(evaluate(config, db.location_id, scenario(config, { ...SCENARIOS.firestore, firestore_location: "eur3" })), "eur3");
 
+    // The request ids' TTL policy: Firestore deletes COLLECTION_requests documents after their
+    // expire_at, so they do not accumulate (store_firestore.h).
+    const ttl = resources(config, "google_firestore_field");
+    assert.equal(ttl.length, 1, "one google_firestore_field (the request ids' TTL policy) is expected");
+    assert.equal(ttl[0].body.field, "expire_at", "the TTL policy must be on expire_at, the field the store writes");
+    assert.ok(ttl[0].body.ttl_config, "the field must carry a ttl_config");
+    assert.equal(evaluate(config, ttl[0].body.collection, fs), "books_requests", "the TTL policy must be on the store's request collection");
+    assert.equal(evaluate(config, ttl[0].body.collection, scenario(config, { ...SCENARIOS.firestore, firestore_store_params: { collection: "b2" } })), "b2_requests");
+
     // The API, enabled for the store and never disabled by this module.
     const apis = resources(config, "google_project_service");
     const api = apis.filter((r) => r.body.service === "firestore.googleapis.com");
@@ -1021,6 +1031,7 @@ const checks = {
     // (instance, database, user, password, secret, their grants) with it.
     const firestoreOnly = [
       ...dbs.map((r) => ["google_firestore_database", r]),
+      ...ttl.map((r) => ["google_firestore_field", r]),
       ...api.map((r) => ["google_project_service", r]),
       ...iam.map((r) => ["google_project_iam_member", r]),
     ];
