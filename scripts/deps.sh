@@ -5,7 +5,8 @@
 #   unit       run + what the cmocka unit tests need (the container image's build stage)
 #   test       also what the wire tests, sanitizer, valgrind and terraform checks need, the hostile
 #              suite (python3-h2, nghttpx), fuzzing (clang, libFuzzer), hardening-check
-#              (devscripts) and the Firestore emulator (Google's package: see below)
+#              (devscripts), the interop clients (C++, Go, Java; node and npm as for terraform)
+#              and the Firestore emulator (Google's package: see below)
 #   container  what scripts/container-test.sh needs on the host: podman, runc, mmdebstrap and the
 #              Python gRPC client with the protos it calls through
 # apt-get runs only when a package is missing, so a second run takes a moment and works offline.
@@ -17,8 +18,19 @@ RUN_PKGS="build-essential cmake pkg-config
   golang-github-gogo-googleapis-dev grpc-proto
   uuid-dev libbsd-dev libssl-dev libsqlite3-dev zlib1g-dev libpq-dev"
 UNIT_PKGS="libcmocka-dev"
+# The interop clients (tests/interop): C++, Go and Java toolchains with their gRPC libraries and
+# protoc plugins. Go: protobuf-go's 1.5 generation of github.com/golang/protobuf (grpc-go accepts 1.3
+# too, whose runtime cannot load these protos), genproto for google.rpc's Go types. Java: what
+# grpc-java's jars need at run time besides the opencensus that libgrpc-java declares.
+INTEROP_PKGS="libgrpc++-dev protobuf-compiler-grpc
+  golang-go golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev golang-google-protobuf-dev
+  golang-google-genproto-dev protoc-gen-go protoc-gen-go-grpc
+  default-jdk-headless libgrpc-java protobuf-compiler-grpc-java-plugin libprotobuf-java
+  libgoogle-common-protos-java libguava-java libperfmark-java libgoogle-gson-java libnetty-java
+  libgeronimo-annotation-1.3-spec-java"
 TEST_PKGS="$UNIT_PKGS python3 python3-grpcio python3-grpc-tools python3-protobuf python3-h2 valgrind
-  devscripts nghttp2-client nghttp2-proxy clang libclang-rt-14-dev postgresql"
+  devscripts nghttp2-client nghttp2-proxy clang libclang-rt-14-dev postgresql
+  $INTEROP_PKGS"
 CONTAINER_PKGS="podman runc mmdebstrap devscripts python3 python3-grpcio python3-grpc-tools python3-protobuf
   grpc-proto golang-github-gogo-googleapis-dev"
 
