@@ -41,8 +41,9 @@ case "${1:-run}" in
   container) want="$CONTAINER_PKGS" ;;
   *) echo "usage: deps.sh [run|unit|test|container]" >&2; exit 2 ;;
 esac
-# The terraform test (tests/terraform) needs node and npm: any already on PATH will do (such as
-# NodeSource's nodejs, which conflicts with Debian's npm package), else Debian's.
+# The terraform test (tests/terraform) and the Node interop client (tests/interop/node) need node
+# and npm: any already on PATH will do (such as NodeSource's nodejs, which conflicts with Debian's
+# npm package), else Debian's.
 if [ "${1:-run}" = test ] && ! { command -v node && command -v npm; } >/dev/null 2>&1; then
   want="$want nodejs npm"
 fi

@@ -3,9 +3,9 @@ language's Debian (or npm) toolchain, against the real books-server binary.
 
 One CTest per language (tests/CMakeLists.txt, label "interop"), each this module with
 BOOKS_INTEROP_LANG set to a directory of tests/interop/. The server is started here on a free
-loopback port (`--port 0`, memory: store) through the wire tests' harness, which also stops it by PID
-and fails the test unless it exits 0 on SIGTERM. The language's run.sh then generates the code from
-the protos, compiles it and runs its client against the server; it exits non-zero on any failed
+loopback port (`--port 0`, memory: store) through the wire tests' harness, which also stops it by
+PID and fails the test unless it exits 0 on SIGTERM. The language's run.sh then generates the code
+from the protos, compiles it and runs its client against the server; it exits non-zero on any failed
 expectation, and when a toolchain it needs is missing (never a silent skip).
 
 What every client checks, the same in each language (client.* beside run.sh):

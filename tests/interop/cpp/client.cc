@@ -56,7 +56,8 @@ int main(int argc, char **argv) {
         std::cerr << "usage: client HOST:PORT\n";
         return 2;
     }
-    auto channel = grpc::CreateChannel(argv[1], grpc::InsecureChannelCredentials());
+    std::string target = argv[1];
+    auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
     auto stub = books::v1::BooksService::NewStub(channel);
 
     // 1. Create.

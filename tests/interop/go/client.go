@@ -38,7 +38,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: client HOST:PORT")
 		os.Exit(2)
 	}
-	conn, err := grpc.Dial(os.Args[1], grpc.WithInsecure())
+	target := os.Args[1]
+	conn, err := grpc.Dial(target, grpc.WithInsecure())
 	if err != nil {
 		fail("dial: %v", err)
 	}

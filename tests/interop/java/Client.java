@@ -38,7 +38,8 @@ public final class Client {
     }
 
     public static void main(String[] args) throws Exception {
-        ManagedChannel channel = ManagedChannelBuilder.forTarget(args[0]).usePlaintext().build();
+        String target = args[0];
+        ManagedChannel channel = ManagedChannelBuilder.forTarget(target).usePlaintext().build();
         BooksServiceGrpc.BooksServiceBlockingStub stub = BooksServiceGrpc.newBlockingStub(channel)
                 .withDeadlineAfter(60, TimeUnit.SECONDS);
 

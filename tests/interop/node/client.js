@@ -51,7 +51,8 @@ async function main() {
   // defaults: unset fields read as their proto3 defaults (an empty next_page_token is '').
   const definition = protoLoader.loadSync('books/v1/books.proto', { includeDirs, defaults: true });
   const { BooksService } = grpc.loadPackageDefinition(definition).books.v1;
-  const client = new BooksService(process.argv[2], grpc.credentials.createInsecure());
+  const target = process.argv[2];
+  const client = new BooksService(target, grpc.credentials.createInsecure());
 
   // 1. Create.
   const created = [];

@@ -5,9 +5,9 @@ tests/interop/test_interop.py lists; exits 1 on the first failed expectation."""
 import sys
 
 sys.path.insert(0, sys.argv[1])
-import grpc  # noqa: E402
-from books.v1 import books_pb2, books_pb2_grpc  # noqa: E402
-from google.rpc import error_details_pb2, status_pb2  # noqa: E402
+import grpc
+from books.v1 import books_pb2, books_pb2_grpc
+from google.rpc import error_details_pb2, status_pb2
 
 PASSED = 0
 
@@ -42,7 +42,8 @@ def details_of(status, cls):
     return out
 
 
-channel = grpc.insecure_channel(sys.argv[2])
+target = sys.argv[2]
+channel = grpc.insecure_channel(target)
 stub = books_pb2_grpc.BooksServiceStub(channel)
 
 # 1. Create.
