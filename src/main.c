@@ -34,11 +34,19 @@ static void on_store_state(void *health, bool available)
  * answered now instead of holding the shutdown up. */
 static void drain_store(void *store) { store_drain(store); }
 
+/* A start-up failure: one JSON line (like every line the server writes, for Cloud Logging) on
+ * stderr, where a person and a supervisor look for why a process exited; nothing on stdout, so
+ * the log does not carry it twice. The process exits next; no other thread logs by then. */
+static int fail_with(int code, const char *what, const char *err)
+{
+    log_init(LOG_ERROR, 2);
+    log_msg(LOG_ERROR, "%s: %s", what, err);
+    return code;
+}
+
 static int fail(const char *what, const char *err)
 {
-    fprintf(stderr, "books-server: %s\n", err);
-    log_msg(LOG_ERROR, "%s: %s", what, err);
-    return 1;
+    return fail_with(1, what, err);
 }
 
 int main(int argc, char **argv)
@@ -67,10 +75,8 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (config_load(&cfg, argc, argv, environ, &action, err, sizeof err) != 0) {
-        fprintf(stderr, "books-server: %s\n", err);
-        return 2;
-    }
+    if (config_load(&cfg, argc, argv, environ, &action, err, sizeof err) != 0)
+        return fail_with(2, "bad settings", err);
     switch (action) {
     case CONFIG_HELP:
         config_print_help(stdout, argv[0]);

@@ -3,6 +3,7 @@ method names), graceful shutdown on SIGTERM/SIGINT with calls in flight, start-u
 errors and their exit codes, a busy port, and the PORT environment variable."""
 
 import collections
+import json
 import os
 import re
 import signal
@@ -16,6 +17,14 @@ import uuid
 import grpc
 
 import harness
+
+
+def assert_json_lines(test, text):
+    """Every line the server wrote is one JSON object with a Cloud Logging severity (issue 18),
+    start-up failures on stderr included."""
+    for line in text.splitlines():
+        obj = json.loads(line)
+        test.assertIn(obj.get("severity"), ("DEBUG", "INFO", "WARNING", "ERROR"), line)
 from harness import CreateBookRequest, GetBookRequest, ListBooksRequest, make_book
 
 SEVERITIES = {"DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT",
@@ -338,6 +347,7 @@ class ConfigTest(harness.WireTestCase):
                 self.assertEqual(rc, 2, "stdout:\n%s\nstderr:\n%s" % (out, err))
                 self.assertTrue(err.strip(), "nothing on stderr")
                 self.assertIn(named.lower(), err.lower(), err)
+                assert_json_lines(self, err)
 
     def test_busy_port_exits_1_and_names_the_port(self):
         # Occupy the port on every address the server binds: a dual-stack IPv6 socket covers
@@ -354,7 +364,9 @@ class ConfigTest(harness.WireTestCase):
         port = sock.getsockname()[1]
         rc, out, err = self.run_to_exit(port=port)
         self.assertEqual(rc, 1, "stdout:\n%s\nstderr:\n%s" % (out, err))
-        self.assertIn(str(port), err + out)
+        self.assertIn(str(port), err)
+        assert_json_lines(self, err)
+        assert_json_lines(self, out)
 
     def test_help(self):
         rc, out, err = self.run_to_exit(("--help",))
