@@ -39,7 +39,18 @@ class Emulator:
 
     @classmethod
     def start(cls, port=None, log_path=None, timeout=90, register=True):
-        port = port or free_port()
+        """A free port is only free until someone takes it: with no port given, an emulator that
+        could not bind its port is started again on another, up to three times."""
+        for attempt in range(1 if port else 3):
+            try:
+                return cls._start(port or free_port(), log_path, timeout, register)
+            except RuntimeError:
+                if port or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _start(cls, port, log_path, timeout, register):
         log_path = log_path or "/tmp/books-fsemulator-%d.log" % port
         log = open(log_path, "wb")
         # start_new_session: setsid() in the child (no fork handlers: see check_no_fork.py), so
@@ -56,9 +67,13 @@ class Emulator:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 break
+            # Ready when it says so in its own log (an answer on the port alone could come from
+            # another process that took the port first) and answers on the port.
+            with open(log_path, "rb") as f:
+                running = b"Dev App Server is now running" in f.read()
             try:
                 with urllib.request.urlopen("http://%s/" % em.host, timeout=2) as r:
-                    if r.status == 200:
+                    if running and r.status == 200:
                         return em
             except OSError:
                 pass
