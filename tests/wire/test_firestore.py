@@ -10,7 +10,8 @@ deadline tests start an emulator of their own, which they stop, freeze and resta
   - kill -9 of an instance under 8 writers: every acknowledged create is there;
   - the emulator stopped and started under load: health NOT_SERVING and calls UNAVAILABLE
     meanwhile, served again without restarting books-server;
-  - deadlines reach Firestore: with the emulator frozen (SIGSTOP), a 50 ms call ends by 2 s.
+  - deadlines reach Firestore: with the emulator frozen (SIGSTOP), a 50 ms call ends by 2 s;
+  - `firestore:` alone takes its project from GOOGLE_CLOUD_PROJECT, else the metadata server.
 """
 
 import os
@@ -163,6 +164,68 @@ class ThreeInstancesTest(harness.WireTestCase):
             self.servers[2].stub().CreateBook(other, timeout=30)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
         self.assertEqual(len(harness.list_all(self.servers[2].stub())[0]), 1)
+
+
+class ProjectTest(harness.WireTestCase):
+    """`firestore:` alone: the project from GOOGLE_CLOUD_PROJECT, else from the metadata server
+    (here a fake one on loopback, named by GCE_METADATA_HOST as Google's libraries read it)."""
+
+    def serve(self, env):
+        env = dict(env, BOOKS_STORE="firestore:?collection=%s" % fresh_collection(),
+                   FIRESTORE_EMULATOR_HOST=EMULATOR.host)
+        srv = harness.ServerProcess(env=env, label="fs-project").start_and_wait()
+        try:
+            made = srv.stub().CreateBook(CreateBookRequest(book_id="p1",
+                                                           book=make_book("T", ["A"], "P")),
+                                         timeout=30)
+            self.assertEqual(made.name, "books/p1")
+        finally:
+            self.assertEqual(srv.stop(), 0)
+        listening = [line for line in srv.log_lines() if line.get("message") == "listening"]
+        return listening[0]["store"]
+
+    def test_project_from_the_environment(self):
+        self.assertTrue(self.serve({"GOOGLE_CLOUD_PROJECT": "env-project"})
+                        .startswith("firestore://env-project/(default)"))
+
+    def test_project_from_the_metadata_server(self):
+        import http.server
+        seen = []
+
+        class Metadata(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                seen.append((self.path, self.headers.get("Metadata-Flavor")))
+                ok = self.path == "/computeMetadata/v1/project/project-id"
+                self.send_response(200 if ok else 404)
+                self.end_headers()
+                if ok:
+                    self.wfile.write(b"meta-project")
+
+            def log_message(self, *args):
+                pass
+
+        httpd = http.server.HTTPServer(("127.0.0.1", 0), Metadata)
+        t = threading.Thread(target=httpd.serve_forever, daemon=True)
+        t.start()
+        try:
+            store = self.serve({"GCE_METADATA_HOST": "127.0.0.1:%d" % httpd.server_port,
+                                "GOOGLE_CLOUD_PROJECT": ""})
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+        self.assertTrue(store.startswith("firestore://meta-project/(default)"), store)
+        self.assertEqual(seen, [("/computeMetadata/v1/project/project-id", "Google")])
+
+    def test_no_project_anywhere_exits_1_saying_what_to_do(self):
+        srv = harness.ServerProcess(env={"BOOKS_STORE": "firestore:",
+                                         "GCE_METADATA_HOST": "127.0.0.1:9",
+                                         "GOOGLE_CLOUD_PROJECT": "",
+                                         "FIRESTORE_EMULATOR_HOST": EMULATOR.host}, label="fs-none")
+        srv.start()
+        self.assertEqual(srv.wait(30), 1)
+        err = srv.stderr_text()
+        srv.stop()
+        self.assertIn("GOOGLE_CLOUD_PROJECT", err)
 
 
 def create_loop(port, prefix, acked, stop, errors):
