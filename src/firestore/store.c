@@ -359,9 +359,11 @@ static void fs_get_async(struct store *s, const char *name, uint64_t deadline_ns
     }
     struct get_ctx *g = malloc(sizeof *g);
     if (!g || !fs_book_doc(&st->names, name, doc, sizeof doc)) {
+        /* No memory, or not a name of the form books/{id}: no such book. */
+        rc = g ? BOOKS_ENOTFOUND : BOOKS_ENOMEM;
         atomic_fetch_sub(&st->reads_in_flight, 1);
         free(g);
-        done(arg, g ? BOOKS_ENOTFOUND : BOOKS_ENOMEM, NULL);
+        done(arg, rc, NULL);
         return;
     }
     *g = (struct get_ctx){st, done, arg};
