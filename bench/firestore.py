@@ -5,7 +5,7 @@ emulator is a JVM on this machine, not Firestore, so only ratios between rows me
 Rows, each on a fresh collection, 64 calls in flight from one grpcio channel:
   create, group_commit=on      a batch of queued creates is one BatchWrite
   create, group_commit=off     one BatchWrite of one write per create (a CreateDocument's cost)
-  create with request_id       one atomic Commit (book + request document) per create
+  create with request_id       one atomic Commit of the batch (books + request documents)
   get, record cache            GetBook of books already read once
   get, cache_mb=0              every GetBook a GetDocument
   list, 50 a page              ListBooks pages (RunQuery)

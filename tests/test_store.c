@@ -707,6 +707,52 @@ static void test_request_id_replays_and_reuse(void **state)
     store_book_unref(retry);
 }
 
+/* Eight creates with their own request ids queued at once, one of them for a name already taken
+ * (a durable store may write them as one batch, or one transaction: Firestore's shared Commit):
+ * that one alone fails with BOOKS_EEXIST, the others make their own books; sent again, as retries,
+ * the seven get their books back and the eighth fails again, and nothing more is made. */
+static void test_request_ids_at_once_one_name_taken(void **state)
+{
+    struct fresh *f = *state;
+    enum { N = 8, TAKEN = 3 };
+    struct create_wait waits[N];
+    struct store_book *books[N];
+    char name[NAME_BYTES];
+
+    assert_int_equal(create_named(f->s, "books/taken"), 0);
+    for (size_t i = 0; i < N; i++) {
+        if (i == TAKEN)
+            snprintf(name, sizeof name, "books/taken");
+        else
+            snprintf(name, sizeof name, "books/own-req-%zu", i);
+        books[i] = new_named(name, "Own");
+    }
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < N; i++) {
+            struct store_create_req req = {.book = books[i]};
+            snprintf(req.request_id, sizeof req.request_id,
+                     "7d3f0c2a-5b1e-4c9d-8a6f-%012zu", i);
+            memset(req.request_hash, (int)(0x30 + i), sizeof req.request_hash);
+            create_wait_init(&waits[i]);
+            store_create(f->s, &req, create_wait_done, &waits[i]);
+        }
+        for (size_t i = 0; i < N; i++) {
+            if (i == TAKEN) {
+                assert_int_equal(create_wait_rc(&waits[i]), BOOKS_EEXIST);
+                assert_null(waits[i].made);
+            } else {
+                assert_int_equal(create_wait_rc(&waits[i]), 0);
+                assert_non_null(waits[i].made);
+                assert_string_equal(waits[i].made->name, books[i]->name);
+            }
+            create_wait_cleanup(&waits[i]);
+        }
+        assert_int_equal(count_books(f->s), N);
+    }
+    for (size_t i = 0; i < N; i++)
+        store_book_unref(books[i]);
+}
+
 /* Eight creates with one request id queued at once (a durable store writes them in one batch),
  * each with its own name as server-assigned ids would be: exactly one book is made and every
  * answer names it. */
@@ -1298,6 +1344,8 @@ static const struct CMUnitTest conformance[] = {
     cmocka_unit_test_setup_teardown(test_list_byte_bound, open_fresh, close_fresh),
     cmocka_unit_test_setup_teardown(test_request_id_replays_and_reuse, open_fresh, close_fresh),
     cmocka_unit_test_setup_teardown(test_request_id_at_once, open_fresh, close_fresh),
+    cmocka_unit_test_setup_teardown(test_request_ids_at_once_one_name_taken, open_fresh,
+                                    close_fresh),
     cmocka_unit_test_setup_teardown(test_request_id_retention, open_fresh, close_fresh),
     cmocka_unit_test_setup_teardown(test_concurrent_create_list_get, open_fresh, close_fresh),
 };

@@ -21,8 +21,9 @@
  * (keyset), at most `limit` documents, stopped at the page's byte bound (store_ops.list); creates
  * go through the commit pipeline: a batch without request ids is one BatchWrite (one write per
  * create with the precondition exists: false, a status per write, so a taken name fails only its
- * own create), and each create with a request id is one Commit of its book and its request
- * document (atomic: both or neither). Every call carries the caller's deadline (or timeout_ms).
+ * own create), and the creates with a request id one Commit of their books and request documents
+ * (atomic: a book and its request id both or neither; when a taken name fails it, each goes again
+ * in a Commit of its own). Every call carries the caller's deadline (or timeout_ms).
  * No thread of the caller's waits on Firestore: one thread of the store's drives every call from
  * its own completion queue.
  *

@@ -4,9 +4,10 @@
  *     precondition exists: false, so each gets its own status (BatchWrite is not atomic: a taken
  *     name fails only its create). Firestore refuses a request that writes one document twice, so
  *     a second create of a name already in the round waits for the next round;
- *   - each create with a request id is one Commit of its book and its request document, both with
- *     exists: false (atomic: the book and its request id are kept together or not at all); these
- *     go out at once, beside the BatchWrite;
+ *   - the creates with a request id write each its book and its request document, both with
+ *     exists: false, in a Commit (atomic: a book and its request id are kept together or not at
+ *     all): one Commit for them all, beside the BatchWrite; when it meets a taken name (atomic, so
+ *     nothing of it was written) each goes again in a Commit of its own, at once;
  *   - a write refused because a document exists is looked up: the request document tells a retry
  *     (same fingerprint: answered with the book that request made) from a reused id
  *     (BOOKS_EREUSED); a book whose write_id is this create's own is this create's write, which
@@ -49,7 +50,8 @@ struct round {
 
 struct commit_call {
     struct round *round;
-    struct entry *e;        /* a Commit's create; NULL for the BatchWrite */
+    struct entry *e;        /* a Commit's create; NULL for the BatchWrite and a shared Commit */
+    bool batch_write;       /* the BatchWrite: its response is decoded */
     struct entry **batch;   /* the BatchWrite's creates, in write order */
     size_t n_batch;
     struct fs_status st;
@@ -75,7 +77,7 @@ static void call_done(void *arg, const struct fs_status *st, grpc_byte_buffer *r
 {
     struct commit_call *cc = arg;
     cc->st = *st;
-    if (st->code == GRPC_STATUS_OK && !cc->e) {
+    if (st->code == GRPC_STATUS_OK && cc->batch_write) {
         ProtobufCMessage *m = NULL;
         if (fs_decode(response, &google__firestore__v1__batch_write_response__descriptor,
                       &cc->arena, &m) == 0)
@@ -279,11 +281,28 @@ static void check(struct fs_store *st, struct entry *e, uint64_t deadline_ns)
     arena_cleanup(&a);
 }
 
-/* Sends one round: a BatchWrite of `plain` and a Commit per entry of `ided`; waits for all. */
-static void send_round(struct fs_store *st, struct entry **plain, size_t n_plain,
-                       struct entry **ided, size_t n_ided, uint64_t deadline_ns)
+/* True when the creates of `v` may share one Commit: no document written twice (Firestore refuses
+ * such a request whole), and within its 500 writes. */
+static bool distinct(struct entry **v, size_t n)
 {
-    struct round r = {.left = (n_plain ? 1 : 0) + n_ided};
+    if (n < 2 || 2 * n > FS_MAX_WRITES)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            if (strcmp(v[i]->doc, v[j]->doc) == 0 ||
+                strcmp(v[i]->it->request_id, v[j]->it->request_id) == 0)
+                return false;
+    return true;
+}
+
+/* Sends one round: a BatchWrite of `plain`, and for `ided` one Commit of them all when `together`
+ * (atomic: one taken name fails it, *conflict is set and they go again one Commit each), else a
+ * Commit each; waits for all. */
+static void send_round(struct fs_store *st, struct entry **plain, size_t n_plain,
+                       struct entry **ided, size_t n_ided, bool together, bool *conflict,
+                       uint64_t deadline_ns)
+{
+    struct round r = {.left = (n_plain ? 1 : 0) + (together ? 1 : n_ided)};
     struct commit_call *calls = calloc(n_ided + 1, sizeof *calls);
     unsigned char buf[8192];
     struct arena a;
@@ -313,6 +332,7 @@ static void send_round(struct fs_store *st, struct entry **plain, size_t n_plain
                 plain[nw] = plain[i], w[nw++] = cw.book;
         }
         calls[0].round = &r;
+        calls[0].batch_write = true;
         calls[0].batch = plain;
         calls[0].n_batch = nw;
         arena_init(&calls[0].arena, calls[0].buf, sizeof calls[0].buf);
@@ -325,6 +345,36 @@ static void send_round(struct fs_store *st, struct entry **plain, size_t n_plain
         } else {
             fs_unary(st->client, FS_BATCH_WRITE, &req.base, deadline_ns, call_done, &calls[0]);
         }
+    }
+    if (together) {
+        struct commit_call *cc = &calls[1];
+        Google__Firestore__V1__Write **w = arena_alloc(&a, 2 * n_ided * sizeof *w);
+        Google__Firestore__V1__CommitRequest req = GOOGLE__FIRESTORE__V1__COMMIT_REQUEST__INIT;
+        size_t nw = 0, ne = 0;
+        for (size_t i = 0; w && i < n_ided; i++) {
+            struct fs_create_writes cw;
+            int rc = fs_build_create(&st->names, ided[i]->it, ided[i]->write_id,
+                                     st->request_ttl_s, &a, &cw);
+            if (rc != 0) {
+                settle(st, ided[i], rc);
+                continue;
+            }
+            ided[ne++] = ided[i];
+            w[nw++] = cw.book;
+            w[nw++] = cw.request;
+        }
+        cc->round = &r;
+        cc->batch = ided;
+        cc->n_batch = ne;
+        arena_init(&cc->arena, cc->buf, sizeof cc->buf);
+        req.database = st->names.database;
+        req.n_writes = nw;
+        req.writes = w;
+        if (!w || ne == 0)
+            r.left--;
+        else
+            fs_unary(st->client, FS_COMMIT, &req.base, deadline_ns, call_done, cc);
+        n_ided = 0; /* none alone */
     }
     for (size_t i = 0; i < n_ided; i++) {
         struct commit_call *cc = &calls[i + 1];
@@ -375,6 +425,21 @@ static void send_round(struct fs_store *st, struct entry **plain, size_t n_plain
         }
         arena_cleanup(&cc->arena);
     }
+    if (together && calls[1].n_batch) {
+        struct commit_call *cc = &calls[1];
+        if (cc->st.code == GRPC_STATUS_ALREADY_EXISTS ||
+            cc->st.code == GRPC_STATUS_FAILED_PRECONDITION) {
+            *conflict = true; /* nothing of it was written: each goes again alone */
+            log_msg(LOG_INFO,
+                    "Firestore %s: a Commit of %zu creates met a taken name (%s); each goes "
+                    "again in a Commit of its own",
+                    st->shown, cc->n_batch, rpc_status_name(cc->st.code));
+        } else {
+            for (size_t i = 0; i < cc->n_batch; i++)
+                take_status(st, cc->batch[i], &cc->st);
+        }
+        arena_cleanup(&cc->arena);
+    }
     for (size_t i = 0; i < n_ided; i++) {
         struct commit_call *cc = &calls[i + 1];
         if (cc->e)
@@ -394,6 +459,8 @@ int fs_write_batch(void *self, struct commit_item *items, size_t n)
     struct entry **plain = calloc(n, sizeof *plain), **ided = calloc(n, sizeof *ided);
     uint64_t start = fs_now_ns(), end = start + (uint64_t)st->timeout_ms * 1000000u;
     unsigned backoff_ms = 50;
+    bool alone = false; /* creates with request ids: one Commit each, after a shared one met a
+                         * taken name */
 
     if (!v || !plain || !ided) {
         free(v);
@@ -452,7 +519,13 @@ int fs_write_batch(void *self, struct commit_item *items, size_t n)
         }
         if (n_plain || n_ided) {
             bool again_before = false;
-            send_round(st, plain, n_plain, ided, n_ided, latest);
+            bool conflict = false;
+            send_round(st, plain, n_plain, ided, n_ided, !alone && distinct(ided, n_ided),
+                       &conflict, latest);
+            if (conflict) {
+                alone = true; /* the shared Commit met a taken name: one Commit each now */
+                continue;
+            }
             for (size_t i = 0; i < n; i++)
                 again_before |= v[i].state == TO_SEND && v[i].maybe_written;
             if (again_before) { /* a lost reply or a refusal to go on: back off a little */
