@@ -242,6 +242,14 @@ typedef int (*store_open_fn)(const char *rest, const struct store_limits *limits
  * table's 4 places full). At start-up, before any store_open(), one thread. */
 int store_register_backend(const char *scheme, const char *form, store_open_fn open);
 
+/* store_ops.get and store_ops.list for a backend whose reads are asynchronous (get_async and
+ * list_async set): each starts the asynchronous read without a deadline and waits on the calling
+ * thread for its done(). Same contract as get and list (*out and *n_out untouched on failure);
+ * for tests and tools: the server uses the asynchronous forms. */
+int store_get_waiting(struct store *s, const char *name, struct store_book **out);
+int store_list_waiting(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
+                       struct store_book **out, size_t *n_out);
+
 /* Fills `key` with STORE_DATASET_KEY_BYTES random bytes from the kernel. 0 or BOOKS_EIO. */
 int store_new_dataset_key(uint8_t key[STORE_DATASET_KEY_BYTES]);
 

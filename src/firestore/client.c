@@ -67,7 +67,6 @@ struct fs_client {
     size_t in_flight;
     bool cancelled; /* fs_client_cancel_all() ran: every call ends CANCELLED */
     bool stopping;  /* fs_client_free() ran: the watch stops */
-    bool watching;
 };
 
 uint64_t fs_now_ns(void)
@@ -160,6 +159,32 @@ static struct fs_call *new_call(struct fs_client *c, enum fs_method m,
     return call;
 }
 
+/* The ops every call starts with: our metadata, the request, the half-close, and the server's
+ * initial metadata. Fills ops[0..4); returns 4. */
+static size_t request_ops(const struct fs_client *c, struct fs_call *call, grpc_op *ops)
+{
+    memset(ops, 0, 4 * sizeof *ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = c->n_md;
+    ops[0].data.send_initial_metadata.metadata = (grpc_metadata *)c->md;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = call->request;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &call->initial;
+    return 4;
+}
+
+/* The op that ends every call: the status, its message and the trailing metadata. */
+static void status_op(struct fs_call *call, grpc_op *op)
+{
+    memset(op, 0, sizeof *op);
+    op->op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    op->data.recv_status_on_client.trailing_metadata = &call->trailing;
+    op->data.recv_status_on_client.status = &call->status;
+    op->data.recv_status_on_client.status_details = &call->details;
+}
+
 /* ---- unary calls ------------------------------------------------------------------------------- */
 
 static void unary_step(struct fs_tag *t, bool ok)
@@ -201,22 +226,12 @@ void fs_unary(struct fs_client *c, enum fs_method m, const ProtobufCMessage *req
         fail_now(done, NULL, arg, GRPC_STATUS_CANCELLED, "the store is shutting down");
         return;
     }
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = c->n_md;
-    ops[0].data.send_initial_metadata.metadata = c->md;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = call->request;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &call->initial;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &call->received;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &call->trailing;
-    ops[5].data.recv_status_on_client.status = &call->status;
-    ops[5].data.recv_status_on_client.status_details = &call->details;
-    grpc_call_error e = grpc_call_start_batch(call->call, ops, 6, &call->start_tag, NULL);
+    size_t n = request_ops(c, call, ops);
+    memset(&ops[n], 0, sizeof ops[n]);
+    ops[n].op = GRPC_OP_RECV_MESSAGE;
+    ops[n++].data.recv_message.recv_message = &call->received;
+    status_op(call, &ops[n++]);
+    grpc_call_error e = grpc_call_start_batch(call->call, ops, n, &call->start_tag, NULL);
     if (e != GRPC_CALL_OK) {
         unlink_call(c, call);
         free_call(call);
@@ -307,14 +322,21 @@ static void stream_status_step(struct fs_tag *t, bool ok)
     stream_settle((struct fs_call *)((char *)t - offsetof(struct fs_call, status_tag)));
 }
 
-static bool receive_next(struct fs_call *call)
+/* Starts the batch that receives the stream's next message. */
+static bool start_receive(struct fs_call *call)
 {
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &call->received;
+    return grpc_call_start_batch(call->call, &op, 1, &call->message_tag, NULL) == GRPC_CALL_OK;
+}
+
+/* The next receive, from the client's thread (the only one that counts `pending` after start). */
+static bool receive_next(struct fs_call *call)
+{
     call->pending++;
-    if (grpc_call_start_batch(call->call, &op, 1, &call->message_tag, NULL) != GRPC_CALL_OK) {
+    if (!start_receive(call)) {
         call->pending--;
         return false;
     }
@@ -347,7 +369,7 @@ void fs_stream(struct fs_client *c, enum fs_method m, const ProtobufCMessage *re
                void *arg)
 {
     struct fs_call *call = new_call(c, m, request, deadline_ns);
-    grpc_op ops[4], status_op;
+    grpc_op ops[4], status;
     if (!call) {
         fail_now(NULL, on_end, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
@@ -363,34 +385,17 @@ void fs_stream(struct fs_client *c, enum fs_method m, const ProtobufCMessage *re
         fail_now(NULL, on_end, arg, GRPC_STATUS_CANCELLED, "the store is shutting down");
         return;
     }
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = c->n_md;
-    ops[0].data.send_initial_metadata.metadata = c->md;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = call->request;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &call->initial;
-    memset(&status_op, 0, sizeof status_op);
-    status_op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    status_op.data.recv_status_on_client.trailing_metadata = &call->trailing;
-    status_op.data.recv_status_on_client.status = &call->status;
-    status_op.data.recv_status_on_client.status_details = &call->details;
+    size_t n = request_ops(c, call, ops);
+    status_op(call, &status);
     /* The queue's thread may run a completion as soon as a batch starts: pending counts all
      * three batches first. */
     call->pending = 3;
-    if (grpc_call_start_batch(call->call, ops, 4, &call->start_tag, NULL) != GRPC_CALL_OK ||
-        grpc_call_start_batch(call->call, &status_op, 1, &call->status_tag, NULL) !=
-            GRPC_CALL_OK) {
+    if (grpc_call_start_batch(call->call, ops, n, &call->start_tag, NULL) != GRPC_CALL_OK ||
+        grpc_call_start_batch(call->call, &status, 1, &call->status_tag, NULL) != GRPC_CALL_OK) {
         /* Only a bug gets here (the ops are fixed): nothing was started that could complete. */
         abort();
     }
-    grpc_op recv;
-    memset(&recv, 0, sizeof recv);
-    recv.op = GRPC_OP_RECV_MESSAGE;
-    recv.data.recv_message.recv_message = &call->received;
-    if (grpc_call_start_batch(call->call, &recv, 1, &call->message_tag, NULL) != GRPC_CALL_OK)
+    if (!start_receive(call))
         abort();
 }
 
@@ -407,8 +412,6 @@ static void watch_step(struct fs_tag *t, bool ok)
     struct fs_client *c = (struct fs_client *)((char *)t - offsetof(struct fs_client, watch_tag));
     pthread_mutex_lock(&c->mu);
     bool stopping = c->stopping;
-    if (stopping)
-        c->watching = false;
     pthread_mutex_unlock(&c->mu);
     if (stopping || !ok)
         return;
@@ -508,7 +511,6 @@ int fs_client_new(const char *target, bool emulator, const char *project, const 
         c->registered[m] = grpc_channel_register_call(c->channel, method_paths[m], NULL, NULL);
     c->watch_tag.step = watch_step;
     c->last_state = grpc_channel_check_connectivity_state(c->channel, 1);
-    c->watching = true;
     watch_again(c);
     if (pthread_create(&c->thread, NULL, client_main, c) != 0) {
         books_format_err(err, errlen, "store URI firestore:: cannot start a thread");

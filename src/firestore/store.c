@@ -372,43 +372,6 @@ static void fs_get_async(struct store *s, const char *name, uint64_t deadline_ns
     fs_unary(st->client, FS_GET_DOCUMENT, &req.base, deadline_ns, get_answered, g);
 }
 
-struct get_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    int rc;
-    struct store_book *b;
-};
-
-static void get_woken(void *arg, int rc, struct store_book *b)
-{
-    struct get_wait *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->rc = rc;
-    w->b = b;
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-/* store_ops.get (blocking; tests and tools): fs_get_async, waited for. */
-static int fs_get(struct store *s, const char *name, struct store_book **out)
-{
-    struct get_wait w = {.done = false};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
-    fs_get_async(s, name, 0, get_woken, &w);
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
-    if (w.rc == 0)
-        *out = w.b; /* untouched on failure */
-    return w.rc;
-}
-
 struct list_ctx {
     struct fs_store *st;
     store_list_done_fn done;
@@ -564,42 +527,6 @@ static void fs_list_async(struct store *s, const char *after_name, size_t limit,
     fs_stream(st->client, FS_RUN_QUERY, &req.base, deadline_ns, list_message, list_end, l);
 }
 
-struct list_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    int rc;
-    size_t n;
-};
-
-static void list_woken(void *arg, int rc, size_t n)
-{
-    struct list_wait *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->rc = rc;
-    w->n = n;
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static int fs_list(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
-                   struct store_book **out, size_t *n_out)
-{
-    struct list_wait w = {.done = false};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
-    fs_list_async(s, after_name, limit, max_bytes, out, 0, list_woken, &w);
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
-    *n_out = w.rc == 0 ? w.n : 0;
-    return w.rc;
-}
-
 /* ---- writes, drain, close ---------------------------------------------------------------------- */
 
 static void fs_create(struct store *s, const struct store_create_req *req,
@@ -648,8 +575,8 @@ static void fs_close(struct store *s)
 
 static const struct store_ops fs_ops = {
     .scheme = "firestore",
-    .get = fs_get,
-    .list = fs_list,
+    .get = store_get_waiting,
+    .list = store_list_waiting,
     .create = fs_create,
     .close = fs_close,
     .get_async = fs_get_async,

@@ -9,6 +9,7 @@
 #include "books/store_sqlite.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -178,6 +179,81 @@ void store_book_unref(struct store_book *b)
         free((void *)b->wire);
         free(b);
     }
+}
+
+/* ---- the waiting reads of an asynchronous backend ------------------------------------------- */
+
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+    size_t n;
+    struct store_book *book;
+};
+
+static void waiter_init(struct waiter *w)
+{
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->done = false;
+}
+
+static void waiter_signal(struct waiter *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void waiter_wait(struct waiter *w)
+{
+    pthread_mutex_lock(&w->mu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}
+
+static void got_book(void *arg, int rc, struct store_book *book)
+{
+    struct waiter *w = arg;
+    w->rc = rc;
+    w->book = book;
+    waiter_signal(w);
+}
+
+static void got_list(void *arg, int rc, size_t n)
+{
+    struct waiter *w = arg;
+    w->rc = rc;
+    w->n = n;
+    waiter_signal(w);
+}
+
+int store_get_waiting(struct store *s, const char *name, struct store_book **out)
+{
+    struct waiter w;
+    waiter_init(&w);
+    s->ops->get_async(s, name, 0, got_book, &w);
+    waiter_wait(&w);
+    if (w.rc == 0)
+        *out = w.book;
+    return w.rc;
+}
+
+int store_list_waiting(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
+                       struct store_book **out, size_t *n_out)
+{
+    struct waiter w;
+    waiter_init(&w);
+    s->ops->list_async(s, after_name, limit, max_bytes, out, 0, got_list, &w);
+    waiter_wait(&w);
+    if (w.rc == 0)
+        *n_out = w.n;
+    return w.rc;
 }
 
 int store_new_dataset_key(uint8_t key[STORE_DATASET_KEY_BYTES])

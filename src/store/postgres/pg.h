@@ -204,9 +204,6 @@ void pg_get_async(struct store *s, const char *name, uint64_t deadline_ns,
 void pg_list_async(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
                    struct store_book **out, uint64_t deadline_ns, store_list_done_fn done,
                    void *arg);
-int pg_get(struct store *s, const char *name, struct store_book **out);
-int pg_list(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
-            struct store_book **out, size_t *n_out);
 
 /* writes.c: commit_backend.write_batch (commit_pipeline.h) for this store, and its idle hook (the
  * purge of request ids older than the retention). Committer only. */

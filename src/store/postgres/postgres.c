@@ -453,8 +453,8 @@ static void pg_create(struct store *s, const struct store_create_req *req,
 
 static const struct store_ops pg_ops = {
     .scheme = "postgresql",
-    .get = pg_get,
-    .list = pg_list,
+    .get = store_get_waiting,
+    .list = store_list_waiting,
     .create = pg_create,
     .close = pg_close,
     .get_async = pg_get_async,

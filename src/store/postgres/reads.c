@@ -355,21 +355,6 @@ static bool reader_link(struct reader *rd)
     return false;
 }
 
-/* An idle connection that the server closed (a restart, pg_terminate_backend) is readable: notice
- * it now rather than when a caller's query meets it. */
-static void check_idle_link(struct reader *rd)
-{
-    PGconn *conn = rd->link.conn;
-    struct pollfd p = {PQsocket(conn), POLLIN, 0};
-    if (poll(&p, 1, 0) <= 0)
-        return;
-    if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK) {
-        log_msg(LOG_WARNING, "PostgreSQL at %s: an idle read connection was closed: %.200s",
-                rd->st->shown, PQerrorMessage(conn));
-        pg_link_down(rd->st, &rd->link, false);
-    }
-}
-
 void *pg_reader_main(void *arg)
 {
     struct reader *rd = arg;
@@ -402,7 +387,9 @@ void *pg_reader_main(void *arg)
         n = take_batch(st, batch);
         pthread_mutex_unlock(&st->mu);
         if (n == 0) {
-            check_idle_link(rd);
+            /* Idle: a connection the server closed (a restart, pg_terminate_backend) is noticed
+             * and replaced now rather than when a caller's query meets it. */
+            (void)pg_link_ensure(st, &rd->link, false);
             continue;
         }
         /* A connection the server closed while it was idle is replaced before the batch. */
@@ -554,79 +541,4 @@ void pg_list_async(struct store *s, const char *after_name, size_t limit, size_t
     r->list_done = done;
     r->arg = arg;
     enqueue(st, r);
-}
-
-/* The synchronous reads of the store interface wait for the asynchronous ones (tests and tools;
- * the server uses the asynchronous forms). */
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    int rc;
-    size_t n;
-    struct store_book *book;
-};
-
-static void waiter_init(struct waiter *w)
-{
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
-    w->done = false;
-}
-
-static void waiter_signal(struct waiter *w)
-{
-    pthread_mutex_lock(&w->mu);
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static void waiter_wait(struct waiter *w)
-{
-    pthread_mutex_lock(&w->mu);
-    while (!w->done)
-        pthread_cond_wait(&w->cv, &w->mu);
-    pthread_mutex_unlock(&w->mu);
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
-}
-
-static void got_book(void *arg, int rc, struct store_book *book)
-{
-    struct waiter *w = arg;
-    w->rc = rc;
-    w->book = book;
-    waiter_signal(w);
-}
-
-static void got_list(void *arg, int rc, size_t n)
-{
-    struct waiter *w = arg;
-    w->rc = rc;
-    w->n = n;
-    waiter_signal(w);
-}
-
-int pg_get(struct store *s, const char *name, struct store_book **out)
-{
-    struct waiter w;
-    waiter_init(&w);
-    pg_get_async(s, name, 0, got_book, &w);
-    waiter_wait(&w);
-    if (w.rc == 0)
-        *out = w.book;
-    return w.rc;
-}
-
-int pg_list(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
-            struct store_book **out, size_t *n_out)
-{
-    struct waiter w;
-    waiter_init(&w);
-    pg_list_async(s, after_name, limit, max_bytes, out, 0, got_list, &w);
-    waiter_wait(&w);
-    if (w.rc == 0)
-        *n_out = w.n;
-    return w.rc;
 }
