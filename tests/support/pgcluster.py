@@ -172,9 +172,16 @@ class PgCluster:
                              "ON_ERROR_STOP=1", "-c", sql])
         return r.stdout.strip()
 
-    def create_database(self, name):
-        self.psql('CREATE DATABASE "%s"' % name, db="postgres")
+    def create_database(self, name, **options):
+        """CREATE DATABASE name [OPTION value ...] (e.g. ENCODING="'LATIN1'"); returns its URI."""
+        opts = "".join(" %s %s" % kv for kv in options.items())
+        self.psql('CREATE DATABASE "%s"%s' % (name, opts), db="postgres")
         return self.uri(name)
+
+    def fresh_database(self, prefix, **options):
+        """A new empty database named PREFIX_PID_N (N counts this cluster's); its URI."""
+        self._fresh = getattr(self, "_fresh", 0) + 1
+        return self.create_database("%s_%d_%d" % (prefix, os.getpid(), self._fresh), **options)
 
     def terminate_backends(self, db="books"):
         """Ends every other session on db: to a client, its connections just broke."""

@@ -56,6 +56,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -264,6 +265,65 @@ def list_all(stub, page_size=0, timeout=30):
             return books, pages
         if pages > 100000:
             raise AssertionError("ListBooks never returned an empty next_page_token")
+
+
+def content(book):
+    """What a Book says, without its name: for comparing what was acknowledged with what is read."""
+    return (book.display_name, tuple(book.authors), book.publisher)
+
+
+def wait_for(pred, timeout=120.0, what="condition"):
+    """Polls pred() every 50 ms until it is true; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def health_status(srv, service="books.v1.BooksService", timeout=5):
+    """The server's grpc.health.v1 Check status for `service`, or None when the call fails."""
+    ch = insecure_channel(srv.port)
+    try:
+        return health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
+    except grpc.RpcError:
+        return None
+    finally:
+        ch.close()
+
+
+def _create_loop(port, prefix, acked, stop, errors):
+    """Creates books until `stop` is set; records the acknowledged ones (name -> content) and the
+    status names of the failed ones."""
+    ch = insecure_channel(port)
+    stub = books_pb2_grpc.BooksServiceStub(ch)
+    i = 0
+    try:
+        while not stop.is_set():
+            book = make_book("Crash %s %d \u00e9" % (prefix, i), ["A %d" % i, "B"], "P %d" % i)
+            try:
+                got = stub.CreateBook(CreateBookRequest(book_id="%s-%d" % (prefix, i), book=book),
+                                      timeout=10)
+                acked[got.name] = content(got)
+            except grpc.RpcError as e:
+                errors.append(e.code().name)
+            i += 1
+    finally:
+        ch.close()
+
+
+def run_creates(port, clients=6):
+    """`clients` threads, each on its own channel, creating books on `port` until told to stop.
+    Returns (acked, errors, stop, threads): set `stop`, then join the threads."""
+    acked, errors, stop = {}, [], threading.Event()
+    threads = [threading.Thread(target=_create_loop,
+                                args=(port, "c%d-%d" % (k, os.getpid()), acked, stop, errors))
+               for k in range(clients)]
+    for t in threads:
+        t.start()
+    return acked, errors, stop, threads
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,8 +40,7 @@ DIED_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.Statu
 NOBODY = 65534
 
 
-def content(book):
-    return (book.display_name, tuple(book.authors), book.publisher)
+content = harness.content
 
 
 def crash_book(book_id, k):

@@ -30,9 +30,10 @@ from harness import CreateBookRequest, GetBookRequest, ListBooksRequest, make_bo
 sys.path.insert(0, os.path.join(harness.SOURCE_DIR, "tests", "support"))
 import fsemulator  # noqa: E402
 
-health_pb2, health_pb2_grpc = harness.health_pb2, harness.health_pb2_grpc
+health_pb2 = harness.health_pb2
+content, health_status, wait_for = harness.content, harness.health_status, harness.wait_for
+run_creates = harness.run_creates
 
-SERVICE = "books.v1.BooksService"
 PROJECT = "books-wire"
 EMULATOR = None
 _counter = [0]
@@ -57,30 +58,6 @@ def server(host, collection, label="fs", extra=""):
     return harness.ServerProcess(
         env={"BOOKS_STORE": "firestore://%s?collection=%s%s" % (PROJECT, collection, extra),
              "FIRESTORE_EMULATOR_HOST": host}, label=label)
-
-
-def content(book):
-    return (book.display_name, tuple(book.authors), book.publisher)
-
-
-def health_status(srv):
-    ch = harness.insecure_channel(srv.port)
-    try:
-        return health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service=SERVICE), timeout=5).status
-    except grpc.RpcError:
-        return None
-    finally:
-        ch.close()
-
-
-def wait_for(pred, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 class ThreeInstancesTest(harness.WireTestCase):
@@ -228,40 +205,12 @@ class ProjectTest(harness.WireTestCase):
         self.assertIn("GOOGLE_CLOUD_PROJECT", err)
 
 
-def create_loop(port, prefix, acked, stop, errors):
-    ch = harness.insecure_channel(port)
-    stub = harness.books_pb2_grpc.BooksServiceStub(ch)
-    i = 0
-    try:
-        while not stop.is_set():
-            book = make_book("Crash %s %d \u00e9" % (prefix, i), ["A %d" % i, "B"], "P %d" % i)
-            try:
-                got = stub.CreateBook(CreateBookRequest(book_id="%s-%d" % (prefix, i), book=book),
-                                      timeout=10)
-                acked[got.name] = content(got)
-            except grpc.RpcError as e:
-                errors.append(e.code().name)
-            i += 1
-    finally:
-        ch.close()
-
-
-def run_creates(port, clients=8):
-    acked, errors, stop = {}, [], threading.Event()
-    threads = [threading.Thread(target=create_loop,
-                                args=(port, "c%d-%d" % (k, os.getpid()), acked, stop, errors))
-               for k in range(clients)]
-    for t in threads:
-        t.start()
-    return acked, errors, stop, threads
-
-
 class CrashTest(harness.WireTestCase):
 
     def test_kill_9_under_eight_writers(self):
         collection = fresh_collection()
         srv = server(EMULATOR.host, collection).start_and_wait()
-        acked, errors, stop, threads = run_creates(srv.port)
+        acked, errors, stop, threads = run_creates(srv.port, clients=8)
         wait_for(lambda: len(acked) >= 200, what="200 acknowledged creates")
         os.kill(srv.pid, signal.SIGKILL)
         srv.wait(30)

@@ -78,12 +78,8 @@ def tearDownModule():
         CLUSTER.stop()
 
 
-_dbs = [0]
-
-
 def fresh_db():
-    _dbs[0] += 1
-    return CLUSTER.create_database("bounds_%d_%d" % (os.getpid(), _dbs[0]))
+    return CLUSTER.fresh_database("bounds")
 
 
 def peak_rss_mib(pid):

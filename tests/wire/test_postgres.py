@@ -36,11 +36,11 @@ from harness import CreateBookRequest, GetBookRequest, ListBooksRequest, make_bo
 sys.path.insert(0, os.path.join(harness.SOURCE_DIR, "tests", "support"))
 import pgcluster  # noqa: E402
 
-health_pb2, health_pb2_grpc = harness.health_pb2, harness.health_pb2_grpc
+health_pb2 = harness.health_pb2
+content, health_status, wait_for = harness.content, harness.health_status, harness.wait_for
 
 CLUSTER = None
 SERVICE = "books.v1.BooksService"
-PHASE_TIMEOUT_S = 120.0
 
 
 def setUpModule():
@@ -53,13 +53,9 @@ def tearDownModule():
         CLUSTER.stop()
 
 
-_db_counter = [0]
-
-
 def fresh_db():
     """A new empty database; returns its URI."""
-    _db_counter[0] += 1
-    return CLUSTER.create_database("books_wire_%d_%d" % (os.getpid(), _db_counter[0]))
+    return CLUSTER.fresh_database("books_wire")
 
 
 def server(uri, label="pg", **env):
@@ -68,31 +64,11 @@ def server(uri, label="pg", **env):
     return harness.ServerProcess(env=e, label=label)
 
 
-def content(book):
-    return (book.display_name, tuple(book.authors), book.publisher)
-
-
-def health_status(srv, service):
-    ch = harness.insecure_channel(srv.port)
-    try:
-        return health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=5).status
-    finally:
-        ch.close()
-
-
 def read(path):
     with open(path) as f:
         return f.read()
 
 
-def wait_for(pred, timeout=PHASE_TIMEOUT_S, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 class OneInstanceTest(harness.WireTestCase):
@@ -328,35 +304,10 @@ class OutageTest(harness.WireTestCase):
             self.assertEqual(srv.stop(), 0)
 
 
-def create_loop(port, prefix, acked, stop, errors):
-    """Creates books until told to stop; records the acknowledged ones with their content."""
-    ch = harness.insecure_channel(port)
-    stub = harness.books_pb2_grpc.BooksServiceStub(ch)
-    i = 0
-    try:
-        while not stop.is_set():
-            book = make_book("Crash %s %d \u00e9" % (prefix, i), ["A %d" % i, "B"], "P %d" % i)
-            try:
-                got = stub.CreateBook(CreateBookRequest(book_id="%s-%d" % (prefix, i), book=book),
-                                      timeout=10)
-                acked[got.name] = content(got)
-            except grpc.RpcError as e:
-                errors.append(e.code().name)
-            i += 1
-    finally:
-        ch.close()
-
-
 class CrashTest(harness.WireTestCase):
 
     def run_creates(self, srv, clients=6):
-        acked, errors, stop = {}, [], threading.Event()
-        threads = [threading.Thread(target=create_loop,
-                                    args=(srv.port, "c%d-%d" % (k, os.getpid()), acked, stop,
-                                          errors)) for k in range(clients)]
-        for t in threads:
-            t.start()
-        return acked, errors, stop, threads
+        return harness.run_creates(srv.port, clients)
 
     def check_all_there(self, uri, acked):
         srv = server(uri).start_and_wait()

@@ -45,7 +45,7 @@ import tcpproxy  # noqa: E402
 
 CLUSTER = None
 CLI = os.environ.get("BOOKS_CLI") or os.path.join(os.path.dirname(harness.SERVER_PATH), "books")
-health_pb2, health_pb2_grpc = harness.health_pb2, harness.health_pb2_grpc
+health_pb2 = harness.health_pb2
 
 
 def setUpModule():
@@ -58,17 +58,8 @@ def tearDownModule():
         CLUSTER.stop()
 
 
-_dbs = [0]
-
-
-def fresh_db(**create):
-    _dbs[0] += 1
-    name = "rid_%d_%d" % (os.getpid(), _dbs[0])
-    if create:
-        CLUSTER.psql("CREATE DATABASE %s %s" % (name, " ".join(
-            "%s %s" % kv for kv in create.items())), db="postgres")
-        return CLUSTER.uri(name)
-    return CLUSTER.create_database(name)
+def fresh_db(**options):
+    return CLUSTER.fresh_database("rid", **options)
 
 
 def db_of(uri):
@@ -85,12 +76,7 @@ def create(stub, request_id, book_id="", title="T", timeout=30):
 
 
 def wait_for(pred, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for %s" % what)
+    harness.wait_for(pred, timeout, what)
 
 
 class RequestIdRules(object):
@@ -398,14 +384,7 @@ class ReadsRecoverTest(harness.WireTestCase):
 
 
 def health(srv):
-    ch = harness.insecure_channel(srv.port)
-    try:
-        return health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service="books.v1.BooksService"), timeout=5).status
-    except grpc.RpcError:
-        return None
-    finally:
-        ch.close()
+    return harness.health_status(srv)
 
 
 def reconnects(srv, kind):
