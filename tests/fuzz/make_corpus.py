@@ -53,7 +53,8 @@ def load_protos():
               "google/api/field_info.proto", "google/api/resource.proto",
               "google/api/annotations.proto", "google/api/http.proto", "google/api/client.proto",
               "google/rpc/status.proto", "google/rpc/error_details.proto",
-              "grpc/health/v1/health.proto", "grpc/reflection/v1/reflection.proto"]
+              "grpc/health/v1/health.proto", "grpc/reflection/v1/reflection.proto",
+              "google/firestore/v1/firestore.proto"]
     roots = [os.path.join(REPO, "proto"), GOOGLEAPIS, PROTOBUF_PROTOS, GRPC_PROTOS]
     cmd = [sys.executable, "-m", "grpc_tools.protoc"] + ["-I" + r for r in roots] + \
         ["--python_out=" + out] + protos
@@ -65,6 +66,7 @@ def load_protos():
     import books.v1.books_pb2 as books_pb2
     import google.rpc.error_details_pb2 as error_details_pb2
     import google.rpc.status_pb2 as status_pb2
+    import google.firestore.v1.firestore_pb2 as firestore_pb2
 
     def by_path(rel, name):
         spec = importlib.util.spec_from_file_location(name, os.path.join(out, rel))
@@ -73,7 +75,7 @@ def load_protos():
         return mod
     health_pb2 = by_path("grpc/health/v1/health_pb2.py", "fuzz_health_pb2")
     reflection_pb2 = by_path("grpc/reflection/v1/reflection_pb2.py", "fuzz_reflection_pb2")
-    return out, books_pb2, status_pb2, error_details_pb2, health_pb2, reflection_pb2
+    return out, books_pb2, status_pb2, error_details_pb2, health_pb2, reflection_pb2, firestore_pb2
 
 
 # ---- wire helpers (hand-made bytes) ----------------------------------------------------------
@@ -112,7 +114,7 @@ def gz(data):
 
 # ---- the corpora -----------------------------------------------------------------------------
 
-def corpora(books_pb2, status_pb2, error_details_pb2, health_pb2, reflection_pb2):
+def corpora(books_pb2, status_pb2, error_details_pb2, health_pb2, reflection_pb2, firestore_pb2):
     B = books_pb2
     c = {}
 
@@ -495,6 +497,55 @@ def corpora(books_pb2, status_pb2, error_details_pb2, health_pb2, reflection_pb2
         "long-utf8-method": "/\u00e9".encode() * 300 + b"\0" + "\U0001F600".encode() * 500,
         "empty-method-empty-message": b"\0",
         "empty": b"",
+    }
+
+    # firestore_response: byte 0 picks Document (0), RunQueryResponse (1), BatchWriteResponse (2)
+    # or a request Document (3); the rest is what Firestore sent (fuzz_firestore_response.c)
+    F = firestore_pb2
+    docs = "projects/p/databases/(default)/documents/"
+
+    def s(v):
+        return F.Value(string_value=v)
+
+    def arr(*vs):
+        return F.Value(array_value=F.ArrayValue(values=list(vs)))
+
+    def doc(name, **fields):
+        return F.Document(name=docs + name, fields=fields)
+    good = doc("books/dune", display_name=s("Dune"), publisher=s("Chilton"),
+               authors=arr(s("Frank Herbert")), write_id=s("0" * 32))
+    status_s = status_pb2.Status
+    c["firestore_response"] = {
+        "book": b"\0" + good.SerializeToString(),
+        "book-no-authors": b"\0" + doc("books/a", display_name=s("T"), publisher=s("P"),
+                                         authors=arr()).SerializeToString(),
+        "book-author-not-string": b"\0" + doc("books/a", display_name=s("T"), publisher=s("P"),
+                                                authors=arr(F.Value(integer_value=7))).SerializeToString(),
+        "book-title-bytes": b"\0" + doc("books/a", display_name=F.Value(bytes_value=b"T"),
+                                          publisher=s("P"), authors=arr()).SerializeToString(),
+        "book-other-collection": b"\0" + doc("books_requests/a", display_name=s("T"),
+                                               publisher=s("P"), authors=arr()).SerializeToString(),
+        "book-subcollection": b"\0" + doc("books/a/b/c", display_name=s("T"), publisher=s("P"),
+                                            authors=arr()).SerializeToString(),
+        "book-other-database": b"\0" + F.Document(
+            name="projects/q/databases/(default)/documents/books/a",
+            fields={"display_name": s("T"), "publisher": s("P"), "authors": arr()}).SerializeToString(),
+        "book-many-authors": b"\0" + doc("books/m", display_name=s("T"), publisher=s("P"),
+                                           authors=arr(*[s("a%d" % i) for i in range(1100)])).SerializeToString(),
+        "query-page": b"\1" + F.RunQueryResponse(document=good, done=True).SerializeToString(),
+        "query-read-time-only": b"\1" + F.RunQueryResponse(skipped_results=3).SerializeToString(),
+        "batch-statuses": b"\2" + F.BatchWriteResponse(
+            write_results=[F.WriteResult(), F.WriteResult()],
+            status=[status_s(code=0), status_s(code=6, message="entity already exists")]).SerializeToString(),
+        "batch-fewer-statuses": b"\2" + F.BatchWriteResponse(
+            write_results=[F.WriteResult()] * 3, status=[status_s(code=14)]).SerializeToString(),
+        "request": b"\3" + doc("books_requests/0f2b8c1e-9d4a-4f6b-8c2d-1e5f7a9b0c3d",
+                                 book=s("books/dune"), request_hash=F.Value(bytes_value=b"h" * 32),
+                                 write_id=s("1" * 32)).SerializeToString(),
+        "request-book-not-a-name": b"\3" + doc("books_requests/x", book=s("dune"),
+                                                 request_hash=F.Value(bytes_value=b"")).SerializeToString(),
+        "not-a-message": b"\0\xff\xff\xff",
+        "kind-only": b"\1",
     }
     return c
 
