@@ -172,6 +172,41 @@ class PgCluster:
                              "ON_ERROR_STOP=1", "-c", sql])
         return r.stdout.strip()
 
+    def hold_lock(self, db, mode, seconds, table="books"):
+        """Another session takes `mode` (e.g. "ACCESS EXCLUSIVE") on `table` and keeps it for
+        `seconds`; returns once the lock is granted (at most 30 s), with the session's process
+        (registered with the reaper: stop it with release_lock())."""
+        cmd = [os.path.join(PG_BIN, "psql"), "-h", self.sock, "-p", str(self.port), "-U",
+               "postgres", "-d", db, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+               "BEGIN; LOCK TABLE %s IN %s MODE; SELECT pg_sleep(%f); COMMIT" % (table, mode,
+                                                                                seconds)]
+        if os.geteuid() == 0:
+            cmd = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] + cmd
+        holder = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, cwd="/tmp",
+                                  env=dict(os.environ, PGAPPNAME="books-test-lock-%d" % os.getpid()))
+        holder.db = db
+        reaper.watch_process(holder.pid, "a PostgreSQL lock holder")
+        deadline = time.monotonic() + 30
+        want = mode.title().replace(" ", "") + "Lock"
+        while self.psql("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                        "WHERE c.relname = '%s' AND l.mode = '%s' AND l.granted" % (table, want),
+                        db=db) != "1":
+            if time.monotonic() > deadline or holder.poll() is not None:
+                self.release_lock(holder)
+                raise RuntimeError("the lock on %s was not granted" % table)
+            time.sleep(0.05)
+        return holder
+
+    def release_lock(self, holder):
+        """Ends a hold_lock() session now: its backend is terminated (its transaction rolls back
+        and the lock goes at once; killing psql alone would leave the backend asleep)."""
+        self.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                  "WHERE application_name = 'books-test-lock-%d'" % os.getpid(), db=holder.db)
+        holder.kill()
+        holder.wait(30)
+        reaper.forget_process(holder.pid)
+
     def create_database(self, name, **options):
         """CREATE DATABASE name [OPTION value ...] (e.g. ENCODING="'LATIN1'"); returns its URI."""
         opts = "".join(" %s %s" % kv for kv in options.items())

@@ -177,35 +177,12 @@ class BigPagesTest(harness.WireTestCase):
 
 
 def lock_books(db, seconds):
-    """A psql session holding an ACCESS EXCLUSIVE lock on `books` for `seconds`; returns the
-    process (through setpriv: tests never fork, harness.py) once the lock is granted."""
-    holder = subprocess.Popen(
-        ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--",
-         os.path.join(pgcluster.PG_BIN, "psql"), "-h", CLUSTER.sock, "-p", str(CLUSTER.port),
-         "-U", "postgres", "-d", db, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
-         "BEGIN; LOCK TABLE books IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(%d); COMMIT" % seconds],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp",
-        env=dict(os.environ, PGAPPNAME="books-lock-holder"))
-    harness.reaper.watch_process(holder.pid, "psql holding a lock")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if CLUSTER.psql("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                        "WHERE c.relname = 'books' AND l.mode = 'AccessExclusiveLock' AND "
-                        "l.granted", db=db) == "1":
-            return holder
-        time.sleep(0.05)
-    holder.kill()
-    raise AssertionError("the lock was not granted")
+    """A session holding an ACCESS EXCLUSIVE lock on `books` for `seconds` (pgcluster)."""
+    return CLUSTER.hold_lock(db, "ACCESS EXCLUSIVE", seconds)
 
 
 def release(holder, db):
-    """Ends the lock: PostgreSQL does not notice a client that died in pg_sleep, so the holding
-    session is terminated in the database, then its psql reaped."""
-    CLUSTER.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                 "WHERE application_name = 'books-lock-holder'", db=db)
-    holder.kill()
-    holder.wait(30)
-    harness.reaper.forget_process(holder.pid)
+    CLUSTER.release_lock(holder)
 
 
 def padded_creates(srv, db):

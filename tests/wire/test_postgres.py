@@ -21,7 +21,6 @@ free port on loopback) and stops.
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -364,21 +363,8 @@ class DeadlineTest(harness.WireTestCase):
             stub.CreateBook(CreateBookRequest(book_id="locked", book=make_book("L", ["A"], "P")),
                             timeout=30)
             # Another session holds an exclusive lock on books for 20 s.
-            holder = subprocess.Popen(
-                ["/usr/bin/python3", "-c",
-                 "import sys; sys.path.insert(0, %r); import pgcluster; "
-                 "c = pgcluster.PgCluster(%r, %d); "
-                 "c.psql('BEGIN; LOCK TABLE books IN ACCESS EXCLUSIVE MODE; "
-                 "SELECT pg_sleep(20); COMMIT', db=%r)" % (
-                     os.path.join(harness.SOURCE_DIR, "tests", "support"), CLUSTER.root,
-                     CLUSTER.port, db)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            harness.reaper.watch_process(holder.pid, "the lock holder")
+            holder = CLUSTER.hold_lock(db, "ACCESS EXCLUSIVE", 20)
             try:
-                wait_for(lambda: CLUSTER.psql(
-                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                    "WHERE c.relname = 'books' AND l.mode = 'AccessExclusiveLock' AND l.granted",
-                    db=db) == "1", timeout=30, what="the lock")
                 t0 = time.monotonic()
                 with self.assertRaises(grpc.RpcError) as cm:
                     stub.GetBook(GetBookRequest(name="books/locked"), timeout=1.0)
@@ -390,9 +376,7 @@ class DeadlineTest(harness.WireTestCase):
                     "'books-server' AND wait_event_type = 'Lock'", db=db) == "0",
                     timeout=10, what="the blocked query to be cancelled")
             finally:
-                holder.kill()
-                holder.wait(30)
-                harness.reaper.forget_process(holder.pid)
+                CLUSTER.release_lock(holder)
         finally:
             self.assertEqual(srv.stop(), 0)
 

@@ -213,13 +213,34 @@ class PostgresRequestIdTest(RequestIdRules, harness.WireTestCase):
     def test_a_refused_row_fails_alone(self):
         srv = self.start_server(env=self.store_env())
         create(srv.stub(), rid(), book_id="warm-up")
+        db = db_of(self.uri)
         CLUSTER.psql("ALTER TABLE books ADD CONSTRAINT poison CHECK (display_name <> 'poison')",
-                     db=db_of(self.uri))
-        outcome = burst_with_poison(srv)
+                     db=db)
+        # The burst must share a transaction whatever the machine's load does to its timing: a
+        # session holds the table (EXCLUSIVE: reads pass, writes wait), one create waits on it,
+        # the burst queues behind that create, and only then does the lock go. The next
+        # transaction holds the whole burst, the refused row among them.
+        holder = CLUSTER.hold_lock(db, "EXCLUSIVE", 60)
+        try:
+            blocker = threading.Thread(target=create, args=(srv.stub(), rid()),
+                                       kwargs={"book_id": "blocker"})
+            blocker.start()
+            wait_for(lambda: CLUSTER.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'books-server' "
+                "AND wait_event_type = 'Lock'", db=db) == "1", what="the first create to wait")
+            result = {}
+            burst = threading.Thread(target=lambda: result.update(burst_with_poison(srv)))
+            burst.start()
+            time.sleep(2.0)  # the burst reaches the server's queue (milliseconds, normally)
+        finally:
+            CLUSTER.release_lock(holder)
+        burst.join(60)
+        blocker.join(60)
+        outcome = result
         self.assertEqual(outcome["poison"], "FAILED_PRECONDITION", outcome)
         self.assertEqual(set(outcome["others"]), {"OK"}, outcome)
-        self.assertEqual(CLUSTER.psql("SELECT count(*) FROM books", db=db_of(self.uri)),
-                         str(1 + len(outcome["others"])))
+        self.assertEqual(CLUSTER.psql("SELECT count(*) FROM books", db=db),
+                         str(2 + len(outcome["others"])))  # the warm-up and the first create
         self.assertTrue(any("refused a row of a batch" in l.get("message", "")
                             for l in srv.log_lines(strict=False)),
                         "no batch was split: the burst never shared a transaction")
