@@ -314,6 +314,11 @@ static void test_token_never_in_plaintext_to_another_host(void **state)
         assert_int_equal(PARSE(&a, err, "list", "--token", "t", "--addr", remote[i], "--tls"), 0);
         cli_args_cleanup(&a);
     }
+    /* The refused address is echoed quoted: an address with a newline stays one line. */
+    assert_int_equal(PARSE(&a, err, "list", "--token", "t", "--addr", "evil\nhost:80"),
+                     BOOKS_EINVAL);
+    assert_non_null(strstr(err, "refusing to send the bearer token in plaintext"));
+    assert_null(strchr(err, '\n'));
     assert_int_equal(PARSE(&a, err, "list", "--token", "t", "--addr", "https://x.a.run.app"), 0);
     assert_true(a.tls);
     cli_args_cleanup(&a);

@@ -493,12 +493,14 @@ int cli_parse(struct cli_args *args, int argc, char *const argv[], char *const e
     if (!p.rc)
         rc = resolve_target(args, envp, &p);
     if (!rc && !p.rc && args->token && !args->tls && !args->insecure_token &&
-        !is_loopback_target(args->target))
+        !is_loopback_target(args->target)) {
+        char q[64]; /* the target is the user's --addr: quoted, like every echoed value */
         opt_fail(&p, BOOKS_EINVAL,
                  "refusing to send the bearer token in plaintext to %s, where anyone on the way "
                  "can read it: use --tls (or an https:// --addr), or --insecure-token if this "
                  "network is trusted",
-                 args->target);
+                 Q(q, args->target));
+    }
     if (!rc && !p.rc && st.name) {
         /* A bare ID is the common case at a prompt; anything with a '/' goes as it is, and the
          * server says what is wrong with it. */
