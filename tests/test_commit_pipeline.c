@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "support/test_book.h"
+
 #include "books/commit_pipeline.h"
 #include "books/error.h"
 
@@ -154,7 +156,7 @@ static struct store_book *book(const char *name)
 {
     static const char *authors[] = {"A"};
     struct store_book *b = NULL;
-    assert_int_equal(store_book_new(name, "T", authors, 1, "P", &b), 0);
+    assert_int_equal(test_book_new(name, "T", authors, 1, "P", &b), 0);
     return b;
 }
 

@@ -12,6 +12,7 @@
 #include "books/error.h"
 #include "books/status.h"
 #include "fs.h"
+#include "support/test_book.h"
 
 /* Each Firestore status is read on purpose (README, "Firestore"), and reaches the caller as the
  * status the README promises: a refusal of the credentials is not retryable. */
@@ -61,42 +62,49 @@ static void test_book_from_document(void **state)
     Google__Firestore__V1__Value title = GOOGLE__FIRESTORE__V1__VALUE__INIT,
                                  pub = GOOGLE__FIRESTORE__V1__VALUE__INIT,
                                  a1 = GOOGLE__FIRESTORE__V1__VALUE__INIT,
-                                 authors = GOOGLE__FIRESTORE__V1__VALUE__INIT;
+                                 authors = GOOGLE__FIRESTORE__V1__VALUE__INIT,
+                                 other = GOOGLE__FIRESTORE__V1__VALUE__INIT;
     Google__Firestore__V1__Value *list[1] = {&a1};
     Google__Firestore__V1__ArrayValue array = GOOGLE__FIRESTORE__V1__ARRAY_VALUE__INIT;
-    title.value_type_case = pub.value_type_case = a1.value_type_case =
+    title.value_type_case = pub.value_type_case = a1.value_type_case = other.value_type_case =
         GOOGLE__FIRESTORE__V1__VALUE__VALUE_TYPE_STRING_VALUE;
     title.string_value = "Dune";
     pub.string_value = "Chilton";
     a1.string_value = "Frank Herbert";
+    other.string_value = "not a field of the Book: skipped";
     array.n_values = 1;
     array.values = list;
     authors.value_type_case = GOOGLE__FIRESTORE__V1__VALUE__VALUE_TYPE_ARRAY_VALUE;
     authors.array_value = &array;
-    Google__Firestore__V1__Document__FieldsEntry e[3] = {
+    Google__Firestore__V1__Document__FieldsEntry e[4] = {
+        GOOGLE__FIRESTORE__V1__DOCUMENT__FIELDS_ENTRY__INIT,
         GOOGLE__FIRESTORE__V1__DOCUMENT__FIELDS_ENTRY__INIT,
         GOOGLE__FIRESTORE__V1__DOCUMENT__FIELDS_ENTRY__INIT,
         GOOGLE__FIRESTORE__V1__DOCUMENT__FIELDS_ENTRY__INIT};
-    e[0].key = "display_name";
-    e[0].value = &title;
-    e[1].key = "publisher";
-    e[1].value = &pub;
-    e[2].key = "authors";
-    e[2].value = &authors;
-    Google__Firestore__V1__Document__FieldsEntry *fields[3] = {&e[0], &e[1], &e[2]};
+    e[0].key = "write_id"; /* a field of the store's own, or of a newer proto: not read */
+    e[0].value = &other;
+    e[1].key = "display_name";
+    e[1].value = &title;
+    e[2].key = "publisher";
+    e[2].value = &pub;
+    e[3].key = "authors";
+    e[3].value = &authors;
+    Google__Firestore__V1__Document__FieldsEntry *fields[4] = {&e[0], &e[1], &e[2], &e[3]};
     Google__Firestore__V1__Document d = GOOGLE__FIRESTORE__V1__DOCUMENT__INIT;
     d.name = "projects/p/databases/(default)/documents/books/dune";
-    d.n_fields = 3;
+    d.n_fields = 4;
     d.fields = fields;
 
-    struct store_book *b = NULL;
-    assert_int_equal(fs_book_from_doc(&n, &d, &b), 0);
+    struct store_book *b = NULL, *want = NULL;
+    struct store_damage damage;
+    const char *const one[] = {"Frank Herbert"};
+    assert_int_equal(fs_book_from_doc(&n, &d, &b, &damage), 0);
+    assert_int_equal(test_book_new("books/dune", "Dune", one, 1, "Chilton", &want), 0);
     assert_string_equal(b->name, "books/dune");
-    assert_string_equal(b->display_name, "Dune");
-    assert_string_equal(b->publisher, "Chilton");
-    assert_int_equal(b->n_authors, 1);
-    assert_string_equal(b->authors[0], "Frank Herbert");
+    assert_int_equal(b->wire_len, want->wire_len); /* the Book protobuf-c packs, to the byte */
+    assert_memory_equal(b->wire, want->wire, want->wire_len);
     store_book_unref(b);
+    store_book_unref(want);
 
     static const char *const not_books[] = {
         "projects/p/databases/(default)/documents/books_requests/dune", /* another collection */
@@ -107,15 +115,77 @@ static void test_book_from_document(void **state)
     for (size_t i = 0; i < sizeof not_books / sizeof not_books[0]; i++) {
         d.name = (char *)not_books[i];
         b = (struct store_book *)0x1;
-        assert_int_equal(fs_book_from_doc(&n, &d, &b), BOOKS_ECORRUPT);
+        assert_int_equal(fs_book_from_doc(&n, &d, &b, &damage), BOOKS_ECORRUPT);
         assert_ptr_equal(b, (struct store_book *)0x1);
+        assert_string_equal(damage.where, not_books[i]); /* the document is named */
     }
     d.name = "projects/p/databases/(default)/documents/books/dune";
-    a1.value_type_case = GOOGLE__FIRESTORE__V1__VALUE__VALUE_TYPE_INTEGER_VALUE; /* not a string */
-    assert_int_equal(fs_book_from_doc(&n, &d, &b), BOOKS_ECORRUPT);
+    /* A field of the wrong type: named, with what it holds and what a book holds there. */
+    a1.value_type_case = GOOGLE__FIRESTORE__V1__VALUE__VALUE_TYPE_INTEGER_VALUE;
+    assert_int_equal(fs_book_from_doc(&n, &d, &b, &damage), BOOKS_ECORRUPT);
+    assert_string_equal(damage.where, d.name);
+    assert_string_equal(damage.why, "field authors[0] is an integer, not a string");
     a1.value_type_case = GOOGLE__FIRESTORE__V1__VALUE__VALUE_TYPE_STRING_VALUE;
-    d.n_fields = 2; /* no authors */
-    assert_int_equal(fs_book_from_doc(&n, &d, &b), BOOKS_ECORRUPT);
+    authors.value_type_case = GOOGLE__FIRESTORE__V1__VALUE__VALUE_TYPE_INTEGER_VALUE;
+    assert_int_equal(fs_book_from_doc(&n, &d, &b, &damage), BOOKS_ECORRUPT);
+    assert_string_equal(damage.why, "field authors is an integer, not an array of a string");
+    authors.value_type_case = GOOGLE__FIRESTORE__V1__VALUE__VALUE_TYPE_ARRAY_VALUE;
+    /* A REQUIRED field (books.proto's field_behavior) missing, or empty. */
+    d.n_fields = 3; /* no authors */
+    assert_int_equal(fs_book_from_doc(&n, &d, &b, &damage), BOOKS_ECORRUPT);
+    assert_string_equal(damage.why, "the REQUIRED field authors is missing");
+    d.n_fields = 4;
+    title.string_value = "";
+    assert_int_equal(fs_book_from_doc(&n, &d, &b, &damage), BOOKS_ECORRUPT);
+    assert_string_equal(damage.why, "the REQUIRED field display_name is empty");
+    title.string_value = "Dune";
+    /* null is the field's default, like a field the document lacks. */
+    e[0].key = "publisher";
+    e[0].value = &other;
+    other.value_type_case = GOOGLE__FIRESTORE__V1__VALUE__VALUE_TYPE_NULL_VALUE;
+    e[2].key = "not_a_field";
+    assert_int_equal(fs_book_from_doc(&n, &d, &b, &damage), BOOKS_ECORRUPT);
+    assert_string_equal(damage.why, "the REQUIRED field publisher is missing");
+}
+
+/* What the store writes is what it reads: a create's book document, read back as a document
+ * (every field by its proto name, write_id beside them), is the same Book; and its request
+ * document carries store.h's request id record. */
+static void test_create_writes_round_trip(void **state)
+{
+    (void)state;
+    struct fs_names n = names();
+    snprintf(n.requests, sizeof n.requests, "books_requests");
+    const char *const authors[] = {"A", "", "C \"quoted\""};
+    struct store_book *b = NULL, *back = NULL;
+    assert_int_equal(test_book_new("books/x", "Title", authors, 3, "Pub", &b), 0);
+    struct commit_item it = {.book = b};
+    snprintf(it.request_id, sizeof it.request_id, "11111111-1111-4111-8111-111111111111");
+    memset(it.fingerprint, 0xab, sizeof it.fingerprint);
+    memset(it.legacy_fingerprint, 0xcd, sizeof it.legacy_fingerprint);
+    unsigned char buf[4096];
+    struct arena a;
+    arena_init(&a, buf, sizeof buf);
+    struct fs_create_writes w;
+    assert_int_equal(fs_build_create(&n, &it, "0123456789abcdef0123456789abcdef", 3600, &a, &w),
+                     0);
+    const Google__Firestore__V1__Document *doc = w.book->update;
+    assert_string_equal(doc->name, "projects/p/databases/(default)/documents/books/x");
+    assert_string_equal(fs_doc_string(doc, "display_name"), "Title");
+    assert_string_equal(fs_doc_string(doc, "publisher"), "Pub");
+    assert_string_equal(fs_doc_string(doc, "write_id"), "0123456789abcdef0123456789abcdef");
+    assert_int_equal(fs_book_from_doc(&n, doc, &back, NULL), 0);
+    assert_int_equal(back->wire_len, b->wire_len);
+    assert_memory_equal(back->wire, b->wire, b->wire_len);
+    const Google__Firestore__V1__Document *req = w.request->update;
+    assert_string_equal(req->name, "projects/p/databases/(default)/documents/books_requests/"
+                                   "11111111-1111-4111-8111-111111111111");
+    assert_string_equal(fs_doc_string(req, "book"), "books/x");
+    assert_int_equal(fs_doc_bytes(req, "request_fingerprint")->data[0], 0xab);
+    assert_int_equal(fs_doc_bytes(req, "request_hash")->data[0], 0xcd);
+    arena_cleanup(&a);
+    store_book_unref(back);
+    store_book_unref(b);
 }
 
 int main(void)
@@ -123,6 +193,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_mapping),
         cmocka_unit_test(test_book_from_document),
+        cmocka_unit_test(test_create_writes_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

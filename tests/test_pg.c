@@ -21,9 +21,12 @@
 static void test_literal_quotes_everything(void **state)
 {
     (void)state;
-    const char *authors[] = {"Plain", "", "With \"quotes\"", "back\\slash", "a,b", "{x}", "NULL",
-                             "  spaced  ", "\xe6\x9d\x91\xe4\xb8\x8a"};
-    size_t n = sizeof authors / sizeof authors[0];
+    const char *text[] = {"Plain", "", "With \"quotes\"", "back\\slash", "a,b", "{x}", "NULL",
+                          "  spaced  ", "\xe6\x9d\x91\xe4\xb8\x8a"};
+    size_t n = sizeof text / sizeof text[0];
+    struct store_text authors[sizeof text / sizeof text[0]];
+    for (size_t i = 0; i < n; i++)
+        authors[i] = (struct store_text){text[i], strlen(text[i])};
     char buf[256];
     size_t need = pg_authors_literal_size(authors, n);
     size_t len = pg_authors_literal(authors, n, buf, sizeof buf);

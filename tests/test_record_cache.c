@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "support/test_book.h"
+
 #include "books/error.h"
 #include "books/record_cache.h"
 
@@ -24,7 +26,7 @@ static struct store_book *book(const char *name, size_t title_len)
     struct store_book *b = NULL;
     memset(title, 't', title_len);
     title[title_len] = '\0';
-    assert_int_equal(store_book_new(name, title, authors, 1, "A Publisher", &b), 0);
+    assert_int_equal(test_book_new(name, title, authors, 1, "A Publisher", &b), 0);
     free(title);
     return b;
 }

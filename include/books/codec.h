@@ -12,6 +12,7 @@
 #include <grpc/byte_buffer.h>
 #include <grpc/slice.h>
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 
 #include "books/arena.h"
 #include "books/error.h"
@@ -96,6 +97,19 @@ size_t codec_embedded_write(const ProtobufCMessage *msg, unsigned field,
                             const struct codec_bytes *parts, size_t n, uint8_t *out);
 void codec_encode_embedded(const ProtobufCMessage *msg, unsigned field,
                            const struct codec_bytes *parts, size_t n, grpc_byte_buffer **out);
+
+/* The FileDescriptorSet of every proto this binary hosts, with their imports (books.proto, health,
+ * reflection, google.rpc's details), generated at build time (cmake/embed.cmake) into books_proto:
+ * reflection serves it, and codec_field_required() reads field behaviors from it. */
+extern const unsigned char books_descriptor_set[];
+extern const size_t books_descriptor_set_len;
+
+/* Whether field `f` of message `desc` is marked `(google.api.field_behavior) = REQUIRED` (AIP-203)
+ * in the protos of books_descriptor_set: read from each field's FieldOptions (extension 1052) the
+ * first time any thread asks, then kept for the life of the process. False for a field the set
+ * does not describe, or when the set cannot be read (out of memory). Any thread. */
+bool codec_field_required(const ProtobufCMessageDescriptor *desc,
+                          const ProtobufCFieldDescriptor *f);
 
 /* Serializes `e` as a google.rpc.Status (code, message, details: ErrorInfo{reason, domain
  * BOOKS_ERROR_DOMAIN, metadata}, BadRequest{field_violations} when there are any, ResourceInfo when

@@ -1,16 +1,22 @@
-/* commit_pipeline.h: group commit for durable store backends (sqlite:, postgresql:). Creates are
- * queued by any thread without waiting for I/O; one committer thread takes everything queued and
- * has the backend write it in as few transactions as possible (at most batch_max creates each:
- * one fsync, or one round trip, for the lot); only once a transaction has committed does an
- * answerer thread call each create's done(), in queue order. The next transaction begins while
- * the previous one's answers are being sent. The pipeline knows nothing about SQL, gRPC or
- * protobuf: a backend supplies one function that writes a batch in one transaction.
+/* commit_pipeline.h: group commit for durable store backends (sqlite:, postgresql:, firestore:).
+ * Creates are queued by any thread without waiting for I/O; one committer thread takes everything
+ * queued and has the backend write it in as few transactions as possible (at most batch_max
+ * creates each: one fsync, or one round trip, for the lot); an answerer thread calls each
+ * create's done() once it is settled, so the next transaction begins while the previous one's
+ * answers are being sent. The pipeline knows nothing about SQL, gRPC or protobuf: a backend
+ * supplies one function that writes a batch.
+ *
+ * Order of answers: done() runs in the order creates are handed to the answerer. A batch's
+ * creates go over in queue order once write_batch returns; before that, a create whose deadline
+ * passed while it was queued (never written), and one the backend settles early
+ * (commit_pipeline_answer_now()), go over as soon as that happens, ahead of the batch.
  *
  * Thread safety: commit_pipeline_submit() from any thread at once; commit_pipeline_stats() from
  * any thread; commit_pipeline_start()/stop() from one thread, once each. The backend's functions
  * run on the committer thread only, one call at a time. done() callbacks run on the answerer
- * thread (or inline in submit() when the pipeline refuses the create), never with a lock of the
- * pipeline held. */
+ * thread, never with a lock of the pipeline held; two exceptions: inline in submit() when the
+ * pipeline refuses the create, and on the committer thread when the answer queue cannot grow
+ * (out of memory). */
 #ifndef BOOKS_COMMIT_PIPELINE_H
 #define BOOKS_COMMIT_PIPELINE_H
 
@@ -28,11 +34,13 @@ struct commit_item {
      * the book that earlier request made, which the pipeline hands to done(). NULL: `book`. */
     struct store_book *made;
     char request_id[STORE_REQUEST_ID_CHARS + 1]; /* store_create_req's, "" for none */
-    uint8_t request_hash[STORE_REQUEST_HASH_BYTES];
+    uint8_t fingerprint[STORE_FINGERPRINT_BYTES];        /* store_create_req's */
+    uint8_t legacy_fingerprint[STORE_FINGERPRINT_BYTES]; /* store_create_req's */
     store_create_done_fn done; /* the pipeline's: who to tell */
     void *arg;
-    uint64_t deadline_ns;      /* the caller's (store_create_req); 0: none. A backend may bound
-                                * the batch's transaction by the earliest one */
+    uint64_t deadline_ns;      /* the caller's (store_create_req); 0: none. A backend bounds what
+                                * it does for this create by it: writing, and learning the
+                                * outcome of a write whose reply was lost */
     struct commit_pipeline *pipeline; /* the pipeline's own: see commit_pipeline_answer_now() */
     bool answered;             /* the pipeline's own: answered before its batch ended */
 };
@@ -82,8 +90,8 @@ struct commit_pipeline;
 int commit_pipeline_start(const struct commit_backend *backend, size_t batch_max, size_t max_queued,
                           const char *name, const char *log_name, struct commit_pipeline **out);
 
-/* Queues a create of req->book (the pipeline takes its own reference; the request id and hash are
- * copied) and returns at once. done(arg, rc, made) is called exactly once (store.h says what `made`
+/* Queues a create of req->book (the pipeline takes its own reference; the request id and
+ * fingerprints are copied) and returns at once. done(arg, rc, made) is called exactly once (store.h says what `made`
  * is): 0 once the book is committed, BOOKS_EEXIST, the item's own error, the batch's
  * error, BOOKS_EDEADLINE when req->deadline_ns passed while it was still queued (it was never
  * written), or, inline, BOOKS_EBUSY when max_queued creates are queued already, BOOKS_EUNAVAIL

@@ -1,11 +1,15 @@
-/* record_cache.h: a bounded, sharded LRU cache of book records by resource name, for any store
- * backend whose reads cost a query (sqlite:, postgresql:). A book never changes and is never
- * deleted once committed, so a cached record stays true for the store's life: the cache needs no
- * invalidation, only a bound. It never touches a database, gRPC or protobuf.
+/* record_cache.h: a bounded, sharded LRU cache of book records by resource name, and the one
+ * layer that puts it above a store backend whose reads cost a query (sqlite:, postgresql:,
+ * firestore:): store_open() builds the layer (record_cache_layer_new()) when the backend asks for
+ * a cache (struct store.cache_bytes, from its URI's cache_mb); no backend calls the cache itself.
+ * A book never changes and is never deleted once committed, so a cached record stays true for the
+ * store's life: the cache needs no invalidation, only a bound. Reads fill it (a get that found its
+ * book), creates do not, so a burst of creates does not push out what readers use. It never
+ * touches a database, gRPC or protobuf.
  *
  * Thread safety: every function may be called from any thread at once, except
- * record_cache_free(), which must be the last call. Each shard has its own mutex, held only to
- * find or link a node; records are released outside it. */
+ * record_cache_free() and the layer's close, which must be the last calls. Each shard has its own
+ * mutex, held only to find or link a node; records are released outside it. */
 #ifndef BOOKS_RECORD_CACHE_H
 #define BOOKS_RECORD_CACHE_H
 
@@ -52,5 +56,23 @@ void record_cache_put(struct record_cache *c, struct store_book *b, uint64_t has
 
 /* Copies the counters (each read atomically). */
 void record_cache_stats(const struct record_cache *c, struct record_cache_stats *out);
+
+/* ---- the layer ---------------------------------------------------------------------------------- */
+
+/* Makes a store that serves `below` (a backend just opened; the layer owns it from now on, also on
+ * failure, when it is closed) through a cache of `budget_bytes` (> 0): a get that hits answers
+ * inline on the caller's thread without touching the backend; a get that misses asks the backend
+ * (asynchronously when it has get_async) and caches what it found; lists, creates, watch and drain
+ * pass through. display and dataset_key are the backend's. Returns 0 with *out (close it with
+ * store_close(), which closes the backend, then frees the cache and logs its counters), or
+ * BOOKS_ENOMEM. */
+int record_cache_layer_new(struct store *below, size_t budget_bytes, struct store **out);
+
+/* The backend below a cache layer (or `s` itself when it is not one): for a backend's own
+ * diagnostics (store_sqlite_stats()). Any thread. */
+struct store *record_cache_below(struct store *s);
+
+/* The counters of the cache layer `s`: 0, or BOOKS_EINVAL when `s` is not a cache layer. */
+int record_cache_layer_stats(struct store *s, struct record_cache_stats *out);
 
 #endif

@@ -8,16 +8,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "books/codec.h" /* books_descriptor_set, books_descriptor_set_len: the embedded set */
 #include "books/rpc.h"
 #include "books/rpc_paths.h"
 
 /* "grpc.reflection.v1.ServerReflection" and "grpc.reflection.v1alpha.ServerReflection" */
 #define REFLECTION_V1_SERVICE_NAME RPC_REFLECTION_V1_SERVICE
 #define REFLECTION_V1ALPHA_SERVICE_NAME RPC_REFLECTION_V1ALPHA_SERVICE
-
-/* The embedded FileDescriptorSet of every hosted service and its imports (generated code). */
-extern const unsigned char books_descriptor_set[];
-extern const size_t books_descriptor_set_len;
 
 struct reflection;
 

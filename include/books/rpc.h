@@ -28,7 +28,9 @@ typedef void (*rpc_done_fn)(struct rpc_reply *reply);
  * time: the handler's, until it calls rpc_reply_done(), and then the server's. */
 struct rpc_reply {
     struct arena *arena;            /* per-call memory for building the response */
-    const ProtobufCMessage *response; /* on success: the response message (in the arena or the handler's) */
+    /* on success: the response message (in the arena or the handler's), or NULL when the embedded
+     * parts below are the whole response */
+    const ProtobufCMessage *response;
     struct books_error error;       /* on failure: error.code != 0, response ignored */
     /* Optional: called by the server after the response was encoded (or the call failed) to
      * release what the response pointed into (e.g. store_book references). Unary: on the thread
@@ -36,11 +38,13 @@ struct rpc_reply {
      * returned. */
     void (*release)(struct rpc_reply *reply);
     void *release_arg;
-    /* Optional (unary): `response` as already-encoded parts (records' cached wire forms, store.h),
-     * which the server sends instead of packing `response` again: codec_encode_embedded(response,
-     * embed_field, embedded, n_embedded). `response` stays set to the whole message; the parts
-     * must encode exactly what it holds (the unit tests compare the bytes) and stay valid until
-     * `release` runs. n_embedded 0: the server packs `response`. */
+    /* Optional (unary): parts of the response already encoded (a store's records, store.h), which
+     * the server sends as they are: codec_encode_embedded(response, embed_field, embedded,
+     * n_embedded). embed_field 0: the parts are the whole response, one after another (`response`
+     * may then be NULL). embed_field N: each part is one occurrence of the response's repeated
+     * message field number N, followed by `response`'s other fields (its own entries of field N are
+     * not sent). The parts must stay valid until `release` runs. n_embedded 0: the server packs
+     * `response`. */
     const struct codec_bytes *embedded;
     size_t n_embedded;
     unsigned embed_field;
@@ -56,6 +60,8 @@ struct rpc_reply {
      * rpc_reply_charge(). Everything charged is given back when the call is over. */
     struct budget *budget;
     size_t charged;
+    /* Of `charged`, what rpc_reply_reserve() set aside; given back when the reply is sent. */
+    size_t reserved;
 };
 
 /* Charges n more bytes of the budget to this call if they fit: true, or false (nothing changed).
@@ -70,8 +76,22 @@ static inline bool rpc_reply_charge(struct rpc_reply *reply, size_t n)
     return true;
 }
 
+/* Reserves n bytes of the budget for memory this call will hold once an answer arrives (a page of
+ * books, a book from a store that answers later) if they fit: true, or false (nothing changed).
+ * Calls admitted at the same time then each size their answer from what the others left, never
+ * all from the same room. The reservation is given back when the reply is sent, after what the
+ * answer really holds (the records a handler force-charges, the encoded response the server
+ * charges) has been charged in its place. Always true without a budget. The handler's thread. */
+static inline bool rpc_reply_reserve(struct rpc_reply *reply, size_t n)
+{
+    if (!rpc_reply_charge(reply, n))
+        return false;
+    reply->reserved += n;
+    return true;
+}
+
 /* What the budget has room for now (SIZE_MAX without one): for sizing a response before building
- * it. A snapshot: other calls charge and release meanwhile. */
+ * it. A snapshot: other calls charge and release meanwhile (rpc_reply_reserve() makes it hold). */
 static inline size_t rpc_reply_headroom(const struct rpc_reply *reply)
 {
     return reply->budget ? budget_headroom(reply->budget) : SIZE_MAX;

@@ -20,39 +20,56 @@
  *                           default 10000; 0: none): no query runs longer, whatever the caller
  *   startup_timeout_s=N     how long to keep retrying to connect at start-up (0..3600, default
  *                           30), with backoff, before giving up
- *   cache_mb=N              memory for the cache of book records (0..65536, default 16)
+ *   cache_mb=N              memory for the record cache above the store (record_cache.h:
+ *                           0..65536, default 16)
  *   group_commit=on|off     on (default): creates queued meanwhile share one transaction; off:
  *                           one transaction per create (for comparison)
+ *   synchronous_commit=on|remote_apply|remote_write|local|off  PostgreSQL's synchronous_commit,
+ *                           set on every connection (default on: a create is acknowledged once
+ *                           it is on the database's disk, and on its synchronous standbys')
+ *   contract=on|off         off (default): a database of the previous version (2) is expanded at
+ *                           start-up and stays usable by servers of that version; on: it is also
+ *                           contracted to version 3, which they cannot use, refused while one of
+ *                           them is connected (schema.c; README "PostgreSQL: upgrades")
  * Start-up (blocking, in the caller's thread): connect (with retries), bring the schema to this
- * binary's version under an advisory lock, open the read connections, start the threads.
+ * binary's version under an advisory lock (schema.c: create, expand, contract), open the read
+ * connections, start the threads.
  * Returns 0; BOOKS_EINVAL (a bad parameter); BOOKS_EUNAVAIL (the database cannot be reached
  * within startup_timeout_s: the message names the server, never the password); BOOKS_ECORRUPT (a
- * newer schema, or tables of another application); BOOKS_EIO; BOOKS_ENOMEM. */
+ * newer schema, or tables of another application); BOOKS_EREFUSED (contract=on while a server of
+ * the previous version is connected); BOOKS_EIO; BOOKS_ENOMEM. */
 int store_postgres_open(const char *uri, const struct store_limits *limits, struct store **out,
                         char *err, size_t errlen);
 
-/* The queries, exposed for tests (e.g. to EXPLAIN them). */
-#define STORE_POSTGRES_GET_SQL                                                                     \
-    "SELECT name, display_name, publisher, authors FROM books WHERE name = $1"
+/* The reads, exposed for tests (e.g. to EXPLAIN them), for the two layouts a database may have
+ * (schema.c): version 3, and version 2 expanded, whose rows written by servers of 363d47a have no
+ * book but the columns of version 2, which the reads then return too (each NULL unless book is).
+ * Results are binary: name, book[, display_name, publisher, authors]. */
+#define STORE_POSTGRES_COLUMNS_V3 "b.name, b.book"
+#define STORE_POSTGRES_COLUMNS_EXPANDED                                                            \
+    "b.name, b.book, CASE WHEN b.book IS NULL THEN b.display_name END, "                           \
+    "CASE WHEN b.book IS NULL THEN b.publisher END, CASE WHEN b.book IS NULL THEN b.authors END"
+#define STORE_POSTGRES_GET_SQL(columns) "SELECT " columns " FROM books b WHERE b.name = $1"
 /* A page is cut in the database by its bytes, so no result holds much more than a page (store.h:
  * store_ops.list's max_bytes): over the keyset's next LIMIT names, a running sum of each row's
- * text bytes keeps the rows that begin within the byte bound, and always the first two; only those
+ * bytes keeps the rows that begin within the byte bound, and always the first two; only those
  * rows are fetched whole. A record's page bytes (store_book_page_bytes) are never fewer than its
- * text bytes, so the store's own stop rule, applied to what comes back, always finds the row past
- * the bound among them: the query never cuts a page short. $LIMIT and $BYTES are the last two
- * parameters. */
-#define STORE_POSTGRES_ROW_BYTES_SQL                                                               \
-    "octet_length(name) + octet_length(display_name) + octet_length(publisher) + "                 \
-    "coalesce(octet_length(array_to_string(authors, '')), 0)"
-#define STORE_POSTGRES_PAGE_SQL(where, lim, bytes)                                                 \
-    "WITH keys AS (SELECT name, " STORE_POSTGRES_ROW_BYTES_SQL " AS sz FROM books " where          \
-    " ORDER BY name LIMIT " lim "), "                                                              \
-    "page AS (SELECT name, row_number() OVER w AS i, sum(sz) OVER w - sz AS before FROM keys "     \
+ * name's and book's bytes (or its version 2 columns' text), so the store's own stop rule, applied
+ * to what comes back, always finds the row past the bound among them: the query never cuts a
+ * page short. $LIMIT and $BYTES are the last two parameters. */
+#define STORE_POSTGRES_ROW_BYTES_V3 "octet_length(name) + octet_length(book)"
+#define STORE_POSTGRES_ROW_BYTES_EXPANDED                                                          \
+    "octet_length(name) + coalesce(octet_length(book), octet_length(display_name) + "              \
+    "octet_length(publisher) + coalesce(octet_length(array_to_string(authors, '')), 0))"
+#define STORE_POSTGRES_PAGE_SQL(columns, row_bytes, where, lim, bytes)                             \
+    "WITH keys AS (SELECT name, " row_bytes " AS sz FROM books " where " ORDER BY name LIMIT " lim \
+    "), page AS (SELECT name, row_number() OVER w AS i, sum(sz) OVER w - sz AS before FROM keys "   \
     "WINDOW w AS (ORDER BY name ROWS UNBOUNDED PRECEDING)) "                                       \
-    "SELECT b.name, b.display_name, b.publisher, b.authors FROM page JOIN books b "                \
-    "ON b.name = page.name WHERE page.i <= 2 OR page.before <= " bytes " ORDER BY page.name"
-#define STORE_POSTGRES_LIST_FIRST_SQL STORE_POSTGRES_PAGE_SQL("", "$1", "$2::bigint")
-#define STORE_POSTGRES_LIST_AFTER_SQL                                                              \
-    STORE_POSTGRES_PAGE_SQL("WHERE name > $1", "$2", "$3::bigint")
+    "SELECT " columns " FROM page JOIN books b ON b.name = page.name "                             \
+    "WHERE page.i <= 2 OR page.before <= " bytes " ORDER BY page.name"
+#define STORE_POSTGRES_LIST_FIRST_SQL(columns, row_bytes)                                          \
+    STORE_POSTGRES_PAGE_SQL(columns, row_bytes, "", "$1", "$2::bigint")
+#define STORE_POSTGRES_LIST_AFTER_SQL(columns, row_bytes)                                          \
+    STORE_POSTGRES_PAGE_SQL(columns, row_bytes, "WHERE name > $1", "$2", "$3::bigint")
 
 #endif

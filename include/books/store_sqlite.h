@@ -22,15 +22,16 @@
  *   max_size_mb=N            caps the database file at N MiB (1..1048576; PRAGMA max_page_count);
  *                            creates beyond it fail with BOOKS_ENOSPC, reads keep working. Default:
  *                            no cap beyond the disk.
- *   cache_mb=N               memory for a cache of book records read (0..65536, default 16; 0:
- *                            none). Books never change once stored, so the cache never goes
- *                            stale; a cached GetBook does not touch SQLite.
+ *   cache_mb=N               memory for the record cache above the store (record_cache.h:
+ *                            0..65536, default 16; 0: none). Books never change once stored, so
+ *                            the cache never goes stale; a cached GetBook does not touch SQLite.
  * Beside PATH the store keeps PATH-wal and PATH-shm (SQLite's) and PATH-lock (an flock(2) that
  * keeps a second books-server off the database; removed at close, left by kill -9, harmless).
  * Returns 0, BOOKS_EINVAL (bad URI; the message names the parameter), BOOKS_EIO (cannot open,
  * directory or file not writable, in use by another process), BOOKS_ECORRUPT (not a SQLite
  * database, not a books database, or written by a newer books-server), BOOKS_ENOMEM; err names PATH
- * and the cause. A file that is rejected is never modified. */
+ * and the cause. A file that is rejected is never modified. A database of an older schema is
+ * migrated at open (sq.h), in one transaction, and logged. */
 int store_sqlite_open(const char *rest, const struct store_limits *limits, struct store **out,
                       char *err, size_t errlen);
 
@@ -41,23 +42,21 @@ struct store_sqlite_stats {
     uint64_t rollbacks; /* of those, rolled back after an error (every create in it failed) */
     uint64_t books_written; /* books inserted by committed transactions */
     uint64_t largest_batch; /* most creates in one transaction */
-    uint64_t cache_hits;    /* reads answered from the record cache (per book) */
-    uint64_t cache_misses;  /* reads that had to decode the book from SQLite */
+    uint64_t cache_hits;    /* gets answered by the record cache above the store (0: no cache) */
+    uint64_t cache_misses;  /* gets that had to read the book from SQLite */
 };
 
-/* Copies the counters (a consistent-enough snapshot: each counter is read atomically). Returns 0,
- * or BOOKS_EINVAL when `s` is not a sqlite store. Any thread. */
+/* Copies the counters (a consistent-enough snapshot: each counter is read atomically). `s` is what
+ * store_open() returned (the cache layer above the store, or the store itself). Returns 0, or
+ * BOOKS_EINVAL when `s` is not a sqlite store. Any thread. */
 int store_sqlite_stats(struct store *s, struct store_sqlite_stats *out);
 
-/* The keyset queries behind store_list() (exposed so the tests can EXPLAIN them). BINARY collation
- * (memcmp, then length) on UTF-8 text is strcmp order, as the store contract requires. */
-#define STORE_SQLITE_LIST_FIRST_SQL                                                                \
-    "SELECT name, display_name, publisher, authors FROM books ORDER BY name LIMIT ?1"
+/* The reads behind store_get() and store_list() (exposed so the tests can EXPLAIN them): the row's
+ * book is its encoded Book but the name (sq.h). BINARY collation (memcmp, then length) on UTF-8
+ * text is strcmp order, as the store contract requires. */
+#define STORE_SQLITE_GET_SQL "SELECT book FROM books WHERE name = ?1"
+#define STORE_SQLITE_LIST_FIRST_SQL "SELECT name, book FROM books ORDER BY name LIMIT ?1"
 #define STORE_SQLITE_LIST_AFTER_SQL                                                                \
-    "SELECT name, display_name, publisher, authors FROM books WHERE name > ?1 ORDER BY name "      \
-    "LIMIT ?2"
-/* The same walks reading names only, used while the record cache is on. */
-#define STORE_SQLITE_NAMES_FIRST_SQL "SELECT name FROM books ORDER BY name LIMIT ?1"
-#define STORE_SQLITE_NAMES_AFTER_SQL "SELECT name FROM books WHERE name > ?1 ORDER BY name LIMIT ?2"
+    "SELECT name, book FROM books WHERE name > ?1 ORDER BY name LIMIT ?2"
 
 #endif

@@ -1,9 +1,13 @@
 /* service.c: books.v1.BooksService over a store. Every API rule lives here, each next to the AIP it
  * follows. Handlers validate the whole request first and report every bad field in one error
- * (AIP-193 BadRequest), then touch the store. Responses point into the store's immutable,
- * refcounted records instead of copying them: the references are dropped by the reply's release
- * hook after the server has encoded the response, so a concurrent insert never invalidates a book
- * being encoded and a 1000-book page costs no string copies. */
+ * (AIP-193 BadRequest), then touch the store.
+ *
+ * The store keeps a book as its resource name and its encoded Book (store.h): this file encodes a
+ * created Book once (every field the proto has, with protobuf-c's descriptor: no field list here
+ * but the ones an AIP rule names), and responses send the stored encodings as they are
+ * (rpc_reply.embedded), holding the store's immutable, refcounted records until the server has
+ * sent them: a concurrent insert never invalidates a book being sent, and a 1000-book page costs
+ * no copies but the one into the response. */
 #include "books/service.h"
 
 #include <ctype.h>
@@ -82,8 +86,6 @@ static void uuid4_id(void *arg, char out[SVC_NAME_BYTES])
     uuid_unparse_lower(u, out);
 }
 
-static size_t book_wire(const struct store_book *b, uint8_t *out);
-
 int svc_new(struct store *store, struct svc **out)
 {
     struct svc *svc = calloc(1, sizeof *svc);
@@ -94,8 +96,6 @@ int svc_new(struct store *store, struct svc **out)
     svc->books_field = protobuf_c_message_descriptor_get_field_by_name(
                            &books__v1__list_books_response__descriptor, "books")
                            ->id;
-    /* Every record built from now on carries its encoded Book (store.h). */
-    store_book_set_encoder(book_wire);
     *out = svc;
     return 0;
 }
@@ -193,7 +193,9 @@ static bool check_book_name(const char *name, const char *field, struct books_er
 }
 
 /* A store failure as the caller sees it: retryable ones say so. */
-static void store_error(struct books_error *e, int rc)
+/* A store failure as the caller sees it: retryable ones say so. `damage` (may be NULL) names the
+ * record a BOOKS_ECORRUPT could not read (store.h). */
+static void store_error(struct books_error *e, int rc, const struct store_damage *damage)
 {
     switch (rc) {
     case BOOKS_EIO:
@@ -209,7 +211,15 @@ static void store_error(struct books_error *e, int rc)
         books_error_set(e, rc, "OUT_OF_MEMORY", "the server is out of memory; retry later");
         break;
     case BOOKS_ECORRUPT:
-        books_error_set(e, rc, "STORE_CORRUPT", "the book store holds damaged data");
+        if (damage && damage->where[0]) {
+            books_error_set(e, rc, "STORE_CORRUPT",
+                            "the book store holds a record that is not a book: %s (%s); its "
+                            "operator must repair or remove it",
+                            damage->where, damage->why[0] ? damage->why : "unreadable");
+            books_error_set_meta(e, "record", damage->where);
+        } else {
+            books_error_set(e, rc, "STORE_CORRUPT", "the book store holds damaged data");
+        }
         break;
     case BOOKS_EDEADLINE:
         books_error_set(e, rc, "DEADLINE_EXCEEDED",
@@ -242,7 +252,7 @@ static void store_error(struct books_error *e, int rc)
     }
 }
 
-/* ---- responses built over store records -------------------------------------------------------- */
+/* ---- responses: the stored encodings, sent as they are ------------------------------------------ */
 
 static void release_held(struct rpc_reply *reply)
 {
@@ -251,54 +261,31 @@ static void release_held(struct rpc_reply *reply)
         store_book_unref(h->books[i]);
 }
 
-/* Points `m` at the record's strings: no copies. The record outlives the encode (held reference). */
-static void book_view(Books__V1__Book *m, const struct store_book *b)
-{
-    books__v1__book__init(m);
-    m->name = (char *)b->name;
-    m->display_name = (char *)b->display_name;
-    m->publisher = (char *)b->publisher;
-    m->n_authors = b->n_authors;
-    m->authors = (char **)b->authors;
-}
+/* What a reply that sends one book needs (the call's arena): the record it holds, its bytes. */
+struct one_book {
+    struct held_books held;
+    struct store_book *book;
+    struct codec_bytes part;
+};
 
-/* store_book_encoder_fn (registered by svc_new): the record as an encoded books.v1.Book, which
- * GetBook, CreateBook and ListBooks then send as it is (rpc.h: rpc_reply.embedded). */
-static size_t book_wire(const struct store_book *b, uint8_t *out)
-{
-    Books__V1__Book m;
-    book_view(&m, b);
-    return codec_pack(&m.base, out);
-}
-
-/* Makes `reply` answer with `b`, taking over the caller's reference. */
+/* Makes `reply` answer with `b` (a Book response: the record's encoding, rpc.h's embedded form
+ * with field 0), taking over the caller's reference. */
 static void reply_with_book(struct rpc_reply *reply, struct store_book *b)
 {
-    Books__V1__Book *m = arena_alloc(reply->arena, sizeof *m);
-    struct held_books *h = arena_alloc(reply->arena, sizeof *h);
-    struct store_book **one = arena_alloc(reply->arena, sizeof *one);
-    if (!m || !h || !one) {
+    struct one_book *o = arena_alloc(reply->arena, sizeof *o);
+    if (!o) {
         store_book_unref(b);
-        store_error(&reply->error, BOOKS_ENOMEM);
+        store_error(&reply->error, BOOKS_ENOMEM, NULL);
         return;
     }
-    book_view(m, b);
-    one[0] = b;
-    h->n = 1;
-    h->books = one;
-    reply->response = &m->base;
+    o->book = b;
+    o->held = (struct held_books){1, &o->book};
+    o->part = (struct codec_bytes){b->wire, b->wire_len};
     reply->release = release_held;
-    reply->release_arg = h;
-    if (b->wire) {
-        struct codec_bytes *part = arena_alloc(reply->arena, sizeof *part);
-        if (part) { /* else the server packs `m`: the same bytes */
-            part->data = b->wire;
-            part->len = b->wire_len;
-            reply->embedded = part;
-            reply->n_embedded = 1;
-            reply->embed_field = 0; /* the response is the Book itself */
-        }
-    }
+    reply->release_arg = &o->held;
+    reply->embedded = &o->part;
+    reply->n_embedded = 1;
+    reply->embed_field = 0; /* the response is the Book itself */
 }
 
 /* ---- GetBook (AIP-131) ------------------------------------------------------------------------- */
@@ -313,7 +300,7 @@ struct read_ctx {
     size_t page_bytes; /* ListBooks: the page's byte budget (SVC_MAX_PAGE_BYTES or less) */
 };
 
-static void get_done(void *arg, int rc, struct store_book *b)
+static void get_done(void *arg, int rc, struct store_book *b, const struct store_damage *damage)
 {
     struct read_ctx *ctx = arg;
     struct rpc_reply *reply = ctx->reply;
@@ -325,7 +312,7 @@ static void get_done(void *arg, int rc, struct store_book *b)
         books_error_set_meta(&reply->error, "name", ctx->name);
         books_error_set_resource(&reply->error, SVC_RESOURCE_TYPE, ctx->name);
     } else if (rc) {
-        store_error(&reply->error, rc);
+        store_error(&reply->error, rc, damage);
     } else {
         reply_with_book(reply, b);
     }
@@ -343,9 +330,17 @@ void svc_get_book(void *self, const ProtobufCMessage *request, struct rpc_reply 
         rpc_reply_done(reply);
         return;
     }
+    /* Admission reserves what the answer may hold (the largest Book, SVC_MAX_RECORD_BYTES) before
+     * the store is asked, so that calls waiting on a slow store at once cannot all count on the
+     * same room; the reservation becomes the response's real size when it is sent (rpc.h). */
+    if (!rpc_reply_reserve(reply, SVC_MAX_RECORD_BYTES)) {
+        store_error(&reply->error, BOOKS_EBUSY, NULL);
+        rpc_reply_done(reply);
+        return;
+    }
     ctx = arena_alloc(reply->arena, sizeof *ctx);
     if (!ctx) {
-        store_error(&reply->error, BOOKS_ENOMEM);
+        store_error(&reply->error, BOOKS_ENOMEM, NULL);
         rpc_reply_done(reply);
         return;
     }
@@ -357,43 +352,35 @@ void svc_get_book(void *self, const ProtobufCMessage *request, struct rpc_reply 
 
 /* ---- ListBooks (AIP-132, AIP-158) ------------------------------------------------------------- */
 
-/* Upper bound of a Book's encoded size inside ListBooksResponse (store.h counts pages the same
- * way, so the store stops reading where this cuts the page). */
-static size_t book_size_bound(const struct store_book *b) { return store_book_page_bytes(b); }
-
-/* Gives the server the page's records as their wire forms (rpc_reply.embedded), when every one
- * has it; otherwise, or when the arena is full, the server packs the response whole. */
-static void embed_books(const struct svc *svc, struct rpc_reply *reply,
-                        struct store_book *const *books, size_t n)
+/* Gives the server the page's records as their wire forms (rpc_reply.embedded), each one
+ * occurrence of ListBooksResponse.books, followed by the response's other fields. */
+static int embed_books(const struct svc *svc, struct rpc_reply *reply,
+                       struct store_book *const *books, size_t n)
 {
     struct codec_bytes *parts = n ? arena_alloc(reply->arena, n * sizeof *parts) : NULL;
-    if (!parts)
-        return;
-    for (size_t i = 0; i < n; i++) {
-        if (!books[i]->wire)
-            return;
-        parts[i].data = books[i]->wire;
-        parts[i].len = books[i]->wire_len;
-    }
+    if (n && !parts)
+        return BOOKS_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        parts[i] = (struct codec_bytes){books[i]->wire, books[i]->wire_len};
     reply->embedded = parts;
     reply->n_embedded = n;
     reply->embed_field = svc->books_field;
+    return 0;
 }
 
-static void list_done(void *arg, int rc, size_t n)
+static void list_done(void *arg, int rc, size_t n, const struct store_damage *damage)
 {
     struct read_ctx *ctx = arg;
     struct rpc_reply *reply = ctx->reply;
     struct books_error *e = &reply->error;
     struct store_book **found = ctx->found;
     Books__V1__ListBooksResponse *resp;
-    Books__V1__Book *views, **view_ptrs;
     struct held_books *h;
     size_t keep, bytes = 0, i;
     bool more;
 
     if (rc) {
-        store_error(e, rc);
+        store_error(e, rc, damage);
         goto done;
     }
     more = n > ctx->limit;
@@ -401,7 +388,7 @@ static void list_done(void *arg, int rc, size_t n)
     /* A page also stops before it would outgrow what a default client accepts (4 MiB), or the
      * room the memory budget gave it; the store stopped reading there too (store.h). */
     for (i = 0; i < keep; i++) {
-        bytes += book_size_bound(found[i]);
+        bytes += store_book_page_bytes(found[i]);
         if (i > 0 && bytes > ctx->page_bytes) {
             keep = i;
             more = true;
@@ -410,8 +397,8 @@ static void list_done(void *arg, int rc, size_t n)
     }
     for (i = keep; i < n; i++)
         store_book_unref(found[i]);
-    /* The page's records are held until the response is encoded: charged to the call whatever
-     * the limit says (they exist already; their size was bounded by page_bytes). */
+    /* The page's records are held until the response is sent: charged to the call whatever the
+     * limit says (they exist already; the reservation made at admission covered them). */
     if (reply->budget) {
         size_t held = 0;
         for (i = 0; i < keep; i++)
@@ -424,7 +411,7 @@ static void list_done(void *arg, int rc, size_t n)
     if (!h || !resp) {
         for (i = 0; i < keep; i++)
             store_book_unref(found[i]);
-        store_error(e, BOOKS_ENOMEM);
+        store_error(e, BOOKS_ENOMEM, NULL);
         goto done;
     }
     h->n = keep;
@@ -433,23 +420,11 @@ static void list_done(void *arg, int rc, size_t n)
     reply->release_arg = h;
 
     books__v1__list_books_response__init(resp);
-    views = keep ? arena_alloc(reply->arena, keep * sizeof *views) : NULL;
-    view_ptrs = keep ? arena_alloc(reply->arena, keep * sizeof *view_ptrs) : NULL;
-    if (keep && (!views || !view_ptrs)) {
-        store_error(e, BOOKS_ENOMEM);
-        goto done;
-    }
-    for (i = 0; i < keep; i++) {
-        book_view(&views[i], found[i]);
-        view_ptrs[i] = &views[i];
-    }
-    resp->n_books = keep;
-    resp->books = view_ptrs;
     resp->next_page_token = (char *)"";
     if (more && keep) {
         char *token = arena_alloc(reply->arena, PAGE_TOKEN_MAX_CHARS);
         if (!token) {
-            store_error(e, BOOKS_ENOMEM);
+            store_error(e, BOOKS_ENOMEM, NULL);
             goto done;
         }
         rc = page_token_encode(ctx->svc->store->dataset_key, LIST_TOKEN_PURPOSE,
@@ -461,8 +436,12 @@ static void list_done(void *arg, int rc, size_t n)
         }
         resp->next_page_token = token;
     }
+    /* The books go as their stored encodings; the response struct holds the rest. */
+    if (embed_books(ctx->svc, reply, found, keep) != 0) {
+        store_error(e, BOOKS_ENOMEM, NULL);
+        goto done;
+    }
     reply->response = &resp->base;
-    embed_books(ctx->svc, reply, found, keep);
 done:
     rpc_reply_done(reply);
 }
@@ -503,12 +482,17 @@ void svc_list_books(void *self, const ProtobufCMessage *request, struct rpc_repl
             : req->page_size > SVC_MAX_PAGE_SIZE ? SVC_MAX_PAGE_SIZE
                                                   : (size_t)req->page_size;
     /* A smaller page under memory pressure is still a page (AIP-158 lets a page hold fewer than
-     * page_size); none at all only when not even one large book would fit. */
+     * page_size); none at all only when not even one book of the largest size would fit.
+     * Admission reserves the page's memory (its records and its response, SVC_PAGE_RESERVE times
+     * its bytes) before the store is asked, so calls admitted at once each size their page from
+     * what the others left, not from the same snapshot; the reservation becomes what the page
+     * really holds when it is sent (rpc.h). */
     size_t page_bytes = rpc_reply_headroom(reply) / SVC_PAGE_MEMORY_FACTOR;
     if (page_bytes > SVC_MAX_PAGE_BYTES)
         page_bytes = SVC_MAX_PAGE_BYTES;
-    if (page_bytes < SVC_MIN_PAGE_BYTES) {
-        store_error(e, BOOKS_EBUSY);
+    if (page_bytes < SVC_MIN_PAGE_BYTES ||
+        !rpc_reply_reserve(reply, page_bytes * SVC_PAGE_RESERVE)) {
+        store_error(e, BOOKS_EBUSY, NULL);
         rpc_reply_done(reply);
         return;
     }
@@ -518,7 +502,7 @@ void svc_list_books(void *self, const ProtobufCMessage *request, struct rpc_repl
     if (ctx)
         ctx->found = arena_alloc(reply->arena, (limit + 1) * sizeof *ctx->found);
     if (!ctx || !ctx->found) {
-        store_error(e, BOOKS_ENOMEM);
+        store_error(e, BOOKS_ENOMEM, NULL);
         rpc_reply_done(reply);
         return;
     }
@@ -559,18 +543,58 @@ static bool normal_request_id(const char *s, char out[STORE_REQUEST_ID_CHARS + 1
     return is_uuid4(out, STORE_REQUEST_ID_CHARS);
 }
 
-/* The request's fingerprint (store.h): SHA-256 over what defines the create, each field
- * length-prefixed so no two requests share one: book_id, display_name, publisher, the authors in
- * order. book.name is OUTPUT_ONLY (ignored), so it is not part of it. */
-static void request_fingerprint(const Books__V1__CreateBookRequest *req,
-                                uint8_t out[STORE_REQUEST_HASH_BYTES])
+/* SHA-256 of n bytes at p (out: STORE_FINGERPRINT_BYTES). libcrypto out of memory: all 0xff, a
+ * value no retry will ever match. */
+static void sha256(const void *p, size_t n, uint8_t out[STORE_FINGERPRINT_BYTES])
+{
+    unsigned int len = 0;
+    if (!EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) || len != STORE_FINGERPRINT_BYTES)
+        memset(out, 0xff, STORE_FINGERPRINT_BYTES);
+}
+
+/* The request's fingerprint (store.h): SHA-256 of its deterministic encoding with the fields that
+ * do not define the create cleared: request_id itself, and book.name, which is OUTPUT_ONLY
+ * (ignored: AIP-203). The whole request otherwise, every field the proto has now or gets later; a
+ * field left unset is not encoded at all (proto3), so a server that knows a new field and one that
+ * does not fingerprint a request without it alike. protobuf-c packs fields in field-number order,
+ * the same bytes for the same message. */
+static void request_fingerprint(const Books__V1__CreateBookRequest *req, uint8_t *scratch,
+                                size_t scratch_len, uint8_t out[STORE_FINGERPRINT_BYTES])
+{
+    Books__V1__CreateBookRequest r = *req;
+    Books__V1__Book book;
+    if (req->book) {
+        book = *req->book;
+        book.name = (char *)"";
+        r.book = &book;
+    }
+    r.request_id = (char *)"";
+    size_t n = codec_pack(&r.base, NULL);
+    uint8_t *buf = n <= scratch_len ? scratch : malloc(n);
+    if (!buf) {
+        memset(out, 0xff, STORE_FINGERPRINT_BYTES);
+        return;
+    }
+    codec_pack(&r.base, buf);
+    sha256(buf, n, out);
+    if (buf != scratch)
+        free(buf);
+}
+
+/* The fingerprint 363d47a kept with the request ids it stored: SHA-256 over book_id, display_name,
+ * publisher, the author count and each author, each string as its 8-byte length and its bytes. A
+ * retry of a request made before the upgrade carries no field newer than those four, so this is
+ * all it takes to recognise it (store_request_matches); and stores that servers of that version
+ * may still share (postgresql: before it is contracted, firestore:) keep it beside the new one so
+ * those servers recognise retries of requests made here. Frozen: it never gains a field. */
+static void legacy_fingerprint(const Books__V1__CreateBookRequest *req,
+                               uint8_t out[STORE_FINGERPRINT_BYTES])
 {
     const Books__V1__Book *b = req->book;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     unsigned int len = 0;
     bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
 
-    /* Each field as its length (8 bytes), then its bytes. */
 #define FEED_COUNT(n)                                                                              \
     do {                                                                                           \
         uint64_t n_ = (uint64_t)(n);                                                               \
@@ -585,15 +609,15 @@ static void request_fingerprint(const Books__V1__CreateBookRequest *req,
     FEED(req->book_id);
     FEED(b->display_name);
     FEED(b->publisher);
-    FEED_COUNT(b->n_authors); /* the count, then each author */
+    FEED_COUNT(b->n_authors);
     for (size_t i = 0; i < b->n_authors; i++)
         FEED(b->authors[i]);
 #undef FEED
 #undef FEED_COUNT
-    ok = ok && EVP_DigestFinal_ex(md, out, &len) && len == STORE_REQUEST_HASH_BYTES;
+    ok = ok && EVP_DigestFinal_ex(md, out, &len) && len == STORE_FINGERPRINT_BYTES;
     EVP_MD_CTX_free(md);
-    if (!ok) /* libcrypto out of memory: no retry will ever match this one's fingerprint */
-        memset(out, 0xff, STORE_REQUEST_HASH_BYTES);
+    if (!ok)
+        memset(out, 0xff, STORE_FINGERPRINT_BYTES);
 }
 
 struct create_ctx {
@@ -626,13 +650,16 @@ static void create_done(void *arg, int rc, struct store_book *made)
                             ctx->request_id);
             books_error_set_meta(&reply->error, "request_id", ctx->request_id);
         } else {
-            store_error(&reply->error, rc);
+            store_error(&reply->error, rc, NULL);
         }
         store_book_unref(made);
         store_book_unref(ctx->book);
     }
     rpc_reply_done(reply);
 }
+
+/* Scratch for encoding a small Book or request on the stack; larger ones are malloc'ed. */
+#define ENCODE_ON_STACK 2048
 
 void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_reply *reply)
 {
@@ -642,6 +669,7 @@ void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_rep
     struct books_error *e = &reply->error;
     char id[SVC_NAME_BYTES], name[SVC_NAME_BYTES + NAME_PREFIX_LEN], q[64];
     char field[BOOKS_ERROR_FIELD_BYTES];
+    uint8_t scratch[ENCODE_ON_STACK];
     struct create_ctx *ctx;
     struct store_book *b = NULL;
     size_t id_len = strlen(req->book_id), i;
@@ -660,12 +688,17 @@ void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_rep
                                   "\"%s\" is not a valid book id: use " ID_RULE
                                   ", or leave book_id empty for a server-assigned id",
                                   books_error_quote(q, sizeof q, req->book_id));
+    /* The Book as the store keeps it: every field it carries but the name, which is OUTPUT_ONLY
+     * (AIP-203: ignored on input, never an error) and assigned below. */
+    Books__V1__Book stored = BOOKS__V1__BOOK__INIT;
+    size_t body_len = 0;
     if (!in) {
         books_error_add_violation(e, "book",
                                   "required: the book to create, with display_name, authors and "
                                   "publisher");
     } else {
-        /* book.name is OUTPUT_ONLY (AIP-203): ignored on input, never an error. */
+        /* AIP-203 REQUIRED fields and this API's lengths; every other field of the Book (one the
+         * proto gains later) only meets the codec's checks (UTF-8, no NUL) and the size below. */
         check_text(e, "book.display_name", in->display_name, SVC_MAX_DISPLAY_NAME_BYTES,
                    "the book's title");
         if (in->n_authors == 0)
@@ -685,6 +718,16 @@ void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_rep
             }
         check_text(e, "book.publisher", in->publisher, SVC_MAX_PUBLISHER_BYTES,
                    "the book's publisher");
+        stored = *in;
+        stored.name = (char *)"";
+        body_len = codec_pack(&stored.base, NULL);
+        /* The generic bound, once every field's own rule is met (a field too long is reported
+         * as that field, not again as the whole book). */
+        if (!e->n_violations && body_len > SVC_MAX_BOOK_BYTES)
+            books_error_add_violation(e, "book",
+                                      "takes %zu bytes encoded; a book's fields may take at most "
+                                      "%u bytes: shorten them",
+                                      body_len, (unsigned)SVC_MAX_BOOK_BYTES);
     }
     if (e->n_violations) {
         books_error_finish_fields(e, "CreateBookRequest");
@@ -701,11 +744,16 @@ void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_rep
     memcpy(name, NAME_PREFIX, NAME_PREFIX_LEN);
     memcpy(name + NAME_PREFIX_LEN, id, strlen(id) + 1);
     ctx = arena_alloc(reply->arena, sizeof *ctx);
-    rc = ctx ? store_book_new(name, in->display_name, (const char *const *)in->authors,
-                              in->n_authors, in->publisher, &b)
-             : BOOKS_ENOMEM;
+    uint8_t *body = body_len <= sizeof scratch ? scratch : malloc(body_len);
+    rc = ctx && body ? 0 : BOOKS_ENOMEM;
+    if (rc == 0) {
+        codec_pack(&stored.base, body);
+        rc = store_book_new(name, strlen(name), body, body_len, &b);
+    }
+    if (body != scratch)
+        free(body);
     if (rc) {
-        store_error(e, rc);
+        store_error(e, rc, NULL);
         rpc_reply_done(reply);
         return;
     }
@@ -713,7 +761,7 @@ void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_rep
      * and refused when the budget of calls in flight has no room for it. */
     if (!rpc_reply_charge(reply, b->size_bytes)) {
         store_book_unref(b);
-        store_error(e, BOOKS_EBUSY);
+        store_error(e, BOOKS_EBUSY, NULL);
         rpc_reply_done(reply);
         return;
     }
@@ -723,7 +771,9 @@ void svc_create_book(void *self, const ProtobufCMessage *request, struct rpc_rep
     /* create_done answers, now or when the store has made the book durable. */
     struct store_create_req create = {.book = b, .deadline_ns = reply->deadline_ns};
     memcpy(create.request_id, request_id, sizeof create.request_id);
-    if (request_id[0])
-        request_fingerprint(req, create.request_hash);
+    if (request_id[0]) {
+        request_fingerprint(req, scratch, sizeof scratch, create.fingerprint);
+        legacy_fingerprint(req, create.legacy_fingerprint);
+    }
     store_create(svc->store, &create, create_done, ctx);
 }

@@ -125,7 +125,7 @@ static int run_list(struct client *c, const struct cli_args *a, struct arena *ar
             for (size_t i = 0; i < resp->n_books; i++) {
                 if (total + i)
                     JSON_LIT(&b, ",");
-                cli_json_book(&b, resp->books[i]);
+                cli_json_message(&b, &resp->books[i]->base);
             }
             if (last) {
                 JSON_LIT(&b, "]");

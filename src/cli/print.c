@@ -1,32 +1,236 @@
 /* print.c: the `books` output, for people and for scripts. For people: one line per book, with
  * control characters escaped so that a title cannot break the one-book-per-line layout or send
  * escape sequences to the terminal, and errors as "STATUS: message" plus one line per field
- * violation. For scripts (--json): the proto3 JSON mapping of a Book, and the AIP-193 JSON error
- * object, built with json.h's builder (every string escaped by json_escape_append()). */
+ * violation. For scripts (--json): the proto3 JSON mapping of a Book (of any message: its
+ * descriptor drives it), and the AIP-193 JSON error object, built with json.h's builder (every
+ * string escaped by json_escape_append()). */
 #include "print.h"
 
 #include "books/error.h"
 #include "books/status.h"
 
+#include <math.h>
 #include <string.h>
+#include <time.h>
 
-/* Every field is written, even when empty, so scripts can rely on the keys; proto3 JSON parsers
- * accept fields at their default values. */
-void cli_json_book(struct json_buf *b, const Books__V1__Book *book)
+#include "google/protobuf/timestamp.pb-c.h"
+
+/* ---- proto3 JSON, from the message's descriptor ------------------------------------------------
+ * The proto3 JSON mapping (protobuf.dev, "ProtoJSON Format") of any message, by its protobuf-c
+ * descriptor: a field added to books.proto prints with no change here. Keys are the fields'
+ * lowerCamelCase JSON names; a field with implicit presence is written even at its default, so
+ * scripts can rely on the keys (proto3 JSON parsers accept defaults), one with explicit presence
+ * (optional, a oneof member, a message) only when set. 64-bit integers are strings, bytes base64,
+ * enums their value's name, google.protobuf.Timestamp an RFC 3339 string. */
+
+#define JSON_NESTING_MAX 32
+
+/* The JSON name of a proto field (protoc's rule): underscores dropped, the letter after each
+ * upper-cased. */
+static void json_name(const char *name, char *out, size_t len)
 {
-    JSON_LIT(b, "{\"name\":");
-    json_cstr(b, book->name);
-    JSON_LIT(b, ",\"displayName\":");
-    json_cstr(b, book->display_name);
-    JSON_LIT(b, ",\"authors\":[");
-    for (size_t i = 0; i < book->n_authors; i++) {
-        if (i)
-            JSON_LIT(b, ",");
-        json_cstr(b, book->authors[i]);
+    size_t o = 0;
+    bool upper = false;
+    for (const char *p = name; *p && o + 1 < len; p++) {
+        if (*p == '_') {
+            upper = true;
+            continue;
+        }
+        out[o++] = upper && *p >= 'a' && *p <= 'z' ? (char)(*p - 'a' + 'A') : *p;
+        upper = false;
     }
-    JSON_LIT(b, "],\"publisher\":");
-    json_cstr(b, book->publisher);
+    out[o] = '\0';
+}
+
+static bool has_value(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
+{
+    const char *m = (const char *)msg;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED)
+        return true;
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+        return *(const uint32_t *)(m + f->quantifier_offset) == f->id;
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE)
+        return *(void *const *)(m + f->offset) != NULL;
+    if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type == PROTOBUF_C_TYPE_STRING)
+        return *(char *const *)(m + f->offset) != f->default_value;
+    if (f->label == PROTOBUF_C_LABEL_OPTIONAL)
+        return *(const protobuf_c_boolean *)(m + f->quantifier_offset);
+    return true;
+}
+
+static size_t slot_size(const ProtobufCFieldDescriptor *f)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        return 8;
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return sizeof(double);
+    case PROTOBUF_C_TYPE_FLOAT:
+        return sizeof(float);
+    case PROTOBUF_C_TYPE_BOOL:
+        return sizeof(protobuf_c_boolean);
+    case PROTOBUF_C_TYPE_STRING:
+        return sizeof(char *);
+    case PROTOBUF_C_TYPE_BYTES:
+        return sizeof(ProtobufCBinaryData);
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return sizeof(void *);
+    default:
+        return 4; /* the 32-bit integers and enums */
+    }
+}
+
+static void json_base64(struct json_buf *b, const ProtobufCBinaryData *d)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    JSON_LIT(b, "\"");
+    for (size_t i = 0; i < d->len; i += 3) {
+        uint32_t v = (uint32_t)d->data[i] << 16;
+        size_t n = d->len - i < 3 ? d->len - i : 3;
+        if (n > 1)
+            v |= (uint32_t)d->data[i + 1] << 8;
+        if (n > 2)
+            v |= d->data[i + 2];
+        char q[4] = {abc[v >> 18 & 63], abc[v >> 12 & 63], n > 1 ? abc[v >> 6 & 63] : '=',
+                     n > 2 ? abc[v & 63] : '='};
+        json_raw(b, q, 4);
+    }
+    JSON_LIT(b, "\"");
+}
+
+static void json_double(struct json_buf *b, double d, int digits)
+{
+    char num[40];
+    if (isnan(d))
+        JSON_LIT(b, "\"NaN\"");
+    else if (isinf(d))
+        json_cstr(b, d > 0 ? "Infinity" : "-Infinity");
+    else {
+        int n = snprintf(num, sizeof num, "%.*g", digits, d);
+        json_raw(b, num, (size_t)n);
+    }
+}
+
+static void json_message(struct json_buf *b, const ProtobufCMessage *msg, int depth);
+
+static void json_value(struct json_buf *b, const ProtobufCFieldDescriptor *f, const void *p,
+                       int depth)
+{
+    char num[32];
+    int n;
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_STRING:
+        json_cstr(b, *(char *const *)p);
+        return;
+    case PROTOBUF_C_TYPE_BYTES:
+        json_base64(b, p);
+        return;
+    case PROTOBUF_C_TYPE_BOOL:
+        if (*(const protobuf_c_boolean *)p)
+            JSON_LIT(b, "true");
+        else
+            JSON_LIT(b, "false");
+        return;
+    case PROTOBUF_C_TYPE_DOUBLE:
+        json_double(b, *(const double *)p, 17);
+        return;
+    case PROTOBUF_C_TYPE_FLOAT:
+        json_double(b, *(const float *)p, 9);
+        return;
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+        n = snprintf(num, sizeof num, "\"%lld\"", (long long)*(const int64_t *)p);
+        json_raw(b, num, (size_t)n);
+        return;
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        n = snprintf(num, sizeof num, "\"%llu\"", (unsigned long long)*(const uint64_t *)p);
+        json_raw(b, num, (size_t)n);
+        return;
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        json_num(b, (long long)*(const uint32_t *)p);
+        return;
+    case PROTOBUF_C_TYPE_ENUM: {
+        const ProtobufCEnumValue *v =
+            protobuf_c_enum_descriptor_get_value(f->descriptor, *(const int *)p);
+        if (v)
+            json_cstr(b, v->name);
+        else
+            json_num(b, *(const int *)p);
+        return;
+    }
+    case PROTOBUF_C_TYPE_MESSAGE: {
+        const ProtobufCMessage *m = *(ProtobufCMessage *const *)p;
+        if (strcmp(m->descriptor->name, "google.protobuf.Timestamp") == 0) {
+            const Google__Protobuf__Timestamp *t = (const Google__Protobuf__Timestamp *)m;
+            struct tm tm;
+            time_t secs = (time_t)t->seconds;
+            char when[64];
+            if (gmtime_r(&secs, &tm) && t->nanos >= 0 && t->nanos < 1000000000) {
+                size_t w = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+                if (t->nanos)
+                    w += (size_t)snprintf(when + w, sizeof when - w, ".%09d", (int)t->nanos);
+                snprintf(when + w, sizeof when - w, "Z");
+                json_cstr(b, when);
+                return;
+            }
+        }
+        if (depth >= JSON_NESTING_MAX) {
+            JSON_LIT(b, "null");
+            return;
+        }
+        json_message(b, m, depth + 1);
+        return;
+    }
+    default: /* INT32, SINT32, SFIXED32 */
+        json_num(b, *(const int32_t *)p);
+        return;
+    }
+}
+
+static void json_message(struct json_buf *b, const ProtobufCMessage *msg, int depth)
+{
+    const ProtobufCMessageDescriptor *d = msg->descriptor;
+    const char *m = (const char *)msg;
+    bool first = true;
+    char key[128];
+    JSON_LIT(b, "{");
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (!has_value(msg, f))
+            continue;
+        if (!first)
+            JSON_LIT(b, ",");
+        first = false;
+        json_name(f->name, key, sizeof key);
+        json_cstr(b, key);
+        JSON_LIT(b, ":");
+        if (f->label != PROTOBUF_C_LABEL_REPEATED) {
+            json_value(b, f, m + f->offset, depth);
+            continue;
+        }
+        size_t n = *(const size_t *)(m + f->quantifier_offset);
+        const char *items = *(const char *const *)(m + f->offset);
+        JSON_LIT(b, "[");
+        for (size_t k = 0; k < n; k++) {
+            if (k)
+                JSON_LIT(b, ",");
+            json_value(b, f, items + k * slot_size(f), depth);
+        }
+        JSON_LIT(b, "]");
+    }
     JSON_LIT(b, "}");
+}
+
+void cli_json_message(struct json_buf *b, const ProtobufCMessage *msg)
+{
+    json_message(b, msg, 0);
 }
 
 /* Strings reached us through codec_decode(), which accepts only valid UTF-8, so the only
@@ -86,7 +290,7 @@ int cli_print_book(FILE *f, const Books__V1__Book *book, bool json)
         return 0;
     }
     json_buf_init_heap(&b);
-    cli_json_book(&b, book);
+    cli_json_message(&b, &book->base);
     JSON_LIT(&b, "\n");
     rc = json_buf_write(&b, f);
     json_buf_free(&b);

@@ -17,7 +17,8 @@ void cli_put_text(FILE *f, const char *s, bool quoted);
 /* One book for people: NAME  "TITLE"  by A, B  (PUBLISHER), and a newline. */
 void cli_print_book_line(FILE *f, const Books__V1__Book *book);
 
-/* The proto3 JSON object of a book (every field present), appended to b. */
-void cli_json_book(struct json_buf *b, const Books__V1__Book *book);
+/* The proto3 JSON object of `msg` (a Book, or any message), appended to b: every field its
+ * descriptor has, by name (print.c says how each type is written). */
+void cli_json_message(struct json_buf *b, const ProtobufCMessage *msg);
 
 #endif

@@ -13,7 +13,6 @@
 
 #include "books/arena.h"
 #include "books/commit_pipeline.h"
-#include "books/record_cache.h"
 #include "books/store.h"
 #include "google/firestore/v1/firestore.pb-c.h"
 
@@ -99,10 +98,11 @@ struct fs_names {
 bool fs_book_doc(const struct fs_names *n, const char *name, char *out, size_t len);
 /* Writes the document name of request `request_id` to out. */
 bool fs_request_doc(const struct fs_names *n, const char *request_id, char *out, size_t len);
-/* Builds a record from a book document: 0, BOOKS_ECORRUPT (not a book of this collection, a
- * missing or mistyped field, more than STORE_MAX_AUTHORS authors), BOOKS_ENOMEM. */
+/* Builds a record from a book document (docs.c: the Book's fields by the descriptor): 0;
+ * BOOKS_ECORRUPT (not a document of this collection, a field of the wrong type, a REQUIRED field
+ * missing), with `damage` (may be NULL) naming the document's path and the field; BOOKS_ENOMEM. */
 int fs_book_from_doc(const struct fs_names *n, const Google__Firestore__V1__Document *d,
-                     struct store_book **out);
+                     struct store_book **out, struct store_damage *damage);
 /* A string / bytes field of `d` by key, or NULL when absent or of another type. */
 const char *fs_doc_string(const Google__Firestore__V1__Document *d, const char *key);
 const ProtobufCBinaryData *fs_doc_bytes(const Google__Firestore__V1__Document *d, const char *key);
@@ -112,8 +112,10 @@ struct fs_create_writes {
     Google__Firestore__V1__Write *book;    /* C/{book}, exists: false */
     Google__Firestore__V1__Write *request; /* C_requests/{id}, exists: false; NULL without id */
 };
-/* Builds them for commit item `it` with write id `write_id` (32 hex digits). 0 or BOOKS_ENOMEM
- * (or BOOKS_EINVAL for a name too long). */
+/* Builds them for commit item `it` with write id `write_id` (32 hex digits): the book document
+ * holds the Book's fields (docs.c) and write_id, the request document store.h's request id record
+ * (book, request_hash: the legacy fingerprint, request_fingerprint, write_id, expire_at). 0 or
+ * BOOKS_ENOMEM (or BOOKS_EINVAL for a name too long). The strings point into `it` and `arena`. */
 int fs_build_create(const struct fs_names *n, const struct commit_item *it, const char *write_id,
                     uint32_t request_ttl_s, struct arena *arena, struct fs_create_writes *out);
 
@@ -155,7 +157,6 @@ struct fs_store {
     struct store base;
     struct fs_client *client;
     struct fs_names names;
-    struct record_cache *cache;
     struct commit_pipeline *pipeline;
     uint32_t request_ttl_s;
     size_t max_queued;

@@ -268,6 +268,7 @@ static void fs_watch(struct store *s, store_state_fn fn, void *arg)
     pthread_mutex_lock(&st->state_mu);
     st->state_fn = fn;
     st->state_arg = arg;
+    fn(arg, st->told_reachable); /* the state now: a change before this is not missed */
     pthread_mutex_unlock(&st->state_mu);
 }
 
@@ -306,6 +307,7 @@ struct get_ctx {
     struct fs_store *st;
     store_get_done_fn done;
     void *arg;
+    char name[]; /* the book's resource name */
 };
 
 static void get_answered(void *arg, const struct fs_status *s, grpc_byte_buffer *response)
@@ -313,6 +315,7 @@ static void get_answered(void *arg, const struct fs_status *s, grpc_byte_buffer 
     struct get_ctx *g = arg;
     struct fs_store *st = g->st;
     struct store_book *b = NULL;
+    struct store_damage damage = {{0}, {0}};
     int rc;
     if (s->code == GRPC_STATUS_OK) {
         unsigned char buf[2048];
@@ -321,20 +324,21 @@ static void get_answered(void *arg, const struct fs_status *s, grpc_byte_buffer 
         arena_init(&a, buf, sizeof buf);
         rc = fs_decode(response, &google__firestore__v1__document__descriptor, &a, &m);
         if (rc == 0)
-            rc = fs_book_from_doc(&st->names, (void *)m, &b);
-        if (rc == BOOKS_ECORRUPT || rc == BOOKS_EBADMSG) {
-            log_msg(LOG_ERROR, "Firestore %s: a book document is not one of this store's",
-                    st->shown);
+            rc = fs_book_from_doc(&st->names, (void *)m, &b, &damage);
+        else if (rc != BOOKS_ENOMEM) {
+            snprintf(damage.where, sizeof damage.where, "the document of %s", g->name);
+            snprintf(damage.why, sizeof damage.why, "GetDocument's answer does not decode");
             rc = BOOKS_ECORRUPT;
         }
+        if (rc == BOOKS_ECORRUPT)
+            log_msg(LOG_ERROR, "Firestore %s: document %s is not a book: %s", st->shown,
+                    damage.where, damage.why);
         arena_cleanup(&a);
-        if (rc == 0 && st->cache)
-            record_cache_put(st->cache, b, record_cache_hash(st->cache, b->name, strlen(b->name)));
     } else {
         rc = read_error(st, "GetDocument", s);
     }
     atomic_fetch_sub(&st->reads_in_flight, 1);
-    g->done(g->arg, rc, rc == 0 ? b : NULL);
+    g->done(g->arg, rc, rc == 0 ? b : NULL, rc == BOOKS_ECORRUPT ? &damage : NULL);
     free(g);
 }
 
@@ -343,30 +347,25 @@ static void fs_get_async(struct store *s, const char *name, uint64_t deadline_ns
 {
     struct fs_store *st = (struct fs_store *)s;
     char doc[FS_NAME_BYTES];
-    if (st->cache) {
-        size_t len = strlen(name);
-        struct store_book *b =
-            record_cache_get(st->cache, name, len, record_cache_hash(st->cache, name, len));
-        if (b) {
-            done(arg, 0, b);
-            return;
-        }
-    }
     int rc = read_refusal(st);
     if (rc != 0) {
-        done(arg, rc, NULL);
+        done(arg, rc, NULL, NULL);
         return;
     }
-    struct get_ctx *g = malloc(sizeof *g);
+    size_t len = strlen(name);
+    struct get_ctx *g = malloc(sizeof *g + len + 1);
     if (!g || !fs_book_doc(&st->names, name, doc, sizeof doc)) {
         /* No memory, or not a name of the form books/{id}: no such book. */
         rc = g ? BOOKS_ENOTFOUND : BOOKS_ENOMEM;
         atomic_fetch_sub(&st->reads_in_flight, 1);
         free(g);
-        done(arg, rc, NULL);
+        done(arg, rc, NULL, NULL);
         return;
     }
-    *g = (struct get_ctx){st, done, arg};
+    g->st = st;
+    g->done = done;
+    g->arg = arg;
+    memcpy(g->name, name, len + 1);
     Google__Firestore__V1__GetDocumentRequest req = GOOGLE__FIRESTORE__V1__GET_DOCUMENT_REQUEST__INIT;
     req.name = doc;
     fs_unary(st->client, FS_GET_DOCUMENT, &req.base, deadline_ns, get_answered, g);
@@ -381,6 +380,7 @@ struct list_ctx {
     char *after; /* skip names up to this one (a key that is not a book's name), or NULL */
     int rc;      /* a message that did not decode or is not a book */
     bool full; /* the page is complete: the stream was stopped on purpose */
+    struct store_damage damage; /* with rc BOOKS_ECORRUPT */
 };
 
 static bool list_message(void *arg, grpc_byte_buffer *msg)
@@ -392,9 +392,15 @@ static bool list_message(void *arg, grpc_byte_buffer *msg)
     arena_init(&a, buf, sizeof buf);
     int rc = fs_decode(msg, &google__firestore__v1__run_query_response__descriptor, &a, &m);
     const Google__Firestore__V1__RunQueryResponse *r = (void *)m;
+    if (rc != 0 && rc != BOOKS_ENOMEM) {
+        snprintf(l->damage.where, sizeof l->damage.where, "a document of collection %s",
+                 l->st->names.collection);
+        snprintf(l->damage.why, sizeof l->damage.why, "RunQuery's answer does not decode");
+        rc = BOOKS_ECORRUPT;
+    }
     if (rc == 0 && r->document) {
         struct store_book *b = NULL;
-        rc = fs_book_from_doc(&l->st->names, r->document, &b);
+        rc = fs_book_from_doc(&l->st->names, r->document, &b, &l->damage);
         if (rc == 0 && l->after && strcmp(b->name, l->after) <= 0) {
             store_book_unref(b);
         } else if (rc == 0) {
@@ -405,7 +411,7 @@ static bool list_message(void *arg, grpc_byte_buffer *msg)
     }
     arena_cleanup(&a);
     if (rc != 0) {
-        l->rc = rc == BOOKS_ENOMEM ? rc : BOOKS_ECORRUPT;
+        l->rc = rc;
         return false;
     }
     return !l->full;
@@ -420,14 +426,14 @@ static void list_end(void *arg, const struct fs_status *s)
         rc = read_error(st, "RunQuery", s);
     if (rc != 0) {
         if (rc == BOOKS_ECORRUPT)
-            log_msg(LOG_ERROR, "Firestore %s: RunQuery gave a document that is not a book of "
-                               "this store's", st->shown);
+            log_msg(LOG_ERROR, "Firestore %s: document %s is not a book: %s", st->shown,
+                    l->damage.where, l->damage.why);
         for (size_t i = 0; i < l->n; i++)
             store_book_unref(l->out[i]);
         l->n = 0;
     }
     atomic_fetch_sub(&st->reads_in_flight, 1);
-    l->done(l->arg, rc, l->n);
+    l->done(l->arg, rc, l->n, rc == BOOKS_ECORRUPT ? &l->damage : NULL);
     free(l);
 }
 
@@ -438,12 +444,12 @@ static void fs_list_async(struct store *s, const char *after_name, size_t limit,
     struct fs_store *st = (struct fs_store *)s;
     char after_doc[FS_NAME_BYTES];
     if (limit == 0) {
-        done(arg, 0, 0);
+        done(arg, 0, 0, NULL);
         return;
     }
     int rc = read_refusal(st);
     if (rc != 0) {
-        done(arg, rc, 0);
+        done(arg, rc, 0, NULL);
         return;
     }
     /* Every name is "books/{id}" with an id of one segment. A key before "books/" starts at the
@@ -455,7 +461,7 @@ static void fs_list_async(struct store *s, const char *after_name, size_t limit,
         if (strncmp(after_name, "books/", 6) != 0) {
             if (strcmp(after_name, "books/") > 0) {
                 atomic_fetch_sub(&st->reads_in_flight, 1);
-                done(arg, 0, 0);
+                done(arg, 0, 0, NULL);
                 return;
             }
         } else if (after_name[6]) {
@@ -466,7 +472,7 @@ static void fs_list_async(struct store *s, const char *after_name, size_t limit,
     struct list_ctx *l = calloc(1, sizeof *l + (cursor ? strlen(after_name) + 1 : 0));
     if (!l) {
         atomic_fetch_sub(&st->reads_in_flight, 1);
-        done(arg, BOOKS_ENOMEM, 0);
+        done(arg, BOOKS_ENOMEM, 0, NULL);
         return;
     }
     *l = (struct list_ctx){.st = st, .done = done, .arg = arg, .out = out, .limit = limit,
@@ -478,7 +484,7 @@ static void fs_list_async(struct store *s, const char *after_name, size_t limit,
         if (w < 0 || (size_t)w >= sizeof after_doc) {
             atomic_fetch_sub(&st->reads_in_flight, 1);
             free(l);
-            done(arg, BOOKS_EINVAL, 0);
+            done(arg, BOOKS_EINVAL, 0, NULL);
             return;
         }
         if (after_id[idlen]) { /* skip what lies between {id} and the key */
@@ -551,7 +557,6 @@ static void fs_drain(struct store *s)
 static void destroy(struct fs_store *st)
 {
     fs_client_free(st->client);
-    record_cache_free(st->cache);
     pthread_mutex_destroy(&st->state_mu);
     free(st);
 }
@@ -560,16 +565,11 @@ static void fs_close(struct store *s)
 {
     struct fs_store *st = (struct fs_store *)s;
     struct commit_pipeline_stats ps = {0};
-    struct record_cache_stats cs = {0};
     commit_pipeline_stop(st->pipeline, &ps); /* writes what is queued (or answers it, drained) */
-    if (st->cache)
-        record_cache_stats(st->cache, &cs);
     log_msg(LOG_INFO,
-            "Firestore store %s: closing; %llu books written in %llu batches (largest %llu); "
-            "record cache: %llu hits, %llu misses",
+            "Firestore store %s: closing; %llu books written in %llu batches (largest %llu)",
             st->shown, (unsigned long long)ps.books_written, (unsigned long long)ps.transactions,
-            (unsigned long long)ps.largest_batch, (unsigned long long)cs.hits,
-            (unsigned long long)cs.misses);
+            (unsigned long long)ps.largest_batch);
     destroy(st);
 }
 
@@ -698,13 +698,7 @@ int store_firestore_open(const char *rest, const struct store_limits *limits, st
     snprintf(st->base.display, sizeof st->base.display, "firestore://%s/%s?collection=%s",
              project, database, prm.collection);
 
-    size_t cache_bytes = (size_t)prm.cache_mb << 20;
-    if (limits->memory_bytes && cache_bytes > limits->memory_bytes)
-        cache_bytes = limits->memory_bytes;
-    if (record_cache_new(cache_bytes, &st->cache) != 0) {
-        rc = BOOKS_ENOMEM;
-        goto fail;
-    }
+    st->base.cache_bytes = (size_t)prm.cache_mb << 20; /* the layer above (record_cache.h) */
     rc = fs_client_new(emulator && *emulator ? emulator : "firestore.googleapis.com:443",
                        emulator && *emulator, project, database, on_reachable, st, &st->client,
                        err, errlen);

@@ -122,10 +122,7 @@ static bool retryable(grpc_status_code code)
 
 static void settle(struct fs_store *st, struct entry *e, int rc)
 {
-    if (rc == 0 && st->cache && !e->it->made)
-        record_cache_put(st->cache, e->it->book,
-                         record_cache_hash(st->cache, e->it->book->name,
-                                           strlen(e->it->book->name)));
+    (void)st;
     e->state = SETTLED;
     e->it->rc = rc; /* answered by the pipeline when the batch returns */
 }
@@ -225,11 +222,14 @@ static void check(struct fs_store *st, struct entry *e, uint64_t deadline_ns)
         }
         if (code == GRPC_STATUS_OK) {
             const Google__Firestore__V1__Document *d = (void *)m;
-            const ProtobufCBinaryData *hash = fs_doc_bytes(d, "request_hash");
+            const ProtobufCBinaryData *fp = fs_doc_bytes(d, "request_fingerprint");
+            const ProtobufCBinaryData *legacy = fs_doc_bytes(d, "request_hash");
             const char *book = fs_doc_string(d, "book"), *wid = fs_doc_string(d, "write_id");
-            if (!hash || hash->len != STORE_REQUEST_HASH_BYTES || !book) {
+            if ((!fp && !legacy) || !book) {
                 settle(st, e, BOOKS_ECORRUPT);
-            } else if (memcmp(hash->data, it->request_hash, STORE_REQUEST_HASH_BYTES) != 0) {
+            } else if (!store_request_matches(it->fingerprint, it->legacy_fingerprint, fp ? fp->data : NULL, fp ? fp->len : 0,
+                                              legacy ? legacy->data : NULL,
+                                              legacy ? legacy->len : 0)) {
                 settle(st, e, BOOKS_EREUSED);
             } else if (wid && strcmp(wid, e->write_id) == 0) {
                 settle(st, e, 0); /* this create's own write, whose reply was lost */
@@ -245,7 +245,7 @@ static void check(struct fs_store *st, struct entry *e, uint64_t deadline_ns)
                                          &google__firestore__v1__document__descriptor, &a, &bm, &s);
                     struct store_book *made = NULL;
                     int rc = code == GRPC_STATUS_OK
-                                 ? fs_book_from_doc(&st->names, (void *)bm, &made)
+                                 ? fs_book_from_doc(&st->names, (void *)bm, &made, NULL)
                                  : fs_status_error(code);
                     if (rc == 0) {
                         it->made = made;

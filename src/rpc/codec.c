@@ -17,6 +17,7 @@
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/compression.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "google/protobuf/descriptor.pb-c.h"
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 
@@ -775,4 +777,106 @@ free_parts:
 free_status:
     google__rpc__status__free_unpacked(st, NULL);
     return rc;
+}
+
+/* ---- field behaviors, from the embedded descriptor set ------------------------------------------ */
+
+/* google.api.field_behavior (google/api/field_behavior.proto): FieldOptions extension 1052, a
+ * repeated enum in which REQUIRED is 2. protobuf-c keeps extensions as unknown fields. */
+#define FIELD_BEHAVIOR_EXTENSION 1052
+#define FIELD_BEHAVIOR_REQUIRED 2
+
+/* "package.Message.field" of every REQUIRED field of the set, sorted for bsearch. */
+static struct {
+    char **names;
+    size_t n;
+} required_fields;
+static pthread_once_t required_once = PTHREAD_ONCE_INIT;
+
+static bool options_say_required(const Google__Protobuf__FieldOptions *o)
+{
+    for (unsigned i = 0; o && i < o->base.n_unknown_fields; i++) {
+        const ProtobufCMessageUnknownField *u = &o->base.unknown_fields[i];
+        if (u->tag != FIELD_BEHAVIOR_EXTENSION)
+            continue;
+        const uint8_t *p = u->data, *end = u->data + u->len;
+        if (u->wire_type == PROTOBUF_C_WIRE_TYPE_VARINT) {
+            uint64_t v = 0;
+            if (read_varint(p, end, &v) && v == FIELD_BEHAVIOR_REQUIRED)
+                return true;
+        } else if (u->wire_type == PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED) {
+            while (p < end) { /* packed: the varints one after another */
+                uint64_t v = 0;
+                size_t k = read_varint(p, end, &v);
+                if (!k)
+                    break;
+                if (v == FIELD_BEHAVIOR_REQUIRED)
+                    return true;
+                p += k;
+            }
+        }
+    }
+    return false;
+}
+
+/* Collects the REQUIRED fields of message `m` (full name prefix.m.name) and its nested ones. */
+static void collect_required(const Google__Protobuf__DescriptorProto *m, const char *prefix,
+                             char ***names, size_t *n, size_t *cap)
+{
+    char full[512];
+    snprintf(full, sizeof full, "%s%s%s", prefix, *prefix ? "." : "", m->name);
+    for (size_t i = 0; i < m->n_field; i++) {
+        if (!options_say_required(m->field[i]->options))
+            continue;
+        if (*n == *cap) {
+            size_t c = *cap ? *cap * 2 : 16;
+            char **more = realloc(*names, c * sizeof *more);
+            if (!more)
+                return;
+            *names = more;
+            *cap = c;
+        }
+        if (asprintf(&(*names)[*n], "%s.%s", full, m->field[i]->name) >= 0)
+            (*n)++;
+    }
+    for (size_t i = 0; i < m->n_nested_type; i++)
+        collect_required(m->nested_type[i], full, names, n, cap);
+}
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void load_required(void)
+{
+    Google__Protobuf__FileDescriptorSet *set =
+        google__protobuf__file_descriptor_set__unpack(NULL, books_descriptor_set_len,
+                                                      books_descriptor_set);
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t f = 0; set && f < set->n_file; f++) {
+        const Google__Protobuf__FileDescriptorProto *file = set->file[f];
+        for (size_t i = 0; i < file->n_message_type; i++)
+            collect_required(file->message_type[i], file->package ? file->package : "", &names,
+                             &n, &cap);
+    }
+    if (set)
+        google__protobuf__file_descriptor_set__free_unpacked(set, NULL);
+    if (n)
+        qsort(names, n, sizeof *names, cmp_cstr);
+    required_fields.names = names;
+    required_fields.n = n;
+}
+
+bool codec_field_required(const ProtobufCMessageDescriptor *desc,
+                          const ProtobufCFieldDescriptor *f)
+{
+    char full[512];
+    const char *key = full;
+    pthread_once(&required_once, load_required);
+    snprintf(full, sizeof full, "%s.%s", desc->name, f->name);
+    return required_fields.n &&
+           bsearch(&key, required_fields.names, required_fields.n, sizeof *required_fields.names,
+                   cmp_cstr) != NULL;
 }

@@ -172,6 +172,7 @@ static void reply_prepare(struct call *c)
     c->reply.done = reply_done;
     c->reply.budget = &c->w->srv->budget;
     c->reply.charged = 0;
+    c->reply.reserved = 0;
 }
 
 /* The call's own memory (its object, and what decoding took from the heap) against the budget of
@@ -376,7 +377,7 @@ static void reply_done(struct rpc_reply *reply)
     size_t n = 0;
 
     memset(ops, 0, sizeof ops);
-    if (reply->error.code == 0 && !reply->response)
+    if (reply->error.code == 0 && !reply->response && !(reply->n_embedded && !reply->embed_field))
         books_error_set(&reply->error, BOOKS_EINTERNAL, "INTERNAL", "the handler gave no response");
     if (reply->error.code == 0 && reply->n_embedded)
         codec_encode_embedded(reply->response, reply->embed_field, reply->embedded,
@@ -393,6 +394,12 @@ static void reply_done(struct rpc_reply *reply)
         budget_force_charge(reply->budget, len);
         reply->charged += len;
     }
+    /* What the handler reserved at admission is now charged as what the answer really holds. */
+    if (reply->reserved && reply->budget) {
+        budget_release(reply->budget, reply->reserved);
+        reply->charged -= reply->reserved;
+    }
+    reply->reserved = 0;
     codec_free_request(c->request, &c->arena);
     c->request = NULL;
 

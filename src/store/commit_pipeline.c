@@ -60,8 +60,8 @@ static void stat_max(_Atomic uint64_t *m, uint64_t v)
         ;
 }
 
-/* Calls each done() in order (but of items answered already) and drops the queue's references;
- * `made` goes to done() (the book itself when the backend set none). */
+/* Calls each done() in the order of p (but of items answered already) and drops the queue's
+ * references; `made` goes to done() (the book itself when the backend set none). */
 static void answer(struct commit_item *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -121,7 +121,8 @@ void commit_pipeline_submit(struct commit_pipeline *p, const struct store_create
                                    .pipeline = p};
         memcpy(it->request_id, req->request_id, sizeof it->request_id);
         it->request_id[STORE_REQUEST_ID_CHARS] = '\0';
-        memcpy(it->request_hash, req->request_hash, sizeof it->request_hash);
+        memcpy(it->fingerprint, req->fingerprint, sizeof it->fingerprint);
+        memcpy(it->legacy_fingerprint, req->legacy_fingerprint, sizeof it->legacy_fingerprint);
         /* The committer waits only on an empty queue, so only the first entry needs a wake-up. */
         if (p->q.n == 1)
             pthread_cond_signal(&p->q_cv);
@@ -174,6 +175,8 @@ void commit_pipeline_answer_now(struct commit_item *it, int rc)
     copy.book = store_book_ref(it->book); /* the copy's own, dropped when it is answered */
     it->made = NULL;                      /* the copy's now */
     it->answered = true;
+    if (rc == 0 && !copy.made) /* this create's own book was written */
+        atomic_fetch_add_explicit(&it->pipeline->books, 1, memory_order_relaxed);
     hand_over(it->pipeline, &copy, 1);
 }
 
@@ -242,18 +245,11 @@ static void commit_batch(struct commit_pipeline *p, struct commit_item *items, s
     hand_over(p, items, n);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Answers BOOKS_EDEADLINE, in order with the rest, for every create of v whose caller's deadline
  * has passed while it waited (it was never written: nothing is lost), and keeps the others. */
 static void drop_expired(struct commit_pipeline *p, struct item_vec *v)
 {
-    uint64_t now = now_ns();
+    uint64_t now = store_now_ns();
     size_t kept = 0, first = v->n;
 
     for (size_t i = 0; i < v->n; i++)

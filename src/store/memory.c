@@ -18,11 +18,12 @@
  * stall other threads. The lock prefers writers, because glibc's default (prefer readers) lets a
  * steady stream of list calls starve creates indefinitely.
  *
- * Request ids (AIP-155): a second tree maps each request_id to the book its create made, with the
- * request's fingerprint, and a list in creation order lets creates drop the ids older than the
- * retention (store_limits.request_ttl_s) from its head. Both change under the write lock together
- * with the book tree, so a request_id and its book appear at once; their nodes count against the
- * store's memory limit like the books'.
+ * Request ids (AIP-155, store.h's one model): a second tree maps each request_id to the book its
+ * create made, with the request's fingerprint and the time it was stored, and a list in that order
+ * lets creates drop the ids older than the retention (store_limits.request_ttl_s) from its head.
+ * Both change under the write lock together with the book tree, so a request_id and its book
+ * appear at once; their nodes count against the store's memory limit like the books'. Nothing
+ * older than this binary ever wrote here, so there are no legacy fingerprints to keep.
  *
  * Why refcounted records: a reader encodes a book into its response after the lock is released,
  * possibly while other threads insert or the store is being closed. The reference it took under
@@ -40,7 +41,6 @@
 
 #include <bsd/sys/queue.h>
 #include <bsd/sys/tree.h>
-#include <time.h>
 
 struct memory_node {
     RB_ENTRY(memory_node) link;
@@ -55,7 +55,7 @@ struct request_node {
     RB_ENTRY(request_node) link;
     TAILQ_ENTRY(request_node) age; /* in creation order */
     char id[STORE_REQUEST_ID_CHARS + 1];
-    uint8_t hash[STORE_REQUEST_HASH_BYTES];
+    uint8_t fingerprint[STORE_FINGERPRINT_BYTES];
     struct store_book *book;
     uint64_t at_ns; /* CLOCK_MONOTONIC, when it was stored */
 };
@@ -177,13 +177,6 @@ static int memory_list(struct store *s, const char *after_name, size_t limit, si
     return 0;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Moves the request ids older than the retention out of the trees onto *expired (freed by the
  * caller after the lock is released). Write lock held. */
 static void expire_requests(struct memory_store *ms, uint64_t now, struct request_list *expired)
@@ -216,7 +209,7 @@ static void memory_create(struct store *s, const struct store_create_req *req,
     struct request_node *rq = NULL, *seen;
     struct request_list expired = TAILQ_HEAD_INITIALIZER(expired);
     bool with_id = req->request_id[0] != '\0';
-    uint64_t now = now_ns();
+    uint64_t now = store_now_ns();
     int rc = 0;
 
     if (!book) {
@@ -234,7 +227,7 @@ static void memory_create(struct store *s, const struct store_create_req *req,
     node->book = book;
     if (rq) {
         memcpy(rq->id, req->request_id, sizeof rq->id);
-        memcpy(rq->hash, req->request_hash, sizeof rq->hash);
+        memcpy(rq->fingerprint, req->fingerprint, sizeof rq->fingerprint);
         rq->book = book;
         rq->at_ns = now;
     }
@@ -244,7 +237,7 @@ static void memory_create(struct store *s, const struct store_create_req *req,
     expire_requests(ms, now, &expired);
     if (rq && (seen = RB_FIND(request_tree, &ms->requests, rq)) != NULL) {
         /* A retry (the same fingerprint) gets the book of the first; another request, an error. */
-        if (memcmp(seen->hash, rq->hash, sizeof rq->hash) == 0)
+        if (store_request_matches(req->fingerprint, req->legacy_fingerprint, seen->fingerprint, sizeof seen->fingerprint, NULL, 0))
             made = store_book_ref(seen->book);
         else
             rc = BOOKS_EREUSED;

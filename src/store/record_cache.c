@@ -3,9 +3,8 @@
  * CACHE_SHARDS independent shards (by name hash), each a chained hash table with an LRU list
  * under its own mutex, held only to find or link a node; records evicted are released after the
  * mutex. The budget is split evenly; a record larger than a shard's share is not cached. Each
- * cached record holds one reference of the cache's. Backends decide what to cache: the durable
- * ones fill it on reads, not on creates, so a burst of creates does not push out what readers
- * use. */
+ * cached record holds one reference of the cache's. The layer at the bottom of this file is the
+ * cache's one user: it fills the cache with what gets found, never with creates. */
 #include "books/record_cache.h"
 
 #include <pthread.h>
@@ -14,6 +13,7 @@
 #include <string.h>
 
 #include "books/error.h"
+#include "books/log.h"
 
 #define CACHE_SHARDS 16
 #define CACHE_MIN_BUCKETS 64
@@ -259,4 +259,168 @@ void record_cache_stats(const struct record_cache *c, struct record_cache_stats 
     out->hits = atomic_load_explicit(&c->hits, memory_order_relaxed);
     out->misses = atomic_load_explicit(&c->misses, memory_order_relaxed);
     out->bytes = atomic_load_explicit(&c->bytes, memory_order_relaxed);
+}
+
+/* ---- the layer above a backend ---------------------------------------------------------------- */
+
+struct cache_layer {
+    struct store base; /* first: a struct store * is a struct cache_layer * */
+    struct store_ops ops; /* layer_ops with the backend's scheme: the layer is that store */
+    struct store *below;
+    struct record_cache *cache;
+};
+
+static struct cache_layer *layer_of(struct store *s) { return (struct cache_layer *)s; }
+
+static int layer_get(struct store *s, const char *name, struct store_book **out)
+{
+    struct cache_layer *l = layer_of(s);
+    size_t len = name ? strlen(name) : 0;
+    uint64_t hash = record_cache_hash(l->cache, name ? name : "", len);
+    struct store_book *b = name ? record_cache_get(l->cache, name, len, hash) : NULL;
+    int rc;
+
+    if (b) {
+        *out = b;
+        return 0;
+    }
+    rc = store_get(l->below, name, &b);
+    if (rc != 0)
+        return rc;
+    record_cache_put(l->cache, b, hash);
+    *out = b;
+    return 0;
+}
+
+/* A miss on its way to the backend: who to tell, and the hash to cache the answer under. */
+struct layer_miss {
+    struct cache_layer *l;
+    store_get_done_fn done;
+    void *arg;
+    uint64_t hash;
+};
+
+static void layer_got(void *arg, int rc, struct store_book *b, const struct store_damage *damage)
+{
+    struct layer_miss m = *(struct layer_miss *)arg;
+    free(arg);
+    if (rc == 0)
+        record_cache_put(m.l->cache, b, m.hash);
+    m.done(m.arg, rc, b, damage);
+}
+
+static void layer_get_async(struct store *s, const char *name, uint64_t deadline_ns,
+                            store_get_done_fn done, void *arg)
+{
+    struct cache_layer *l = layer_of(s);
+    struct layer_miss *m;
+    struct store_book *b;
+    size_t len;
+    uint64_t hash;
+
+    if (!name) {
+        done(arg, BOOKS_ENOTFOUND, NULL, NULL);
+        return;
+    }
+    len = strlen(name);
+    hash = record_cache_hash(l->cache, name, len);
+    b = record_cache_get(l->cache, name, len, hash);
+    if (b) {
+        done(arg, 0, b, NULL);
+        return;
+    }
+    m = malloc(sizeof *m);
+    if (!m) {
+        done(arg, BOOKS_ENOMEM, NULL, NULL);
+        return;
+    }
+    *m = (struct layer_miss){l, done, arg, hash};
+    store_get_async(l->below, name, deadline_ns, layer_got, m);
+}
+
+static int layer_list(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
+                      struct store_book **out, size_t *n_out)
+{
+    return store_list_bounded(layer_of(s)->below, after_name, limit, max_bytes, out, n_out);
+}
+
+static void layer_list_async(struct store *s, const char *after_name, size_t limit,
+                             size_t max_bytes, struct store_book **out, uint64_t deadline_ns,
+                             store_list_done_fn done, void *arg)
+{
+    store_list_async(layer_of(s)->below, after_name, limit, max_bytes, out, deadline_ns, done,
+                     arg);
+}
+
+static void layer_create(struct store *s, const struct store_create_req *req,
+                         store_create_done_fn done, void *arg)
+{
+    store_create(layer_of(s)->below, req, done, arg);
+}
+
+static void layer_watch(struct store *s, store_state_fn fn, void *arg)
+{
+    store_watch(layer_of(s)->below, fn, arg);
+}
+
+static void layer_drain(struct store *s) { store_drain(layer_of(s)->below); }
+
+static void layer_close(struct store *s)
+{
+    struct cache_layer *l = layer_of(s);
+    struct record_cache_stats st;
+
+    store_close(l->below); /* its threads may still answer reads through layer_got */
+    record_cache_stats(l->cache, &st);
+    log_msg(LOG_INFO, "store %s: record cache closing; %llu hits, %llu misses, %llu bytes held",
+            l->base.display, (unsigned long long)st.hits, (unsigned long long)st.misses,
+            (unsigned long long)st.bytes);
+    record_cache_free(l->cache);
+    free(l);
+}
+
+static const struct store_ops layer_ops = {
+    .scheme = NULL, /* the backend's: record_cache_layer_new() */
+    .get = layer_get,
+    .list = layer_list,
+    .create = layer_create,
+    .close = layer_close,
+    .get_async = layer_get_async,
+    .list_async = layer_list_async,
+    .watch = layer_watch,
+    .drain = layer_drain,
+};
+
+int record_cache_layer_new(struct store *below, size_t budget_bytes, struct store **out)
+{
+    struct cache_layer *l = calloc(1, sizeof *l);
+
+    if (!l || record_cache_new(budget_bytes, &l->cache) != 0) {
+        free(l);
+        store_close(below);
+        return BOOKS_ENOMEM;
+    }
+    l->ops = layer_ops;
+    l->ops.scheme = below->ops->scheme;
+    l->base.ops = &l->ops;
+    l->below = below;
+    memcpy(l->base.display, below->display, sizeof l->base.display);
+    memcpy(l->base.dataset_key, below->dataset_key, sizeof l->base.dataset_key);
+    *out = &l->base;
+    return 0;
+}
+
+static bool is_layer(const struct store *s) { return s && s->ops->close == layer_close; }
+
+struct store *record_cache_below(struct store *s)
+{
+    return is_layer(s) ? layer_of(s)->below : s;
+}
+
+int record_cache_layer_stats(struct store *s, struct record_cache_stats *out)
+{
+    if (!is_layer(s) || !out)
+        return BOOKS_EINVAL;
+    record_cache_stats(layer_of(s)->cache, out);
+    return 0;
 }

@@ -1,10 +1,12 @@
 /* store.c: what every backend shares. It builds the immutable, reference-counted book records
- * the backends store and hand out, creates the random per-data-set key, and picks a backend from
- * the scheme of a store URI. It holds no state of its own and knows nothing about any backend's
- * internals: a new backend is one row in `backends` below. */
+ * the backends store and hand out, decides whether a stored request id is a retry's, creates the
+ * random per-data-set key, and picks a backend from the scheme of a store URI (a built-in one from
+ * `builtin` below, one of a layer above from `registered`), putting the record cache it asks for
+ * above it. It knows nothing about any backend's internals. */
 #include "books/store.h"
 
 #include "books/error.h"
+#include "books/record_cache.h"
 #include "books/store_postgres.h"
 #include "books/store_sqlite.h"
 
@@ -18,147 +20,65 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <time.h>
 
-/* Adds `n` to `*total`; false if the sum would not fit in size_t. */
-static int size_add(size_t *total, size_t n)
+/* The key of the Book's field 1, `name` (books.proto: `string name = 1`, the resource name), as
+ * the protobuf binary encoding writes it: (field number << 3) | wire type 2, length-delimited.
+ * The one fact about the Book's encoding this layer holds: a record is its name and the rest. */
+#define NAME_FIELD_KEY ((1u << 3) | 2u)
+
+/* Writes v as a base-128 varint to out (at most 10 bytes); returns its length. */
+static size_t put_varint(uint8_t *out, uint64_t v)
 {
-    if (n > SIZE_MAX - *total)
-        return 0;
-    *total += n;
-    return 1;
-}
-
-/* Copies t and a NUL to `*cursor` and advances the cursor past them. */
-static const char *copy_text(char **cursor, struct store_text t)
-{
-    char *dst = *cursor;
-
-    memcpy(dst, t.p, t.len);
-    dst[t.len] = '\0';
-    *cursor += t.len + 1;
-    return dst;
-}
-
-/* The authors of a record being built, given either as C strings or as counted strings. */
-typedef struct store_text (*author_at_fn)(const void *authors, size_t i);
-
-static struct store_text c_string_at(const void *authors, size_t i)
-{
-    const char *s = ((const char *const *)authors)[i];
-    return (struct store_text){s, s ? strlen(s) : 0};
-}
-
-static struct store_text counted_at(const void *authors, size_t i)
-{
-    return ((const struct store_text *)authors)[i];
-}
-
-static bool usable(struct store_text t, int *rc)
-{
-    if (!t.p) {
-        *rc = BOOKS_EINVAL;
-        return false;
+    size_t n = 0;
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
     }
-    if (memchr(t.p, '\0', t.len)) {
-        *rc = BOOKS_ECORRUPT;
-        return false;
-    }
-    return true;
+    out[n++] = (uint8_t)v;
+    return n;
 }
 
-/* store_book_set_encoder()'s function, or NULL. */
-static _Atomic(store_book_encoder_fn) book_encoder;
-
-static int build(struct store_text name, struct store_text display_name, const void *authors,
-                 author_at_fn author_at, size_t n_authors, struct store_text publisher,
-                 struct store_book **out)
+int store_book_new(const char *name, size_t name_len, const uint8_t *body, size_t body_len,
+                   struct store_book **out)
 {
-    size_t total = sizeof(struct store_book);
+    uint8_t head[1 + 10];
+    size_t head_len, total;
     struct store_book *b;
-    const char **author_slots;
-    char *cursor;
-    int rc = 0;
+    char *copy;
+    uint8_t *wire;
 
-    if (!out || (n_authors > 0 && !authors) || !usable(name, &rc) ||
-        !usable(display_name, &rc) || !usable(publisher, &rc))
-        return rc ? rc : BOOKS_EINVAL;
-
-    /* The record, its author pointer array and every string share one block, so a record costs
-     * one malloc and one free however many authors it has, and readers touch one region. The
-     * pointer array follows the struct directly: sizeof(struct store_book) is a multiple of its
-     * alignment, which is at least a pointer's, so the array is suitably aligned. */
-    if (n_authors > (SIZE_MAX - total) / sizeof(char *))
-        return BOOKS_ENOMEM;
-    total += n_authors * sizeof(char *);
-    for (size_t i = 0; i < n_authors; i++) {
-        struct store_text a = author_at(authors, i);
-        if (!usable(a, &rc))
-            return rc;
-        if (!size_add(&total, a.len) || !size_add(&total, 1))
-            return BOOKS_ENOMEM;
-    }
-    if (!size_add(&total, name.len + 1) || !size_add(&total, display_name.len + 1) ||
-        !size_add(&total, publisher.len + 1))
-        return BOOKS_ENOMEM;
-
+    if (!name || !out || (!body && body_len) || name_len == 0)
+        return BOOKS_EINVAL;
+    if (name_len > STORE_MAX_NAME_BYTES || memchr(name, '\0', name_len) ||
+        body_len > STORE_MAX_BODY_BYTES)
+        return BOOKS_ECORRUPT;
+    head[0] = NAME_FIELD_KEY;
+    head_len = 1 + put_varint(head + 1, name_len);
+    /* The record, its name as a C string and its wire form share one block: one malloc and one
+     * free per record, and readers touch one region. The bounds above keep the sum far from
+     * SIZE_MAX. */
+    total = sizeof *b + name_len + 1 + head_len + name_len + body_len;
     b = malloc(total);
     if (!b)
         return BOOKS_ENOMEM;
-
-    b->size_bytes = total;
-    author_slots = (const char **)(b + 1);
-    cursor = (char *)(author_slots + n_authors);
+    copy = (char *)(b + 1);
+    memcpy(copy, name, name_len);
+    copy[name_len] = '\0';
+    wire = (uint8_t *)copy + name_len + 1;
+    memcpy(wire, head, head_len);
+    memcpy(wire + head_len, name, name_len);
+    if (body_len)
+        memcpy(wire + head_len + name_len, body, body_len);
     atomic_init(&b->refs, 1);
-    b->name = copy_text(&cursor, name);
-    b->display_name = copy_text(&cursor, display_name);
-    b->publisher = copy_text(&cursor, publisher);
-    for (size_t i = 0; i < n_authors; i++)
-        author_slots[i] = copy_text(&cursor, author_at(authors, i));
-    /* Even with no authors this points into the block (at zero elements), never NULL, so
-     * callers can loop over it without a special case. */
-    b->authors = author_slots;
-    b->n_authors = n_authors;
-    b->wire = NULL;
-    b->wire_len = 0;
-
-    store_book_encoder_fn encode = atomic_load_explicit(&book_encoder, memory_order_acquire);
-    if (encode) {
-        size_t len = encode(b, NULL);
-        uint8_t *wire = malloc(len ? len : 1);
-        if (!wire || !size_add(&b->size_bytes, len)) {
-            free(wire);
-            free(b);
-            return BOOKS_ENOMEM;
-        }
-        if (encode(b, wire) != len) /* the encoder broke its contract: a bug, not an input */
-            abort();
-        b->wire = wire;
-        b->wire_len = len;
-    }
+    b->name = copy;
+    b->name_len = name_len;
+    b->wire = wire;
+    b->body_off = head_len + name_len;
+    b->wire_len = b->body_off + body_len;
+    b->size_bytes = total;
     *out = b;
     return 0;
-}
-
-void store_book_set_encoder(store_book_encoder_fn fn)
-{
-    atomic_store_explicit(&book_encoder, fn, memory_order_release);
-}
-
-int store_book_new(const char *name, const char *display_name, const char *const *authors,
-                   size_t n_authors, const char *publisher, struct store_book **out)
-{
-    if (!name || !display_name || !publisher)
-        return BOOKS_EINVAL;
-    return build((struct store_text){name, strlen(name)},
-                 (struct store_text){display_name, strlen(display_name)}, authors, c_string_at,
-                 n_authors, (struct store_text){publisher, strlen(publisher)}, out);
-}
-
-int store_book_new_counted(struct store_text name, struct store_text display_name,
-                           const struct store_text *authors, size_t n_authors,
-                           struct store_text publisher, struct store_book **out)
-{
-    return build(name, display_name, authors, counted_at, n_authors, publisher, out);
 }
 
 struct store_book *store_book_ref(struct store_book *b)
@@ -175,10 +95,26 @@ void store_book_unref(struct store_book *b)
         return;
     /* acq_rel: the release half orders this thread's reads of the record before the drop; the
      * acquire half, on the last drop, makes every other thread's reads happen before free(). */
-    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) {
-        free((void *)b->wire);
+    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
         free(b);
-    }
+}
+
+bool store_request_matches(const uint8_t *fingerprint, const uint8_t *legacy,
+                           const uint8_t *stored, size_t stored_len, const uint8_t *stored_legacy,
+                           size_t legacy_len)
+{
+    if (stored && stored_len)
+        return stored_len == STORE_FINGERPRINT_BYTES &&
+               memcmp(stored, fingerprint, STORE_FINGERPRINT_BYTES) == 0;
+    return stored_legacy && legacy_len == STORE_FINGERPRINT_BYTES &&
+           memcmp(stored_legacy, legacy, STORE_FINGERPRINT_BYTES) == 0;
+}
+
+uint64_t store_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* ---- the waiting reads of an asynchronous backend ------------------------------------------- */
@@ -217,16 +153,19 @@ static void waiter_wait(struct waiter *w)
     pthread_mutex_destroy(&w->mu);
 }
 
-static void got_book(void *arg, int rc, struct store_book *book)
+static void got_book(void *arg, int rc, struct store_book *book,
+                     const struct store_damage *damage)
 {
+    (void)damage;
     struct waiter *w = arg;
     w->rc = rc;
     w->book = book;
     waiter_signal(w);
 }
 
-static void got_list(void *arg, int rc, size_t n)
+static void got_list(void *arg, int rc, size_t n, const struct store_damage *damage)
 {
+    (void)damage;
     struct waiter *w = arg;
     w->rc = rc;
     w->n = n;
@@ -359,10 +298,28 @@ int store_open(const char *uri, const struct store_limits *limits, struct store 
         int rc;
         if (strlen(be->scheme) != scheme_len || strncasecmp(uri, be->scheme, scheme_len) != 0)
             continue;
-        rc = be->open(colon + 1, limits ? limits : &none, out, err, errlen);
-        if (rc == 0 && (*out)->display[0] == '\0')
-            snprintf((*out)->display, sizeof (*out)->display, "%s", uri);
-        return rc;
+        const struct store_limits *lim = limits ? limits : &none;
+        struct store *s = NULL;
+        rc = be->open(colon + 1, lim, &s, err, errlen);
+        if (rc != 0)
+            return rc;
+        if (s->display[0] == '\0')
+            snprintf(s->display, sizeof s->display, "%s", uri);
+        size_t cache = s->cache_bytes;
+        if (lim->memory_bytes && cache > lim->memory_bytes)
+            cache = lim->memory_bytes;
+        if (cache) {
+            /* The one record cache, above the backend (record_cache.h). */
+            char shown[STORE_DISPLAY_BYTES];
+            memcpy(shown, s->display, sizeof shown);
+            rc = record_cache_layer_new(s, cache, out); /* closes s when it fails */
+            if (rc != 0)
+                books_format_err(err, errlen, "store %s: out of memory for its record cache",
+                                 shown);
+            return rc;
+        }
+        *out = s;
+        return 0;
     }
 
     /* Only the scheme is echoed: the rest of an unknown URI may hold a password. */

@@ -23,6 +23,7 @@
 #include "books/error.h"
 #include "books/rpc_paths.h"
 #include "books/rpc.h"
+#include "books/v1/books.pb-c.h"
 #include "books/store.h"
 
 /* libFuzzer's entry points (replay_main.c calls the same ones). */
@@ -122,5 +123,12 @@ struct fuzz_args {
 };
 void fuzz_args_build(const uint8_t *data, size_t size, const char *argv0, struct fuzz_args *out);
 void fuzz_args_free(struct fuzz_args *a);
+
+/* What a reply sends (rpc.h: its embedded parts with the rest, or the response packed), decoded as
+ * a message of type `desc` as a client does; free it with protobuf_c_message_free_unpacked(m,
+ * NULL). Aborts when it does not decode. fuzz_reply_book: the Book of a GetBook or CreateBook. */
+ProtobufCMessage *fuzz_reply_decode(const struct rpc_reply *reply,
+                                    const ProtobufCMessageDescriptor *desc);
+Books__V1__Book *fuzz_reply_book(const struct rpc_reply *reply);
 
 #endif

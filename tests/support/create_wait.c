@@ -55,7 +55,8 @@ int create_sync_request(struct store *s, struct store_book *b, const char *reque
     int rc;
 
     snprintf(req.request_id, sizeof req.request_id, "%s", request_id);
-    memset(req.request_hash, hash_byte, sizeof req.request_hash);
+    memset(req.fingerprint, hash_byte, sizeof req.fingerprint);
+    memset(req.legacy_fingerprint, hash_byte ^ 0xff, sizeof req.legacy_fingerprint);
     create_wait_init(&w);
     store_create(s, &req, create_wait_done, &w);
     rc = create_wait_rc(&w);

@@ -33,9 +33,9 @@ int create_wait_rc(struct create_wait *w);
  * reference to `b`. */
 int create_sync(struct store *s, struct store_book *b);
 
-/* The same with an AIP-155 request_id (36 characters) and fingerprint (32 bytes, repeated from
- * `hash_byte`); *made (when not NULL) gets the book done() reported (a reference the caller drops)
- * or NULL. */
+/* The same with an AIP-155 request_id (36 characters), fingerprint (32 bytes of `hash_byte`) and
+ * legacy fingerprint (32 bytes of hash_byte ^ 0xff); *made (when not NULL) gets the book done()
+ * reported (a reference the caller drops) or NULL. */
 int create_sync_request(struct store *s, struct store_book *b, const char *request_id,
                         unsigned char hash_byte, struct store_book **made);
 

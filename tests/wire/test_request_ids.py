@@ -153,8 +153,9 @@ class SqliteRequestIdTest(RequestIdRules, harness.WireTestCase):
         create(stub, rid(), book_id="warm-up")
         # The database's own rule, added while the server serves (another connection).
         db = sqlite3.connect(os.path.join(self.dir, "books.db"), timeout=30)
-        db.execute("CREATE TRIGGER poison BEFORE INSERT ON books WHEN NEW.display_name = "
-                   "'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END")
+        # The row's book is its encoded Book: the title "poison" is in its bytes.
+        db.execute("CREATE TRIGGER poison BEFORE INSERT ON books WHEN instr(NEW.book, "
+                   "CAST('poison' AS BLOB)) > 0 BEGIN SELECT RAISE(ABORT, 'poisoned'); END")
         db.commit()
         db.close()
         outcome = burst_with_poison(srv)
@@ -214,7 +215,9 @@ class PostgresRequestIdTest(RequestIdRules, harness.WireTestCase):
         srv = self.start_server(env=self.store_env())
         create(srv.stub(), rid(), book_id="warm-up")
         db = db_of(self.uri)
-        CLUSTER.psql("ALTER TABLE books ADD CONSTRAINT poison CHECK (display_name <> 'poison')",
+        # The row's book is its encoded Book: the title "poison" is in its bytes.
+        CLUSTER.psql("ALTER TABLE books ADD CONSTRAINT poison CHECK "
+                     "(position('poison'::bytea in book) = 0)",
                      db=db)
         # The burst must share a transaction whatever the machine's load does to its timing: a
         # session holds the table (EXCLUSIVE: reads pass, writes wait), one create waits on it,
@@ -241,7 +244,7 @@ class PostgresRequestIdTest(RequestIdRules, harness.WireTestCase):
         self.assertEqual(set(outcome["others"]), {"OK"}, outcome)
         self.assertEqual(CLUSTER.psql("SELECT count(*) FROM books", db=db),
                          str(2 + len(outcome["others"])))  # the warm-up and the first create
-        self.assertTrue(any("refused a row of a batch" in l.get("message", "")
+        self.assertTrue(any("refused a row of a round" in l.get("message", "")
                             for l in srv.log_lines(strict=False)),
                         "no batch was split: the burst never shared a transaction")
 
@@ -269,7 +272,7 @@ class LostReplyTest(harness.WireTestCase):
         made = create(self.stub, r, timeout=30)
         self.assertEqual(self.proxy.drops, 1)
         self.assertEqual(self.rows_of(r), made.name)  # exactly one, the one answered
-        self.assertTrue(any("after a broken connection" in l.get("message", "")
+        self.assertTrue(any("after a lost connection" in l.get("message", "")
                             for l in self.srv.log_lines(strict=False)))
 
     def test_the_clients_retry_gets_the_original(self):

@@ -29,7 +29,7 @@
 /* Every libpq function the backend calls (and the tests, through the same names). */
 #define LIBPQ_FUNCTIONS(X)                                                                         \
     X(PQcancel) X(PQclear) X(PQcmdStatus) X(PQcmdTuples) X(PQconnectdbParams) X(PQconsumeInput)    \
-    X(PQdb) X(PQenterPipelineMode) X(PQerrorMessage) X(PQexec) X(PQfinish) X(PQflush)              \
+    X(PQdb) X(PQenterPipelineMode) X(PQerrorMessage) X(PQexec) X(PQexecParams) X(PQfinish) X(PQflush)              \
     X(PQfreeCancel) X(PQgetCancel) X(PQgetisnull) X(PQgetlength) X(PQgetResult) X(PQgetvalue)      \
     X(PQhost) X(PQisBusy) X(PQnfields) X(PQntuples) X(PQparameterStatus) X(PQpipelineSync)         \
     X(PQport) X(PQprepare) X(PQresultErrorField) X(PQresultStatus) X(PQsendQueryParams)            \
@@ -111,6 +111,13 @@ char *PQdb(const PGconn *conn) { return FN(PQdb)(conn); }
 int PQenterPipelineMode(PGconn *conn) { return FN(PQenterPipelineMode)(conn); }
 char *PQerrorMessage(const PGconn *conn) { return FN(PQerrorMessage)(conn); }
 PGresult *PQexec(PGconn *conn, const char *query) { return FN(PQexec)(conn, query); }
+PGresult *PQexecParams(PGconn *conn, const char *command, int nParams, const Oid *paramTypes,
+                       const char *const *paramValues, const int *paramLengths,
+                       const int *paramFormats, int resultFormat)
+{
+    return FN(PQexecParams)(conn, command, nParams, paramTypes, paramValues, paramLengths,
+                            paramFormats, resultFormat);
+}
 void PQfinish(PGconn *conn) { FN(PQfinish)(conn); }
 int PQflush(PGconn *conn) { return FN(PQflush)(conn); }
 void PQfreeCancel(PGcancel *cancel) { FN(PQfreeCancel)(cancel); }

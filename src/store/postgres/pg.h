@@ -1,12 +1,14 @@
 /* pg.h: what the files of the postgresql: backend share (private to src/store/postgres/).
+ *   postgres.c  the store: its URI, open and close, connections (setup, reconnection with
+ *             backoff, availability), drain
+ *   reads.c   the reader threads with pipelined queries, the sweeper of deadlines, cancels
+ *   writes.c  the writer behind the commit pipeline: batches, outcomes, lost replies
  *   conn.c    connecting (with retries at start-up), naming a connection without its password,
  *             libpq errors to enum books_err
- *   schema.c  the schema: version table, forward-only migrations under an advisory lock, the
+ *   schema.c  the schema: version table, create, expand and contract under an advisory lock, the
  *             data set's key
- *   rows.c    authors as text[] (rows.h)
- *   libpq.c   libpq itself, loaded with dlopen() when a postgresql: store first opens
- *   postgres.c  the store: reader threads with pipelined queries, the writer behind the commit
- *             pipeline, the record cache, deadlines, reconnection, availability */
+ *   rows.c    books as PostgreSQL values, binary array parameters (rows.h)
+ *   libpq.c   libpq itself, loaded with dlopen() when a postgresql: store first opens */
 #ifndef BOOKS_PG_H
 #define BOOKS_PG_H
 
@@ -19,8 +21,8 @@
 #include <stdatomic.h>
 
 #include "books/commit_pipeline.h"
-#include "books/record_cache.h"
 #include "books/store.h"
+#include "rows.h"
 
 /* Loads libpq (libpq.c: dlopen of libpq.so.5 when the first postgresql: store opens, so that the
  * other stores never map it and its dependencies). Returns 0, or BOOKS_EIO with a message in err
@@ -65,19 +67,38 @@ bool pg_row_refused(const PGresult *res);
  * else pg_error(); *out gets the result when the caller wants it (PQclear it), else NULL. */
 int pg_exec(PGconn *conn, const char *sql, ExecStatusType want, PGresult **out);
 
-/* Schema version this binary writes and reads (see schema.c's migrations). */
-#define PG_SCHEMA_VERSION 2
-/* pg_advisory_lock key under which servers inspect and migrate the schema: "Book" in ASCII. */
+/* Most creates in one batch (the commit pipeline's batch_max with group_commit=on). */
+#define PG_WRITE_BATCH_MAX 1024
+/* Schema version this binary creates and reads (schema.c); it also serves version 2 expanded. */
+#define PG_SCHEMA_VERSION 3
+/* The layouts of books a database has (schema.c): version 3, or version 2 expanded. */
+#define PG_LAYOUT_CURRENT 3
+#define PG_LAYOUT_EXPANDED 2
+/* Advisory lock key under which servers inspect and migrate the schema ("Book" in ASCII), and,
+ * with PG_LAYOUT_CURRENT as its second half, the shared lock every connection of this version
+ * holds, by which a contract tells older servers' sessions from this version's. */
 #define PG_SCHEMA_LOCK_KEY 0x426f6f6bLL
 
-/* Brings the database's schema to PG_SCHEMA_VERSION under the advisory lock (two servers starting
- * at once on an empty database: one creates, the other waits and finds it made), refusing a
- * database whose schema is newer or that holds a `books` table this program did not create; then
- * reads the data set's key. `shown` names the database in messages. Returns 0, BOOKS_ECORRUPT
- * (newer schema, another application's tables, a damaged key), BOOKS_EUNAVAIL/BOOKS_EIO (the
- * database failed), with a message in err. Start-up thread only. */
-int pg_schema_open(PGconn *conn, const char *shown, uint8_t key[STORE_DATASET_KEY_BYTES],
-                   char *err, size_t errlen);
+/* Brings the database's schema to this binary's under the advisory lock (two servers starting at
+ * once on an empty database: one creates, the other waits and finds it made): creates version 3
+ * in an empty database, expands version 1 or 2, and contracts an expanded one to version 3 when
+ * `contract_schema`; refuses a database whose schema is newer or that holds a `books` table this
+ * program did not create; then reads the data set's key. *layout gets PG_LAYOUT_CURRENT or
+ * PG_LAYOUT_EXPANDED. `shown` names the database in messages. Returns 0, BOOKS_ECORRUPT (newer
+ * schema, another application's tables, a damaged key), BOOKS_EREFUSED (a contract while a server
+ * of the previous version is connected), BOOKS_EUNAVAIL/BOOKS_EIO (the database failed), with a
+ * message in err. Start-up thread only. */
+int pg_schema_open(PGconn *conn, const char *shown, bool contract_schema,
+                   uint8_t key[STORE_DATASET_KEY_BYTES], int *layout, char *err, size_t errlen);
+
+/* 0 when no session of this database with this connection's application_name lacks the shared
+ * layout lock (pg_hold_layout_lock): no server of an older version is connected. Else
+ * BOOKS_EREFUSED with `why` (len bytes) saying how many and from where; or the query's error. */
+int pg_contract_ready(PGconn *conn, char *why, size_t len);
+
+/* Takes the shared layout lock for the life of the session (every connection of this version
+ * does, at setup). 0 or pg_error(). */
+int pg_hold_layout_lock(PGconn *conn);
 
 /* ---- the store (postgres.c), shared with reads.c and writes.c ---------------------------------- */
 
@@ -86,6 +107,7 @@ struct params {
     int pool, statement_timeout_ms, startup_timeout_s, cache_mb;
     int group_commit;       /* 1: on */
     int synchronous_commit; /* an index into pg_synchronous_commit_values */
+    int contract;           /* 1: contract an expanded schema at start-up (schema.c) */
 };
 
 /* The values of PostgreSQL's synchronous_commit this store sets on every connection, indexed by
@@ -128,6 +150,9 @@ struct reader {
     pthread_t thread;
     bool started;
     struct link link;
+    /* A cancel request sent for this reader's connection (reads.c), or NULL: until it has reached
+     * the server, no other query is sent on the connection, which it could cancel instead. */
+    struct pg_cancel *cancel;
 };
 
 struct pg_store {
@@ -135,21 +160,14 @@ struct pg_store {
     char *conninfo;    /* the URI as libpq gets it: may hold the password; never logged */
     char shown[256];   /* postgresql://user@host:port/db: what messages name */
     struct params prm;
-    struct record_cache *cache;
+    int layout;        /* PG_LAYOUT_CURRENT or PG_LAYOUT_EXPANDED, fixed at open */
 
-    /* Write side: the pipeline's committer thread only. */
+    /* Write side: the pipeline's committer thread only (writes.c). */
     struct commit_pipeline *pipeline;
     struct link writer;
-    const char **values; /* 4 per row: the columns of a batch, column by column */
-    struct commit_item **pending; /* the items of a batch still to write (WRITE_BATCH_MAX) */
-    char *ids;                    /* the request ids' and hashes' array literals */
-    size_t ids_cap;
+    struct pg_writer *w; /* the writer's scratch: parameter arrays, the batch's state */
     uint32_t request_ttl_s;
     uint64_t purged_at_ns;        /* the last purge of old request ids (committer only) */
-    char *literals;      /* the rows' authors literals, one after another */
-    size_t literals_cap;
-    char *arrays;        /* the INSERT's four array parameters, one after another */
-    size_t arrays_cap;
 
     /* Read side. mu guards the queue, `closing` and the sweeper's fields. Both condition variables
      * wait on CLOCK_MONOTONIC. */
@@ -177,8 +195,8 @@ struct pg_store {
     _Atomic uint64_t st_round_trips, st_reads, st_cancels, st_reconnects;
 };
 
-/* CLOCK_MONOTONIC now, in nanoseconds. */
-uint64_t pg_now_ns(void);
+/* CLOCK_MONOTONIC now, in nanoseconds (store_now_ns). */
+#define pg_now_ns store_now_ns
 /* How long a connection may stay silent while a query runs before it is taken for dead (0: for
  * ever, without a statement_timeout). */
 uint64_t pg_silence_ns(const struct pg_store *st);
@@ -206,7 +224,10 @@ void pg_list_async(struct store *s, const char *after_name, size_t limit, size_t
                    void *arg);
 
 /* writes.c: commit_backend.write_batch (commit_pipeline.h) for this store, and its idle hook (the
- * purge of request ids older than the retention). Committer only. */
+ * purge of request ids older than the retention). Committer only. pg_writer_new() makes the
+ * writer's scratch at open (0 or BOOKS_ENOMEM); pg_writer_free() frees it (NULL: no-op). */
+int pg_writer_new(struct pg_store *st);
+void pg_writer_free(struct pg_writer *w);
 int pg_write_batch(void *self, struct commit_item *items, size_t n);
 void pg_writer_idle(void *self);
 

@@ -10,13 +10,13 @@
  *    connection in libpq's pipeline mode: a reader takes everything queued (at most
  *    READ_BATCH_MAX), sends it as prepared statements with binary results, one Sync, and reads the
  *    answers in order: many calls in flight share few connections and one round trip per batch.
- *    GetBook on a cached book does not reach the database (books never change once written: the
- *    record cache needs no invalidation) and answers inline.
+ *    The record cache above the store (record_cache.h) answers a GetBook of a book it holds
+ *    inline, without reaching this store.
  *  - Creates go through the commit pipeline (commit_pipeline.h): its committer thread owns the
- *    write connection and writes everything queued as BEGIN, one multi-row INSERT ... ON CONFLICT
- *    (name) DO NOTHING RETURNING name, COMMIT, in one pipelined round trip; a name not returned
- *    was taken (BOOKS_EEXIST), by an earlier book, another instance, or an earlier create of the
- *    same batch. Its answerer thread calls the done()s after the commit.
+ *    write connection and writes everything queued in as few transactions as it can, each one
+ *    BEGIN, one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING name, COMMIT, in one
+ *    pipelined round trip, every create settled from its own row (writes.c says how). Its
+ *    answerer thread calls the done()s.
  * Deadlines: a read whose deadline passes is answered BOOKS_EDEADLINE then, and when every read
  * of a reader's batch has been answered that way, the reader cancels the query in the database
  * (PQcancel). statement_timeout bounds every query in any case.
@@ -39,11 +39,8 @@
 #include "books/error.h"
 #include "books/log.h"
 #include "books/options.h"
-#include "books/record_cache.h"
 #include "pg.h"
 
-/* Creates in one transaction: 4 parameters each, within PostgreSQL's 65535. */
-#define WRITE_BATCH_MAX 1024
 /* Reconnection backoff bounds, milliseconds. */
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 5000
@@ -53,13 +50,6 @@
 #define STARTUP_CONNECT_TIMEOUT_S 5
 
 static const struct store_ops pg_ops;
-
-uint64_t pg_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* How long a connection may stay silent while a query runs before it is taken for dead: longer
  * than any query may run (statement_timeout) plus 5 s; 0 (wait for ever) without a timeout. */
@@ -111,13 +101,22 @@ static void pg_watch(struct store *s, store_state_fn fn, void *arg)
 
 /* ---- connections ----------------------------------------------------------------------------- */
 
-static const char *const prepared[][2] = {
-    {"get", STORE_POSTGRES_GET_SQL},
-    {"list_first", STORE_POSTGRES_LIST_FIRST_SQL},
-    {"list_after", STORE_POSTGRES_LIST_AFTER_SQL},
+/* The readers' prepared statements, by layout (schema.c): [0] version 3, [1] expanded. */
+static const char *const prepared[2][3][2] = {
+    {{"get", STORE_POSTGRES_GET_SQL(STORE_POSTGRES_COLUMNS_V3)},
+     {"list_first",
+      STORE_POSTGRES_LIST_FIRST_SQL(STORE_POSTGRES_COLUMNS_V3, STORE_POSTGRES_ROW_BYTES_V3)},
+     {"list_after",
+      STORE_POSTGRES_LIST_AFTER_SQL(STORE_POSTGRES_COLUMNS_V3, STORE_POSTGRES_ROW_BYTES_V3)}},
+    {{"get", STORE_POSTGRES_GET_SQL(STORE_POSTGRES_COLUMNS_EXPANDED)},
+     {"list_first", STORE_POSTGRES_LIST_FIRST_SQL(STORE_POSTGRES_COLUMNS_EXPANDED,
+                                                  STORE_POSTGRES_ROW_BYTES_EXPANDED)},
+     {"list_after", STORE_POSTGRES_LIST_AFTER_SQL(STORE_POSTGRES_COLUMNS_EXPANDED,
+                                                  STORE_POSTGRES_ROW_BYTES_EXPANDED)}},
 };
 
-/* Per-connection settings, statements (readers), then pipeline mode. 0 or a books_err.
+/* Per-connection settings, the shared layout lock (schema.c: by it a contract tells this version's
+ * sessions from older servers'), statements (readers), then pipeline mode. 0 or a books_err.
  * synchronous_commit and client_encoding are set on every connection, whatever the role, the
  * database or the URI's `options` say: a role-level synchronous_commit = off would otherwise
  * acknowledge creates before they are on disk, and a client_encoding other than UTF8 would
@@ -134,8 +133,11 @@ static int setup(struct pg_store *st, PGconn *conn, bool reader)
              st->prm.statement_timeout_ms,
              pg_synchronous_commit_values[st->prm.synchronous_commit]);
     rc = pg_exec(conn, sql, PGRES_COMMAND_OK, NULL);
-    for (size_t i = 0; rc == 0 && reader && i < sizeof prepared / sizeof prepared[0]; i++) {
-        PGresult *res = PQprepare(conn, prepared[i][0], prepared[i][1], 0, NULL);
+    if (rc == 0)
+        rc = pg_hold_layout_lock(conn);
+    const char *const(*stmts)[2] = prepared[st->layout == PG_LAYOUT_EXPANDED];
+    for (size_t i = 0; rc == 0 && reader && i < 3; i++) {
+        PGresult *res = PQprepare(conn, stmts[i][0], stmts[i][1], 0, NULL);
         rc = res && PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : pg_error(conn, res);
         PQclear(res);
     }
@@ -167,6 +169,11 @@ static int check_settings(struct pg_store *st, PGconn *conn, char *err, size_t e
         {.key = "synchronous_commit", .str = PQgetvalue(res, 0, 0)},
         {.key = "client_encoding", .str = PQgetvalue(res, 0, 1)},
         {.key = "server_encoding", .str = PQgetvalue(res, 0, 2)},
+        {.key = "schema",
+         .str = st->layout == PG_LAYOUT_EXPANDED
+                    ? "version 2, expanded: shared with servers of the previous version until "
+                      "contract=on"
+                    : "version 3"},
     };
     char msg[320];
     snprintf(msg, sizeof msg, "PostgreSQL at %s: session settings", st->shown);
@@ -303,6 +310,8 @@ static const struct opt uri_params[] = {
      .offset = PARAM(synchronous_commit),
      .choices = synchronous_commit_choices,
      .def = "on"},
+    {.name = "contract", .set = opt_set_choice, .offset = PARAM(contract), .choices = on_off,
+     .def = "off"},
 };
 
 /* Appends a parameter that is libpq's to the conninfo being rebuilt (p->self). */
@@ -370,12 +379,7 @@ static void destroy(struct pg_store *st)
     if (st->writer.conn)
         PQfinish(st->writer.conn);
     free(st->readers);
-    record_cache_free(st->cache);
-    free(st->values);
-    free(st->pending);
-    free(st->ids);
-    free(st->literals);
-    free(st->arrays);
+    pg_writer_free(st->w);
     if (st->conninfo) { /* it may hold a password: do not leave it in freed memory */
         memset(st->conninfo, 0, strlen(st->conninfo));
         free(st->conninfo);
@@ -425,23 +429,19 @@ static void pg_close(struct store *s)
 {
     struct pg_store *st = (struct pg_store *)s;
     struct commit_pipeline_stats ps = {0};
-    struct record_cache_stats cs;
 
     /* Creates first (everything queued is committed and answered), then the reads queued. */
     commit_pipeline_stop(st->pipeline, &ps);
     st->pipeline = NULL;
     stop_readers(st);
-    record_cache_stats(st->cache, &cs);
     log_msg(LOG_INFO,
-            "PostgreSQL store %s: closing; %llu books written in %llu transactions (largest "
-            "%llu); %llu reads in %llu round trips, %llu cancelled; record cache: %llu hits, %llu "
-            "misses",
+            "PostgreSQL store %s: closing; %llu books written in %llu batches (largest %llu); "
+            "%llu reads in %llu round trips, %llu cancelled",
             st->shown, (unsigned long long)ps.books_written, (unsigned long long)ps.transactions,
             (unsigned long long)ps.largest_batch,
             (unsigned long long)atomic_load(&st->st_reads),
             (unsigned long long)atomic_load(&st->st_round_trips),
-            (unsigned long long)atomic_load(&st->st_cancels), (unsigned long long)cs.hits,
-            (unsigned long long)cs.misses);
+            (unsigned long long)atomic_load(&st->st_cancels));
     destroy(st);
 }
 
@@ -507,12 +507,8 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
         destroy(st);
         return rc;
     }
-    size_t cache_bytes = (size_t)st->prm.cache_mb << 20;
-    if (limits->memory_bytes && cache_bytes > limits->memory_bytes)
-        cache_bytes = limits->memory_bytes;
-    st->values = malloc(4 * WRITE_BATCH_MAX * sizeof *st->values);
-    st->pending = malloc(WRITE_BATCH_MAX * sizeof *st->pending);
-    if (!st->values || !st->pending || record_cache_new(cache_bytes, &st->cache) != 0) {
+    st->base.cache_bytes = (size_t)st->prm.cache_mb << 20; /* the layer above (record_cache.h) */
+    if (pg_writer_new(st) != 0) {
         destroy(st);
         return BOOKS_ENOMEM;
     }
@@ -537,7 +533,8 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
         destroy(st);
         return BOOKS_ECORRUPT;
     }
-    rc = pg_schema_open(conn, st->shown, st->base.dataset_key, err, errlen);
+    rc = pg_schema_open(conn, st->shown, st->prm.contract, st->base.dataset_key, &st->layout, err,
+                        errlen);
     if (rc == 0 && (rc = check_settings(st, conn, err, errlen)) == 0 &&
         (rc = setup(st, conn, false)) != 0)
         books_format_err(err, errlen, "PostgreSQL at %s: cannot set up the connection: %s",
@@ -589,7 +586,7 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
     st->purged_at_ns = pg_now_ns();
     const struct commit_backend backend = {
         .self = st, .write_batch = pg_write_batch, .idle = pg_writer_idle};
-    rc = commit_pipeline_start(&backend, st->prm.group_commit ? WRITE_BATCH_MAX : 1,
+    rc = commit_pipeline_start(&backend, st->prm.group_commit ? PG_WRITE_BATCH_MAX : 1,
                                limits->max_queued, "books-pg", st->shown, &st->pipeline);
     if (rc != 0) {
         books_format_err(err, errlen, "PostgreSQL at %s: cannot start the commit threads",

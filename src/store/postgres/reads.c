@@ -12,6 +12,11 @@
  *    request of the batch is answered, the query is cancelled in the database (PQcancel, on a
  *    thread of its own: it connects, and must not block the reader) and the reader waits at most
  *    CANCEL_GRACE_NS more for the results before it drops the connection;
+ *  - a cancel cancels only its own batch: PostgreSQL cancels whatever the connection's backend
+ *    runs when the request arrives (and ignores one that finds it idle), and PQcancel returns once
+ *    the server has taken the request, so a reader sends nothing more on that connection until
+ *    its cancel has returned; one that takes longer than CANCEL_WAIT_NS (a slow network to the
+ *    server) costs the connection instead, which the reader replaces;
  *  - no result, and no byte sent, for longer than any query may run (statement_timeout + 5 s)
  *    means the link is dead;
  *  - a list never fetches much more than its page's bytes: the query itself cuts the page
@@ -44,6 +49,8 @@
 /* Cancel requests in flight at once (each a short-lived thread); more are skipped: the
  * statement_timeout ends those queries anyway. */
 #define MAX_CANCELS 4
+/* How long a reader waits for its cancel to reach the server before it drops the connection. */
+#define CANCEL_WAIT_NS (2ull * 1000000000u)
 /* While a query runs, a reader looks at the store's drain flag this often. */
 #define DRAIN_CHECK_NS (100ull * 1000000u)
 /* With statement_timeout 0 a query may run for ever; a silent connection is still taken for dead
@@ -52,98 +59,187 @@
 
 /* ---- answering ------------------------------------------------------------------------------- */
 
-static void answer_read(struct read_req *r, int rc, struct store_book *book, size_t n)
+static void answer_read(struct read_req *r, int rc, struct store_book *book, size_t n,
+                        const struct store_damage *damage)
 {
     if (r->answered) {
         store_book_unref(book);
         return;
     }
     r->answered = true;
+    if (rc != BOOKS_ECORRUPT)
+        damage = NULL;
     if (r->list)
-        r->list_done(r->arg, rc, rc == 0 ? n : 0);
+        r->list_done(r->arg, rc, rc == 0 ? n : 0, damage);
     else
-        r->get_done(r->arg, rc, rc == 0 ? book : NULL);
+        r->get_done(r->arg, rc, rc == 0 ? book : NULL, damage);
 }
 
 /* Fills the answer of request `r` from its result; frees nothing of the result. */
 static void finish_read(struct pg_store *st, PGconn *conn, struct read_req *r,
                         const PGresult *res)
 {
+    struct store_damage damage = {{0}, {0}};
     int rows, rc = 0;
     size_t bytes = 0, n = 0;
 
     if (r->answered)
         return;
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        answer_read(r, pg_error(conn, res), NULL, 0);
+        answer_read(r, pg_error(conn, res), NULL, 0, NULL);
         return;
     }
     rows = PQntuples(res);
     if (!r->list) {
         struct store_book *b = NULL;
-        rc = rows == 0 ? BOOKS_ENOTFOUND : pg_row_book(res, 0, 0, &b);
-        if (rc == 0 && record_cache_enabled(st->cache))
-            record_cache_put(st->cache, b,
-                             record_cache_hash(st->cache, b->name, strlen(b->name)));
-        answer_read(r, rc, b, 0);
+        rc = rows == 0 ? BOOKS_ENOTFOUND : pg_row_book(res, 0, 0, &b, &damage);
+        if (rc == BOOKS_ECORRUPT)
+            log_msg(LOG_ERROR, "PostgreSQL at %s: %s is not a book: %s", st->shown, damage.where,
+                    damage.why);
+        answer_read(r, rc, b, 0, &damage);
         return;
     }
-    if ((size_t)rows > r->limit)
+    if ((size_t)rows > r->limit) {
         rc = BOOKS_ECORRUPT;
+        snprintf(damage.where, sizeof damage.where, "a page of table books");
+        snprintf(damage.why, sizeof damage.why, "more rows than the query's limit");
+    }
     /* The query cut the page by its estimate of the bytes; the records' own sizes decide. */
     for (int i = 0; rc == 0 && i < rows; i++) {
-        rc = pg_row_book(res, i, 0, &r->out[n]);
+        rc = pg_row_book(res, i, 0, &r->out[n], &damage);
         if (rc == 0 && store_page_full(r->out, ++n, r->max_bytes, &bytes))
             break;
     }
+    if (rc == BOOKS_ECORRUPT)
+        log_msg(LOG_ERROR, "PostgreSQL at %s: %s is not a book: %s", st->shown, damage.where,
+                damage.why);
     if (rc != 0)
         for (size_t k = 0; k < n; k++)
             store_book_unref(r->out[k]);
-    answer_read(r, rc, NULL, rc == 0 ? n : 0);
+    answer_read(r, rc, NULL, rc == 0 ? n : 0, &damage);
 }
 
 /* ---- cancelling ------------------------------------------------------------------------------ */
 
 static _Atomic int cancels_running;
 
+/* A cancel in flight, shared by its thread and the reader that sent it; the last of the two to let
+ * go frees it, so neither waits on the other for longer than it wants (the reader gives up after
+ * CANCEL_WAIT_NS, a thread stuck connecting outlives it harmlessly). */
+struct pg_cancel {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC: running became false */
+    bool running;
+    int refs;
+    PGcancel *c;
+};
+
+static void cancel_drop(struct pg_cancel *k)
+{
+    pthread_mutex_lock(&k->mu);
+    bool last = --k->refs == 0;
+    pthread_mutex_unlock(&k->mu);
+    if (last) {
+        pthread_cond_destroy(&k->cv);
+        pthread_mutex_destroy(&k->mu);
+        free(k);
+    }
+}
+
 static void *cancel_main(void *arg)
 {
-    PGcancel *c = arg;
+    struct pg_cancel *k = arg;
     char why[256];
     pthread_setname_np(pthread_self(), "books-pg-cancel");
-    (void)PQcancel(c, why, sizeof why);
-    PQfreeCancel(c);
+    /* Returns once the server has closed the cancel connection, i.e. has signalled the backend
+     * (libpq's PQcancel waits for that on purpose). */
+    (void)PQcancel(k->c, why, sizeof why);
+    PQfreeCancel(k->c);
+    pthread_mutex_lock(&k->mu);
+    k->running = false;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    cancel_drop(k);
     atomic_fetch_sub(&cancels_running, 1);
     return NULL;
 }
 
-/* Asks the server to cancel what `conn` runs, without waiting: PQcancel opens a connection of its
- * own and waits for the server, so it runs on a detached thread that owns only the PGcancel
- * object. True when a cancel was sent off. */
-static bool cancel_async(struct pg_store *st, PGconn *conn)
+/* Asks the server to cancel what the reader's connection runs, without waiting: PQcancel opens a
+ * connection of its own and waits for the server, so it runs on a detached thread. True when a
+ * cancel was sent off (reader_quiesce() waits for it before the connection is used again). */
+static bool cancel_async(struct reader *rd)
 {
+    struct pg_store *st = rd->st;
     pthread_attr_t attr;
+    pthread_condattr_t ca;
     pthread_t t;
-    PGcancel *c;
-    bool started = false;
+    struct pg_cancel *k;
 
     if (atomic_fetch_add(&cancels_running, 1) >= MAX_CANCELS) {
         atomic_fetch_sub(&cancels_running, 1);
         return false;
     }
-    c = PQgetCancel(conn);
-    if (c && pthread_attr_init(&attr) == 0) {
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        started = pthread_create(&t, &attr, cancel_main, c) == 0;
-        pthread_attr_destroy(&attr);
-    }
-    if (!started) {
-        PQfreeCancel(c);
+    k = calloc(1, sizeof *k);
+    if (k)
+        k->c = PQgetCancel(rd->link.conn);
+    if (!k || !k->c || pthread_attr_init(&attr) != 0) {
+        if (k)
+            PQfreeCancel(k->c);
+        free(k);
         atomic_fetch_sub(&cancels_running, 1);
         return false;
     }
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&k->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    k->running = true;
+    k->refs = 2;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    bool started = pthread_create(&t, &attr, cancel_main, k) == 0;
+    pthread_attr_destroy(&attr);
+    if (!started) {
+        PQfreeCancel(k->c);
+        k->refs = 1;
+        cancel_drop(k);
+        atomic_fetch_sub(&cancels_running, 1);
+        return false;
+    }
+    rd->cancel = k;
     atomic_fetch_add_explicit(&st->st_cancels, 1, memory_order_relaxed);
     return true;
+}
+
+/* Before the reader sends another query on its connection, and before its thread ends: waits
+ * until its last cancel has reached the server (so that it cannot cancel that query), at most
+ * CANCEL_WAIT_NS; past that the connection is dropped (and replaced when it is needed). The
+ * reader's thread. */
+static void reader_quiesce(struct reader *rd)
+{
+    struct pg_cancel *k = rd->cancel;
+    if (!k)
+        return;
+    if (!rd->link.conn) { /* its backend is gone with the connection: nothing left to hit */
+        rd->cancel = NULL;
+        cancel_drop(k);
+        return;
+    }
+    uint64_t until = pg_now_ns() + CANCEL_WAIT_NS;
+    struct timespec at = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
+    pthread_mutex_lock(&k->mu);
+    while (k->running && pg_now_ns() < until)
+        pthread_cond_timedwait(&k->cv, &k->mu, &at);
+    bool still = k->running;
+    pthread_mutex_unlock(&k->mu);
+    rd->cancel = NULL;
+    cancel_drop(k);
+    if (still && rd->link.conn) {
+        log_msg(LOG_WARNING, "PostgreSQL at %s: a cancel request took over %llu ms to reach the "
+                "server; its read connection is replaced so that it cannot cancel another query",
+                rd->st->shown, (unsigned long long)(CANCEL_WAIT_NS / 1000000u));
+        pg_link_down(rd->st, &rd->link, false);
+    }
 }
 
 /* ---- one batch ------------------------------------------------------------------------------- */
@@ -174,9 +270,9 @@ static bool wait_result(struct reader *rd, struct read_req **batch, size_t from,
         for (size_t i = from; i < n; i++) {
             struct read_req *r = batch[i];
             if (!r->answered && drain)
-                answer_read(r, BOOKS_EUNAVAIL, NULL, 0);
+                answer_read(r, BOOKS_EUNAVAIL, NULL, 0, NULL);
             else if (!r->answered && r->deadline_ns && r->deadline_ns <= now)
-                answer_read(r, BOOKS_EDEADLINE, NULL, 0);
+                answer_read(r, BOOKS_EDEADLINE, NULL, 0, NULL);
             if (!r->answered) {
                 all_answered = false;
                 if (r->deadline_ns && r->deadline_ns < next)
@@ -187,7 +283,7 @@ static bool wait_result(struct reader *rd, struct read_req **batch, size_t from,
             if (drain && *cancelled)
                 return false; /* shutting down: no grace, drop the connection */
             if (!*cancelled) {
-                cancel_async(rd->st, conn);
+                cancel_async(rd);
                 *cancelled = true;
                 *given_up_at = now;
             }
@@ -294,7 +390,7 @@ static void run_batch(struct reader *rd, struct read_req **batch, size_t n)
             log_msg(LOG_WARNING, "PostgreSQL at %s: a read connection broke: %.200s", st->shown,
                     PQerrorMessage(conn));
         for (; i < n; i++)
-            answer_read(batch[i], BOOKS_EUNAVAIL, NULL, 0);
+            answer_read(batch[i], BOOKS_EUNAVAIL, NULL, 0, NULL);
         pg_link_down(st, &rd->link, false);
     }
 }
@@ -368,8 +464,10 @@ void *pg_reader_main(void *arg)
             pthread_mutex_lock(&st->mu);
             bool done = st->closing;
             pthread_mutex_unlock(&st->mu);
-            if (done)
+            if (done) {
+                reader_quiesce(rd);
                 return NULL;
+            }
             continue;
         }
         pthread_mutex_lock(&st->mu);
@@ -382,6 +480,7 @@ void *pg_reader_main(void *arg)
         }
         if (st->closing && !st->head) {
             pthread_mutex_unlock(&st->mu);
+            reader_quiesce(rd);
             return NULL;
         }
         n = take_batch(st, batch);
@@ -392,10 +491,12 @@ void *pg_reader_main(void *arg)
             (void)pg_link_ensure(st, &rd->link, false);
             continue;
         }
-        /* A connection the server closed while it was idle is replaced before the batch. */
+        /* A cancel still on its way could hit this batch: wait for it (or lose the connection),
+         * then a connection the server closed while it was idle is replaced before the batch. */
+        reader_quiesce(rd);
         if (pg_link_ensure(st, &rd->link, false) != 0) {
             for (size_t i = 0; i < n; i++)
-                answer_read(batch[i], BOOKS_EUNAVAIL, NULL, 0);
+                answer_read(batch[i], BOOKS_EUNAVAIL, NULL, 0, NULL);
         } else {
             run_batch(rd, batch, n);
         }
@@ -433,7 +534,7 @@ void *pg_sweeper_main(void *arg)
             while (expired) {
                 r = expired;
                 expired = r->next;
-                answer_read(r, drain ? BOOKS_EUNAVAIL : BOOKS_EDEADLINE, NULL, 0);
+                answer_read(r, drain ? BOOKS_EUNAVAIL : BOOKS_EDEADLINE, NULL, 0, NULL);
                 free(r);
             }
             pthread_mutex_lock(&st->mu);
@@ -473,7 +574,7 @@ static void enqueue(struct pg_store *st, struct read_req *r)
     }
     pthread_mutex_unlock(&st->mu);
     if (refused) {
-        answer_read(r, refused, NULL, 0);
+        answer_read(r, refused, NULL, 0, NULL);
         free(r);
     }
 }
@@ -494,21 +595,12 @@ void pg_get_async(struct store *s, const char *name, uint64_t deadline_ns,
     struct read_req *r;
 
     if (!name) {
-        done(arg, BOOKS_ENOTFOUND, NULL);
+        done(arg, BOOKS_ENOTFOUND, NULL, NULL);
         return;
-    }
-    if (record_cache_enabled(st->cache)) {
-        size_t len = strlen(name);
-        struct store_book *b =
-            record_cache_get(st->cache, name, len, record_cache_hash(st->cache, name, len));
-        if (b) {
-            done(arg, 0, b);
-            return;
-        }
     }
     r = new_req(name);
     if (!r) {
-        done(arg, BOOKS_ENOMEM, NULL);
+        done(arg, BOOKS_ENOMEM, NULL, NULL);
         return;
     }
     r->deadline_ns = deadline_ns;
@@ -525,12 +617,12 @@ void pg_list_async(struct store *s, const char *after_name, size_t limit, size_t
     struct read_req *r;
 
     if (limit == 0) {
-        done(arg, 0, 0);
+        done(arg, 0, 0, NULL);
         return;
     }
     r = new_req(after_name);
     if (!r) {
-        done(arg, BOOKS_ENOMEM, 0);
+        done(arg, BOOKS_ENOMEM, 0, NULL);
         return;
     }
     r->list = true;

@@ -8,6 +8,7 @@
 #include "books/error.h"
 #include "books/log.h"
 #include "books/options.h"
+#include "books/store_legacy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -457,11 +458,92 @@ static int migrate_request_ids(sqlite3 *db)
                        " WHERE request_id IS NOT NULL;");
 }
 
-/* Schema steps: migrations[v] takes a database from version v to v + 1. A future version adds a
- * row (and bumps SCHEMA_VERSION); old databases then walk every step in one transaction. */
+/* books_legacy_body(display_name, publisher, authors): the SQL function of migrate_book_blob, the
+ * encoded Book body of a row of schema 2 (store_legacy.h), whose `authors` blob holds each author
+ * followed by one NUL byte ("a\0b\0"; no authors: the empty blob). A row that is not one of those
+ * (a NULL, a blob without its last NUL, more authors than STORE_LEGACY_MAX_AUTHORS) fails the
+ * migration, naming it. */
+static void legacy_body_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    struct store_text authors[STORE_LEGACY_MAX_AUTHORS];
+    const char *display = (const char *)sqlite3_value_text(argv[0]);
+    const char *publisher = (const char *)sqlite3_value_text(argv[1]);
+    const char *blob = sqlite3_value_blob(argv[2]);
+    size_t len = (size_t)sqlite3_value_bytes(argv[2]), n = 0;
+    uint8_t *body;
+
+    (void)argc;
+    if (!display || !publisher || sqlite3_value_type(argv[2]) == SQLITE_NULL ||
+        (len > 0 && (!blob || blob[len - 1] != '\0'))) {
+        sqlite3_result_error(ctx, "a row of schema version 2 is damaged (a NULL column, or an "
+                                  "authors blob not ending in NUL)", -1);
+        return;
+    }
+    for (const char *p = blob, *end = blob + len; p < end; n++) {
+        const char *nul = memchr(p, '\0', (size_t)(end - p));
+        if (n == STORE_LEGACY_MAX_AUTHORS) {
+            sqlite3_result_error(ctx, "a row of schema version 2 has too many authors", -1);
+            return;
+        }
+        authors[n] = (struct store_text){p, (size_t)(nul - p)};
+        p = nul + 1;
+    }
+    const struct store_legacy_book b = {
+        .display_name = {display, (size_t)sqlite3_value_bytes(argv[0])},
+        .publisher = {publisher, (size_t)sqlite3_value_bytes(argv[1])},
+        .authors = authors,
+        .n_authors = n,
+    };
+    size_t size = store_legacy_body(&b, NULL);
+    body = sqlite3_malloc64(size ? size : 1);
+    if (!body) {
+        sqlite3_result_error_nomem(ctx);
+        return;
+    }
+    store_legacy_body(&b, body);
+    sqlite3_result_blob64(ctx, body, size, sqlite3_free);
+}
+
+/* Schema version 2 -> 3: each book as its encoded Book (sq.h) instead of three columns, and the
+ * request ids' new fingerprint column; the fingerprints version 2 stored stay in request_hash,
+ * where store_request_matches() compares retries of those requests. The rows are copied into a
+ * table of the new layout, which then takes the old one's place and its indexes. */
+static int migrate_book_blob(sqlite3 *db)
+{
+    int rc = sqlite3_create_function(db, "books_legacy_body", 3,
+                                     SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, legacy_body_fn,
+                                     NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sq_exec(db, "CREATE TABLE books_v3 ("
+                         " name TEXT PRIMARY KEY NOT NULL,"
+                         " book BLOB NOT NULL,"
+                         " request_id TEXT,"
+                         " request_fingerprint BLOB,"
+                         " request_hash BLOB,"
+                         " created_at INTEGER"
+                         ") STRICT, WITHOUT ROWID;"
+                         "INSERT INTO books_v3 (name, book, request_id, request_hash, created_at)"
+                         " SELECT name, books_legacy_body(display_name, publisher, authors),"
+                         " request_id, request_hash, created_at FROM books ORDER BY name;"
+                         "DROP TABLE books;"
+                         "ALTER TABLE books_v3 RENAME TO books;"
+                         "CREATE UNIQUE INDEX books_request_id ON books(request_id)"
+                         " WHERE request_id IS NOT NULL;"
+                         "CREATE INDEX books_request_age ON books(created_at)"
+                         " WHERE request_id IS NOT NULL;");
+    (void)sqlite3_create_function(db, "books_legacy_body", 3, SQLITE_UTF8, NULL, NULL, NULL,
+                                  NULL);
+    return rc;
+}
+
+/* Schema steps: migrations[v] takes a database from version v to v + 1. A new database walks
+ * every step too (with no rows, the copies cost nothing), so each step runs at every first start;
+ * an old one walks the steps it lacks; all of them in one transaction (migrate()). A future
+ * version adds a row and bumps SCHEMA_VERSION. */
 static int (*const migrations[SCHEMA_VERSION])(sqlite3 *db) = {
     migrate_create,      /* 0 -> 1 */
     migrate_request_ids, /* 1 -> 2 */
+    migrate_book_blob,   /* 2 -> 3 */
 };
 
 /* Brings the database to SCHEMA_VERSION in one IMMEDIATE transaction: all steps or none. */
@@ -487,12 +569,19 @@ static int migrate(struct sqlite_store *ss, char *err, size_t errlen)
     if (rc == SQLITE_OK)
         rc = sq_exec(db, "COMMIT");
     if (rc != SQLITE_OK) {
-        books_format_err(err, errlen, "sqlite store \"%s\": cannot create the schema: %s",
-                         ss->shown, sqlite3_errmsg(db));
+        books_format_err(err, errlen,
+                         "sqlite store \"%s\": cannot %s the schema (from version %lld to %d): "
+                         "%s; the database is left as it was",
+                         ss->shown, version ? "migrate" : "create", version, SCHEMA_VERSION,
+                         sqlite3_errmsg(db));
         if (!sqlite3_get_autocommit(db))
             sq_exec(db, "ROLLBACK");
-        return sq_map_rc(rc);
+        rc = sq_map_rc(rc);
+        return rc ? rc : BOOKS_EIO;
     }
+    if (version > 0 && version < SCHEMA_VERSION)
+        log_msg(LOG_INFO, "sqlite store \"%s\": schema migrated from version %lld to %d",
+                ss->shown, version, SCHEMA_VERSION);
     return 0;
 }
 
@@ -605,19 +694,19 @@ static int open_writer(struct sqlite_store *ss, const struct sqlite_options *o, 
     if (rc != 0)
         return rc;
     rc = sq_prepare(db,
-                    "INSERT INTO books(name, display_name, publisher, authors, request_id, "
-                    "request_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO books(name, book, request_id, request_fingerprint, created_at) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5)",
                     &ss->insert);
     if (rc == SQLITE_OK)
         rc = sq_prepare(db,
-                        "SELECT display_name, publisher, authors, request_hash, name FROM books "
+                        "SELECT name, book, request_fingerprint, request_hash FROM books "
                         "WHERE request_id = ?1",
                         &ss->find_request);
     if (rc == SQLITE_OK)
         rc = sq_prepare(db,
-                        "UPDATE books SET request_id = NULL, request_hash = NULL, "
-                        "created_at = NULL WHERE name IN (SELECT name FROM books WHERE "
-                        "request_id IS NOT NULL AND created_at < ?1 LIMIT ?2)",
+                        "UPDATE books SET request_id = NULL, request_fingerprint = NULL, "
+                        "request_hash = NULL, created_at = NULL WHERE name IN (SELECT name FROM "
+                        "books WHERE request_id IS NOT NULL AND created_at < ?1 LIMIT ?2)",
                         &ss->purge_requests);
     if (rc == SQLITE_OK)
         rc = sq_prepare(db, "BEGIN IMMEDIATE", &ss->begin);
@@ -666,17 +755,10 @@ int store_sqlite_open(const char *rest, const struct store_limits *limits, struc
     ss->batch_max = o.group_commit ? BATCH_MAX : 1;
     pthread_mutex_init(&ss->pool_mu, NULL);
     pthread_cond_init(&ss->pool_cv, NULL);
-    /* The cache never takes more than the memory the process gives the store. */
-    size_t cache_bytes = (size_t)o.cache_mb * 1024 * 1024;
-    if (limits->memory_bytes && cache_bytes > limits->memory_bytes)
-        cache_bytes = limits->memory_bytes;
+    /* The record cache store_open() puts above the store (record_cache.h). */
+    ss->base.cache_bytes = (size_t)o.cache_mb * 1024 * 1024;
     ss->request_ttl_s = limits->request_ttl_s ? limits->request_ttl_s : STORE_REQUEST_TTL_DEFAULT_S;
     ss->purged_at = time(NULL);
-    if (record_cache_new(cache_bytes, &ss->cache) != 0) {
-        books_format_err(err, errlen, "sqlite store \"%s\": out of memory", ss->shown);
-        rc = BOOKS_ENOMEM;
-        goto fail;
-    }
 
     rc = resolve_paths(ss->shown, &ss->path, dir, err, errlen);
     if (rc != 0)

@@ -13,17 +13,26 @@
  *
  * On disk: one SQLite database in WAL mode, application_id BOOKS_APPLICATION_ID (so a file that
  * is not ours is told apart precisely), schema versioned with user_version and brought forward by
- * the `migrations` table, one step per version. Tables (both STRICT, both WITHOUT ROWID so the
- * primary key is the clustered b-tree and a lookup or keyset page is one index descent):
- *   books(name TEXT PRIMARY KEY, display_name TEXT, publisher TEXT, authors BLOB,
- *         request_id TEXT, request_hash BLOB, created_at INTEGER)  -- the last three: version 2
+ * the `migrations` table of open.c, one step per version, all of them in one transaction. Tables
+ * (both STRICT, both WITHOUT ROWID so the primary key is the clustered b-tree and a lookup or
+ * keyset page is one index descent):
+ *   books(name TEXT PRIMARY KEY,    -- the resource name, "books/{book}"
+ *         book BLOB,                -- the encoded books.v1.Book but its name (store.h: the body)
+ *         request_id TEXT,          -- AIP-155: store.h's request id model, on the book's row
+ *         request_fingerprint BLOB, --   its fingerprint
+ *         request_hash BLOB,        --   363d47a's fingerprint, only for ids that version stored
+ *         created_at INTEGER)       --   when it was stored, seconds since the epoch
  *   meta(key TEXT PRIMARY KEY, value BLOB)   -- 'dataset_key': 32 random bytes, made once
- * An AIP-155 request_id is kept on the row of the book its create made, with the request's
- * fingerprint and the time (seconds since the epoch), under a partial unique index, and cleared
- * by the committer once older than the retention (store_limits.request_ttl_s).
- * `authors` holds each author followed by one NUL byte ("a\0b\0"; no authors: the empty blob).
- * Store strings are C strings, so no author contains a NUL: the encoding round-trips any UTF-8,
- * commas, newlines and every other would-be separator included, and decodes without copying.
+ * The book is kept as the proto encodes it, so a field added to books.proto is stored, and read
+ * back, with no change here; the row shows by hand with `sqlite3 PATH "SELECT hex(book) FROM
+ * books WHERE name = 'books/x'" | xxd -r -p | protoc --decode=books.v1.Book ...` (README). A
+ * request_id's row is found by a partial unique index; the committer clears the request columns
+ * of rows older than the retention (store_limits.request_ttl_s).
+ * Versions: 1 and 2 are 363d47a's (display_name, publisher and authors columns); 3 is this layout,
+ * which version 2 databases reach by a migration that encodes each row's book from those columns
+ * (legacy.h) in the migration's one transaction. Only one process opens a database at a time (the
+ * lock), so no older server reads it meanwhile; after the migration an older server refuses it
+ * ("written by a newer books-server").
  * Order: the BINARY collation compares with memcmp() and then by length, which for NUL-free UTF-8
  * is exactly strcmp() order, the store contract's (the database encoding is fixed to UTF-8 at
  * creation and checked at open: in UTF-16 BINARY would order differently).
@@ -31,25 +40,31 @@
  * Threads and ownership:
  *  - Creates go through the commit pipeline (commit_pipeline.h): create() queues and returns, the
  *    pipeline's committer thread calls write_batch() here with everything queued (at most
- *    BATCH_MAX creates: BEGIN IMMEDIATE, one INSERT per create with one prepared statement,
+ *    BATCH_MAX creates: BEGIN IMMEDIATE, per create a look-up of its request id and one INSERT,
  *    COMMIT, one fsync of the log for the whole batch), and its answerer thread calls each done()
  *    after the commit. The committer thread owns the write connection and its statements; no other
- *    thread touches them between store_sqlite_open() and close. A duplicate name, also within one
- *    batch, fails that INSERT alone (SQLite undoes just the statement): BOOKS_EEXIST for that
- *    call. Any other failure rolls the whole batch back and every call in it gets the mapped error
- *    (BOOKS_ENOSPC when full, BOOKS_EIO, ...); the next batch starts afresh, so the store recovers
- *    when space returns. group_commit=off sets the batch bound to 1.
+ *    thread touches them between store_sqlite_open() and close.
+ *  - Each create's outcome is its own statement's: a name that is taken, also by an earlier create
+ *    of the same batch, fails that INSERT alone (SQLite undoes just the statement): BOOKS_EEXIST;
+ *    a request id found (also one an earlier create of the batch stored) answers the create by
+ *    store_request_matches(); a row the database's own rules refuse fails alone
+ *    (BOOKS_EREFUSED). A failure of the batch before COMMIT rolls it all back and every create in
+ *    it gets the mapped error (BOOKS_ENOSPC when full, BOOKS_EIO, ...): nothing of it was stored.
+ *    A COMMIT that fails with an I/O error (an fsync of the log that failed) may have left a
+ *    commit record that recovery finds later: those creates are answered BOOKS_EUNKNOWN. The next
+ *    batch starts afresh, so the store recovers when space returns. group_commit=off sets the
+ *    batch bound to 1.
  *  - Reads use a pool of read-only connections (WAL: readers never block the writer or each
- *    other), each with its get/list statements prepared once. A reader takes an idle connection
+ *    other), each with its get/list statements prepared once; a read answers inline, on the
+ *    caller's thread. A reader takes an idle connection
  *    from the pool's free list (the pool mutex guards only that list), uses it without any lock,
  *    resets its statement (ending the read transaction, so checkpoints are not held back) and
  *    gives it back. The pool opens connections lazily up to READERS_MAX, then makes callers wait.
  *    Connections are opened SQLITE_OPEN_NOMUTEX: each is used by one thread at a time, handed
  *    over through a mutex.
- *  - Records come out of store_book_new() (one allocation per book). The pipeline keeps a
- *    reference while a create is queued, and the record cache (record_cache.h) one per cached
- *    book: books never change once committed, so a cached record never goes stale and a cached
- *    GetBook does not touch SQLite at all. Reads fill the cache, creates do not.
+ *  - Records come out of store_book_new() (one allocation per book: its name and the row's book
+ *    blob, copied). The pipeline keeps a reference while a create is queued; the record cache
+ *    above this store (record_cache.h, cache_mb) keeps the books read.
  *  - Checkpoints (copying the log into the database file) are the committer's too, between
  *    batches (the pipeline's idle hook, after a batch is handed over), every CHECKPOINT_FRAMES
  *    pages (SQLite's automatic checkpoint would run inside COMMIT and delay a whole batch's
@@ -67,13 +82,12 @@
 #include <time.h>
 
 #include "books/commit_pipeline.h"
-#include "books/record_cache.h"
 #include "books/store.h"
 
 /* "Book" in ASCII: PRAGMA application_id of every books database. */
 #define BOOKS_APPLICATION_ID 0x426f6f6b
-/* PRAGMA user_version this binary writes and reads; see `migrations`. */
-#define SCHEMA_VERSION 2
+/* PRAGMA user_version this binary writes and reads; see `migrations` in open.c. */
+#define SCHEMA_VERSION 3
 /* How often the committer forgets request_ids older than the retention, seconds, and at most how
  * many per pass (the pass runs between batches: it must stay short). */
 #define REQUEST_PURGE_EVERY_S 60
@@ -98,10 +112,8 @@
 #define WRITER_CACHE_KIB 16384
 #define MAX_SIZE_MB_LIMIT 1048576
 #define CACHE_MB_LIMIT 65536
-/* Default budget of the record cache (see "the record cache"), MiB, as URI text. */
+/* Default budget of the record cache above the store (record_cache.h), MiB, as URI text. */
 #define CACHE_MB_DEFAULT "16"
-/* Author pointers decoded on the stack before falling back to malloc. */
-#define AUTHORS_ON_STACK 32
 
 /* ---- the store ------------------------------------------------------------------------------- */
 
@@ -109,10 +121,8 @@ struct reader {
     struct reader *next; /* in the pool's idle list */
     sqlite3 *db;
     sqlite3_stmt *get;
-    sqlite3_stmt *list_first; /* whole rows: without the cache */
+    sqlite3_stmt *list_first;
     sqlite3_stmt *list_after;
-    sqlite3_stmt *names_first; /* names only: with the cache, rows come from it or from `get` */
-    sqlite3_stmt *names_after;
 };
 
 struct sqlite_store {
@@ -129,8 +139,6 @@ struct sqlite_store {
     sqlite3_stmt *find_request, *purge_requests;
     uint32_t request_ttl_s;
     time_t purged_at; /* the last purge of old request_ids (committer only) */
-    char *blob_buf; /* authors blob scratch (committer only) */
-    size_t blob_cap;
     int wal_frames;     /* pages in the log after the last commit (committer only) */
     int wal_backfilled; /* of those, copied into the database by the last checkpoint */
     struct commit_pipeline *pipeline;
@@ -139,8 +147,6 @@ struct sqlite_store {
     pthread_cond_t pool_cv; /* signalled when a connection is returned or a slot frees */
     struct reader *idle;    /* guarded by pool_mu */
     size_t n_readers;       /* open or being opened; guarded by pool_mu */
-
-    struct record_cache *cache;
 };
 
 /* The store's operations (store.c); store_sqlite_open() installs them. */

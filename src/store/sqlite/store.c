@@ -1,11 +1,12 @@
-/* store.c: the open sqlite: store (sq.h has the design): the read connection pool, get and list
- * through the record cache, creates through the commit pipeline, checkpoints, close, statistics. */
+/* store.c: the open sqlite: store (sq.h has the design): the read connection pool, get and list,
+ * creates through the commit pipeline, checkpoints, close, statistics. */
 #include "books/store_sqlite.h"
 
 #include "sq.h"
 
 #include "books/error.h"
 #include "books/log.h"
+#include "books/record_cache.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -14,51 +15,19 @@
 
 /* ---- reading rows ---------------------------------------------------------------------------- */
 
-/* Builds a record from the current row of `st`. Columns: [name,] display_name, publisher,
- * authors; `name` NULL means the row has the name column first. */
-static int row_to_book(sqlite3_stmt *st, const char *name, struct store_book **out)
+/* Builds a record from column `col` (the book blob) of the current row of `st` and `name`
+ * (name_len bytes). A row whose blob is NULL, or whose name or blob store_book_new() refuses, is
+ * damaged or foreign data. */
+static int row_to_book(sqlite3_stmt *st, int col, const char *name, size_t name_len,
+                       struct store_book **out)
 {
-    const char *stack_authors[AUTHORS_ON_STACK];
-    const char **authors = stack_authors;
-    const char *display, *publisher, *blob;
-    size_t len, n_authors = 0;
-    int col = 0;
-    int rc;
+    const uint8_t *blob = sqlite3_column_blob(st, col);
+    size_t len = (size_t)sqlite3_column_bytes(st, col);
 
-    if (!name)
-        name = (const char *)sqlite3_column_text(st, col++);
-    display = (const char *)sqlite3_column_text(st, col);
-    publisher = (const char *)sqlite3_column_text(st, col + 1);
-    blob = sqlite3_column_blob(st, col + 2);
-    len = (size_t)sqlite3_column_bytes(st, col + 2);
-    if (!name || !display || !publisher || (len > 0 && !blob)) {
-        /* NOT NULL columns read as NULL: either out of memory converting, or damaged data. */
+    if (!name || (!blob && (len > 0 || sqlite3_column_type(st, col) == SQLITE_NULL)))
         return sqlite3_errcode(sqlite3_db_handle(st)) == SQLITE_NOMEM ? BOOKS_ENOMEM
                                                                       : BOOKS_ECORRUPT;
-    }
-    if (len > 0 && blob[len - 1] != '\0')
-        return BOOKS_ECORRUPT;
-    /* The blob ends with a NUL (checked above), so memchr always finds one. */
-    for (const char *p = blob, *end = blob + len; p < end;
-         p = (const char *)memchr(p, 0, (size_t)(end - p)) + 1)
-        n_authors++;
-    if (n_authors > STORE_MAX_AUTHORS)
-        return BOOKS_ECORRUPT; /* store.h: more than any record of this API can have */
-    if (n_authors > AUTHORS_ON_STACK) {
-        authors = malloc(n_authors * sizeof(*authors));
-        if (!authors)
-            return BOOKS_ENOMEM;
-    }
-    /* Pointers into SQLite's copy of the blob, valid until the next step or reset; the record
-     * copies them. */
-    for (size_t i = 0, off = 0; i < n_authors; i++) {
-        authors[i] = blob + off;
-        off += strlen(blob + off) + 1;
-    }
-    rc = store_book_new(name, display, authors, n_authors, publisher, out);
-    if (authors != stack_authors)
-        free(authors);
-    return rc;
+    return store_book_new(name, name_len, blob ? blob : (const uint8_t *)"", len, out);
 }
 
 /* ---- the read connection pool ---------------------------------------------------------------- */
@@ -70,8 +39,6 @@ static void reader_close(struct reader *r)
     sqlite3_finalize(r->get);
     sqlite3_finalize(r->list_first);
     sqlite3_finalize(r->list_after);
-    sqlite3_finalize(r->names_first);
-    sqlite3_finalize(r->names_after);
     sqlite3_close(r->db);
     free(r);
 }
@@ -90,17 +57,12 @@ int sq_reader_open(struct sqlite_store *ss, struct reader **out, char *msg, size
     if (rc == SQLITE_OK) {
         sqlite3_extended_result_codes(r->db, 1);
         sqlite3_busy_timeout(r->db, BUSY_TIMEOUT_MS);
-        rc = sq_prepare(r->db, "SELECT display_name, publisher, authors FROM books WHERE name = ?1",
-                        &r->get);
+        rc = sq_prepare(r->db, STORE_SQLITE_GET_SQL, &r->get);
     }
     if (rc == SQLITE_OK)
         rc = sq_prepare(r->db, STORE_SQLITE_LIST_FIRST_SQL, &r->list_first);
     if (rc == SQLITE_OK)
         rc = sq_prepare(r->db, STORE_SQLITE_LIST_AFTER_SQL, &r->list_after);
-    if (rc == SQLITE_OK)
-        rc = sq_prepare(r->db, STORE_SQLITE_NAMES_FIRST_SQL, &r->names_first);
-    if (rc == SQLITE_OK)
-        rc = sq_prepare(r->db, STORE_SQLITE_NAMES_AFTER_SQL, &r->names_after);
     if (rc != SQLITE_OK) {
         books_format_err(msg, msglen, "%s", r->db ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
         reader_close(r);
@@ -154,71 +116,46 @@ static void reader_release(struct sqlite_store *ss, struct reader *r)
 
 /* ---- get, list ------------------------------------------------------------------------------- */
 
-/* Reads the book `name` (len bytes, NUL-terminated) with r->get. Returns 0, BOOKS_ENOTFOUND, or
- * another books_err. */
-static int reader_fetch(struct reader *r, const char *name, size_t len, struct store_book **out)
-{
-    int rc = sqlite3_bind_text(r->get, 1, name, (int)len, SQLITE_STATIC);
-    int step;
-
-    if (rc != SQLITE_OK)
-        rc = sq_map_rc(rc);
-    else if ((step = sqlite3_step(r->get)) == SQLITE_ROW)
-        rc = row_to_book(r->get, name, out);
-    else
-        rc = step == SQLITE_DONE ? BOOKS_ENOTFOUND : sq_map_rc(step);
-    /* Ends the read transaction at once (unless a list holds it), so checkpoints go on. */
-    sqlite3_reset(r->get);
-    return rc;
-}
-
 static int sqlite_get(struct store *s, const char *name, struct store_book **out)
 {
     struct sqlite_store *ss = (struct sqlite_store *)s;
-    struct store_book *b = NULL;
     struct reader *r;
     size_t len;
-    uint64_t hash = 0;
-    int rc;
+    int rc, step;
 
     if (!name)
         return BOOKS_ENOTFOUND;
     len = strlen(name);
     if (len > INT_MAX)
         return BOOKS_ENOTFOUND;
-    if (record_cache_enabled(ss->cache)) {
-        hash = record_cache_hash(ss->cache, name, len);
-        b = record_cache_get(ss->cache, name, len, hash);
-        if (b) {
-            *out = b;
-            return 0;
-        }
-    }
     r = reader_acquire(ss, &rc);
     if (!r)
         return rc;
-    rc = reader_fetch(r, name, len, &b);
+    rc = sqlite3_bind_text(r->get, 1, name, (int)len, SQLITE_STATIC);
+    if (rc != SQLITE_OK)
+        rc = sq_map_rc(rc);
+    else if ((step = sqlite3_step(r->get)) == SQLITE_ROW)
+        rc = row_to_book(r->get, 0, name, len, out);
+    else
+        rc = step == SQLITE_DONE ? BOOKS_ENOTFOUND : sq_map_rc(step);
+    /* Ends the read transaction at once, so checkpoints go on. */
+    sqlite3_reset(r->get);
     reader_release(ss, r);
-    if (rc != 0)
-        return rc;
-    if (record_cache_enabled(ss->cache))
-        record_cache_put(ss->cache, b, hash);
-    *out = b;
-    return 0;
+    if (rc == BOOKS_ECORRUPT)
+        log_msg(LOG_ERROR, "sqlite store \"%s\": the row of %s is not a book", ss->shown, name);
+    return rc;
 }
 
-/* With the cache, the page's names come from SQLite (one walk of the primary key in a single
- * read transaction, so the page is one consistent snapshot) and each book from the cache, or on a
- * miss from `get` inside the same transaction. Without it, whole rows come from the walk. */
+/* One walk of the primary key in a single read transaction: the page is one consistent
+ * snapshot, built row by row until it is full. */
 static int sqlite_list(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
                        struct store_book **out, size_t *n_out)
 {
     struct sqlite_store *ss = (struct sqlite_store *)s;
-    sqlite3_int64 lim = limit > (size_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)limit;
-    bool cached = record_cache_enabled(ss->cache);
     struct reader *r;
     sqlite3_stmt *st;
     size_t n = 0, bytes = 0;
+    sqlite3_int64 lim = limit > INT_MAX ? INT_MAX : (sqlite3_int64)limit;
     int rc, step = SQLITE_DONE;
 
     if (limit == 0) {
@@ -231,37 +168,21 @@ static int sqlite_list(struct store *s, const char *after_name, size_t limit, si
     /* Two statements rather than `name > ''`: the contract lists from the very first name when
      * after_name is empty, and the empty string is a valid (if odd) name. */
     if (!after_name || after_name[0] == '\0') {
-        st = cached ? r->names_first : r->list_first;
+        st = r->list_first;
         rc = sqlite3_bind_int64(st, 1, lim);
     } else {
-        st = cached ? r->names_after : r->list_after;
+        st = r->list_after;
         rc = sqlite3_bind_text(st, 1, after_name, -1, SQLITE_STATIC);
         if (rc == SQLITE_OK)
             rc = sqlite3_bind_int64(st, 2, lim);
     }
     rc = sq_map_rc(rc);
     while (rc == 0 && n < limit && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        if (!cached) {
-            rc = row_to_book(st, NULL, &out[n]);
-        } else {
-            const char *name = (const char *)sqlite3_column_text(st, 0);
-            size_t len = (size_t)sqlite3_column_bytes(st, 0);
-            uint64_t hash;
-
-            if (!name) {
-                rc = BOOKS_ECORRUPT;
-                break;
-            }
-            hash = record_cache_hash(ss->cache, name, len);
-            out[n] = record_cache_get(ss->cache, name, len, hash);
-            if (!out[n]) {
-                rc = reader_fetch(r, name, len, &out[n]);
-                if (rc == BOOKS_ENOTFOUND)
-                    rc = BOOKS_ECORRUPT; /* listed, then not found in the same snapshot */
-                if (rc == 0)
-                    record_cache_put(ss->cache, out[n], hash);
-            }
-        }
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        rc = row_to_book(st, 1, name, (size_t)sqlite3_column_bytes(st, 0), &out[n]);
+        if (rc == BOOKS_ECORRUPT)
+            log_msg(LOG_ERROR, "sqlite store \"%s\": a row listed after \"%s\" is not a book",
+                    ss->shown, after_name ? after_name : "");
         /* Rows are built one at a time as SQLite steps: the walk stops as soon as the page's bytes
          * are there, so a page of large books never builds more than its byte bound. */
         if (rc == 0 && store_page_full(out, ++n, max_bytes, &bytes))
@@ -291,75 +212,30 @@ static void sqlite_create(struct store *s, const struct store_create_req *req,
     commit_pipeline_submit(ss->pipeline, req, done, arg);
 }
 
-/* The authors blob of `b` (see the top): *out, *len. Store records lay their strings out one after
- * another, so the blob usually is the record's own memory; otherwise it is built in blob_buf.
- * SQLITE_OK or SQLITE_NOMEM. */
-static int authors_blob(struct sqlite_store *ss, const struct store_book *b, const char **out,
-                        size_t *len)
-{
-    const char *start = b->n_authors ? b->authors[0] : "";
-    size_t total = 0;
-    bool contiguous = true;
-
-    for (size_t i = 0; i < b->n_authors; i++) {
-        if (b->authors[i] != start + total)
-            contiguous = false;
-        total += strlen(b->authors[i]) + 1;
-    }
-    *len = total;
-    if (contiguous) {
-        *out = start;
-        return SQLITE_OK;
-    }
-    if (total > ss->blob_cap) {
-        char *buf = realloc(ss->blob_buf, total);
-
-        if (!buf)
-            return SQLITE_NOMEM;
-        ss->blob_buf = buf;
-        ss->blob_cap = total;
-    }
-    total = 0;
-    for (size_t i = 0; i < b->n_authors; i++) {
-        size_t l = strlen(b->authors[i]) + 1;
-
-        memcpy(ss->blob_buf + total, b->authors[i], l);
-        total += l;
-    }
-    *out = ss->blob_buf;
-    return SQLITE_OK;
-}
-
 /* One INSERT of item's book (and its request id, when it has one); returns its SQLite rc
  * (SQLITE_DONE when inserted). */
 static int insert_book(struct sqlite_store *ss, const struct commit_item *it)
 {
     const struct store_book *b = it->book;
     sqlite3_stmt *st = ss->insert;
-    const char *authors;
     size_t len;
+    const uint8_t *body = store_book_body(b, &len);
     int rc;
 
-    rc = authors_blob(ss, b, &authors, &len);
-    /* SQLITE_STATIC: the strings outlive the step (the queue holds a reference to the record).
-     * A zero-length blob needs a non-NULL pointer, or SQLite binds NULL. */
+    /* SQLITE_STATIC: the bytes outlive the step (the queue holds a reference to the record). A
+     * zero-length blob needs a non-NULL pointer, or SQLite binds NULL; the body always points into
+     * the record. */
+    rc = sqlite3_bind_text(st, 1, b->name, (int)b->name_len, SQLITE_STATIC);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 1, b->name, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 2, b->display_name, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 3, b->publisher, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_blob64(st, 4, authors, len, SQLITE_STATIC);
+        rc = sqlite3_bind_blob64(st, 2, body, len, SQLITE_STATIC);
     if (rc == SQLITE_OK && it->request_id[0]) {
-        rc = sqlite3_bind_text(st, 5, it->request_id, -1, SQLITE_STATIC);
+        rc = sqlite3_bind_text(st, 3, it->request_id, -1, SQLITE_STATIC);
         if (rc == SQLITE_OK)
-            rc = sqlite3_bind_blob(st, 6, it->request_hash, sizeof it->request_hash,
-                                   SQLITE_STATIC);
+            rc = sqlite3_bind_blob(st, 4, it->fingerprint, sizeof it->fingerprint, SQLITE_STATIC);
         if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int64(st, 7, (sqlite3_int64)time(NULL));
+            rc = sqlite3_bind_int64(st, 5, (sqlite3_int64)time(NULL));
     } else if (rc == SQLITE_OK) {
-        for (int i = 5; rc == SQLITE_OK && i <= 7; i++)
+        for (int i = 3; rc == SQLITE_OK && i <= 5; i++)
             rc = sqlite3_bind_null(st, i);
     }
     if (rc != SQLITE_OK)
@@ -368,9 +244,9 @@ static int insert_book(struct sqlite_store *ss, const struct commit_item *it)
 }
 
 /* An item with a request_id seen before (AIP-155): rc 0 and `made` the book the earlier request
- * made (the same fingerprint), or BOOKS_EREUSED (another one). Returns SQLITE_DONE when the id is
- * new, SQLITE_ROW when it was found (item answered), or SQLite's error. The writer's own
- * transaction sees the items written before it in the same batch. */
+ * made (store_request_matches), or BOOKS_EREUSED. Returns SQLITE_DONE when the id is new,
+ * SQLITE_ROW when it was found (item answered), or SQLite's error. The writer's own transaction
+ * sees the items written before it in the same batch. */
 static int find_request(struct sqlite_store *ss, struct commit_item *it)
 {
     sqlite3_stmt *st = ss->find_request;
@@ -380,23 +256,22 @@ static int find_request(struct sqlite_store *ss, struct commit_item *it)
         return rc;
     step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
-        const void *hash = sqlite3_column_blob(st, 3);
-        const char *name = (const char *)sqlite3_column_text(st, 4);
-        if (sqlite3_column_bytes(st, 3) == (int)sizeof it->request_hash && hash &&
-            memcmp(hash, it->request_hash, sizeof it->request_hash) == 0) {
-            it->rc = name ? row_to_book(st, name, &it->made) : BOOKS_ECORRUPT;
-        } else {
+        /* Columns: name, book, request_fingerprint, request_hash. */
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        if (store_request_matches(it->fingerprint, it->legacy_fingerprint, sqlite3_column_blob(st, 2),
+                                  (size_t)sqlite3_column_bytes(st, 2), sqlite3_column_blob(st, 3),
+                                  (size_t)sqlite3_column_bytes(st, 3)))
+            it->rc = row_to_book(st, 1, name, (size_t)sqlite3_column_bytes(st, 0), &it->made);
+        else
             it->rc = BOOKS_EREUSED;
-        }
     }
     sqlite3_reset(st);
     return step;
 }
 
-/* commit_backend.write_batch: BEGIN IMMEDIATE, one INSERT per create with one prepared statement,
- * COMMIT (with synchronous=full, one fsync of the log for the whole batch). A duplicate name, also
- * within the batch, fails that INSERT alone (SQLite undoes just the statement). Any other failure
- * rolls the whole batch back. Committer thread only. */
+/* commit_backend.write_batch: BEGIN IMMEDIATE, per create a look-up of its request id and one
+ * INSERT with one prepared statement, COMMIT (with synchronous=full, one fsync of the log for the
+ * whole batch). Each create's outcome is its own statement's (sq.h). Committer thread only. */
 int sq_write_batch(void *self, struct commit_item *items, size_t n)
 {
     struct sqlite_store *ss = self;
@@ -422,7 +297,8 @@ int sq_write_batch(void *self, struct commit_item *items, size_t n)
         if (rc == SQLITE_DONE) {
             items[i].rc = 0;
         } else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
-            /* Only this statement was undone; the transaction goes on. */
+            /* Only this statement was undone; the transaction goes on. (The request id was
+             * looked up above in this transaction, so a unique conflict is the name's.) */
             items[i].rc = BOOKS_EEXIST;
         } else if ((rc & 0xff) == SQLITE_CONSTRAINT || rc == SQLITE_TOOBIG ||
                    rc == SQLITE_MISMATCH) {
@@ -438,6 +314,22 @@ int sq_write_batch(void *self, struct commit_item *items, size_t n)
         }
     }
     rc = sq_step_reset(ss->commit);
+    if (rc != SQLITE_DONE && (rc & 0xff) == SQLITE_IOERR) {
+        /* The log was written, and its fsync (or a write) failed: a commit record may be in the
+         * log, which recovery replays. Whether these creates are stored is not known. */
+        log_msg(LOG_ERROR, "sqlite store \"%s\": COMMIT failed with an I/O error (%s): the %zu "
+                "creates of the batch may or may not be stored", ss->shown,
+                sqlite3_errmsg(ss->writer), n);
+        if (!sqlite3_get_autocommit(ss->writer))
+            (void)sq_step_reset(ss->rollback);
+        for (size_t i = 0; i < n; i++) {
+            if (items[i].rc == 0)
+                items[i].rc = BOOKS_EUNKNOWN;
+            store_book_unref(items[i].made);
+            items[i].made = NULL;
+        }
+        return 0;
+    }
     if (rc != SQLITE_DONE) {
         fail = rc;
         goto failed;
@@ -451,6 +343,10 @@ failed:
         log_msg(LOG_ERROR, "sqlite store \"%s\": ROLLBACK failed: %s", ss->shown,
                 sqlite3_errmsg(ss->writer));
     log_msg(LOG_WARNING, "sqlite store \"%s\": %s (%d)", ss->shown, sqlite3_errstr(fail), fail);
+    for (size_t i = 0; i < n; i++) {
+        store_book_unref(items[i].made);
+        items[i].made = NULL;
+    }
     rc = sq_map_rc(fail);
     return rc ? rc : BOOKS_EIO;
 }
@@ -469,10 +365,6 @@ int sq_on_wal_commit(void *arg, sqlite3 *db, const char *name, int n_frames)
     return SQLITE_OK;
 }
 
-/* Replaces SQLite's automatic checkpoint, which would run inside COMMIT and hold back every
- * done() of that batch: here it runs after the batch has been handed to the answerer, while the
- * next batch gathers. PASSIVE: never waits for readers; pages a reader still needs are copied next
- * time. */
 /* Forgets request_ids older than the retention, at most REQUEST_PURGE_MAX per pass, a pass every
  * REQUEST_PURGE_EVERY_S (sooner while a pass finds a full load). Committer, between batches. */
 static void purge_requests(struct sqlite_store *ss)
@@ -496,6 +388,10 @@ static void purge_requests(struct sqlite_store *ss)
         ss->purged_at = 0; /* more are due: again after the next batch */
 }
 
+/* commit_backend.idle: forgets old request ids, then replaces SQLite's automatic checkpoint,
+ * which would run inside COMMIT and hold back every done() of that batch: here it runs after the
+ * batch has been handed to the answerer, while the next batch gathers. PASSIVE: never waits for
+ * readers; pages a reader still needs are copied next time. */
 void sq_maybe_checkpoint(void *self)
 {
     struct sqlite_store *ss = self;
@@ -557,8 +453,6 @@ void sq_destroy(struct sqlite_store *ss, bool checkpoint)
         close(ss->lock_fd);
     }
     free(ss->lock_path);
-    record_cache_free(ss->cache);
-    free(ss->blob_buf);
     pthread_cond_destroy(&ss->pool_cv);
     pthread_mutex_destroy(&ss->pool_mu);
     free(ss->path);
@@ -571,18 +465,15 @@ static void sqlite_close(struct store *s)
     struct sqlite_store *ss = (struct sqlite_store *)s;
 
     struct commit_pipeline_stats ps;
-    struct record_cache_stats cs;
 
     /* Commits everything queued and answers it, then reports what the store did. */
     commit_pipeline_stop(ss->pipeline, &ps);
     ss->pipeline = NULL;
-    record_cache_stats(ss->cache, &cs);
     log_msg(LOG_INFO,
             "sqlite store \"%s\": closing; %llu books written in %llu transactions (largest "
-            "%llu, %llu rolled back); record cache: %llu hits, %llu misses",
+            "%llu, %llu rolled back)",
             ss->shown, (unsigned long long)ps.books_written, (unsigned long long)ps.transactions,
-            (unsigned long long)ps.largest_batch, (unsigned long long)ps.rollbacks,
-            (unsigned long long)cs.hits, (unsigned long long)cs.misses);
+            (unsigned long long)ps.largest_batch, (unsigned long long)ps.rollbacks);
     sq_destroy(ss, true);
 }
 
@@ -596,16 +487,17 @@ const struct store_ops sq_ops = {
 
 int store_sqlite_stats(struct store *s, struct store_sqlite_stats *out)
 {
-    struct sqlite_store *ss = (struct sqlite_store *)s;
+    struct store *below = record_cache_below(s);
+    struct sqlite_store *ss = (struct sqlite_store *)below;
 
-    if (!s || s->ops != &sq_ops || !out)
+    if (!below || below->ops != &sq_ops || !out)
         return BOOKS_EINVAL;
     struct commit_pipeline_stats ps = {0};
-    struct record_cache_stats cs;
+    struct record_cache_stats cs = {0};
 
     if (ss->pipeline)
         commit_pipeline_stats(ss->pipeline, &ps);
-    record_cache_stats(ss->cache, &cs);
+    (void)record_cache_layer_stats(s, &cs); /* zeros without a cache */
     out->transactions = ps.transactions;
     out->commits = ps.commits;
     out->rollbacks = ps.rollbacks;
