@@ -20,7 +20,8 @@ What is forwarded
   Any other method is UNIMPLEMENTED (not forwarded, not counted). Server and channel both take
   and send messages up to MAX_MESSAGE_BYTES (64 MiB), so a request over production's 10 MiB reaches
   the front and is answered as production answers it, and a response of any size the emulator
-  sends comes back.
+  sends comes back. (A request over 64 MiB is refused by grpcio itself, RESOURCE_EXHAUSTED, before
+  the front sees it: not counted.)
 
 The order of the checks, for each call (the first that applies answers it):
   1. size: a request over max_request_bytes (production's 10,485,760) is INVALID_ARGUMENT
@@ -28,7 +29,7 @@ The order of the checks, for each call (the first that applies answers it):
   2. deny(): every call of the methods denied, while the window is open;
   3. throttle(): a share of the calls of its methods, RESOURCE_EXHAUSTED;
   4. fail_reads() (the next N reads), then fail_first_reads() (first attempt of each distinct read);
-  5. delay(): sleeps, then goes on;
+  5. delay(): sleeps, then goes on (a call whose client left meanwhile is not forwarded);
   6. forwarded (a BatchWrite over split_bytes in several parts, see below);
   7. apply_then_drop(): the call was forwarded and applied, and the client gets an error instead
      of the reply.
@@ -75,7 +76,10 @@ Stats (reset_stats() zeroes them all):
   last_metadata(method): {key: value} the last forwarded call of `method` passed on (None before
   one), e.g. {"authorization": "Bearer owner", "google-cloud-resource-prefix": ..., ...}.
   A call's code is counted before its status is sent, so once a client has its answer the counts
-  include it.
+  include it. A call whose deadline passed while it waited in delay() counts DEADLINE_EXCEEDED
+  (the front waits for the client's own deadline to end it), one cancelled by its client
+  CANCELLED; neither is forwarded. A size is the
+  serialized request's length as the front received it (the store sends uncompressed).
 
 Splitting (production takes 10 MiB, the emulator refuses any message over 4 MiB with
 RESOURCE_EXHAUSTED "gRPC message exceeds maximum size 4194304: N"):
@@ -83,8 +87,10 @@ RESOURCE_EXHAUSTED "gRPC message exceeds maximum size 4194304: N"):
   the wire level, without parsing or re-encoding a Write: its top-level fields are read (tag and
   length), each `writes` entry (field 2) is kept as the exact bytes it came as, and the other
   fields (database, labels) go into every part. The writes are put in order into parts as large as
-  fit in split_bytes (a Write alone over split_bytes is a part by itself, and the emulator refuses
-  it as it would). The parts are sent one after another, in order; the responses' bytes are
+  fit in split_bytes (a Write alone over split_bytes is a part by itself, which the emulator
+  refuses; it refuses any field value over 1,048,487 bytes anyway, INVALID_ARGUMENT). A request
+  of exactly split_bytes goes whole (the emulator takes 4,194,304 and refuses 4,194,305: the
+  self-test checks both). The parts are sent one after another, in order; the responses' bytes are
   concatenated, which for BatchWriteResponse (only repeated fields: write_results 1, status 2) is
   exactly the merge: both lists in write order, one entry per write. BatchWrite is not atomic, so
   this is what production would do with the one request. When a part fails as a call, the client
@@ -95,7 +101,21 @@ RESOURCE_EXHAUSTED "gRPC message exceeds maximum size 4194304: N"):
   where production would apply up to 10 MiB). commit_over_limit="split" cuts it like a BatchWrite
   into several Commits (NOT atomic: a failing later part leaves the earlier applied) and merges
   the responses: write_results concatenated, commit_time the last part's. Only for tests that
-  need the documents written and do not test atomicity.
+  need the documents written and do not test atomicity. (The emulator's REST API has the same
+  4 MiB limit: there is no faithful way to apply a 4-10 MiB Commit in it.)
+
+Limitations, besides the Commit above:
+  - production's other limits are not imitated: at most 500 writes per Commit or BatchWrite (the
+    emulator takes more; the store never sends more), the 1 MiB document (the emulator has its
+    own), per-document write rates;
+  - the size check comes before deny(): which production checks first is not known here;
+  - throttle() draws in the order calls reach the front: with concurrent callers that order, and
+    so which calls are refused, is theirs; the share and the count in faults() are the front's;
+  - fail_first_reads() keys by the request's exact bytes: a retry that differs in any byte (a
+    different page token, a field in another order) is a new read and fails once too;
+  - a BatchWrite's parts are sent one by one, so a split call takes as long as its parts together;
+  - the emulator's own messages are forwarded as they are (e.g. its NOT_FOUND "Document (NAME) not
+    found."), which may word things differently from production.
 
 Also here: firestore_stubs(), the generated Python modules for proto/google/firestore/v1 (cached
 like harness.py's stubs, never committed), and split_writes()/merge_responses(), the wire-level
@@ -619,6 +639,16 @@ class Front:
             seconds = min(seconds, max(0.0, left))
         if seconds > 0:
             self._stopping.wait(seconds)
+        left = context.time_remaining()
+        if left is not None and left <= 0:
+            # Its deadline passed meanwhile: not forwarded, and no answer of the front's own
+            # (the client's clock may be a little behind this one): the client's deadline ends it.
+            bound = time.monotonic() + 2.0
+            while context.is_active() and time.monotonic() < bound:
+                self._stopping.wait(0.01)
+            raise _Answer(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        if not context.is_active():  # cancelled meanwhile: not forwarded
+            raise _Answer(grpc.StatusCode.CANCELLED, "Cancelled")
 
     def _drop(self, method, drop, context):
         code, message = drop
@@ -653,7 +683,8 @@ class Front:
         for part in parts:
             self._forwarded(method)
             fut = self._up[method].future(part, metadata=md, timeout=self._timeout(context))
-            context.add_callback(fut.cancel)
+            if not context.add_callback(fut.cancel):  # the call has ended already
+                fut.cancel()
             try:
                 responses.append(fut.result())
             except grpc.FutureCancelledError:  # the client went away: nobody hears this
@@ -680,7 +711,8 @@ class Front:
         self._forwarded(method)
         call = self._up[method](request, metadata=self._metadata(method, context),
                                 timeout=self._timeout(context))
-        context.add_callback(call.cancel)
+        if not context.add_callback(call.cancel):
+            call.cancel()
         try:
             if drop:
                 for _ in call:
