@@ -62,8 +62,9 @@ or a sequence of them, from METHODS):
       reply lost. UNAVAILABLE comes at once with "Socket closed" (what gRPC's client says of a
       connection that broke); DEADLINE_EXCEEDED comes when the client's deadline passes (at most
       DROP_HOLD_CAP_S later; at once for a call without one) with "Deadline Exceeded".
-  clear()
-      every fault off, now; stats are kept.
+  clear(*names)
+      every fault off, now, or only those named ("deny", "throttle", "fail_reads",
+      "fail_first_reads", "delay", "apply_then_drop"); stats are kept.
 
 Stats (reset_stats() zeroes them all):
   stats() -> {method: {"calls": n arrived, "codes": {"OK": n, "UNAVAILABLE": n, ...} as answered
@@ -413,6 +414,7 @@ class Front:
         returns "127.0.0.1:PORT" (also .host; .port the number)."""
         if self._server is not None:
             raise RuntimeError("the front is already started")
+        self._stopping.clear()
         opts = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
         self.emulator_host = emulator_host
@@ -459,11 +461,16 @@ class Front:
     def _until(seconds):
         return None if seconds is None else time.monotonic() + float(seconds)
 
-    def clear(self):
-        """Every fault off (stats kept)."""
+    _FAULT_KEYS = {"deny": "deny", "throttle": "throttle", "fail_reads": "fail_reads",
+                   "fail_first_reads": "fail_first", "delay": "delay", "apply_then_drop": "drop"}
+
+    def clear(self, *faults):
+        """Every fault off, or only the ones named ("deny", "throttle", "fail_reads",
+        "fail_first_reads", "delay", "apply_then_drop"); stats kept."""
+        keys = [self._FAULT_KEYS[f] for f in faults] or list(self._FAULT_KEYS.values())
         with self._mu:
-            self._faults = {"deny": None, "throttle": None, "fail_reads": None,
-                            "fail_first": None, "delay": None, "drop": None}
+            for k in keys:
+                self._faults[k] = None
 
     def deny(self, seconds, code=grpc.StatusCode.PERMISSION_DENIED, message=None,
              methods=METHODS):

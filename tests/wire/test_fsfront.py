@@ -517,7 +517,7 @@ class ConcurrencyTest(FrontTestCase):
             for _ in range(10):
                 self.front.deny(None)
                 time.sleep(0.05)
-                self.front.clear()
+                self.front.clear("deny")
                 self.front.throttle(0.5, None)
                 time.sleep(0.05)
                 self.front.clear()
