@@ -6,8 +6,9 @@ Run with Debian's /usr/bin/python3 (python3-protobuf and python3-grpc-tools):
     /usr/bin/python3 tests/fuzz/make_corpus.py
 
 Valid messages are built with the Python classes that grpc_tools.protoc generates (into a
-temporary directory) from the repository's own proto/books/v1/books.proto and the Debian protos
-it imports, the same roots as CMakeLists.txt; a few seeds are hand-made bytes (broken framing,
+temporary directory) from the repository's own proto/ (books/v1/books.proto, the google/api protos
+it imports, google/firestore/v1/firestore.proto) and the Debian protos (google/rpc, google/protobuf,
+grpc), the same roots as CMakeLists.txt; a few seeds are hand-made bytes (broken framing,
 bad UTF-8). The output is deterministic: running it again rewrites the same files (gzip with
 mtime 0), and it first removes every file of each corpus directory it writes, so a corpus is
 exactly what this script says. Each seed is small and meant to reach one path: a found book, a
@@ -34,6 +35,7 @@ import zlib
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 CORPUS = os.path.join(HERE, "corpus")
+# google/rpc only: google/api comes from proto/, the first root.
 GOOGLEAPIS = os.environ.get("GOOGLEAPIS_PROTO_DIR", "/usr/share/gocode/src/github.com/gogo/googleapis")
 GRPC_PROTOS = os.environ.get("GRPC_PROTO_DIR", "/usr/share/grpc-proto")
 PROTOBUF_PROTOS = "/usr/include"
