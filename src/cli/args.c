@@ -41,11 +41,11 @@ static const struct command {
      "Creates a book (CreateBook) and prints it, with the resource name the server gave it. "
      "Without --id the server assigns a UUID4. The server checks every field and reports each bad "
      "or missing one; nothing is checked here. Each create carries a fresh request_id (AIP-155), "
-     "and a call that ends UNAVAILABLE, DEADLINE_EXCEEDED or UNKNOWN is retried with the same one "
-     "(--retries times, waiting 0.1 s, then twice as long each time, at most 2 s): the server "
-     "answers a retry with the book the first attempt made, so a reply lost on the way makes no "
-     "second book. A create that still fails prints its request_id; --request-id ID retries it "
-     "later."},
+     "and a call that ends UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN or ABORTED (the store's "
+     "conflict with another write) is retried with the same one (--retries times, waiting 0.1 s, "
+     "then twice as long each time, at most 2 s): the server answers a retry with the book the "
+     "first attempt made, so a reply lost on the way makes no second book. A create that still "
+     "fails prints its request_id; --request-id ID retries it later."},
     {"get", CLI_GET, "NAME", "Get a book by its resource name.",
      "Gets one book (GetBook) and prints it. NAME is the book's resource name, books/ID; a bare "
      "ID (no '/') means books/ID."},
@@ -111,9 +111,9 @@ static const struct opt options[] = {
      .max = 10,
      .def = "3",
      .tags = CMD(CLI_CREATE),
-     .help = "Further attempts of a create that ends UNAVAILABLE, DEADLINE_EXCEEDED or UNKNOWN, "
-             "with the same request_id and growing waits (0.1 s doubling, at most 2 s). 0: none. "
-             "Default: 3."},
+     .help = "Further attempts of a create that ends UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN or "
+             "ABORTED, with the same request_id and growing waits (0.1 s doubling, at most 2 s). "
+             "0: none. Default: 3."},
     {.name = "page-size",
      .arg = "N",
      .set = opt_set_int,
