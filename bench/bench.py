@@ -33,19 +33,17 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.abspath(os.environ.get("BOOKS_SOURCE_DIR") or os.path.join(HERE, ".."))
-GOOGLEAPIS_PROTO_DIR = os.environ.get("GOOGLEAPIS_PROTO_DIR") or \
-    "/usr/share/gocode/src/github.com/gogo/googleapis"
 
-# books.proto and what it imports, as (path relative to an include root, include root). The
-# google/protobuf imports come with grpc_tools (its bundled well-known types).
+# books.proto and what it imports, as (path relative to an include root, include root): all of it in
+# proto/. The google/protobuf imports come with grpc_tools (its bundled well-known types).
 PROTOS = [
     ("books/v1/books.proto", os.path.join(SOURCE_DIR, "proto")),
     ("google/api/field_behavior.proto", os.path.join(SOURCE_DIR, "proto")),
     ("google/api/field_info.proto", os.path.join(SOURCE_DIR, "proto")),
     ("google/api/resource.proto", os.path.join(SOURCE_DIR, "proto")),
-    ("google/api/annotations.proto", GOOGLEAPIS_PROTO_DIR),
-    ("google/api/http.proto", GOOGLEAPIS_PROTO_DIR),
-    ("google/api/client.proto", GOOGLEAPIS_PROTO_DIR),
+    ("google/api/annotations.proto", os.path.join(SOURCE_DIR, "proto")),
+    ("google/api/http.proto", os.path.join(SOURCE_DIR, "proto")),
+    ("google/api/client.proto", os.path.join(SOURCE_DIR, "proto")),
 ]
 
 SERVICE = "books.v1.BooksService"
@@ -63,7 +61,7 @@ def stub_dir():
     """Generates (once per input hash) and returns the directory holding books/v1/books_pb2.py."""
     for rel, root in PROTOS:
         if not os.path.isfile(os.path.join(root, rel)):
-            die("%s not found under %s (set GOOGLEAPIS_PROTO_DIR, or run bench/deps.sh)" % (rel, root))
+            die("%s not found under %s (BOOKS_SOURCE_DIR: the repository)" % (rel, root))
     import grpc_tools
     h = hashlib.sha256(repr(grpc_tools.__file__).encode())
     for rel, root in PROTOS:

@@ -23,7 +23,6 @@ IMAGE=${BOOKS_IMAGE:-books-server:test}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BASE_FULL=docker.io/library/debian:bookworm
 BASE_SLIM=docker.io/library/debian:bookworm-slim
-GOOGLEAPIS_PROTO_DIR=/usr/share/gocode/src/github.com/gogo/googleapis
 GRPC_PROTO_DIR=/usr/share/grpc-proto
 # The podman invocations that work without a Docker engine or a registry on these machines.
 BUILD_OPTS=(--isolation chroot --network host --pull=never)
@@ -161,20 +160,21 @@ sh tests/hardening/check.sh "$WORK/books-server" || fail "the image's books-serv
 step "4/4 run and smoke-test"
 cat > "$WORK/smoke.py" <<'EOF'
 """Smoke test of a books-server container with Debian's grpcio; stubs generated at run time.
-usage: smoke.py WORK SRC GOOGLEAPIS_DIR GRPC_PROTO_DIR PORT CONTAINER full|create|get"""
+usage: smoke.py WORK SRC GRPC_PROTO_DIR PORT CONTAINER full|create|get"""
 import os, subprocess, sys, time
 import grpc
 import grpc_tools
 from grpc_tools import protoc
 
-work, src, googleapis, grpc_protos, port, ctr, mode = sys.argv[1:8]
+work, src, grpc_protos, port, ctr, mode = sys.argv[1:7]
 stubs = os.path.join(work, "stubs")
 if not os.path.isdir(stubs):
     os.makedirs(stubs + ".tmp")
+    # books.proto and its google/api imports are all in proto/.
     protos = ["books/v1/books.proto", "google/api/field_behavior.proto",
               "google/api/field_info.proto", "google/api/resource.proto", "google/api/annotations.proto", "google/api/http.proto",
               "google/api/client.proto", "grpc/health/v1/health.proto"]
-    args = ["protoc", "-I" + os.path.join(src, "proto"), "-I" + googleapis, "-I" + grpc_protos,
+    args = ["protoc", "-I" + os.path.join(src, "proto"), "-I" + grpc_protos,
             "-I" + os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"),
             "--python_out=" + stubs + ".tmp", "--grpc_python_out=" + stubs + ".tmp"] + protos
     if protoc.main(args) != 0:
@@ -276,7 +276,7 @@ smoke() {  # MODE: the gRPC calls against $CTR on $port
   # Bounded (timeout), and without gRPC core's fork handlers: smoke.py runs podman through
   # subprocess while gRPC's threads run (tests/wire/harness.py says why that matters).
   GRPC_ENABLE_FORK_SUPPORT=0 timeout --kill-after=10 180 /usr/bin/python3 "$WORK/smoke.py" \
-    "$WORK" "$SRC" "$GOOGLEAPIS_PROTO_DIR" "$GRPC_PROTO_DIR" "$port" "$CTR" "$1" \
+    "$WORK" "$SRC" "$GRPC_PROTO_DIR" "$port" "$CTR" "$1" \
     || { podman logs "$CTR" 2>&1 | tail -n 30; fail "gRPC smoke test ($1) against $CTR (log above)"; }
 }
 stop_ok() {  # podman stop sends the image's STOPSIGNAL (SIGTERM), SIGKILL after 10 s

@@ -327,6 +327,121 @@ static void test_token_never_in_plaintext_to_another_host(void **state)
     cli_args_cleanup(&a);
 }
 
+/* gRPC's ipv4: and ipv6: targets are comma-separated lists (its naming doc), and the channel may
+ * connect to any address in one: a token goes in plaintext only when every address is loopback.
+ * The message names the first address that is not, quoted, and the list. */
+static void test_token_and_target_lists(void **state)
+{
+    (void)state;
+    struct cli_args a;
+    char err[CLI_ERR_BYTES];
+    static const char *const loopback[] = {
+        "ipv4:127.0.0.1:8080,127.0.0.2:8081",
+        "ipv4:127.0.0.1:1,127.255.255.254:65535,127.0.0.1",
+        "ipv4:127.0.0.1", /* the port is optional: 443 */
+        "ipv6:[::1]:8080,[::1]:8081",
+        "ipv6:::1",
+        "ipv6:[::1]",
+        "ipv6:[::ffff:127.0.0.1]:80,[0:0:0:0:0:0:0:1]:81",
+        "unix:/run/a.sock,/run/b.sock",
+        "unix-abstract:books,other",
+    };
+    /* Each list, and the address the message must name. */
+    static const struct {
+        const char *target, *offending;
+    } remote[] = {
+        {"ipv4:127.0.0.1:1,203.0.113.5:443", "203.0.113.5:443"},
+        {"ipv4:203.0.113.5:443,127.0.0.1:1", "203.0.113.5:443"},
+        {"ipv4:127.0.0.1:1,127.0.0.2:2,10.0.0.1:3", "10.0.0.1:3"},
+        {"ipv4:203.0.113.5:443", "203.0.113.5:443"},
+        {"ipv4:128.0.0.1:80", "128.0.0.1:80"},
+        {"ipv6:[::1]:80,[2001:db8::1]:443", "[2001:db8::1]:443"},
+        {"ipv6:[::1]:80,[::ffff:203.0.113.5]:443", "[::ffff:203.0.113.5]:443"},
+        {"ipv6:::2", "::2"},
+        {"ipv6:[::127.0.0.1]:80", "[::127.0.0.1]:80"}, /* IPv4-compatible, not loopback */
+    };
+    /* Lists gRPC would read differently, or not at all: refused, naming the bad piece. */
+    static const struct {
+        const char *target, *offending;
+    } malformed[] = {
+        {"ipv4:", ""},
+        {"ipv4:127.0.0.1:80,", ""},
+        {"ipv4:127.0.0.1:80,,127.0.0.1:81", ""},
+        {"ipv4:,127.0.0.1:80", ""},
+        {"ipv4:localhost:80", "localhost:80"},
+        {"ipv4:127.0.0.1:", "127.0.0.1:"},
+        {"ipv4:127.0.0.1:65536", "127.0.0.1:65536"},
+        {"ipv4:127.0.0.1:80:81", "127.0.0.1:80:81"},
+        {"ipv4:127.0.0.1:8x", "127.0.0.1:8x"},
+        {"ipv4:127.1:80", "127.1:80"},
+        {"ipv4:127.0.0.01:80", "127.0.0.01:80"},
+        {"ipv4:[127.0.0.1]:80", "[127.0.0.1]:80"},
+        {"ipv4://127.0.0.1:80", "//127.0.0.1:80"},
+        {"ipv4:///127.0.0.1:80", "///127.0.0.1:80"},
+        /* percent-escapes gRPC's URI parser decodes: a comma, then another host */
+        {"ipv4:127.0.0.1:80%2C203.0.113.5:443", "127.0.0.1:80%2C203.0.113.5:443"},
+        {"ipv4:127.0.0.1:80?x", "127.0.0.1:80?x"},
+        {"ipv6:[::1]:80,::1:80", "::1:80"},
+        {"ipv6:[::1", "[::1"},
+        {"ipv6:[::1]80", "[::1]80"},
+        {"ipv6:[::1]:", "[::1]:"},
+        {"ipv6:[]:80", "[]:80"},
+        {"ipv6:[::1%lo]:80", "[::1%lo]:80"},
+        {"ipv6:127.0.0.1", "127.0.0.1"},
+    };
+    for (size_t i = 0; i < sizeof loopback / sizeof loopback[0]; i++) {
+        if (PARSE(&a, err, "list", "--token", "t", "--addr", loopback[i]) != 0)
+            fail_msg("%s: %s", loopback[i], err);
+        assert_string_equal(a.target, loopback[i]);
+        cli_args_cleanup(&a);
+    }
+    for (int kind = 0; kind < 2; kind++) {
+        size_t n = kind ? sizeof malformed / sizeof malformed[0] : sizeof remote / sizeof remote[0];
+        for (size_t i = 0; i < n; i++) {
+            const char *target = kind ? malformed[i].target : remote[i].target;
+            const char *offending = kind ? malformed[i].offending : remote[i].offending;
+            char want[128];
+            if (PARSE(&a, err, "list", "--token", "t", "--addr", target) != BOOKS_EINVAL)
+                fail_msg("%s: a token was allowed", target);
+            snprintf(want, sizeof want, "plaintext to \"%s\" (an address of \"%s\" that is not",
+                     offending, target);
+            if (!strstr(err, want))
+                fail_msg("%s: expected '%s' in: %s", target, want, err);
+            assert_non_null(strstr(err, "--tls"));
+            assert_non_null(strstr(err, "--insecure-token"));
+            /* The ways out still work. */
+            assert_int_equal(PARSE(&a, err, "list", "--token", "t", "--addr", target, "--tls"), 0);
+            cli_args_cleanup(&a);
+            assert_int_equal(
+                PARSE(&a, err, "list", "--token", "t", "--addr", target, "--insecure-token"), 0);
+            cli_args_cleanup(&a);
+            /* And without a token, the list goes to gRPC as it is. */
+            assert_int_equal(PARSE(&a, err, "list", "--addr", target), 0);
+            cli_args_cleanup(&a);
+        }
+    }
+    /* The token from the environment is held to the same rule. */
+    char *const env[] = {"BOOKS_TOKEN=t", NULL};
+    assert_int_equal(
+        parse_env(&a, err, env, "list", "--addr", "ipv4:127.0.0.1:1,203.0.113.5:443", (char *)NULL),
+        BOOKS_EINVAL);
+    assert_non_null(strstr(err, "\"203.0.113.5:443\""));
+    /* A hostile offending address is quoted too: one line, cut with "...". */
+    assert_int_equal(PARSE(&a, err, "list", "--token", "t", "--addr",
+                           "ipv4:127.0.0.1:1,evil\nhost:80,127.0.0.1:2"),
+                     BOOKS_EINVAL);
+    assert_non_null(
+        strstr(err, "to \"evil?host:80\" (an address of \"ipv4:127.0.0.1:1,evil?host:80,"));
+    assert_null(strchr(err, '\n'));
+    char long_list[200];
+    snprintf(long_list, sizeof long_list, "ipv4:127.0.0.1:1,%0100d", 7);
+    assert_int_equal(PARSE(&a, err, "list", "--token", "t", "--addr", long_list), BOOKS_EINVAL);
+    assert_non_null(strstr(err, "to \"000000000000000000000000000000000000000000000000...\" ("));
+    /* A single address is named as before, quoted. */
+    assert_int_equal(PARSE(&a, err, "list", "--token", "t", "--addr", "10.0.0.1:80"), BOOKS_EINVAL);
+    assert_non_null(strstr(err, "in plaintext to \"10.0.0.1:80\", where"));
+}
+
 /* Each bad line, and a piece of what its message must say. */
 static void test_usage_errors(void **state)
 {
@@ -535,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_addr_urls),
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_token_never_in_plaintext_to_another_host),
+        cmocka_unit_test(test_token_and_target_lists),
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_help_and_version_win),
         cmocka_unit_test(test_help_text),

@@ -6,8 +6,9 @@
  *     purpose: answer with any status and details, with no details or undecodable ones, with a
  *     response that is not a message or with none, or not at all (the deadline); and which shows
  *     what the client sent (the authorization and user-agent headers, the method, the request).
- * Plus the refusals of client_new(), targets nobody serves, and client_free()'s cleanup (valgrind
- * and ASan check that nothing leaks). */
+ * Plus the refusals of client_new(), targets nobody serves, client_free()'s cleanup (valgrind
+ * and ASan check that nothing leaks), and which failures `books create` (cli_run()) retries with
+ * the same request_id, against the stub. */
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -28,6 +29,7 @@
 
 #include <cmocka.h>
 
+#include "books/cli.h"
 #include "books/client.h"
 #include "books/codec.h"
 #include "books/log.h"
@@ -397,6 +399,8 @@ enum stub_mode {
     STUB_HANG,       /* nothing at all: waits until the client gives up */
 };
 
+#define STUB_MAX_CREATES 8
+
 #define TAG_CALL ((void *)1)
 #define TAG_SHUTDOWN ((void *)2)
 #define TAG_BATCH ((void *)3)
@@ -413,12 +417,16 @@ struct stub {
     grpc_status_code status;
     char message[BOOKS_ERROR_MESSAGE_BYTES];
     grpc_slice details; /* the grpc-status-details-bin value; empty: none sent */
+    int book_after;     /* STUB_STATUS: from this call on (1-based), a Book instead; 0: never */
     /* What the last call carried. */
     int calls;
     char method[128];
     int n_authorization;
     char authorization[256];
     char user_agent[256];
+    /* The request_id of each CreateBook, in order (at most STUB_MAX_CREATES). */
+    int n_creates;
+    char request_ids[STUB_MAX_CREATES][40];
 };
 
 static void copy_slice(char *dst, size_t cap, grpc_slice s)
@@ -463,6 +471,8 @@ static void stub_serve(struct stub *s, grpc_call *call, const grpc_call_details 
         }
     }
     enum stub_mode mode = s->mode;
+    if (mode == STUB_STATUS && s->book_after > 0 && s->calls >= s->book_after)
+        mode = STUB_BOOK;
     grpc_status_code status = s->status;
     grpc_slice message = grpc_slice_from_copied_string(s->message);
     grpc_slice details_bin = grpc_slice_ref(s->details);
@@ -483,6 +493,25 @@ static void stub_serve(struct stub *s, grpc_call *call, const grpc_call_details 
         if (codec_decode(request, &books__v1__get_book_request__descriptor, NULL, &a, &m, &e) ==
             0) {
             snprintf(name, sizeof name, "%s", ((Books__V1__GetBookRequest *)m)->name);
+            codec_free_request(m, &a);
+        }
+        arena_cleanup(&a);
+    } else if (request && strcmp(s->method, "/books.v1.BooksService/CreateBook") == 0) {
+        unsigned char buf[1024];
+        struct arena a;
+        struct books_error e;
+        ProtobufCMessage *m = NULL;
+        arena_init(&a, buf, sizeof buf);
+        books_error_init(&e, &a);
+        if (codec_decode(request, &books__v1__create_book_request__descriptor, NULL, &a, &m, &e) ==
+            0) {
+            const Books__V1__CreateBookRequest *r = (const Books__V1__CreateBookRequest *)m;
+            snprintf(name, sizeof name, "books/%s", r->book_id);
+            pthread_mutex_lock(&s->mu);
+            if (s->n_creates < STUB_MAX_CREATES)
+                snprintf(s->request_ids[s->n_creates++], sizeof s->request_ids[0], "%s",
+                         r->request_id);
+            pthread_mutex_unlock(&s->mu);
             codec_free_request(m, &a);
         }
         arena_cleanup(&a);
@@ -621,11 +650,27 @@ static void stub_answer(struct stub *s, enum stub_mode mode, grpc_status_code st
     pthread_mutex_lock(&s->mu);
     s->mode = mode;
     s->status = status;
+    s->book_after = 0;
     snprintf(s->message, sizeof s->message, "%s", message ? message : "");
     grpc_slice_unref(s->details);
     s->details = grpc_empty_slice();
     if (details)
         assert_int_equal(codec_encode_status_details(details, &s->details), 0);
+    pthread_mutex_unlock(&s->mu);
+}
+
+#define STUB_ALWAYS (-1)
+
+/* Answers the next `failures` calls (STUB_ALWAYS: every call) with `status` and `message`, every
+ * later one with a Book; and counts calls and creates from 0 again. */
+static void stub_fail_then_book(struct stub *s, grpc_status_code status, const char *message,
+                                int failures)
+{
+    stub_answer(s, STUB_STATUS, status, message, NULL);
+    pthread_mutex_lock(&s->mu);
+    s->book_after = failures == STUB_ALWAYS ? 0 : failures + 1;
+    s->calls = 0;
+    s->n_creates = 0;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -993,6 +1038,108 @@ static void test_unparseable_target(void **state)
 
 /* ---- cleanup --------------------------------------------------------------------------------- */
 
+/* ---- `books create`'s retries (cli_run()) ------------------------------------------------------
+ */
+
+/* `books create --addr STUB --id x ... --retries RETRIES`, parsed by cli_parse() and run by
+ * cli_run(): the exit status, and what it printed on stdout and stderr (*out, *errs: the caller
+ * frees them). */
+static int books_create(const struct stub *s, const char *retries, char **out, char **errs)
+{
+    char addr[32], err[CLI_ERR_BYTES];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s->port);
+    char *argv[] = {
+        "books", "create",   "--addr", addr,          "--id", "x",         "--title",
+        "T",     "--author", "A",      "--publisher", "P",    "--retries", (char *)retries,
+        NULL};
+    char *const envp[] = {NULL};
+    struct cli_args a;
+    size_t out_len = 0, errs_len = 0;
+    if (cli_parse(&a, (int)(sizeof argv / sizeof argv[0]) - 1, argv, envp, err, sizeof err) != 0)
+        fail_msg("cli_parse: %s", err);
+    FILE *o = open_memstream(out, &out_len), *e = open_memstream(errs, &errs_len);
+    assert_non_null(o);
+    assert_non_null(e);
+    int status = cli_run(&a, o, e);
+    assert_int_equal(fclose(o), 0);
+    assert_int_equal(fclose(e), 0);
+    cli_args_cleanup(&a);
+    return status;
+}
+
+/* A create that ends UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN or ABORTED (what the server answers
+ * for a store conflict, STORE_ABORTED: "... retry it") is tried again with the same request_id,
+ * --retries times, and prints the book a later attempt makes; when the attempts run out it prints
+ * the request_id to finish it with. Every other status is final: one call. */
+static void test_cli_create_retries_with_the_same_request_id(void **state)
+{
+    struct stub_fixture *f = *state;
+    struct stub *s = f->stub;
+    static const grpc_status_code retried[] = {GRPC_STATUS_ABORTED, GRPC_STATUS_UNAVAILABLE,
+                                               GRPC_STATUS_DEADLINE_EXCEEDED, GRPC_STATUS_UNKNOWN};
+    static const grpc_status_code final[] = {
+        GRPC_STATUS_FAILED_PRECONDITION, GRPC_STATUS_ALREADY_EXISTS,
+        GRPC_STATUS_INVALID_ARGUMENT,    GRPC_STATUS_NOT_FOUND,
+        GRPC_STATUS_RESOURCE_EXHAUSTED,  GRPC_STATUS_INTERNAL,
+        GRPC_STATUS_PERMISSION_DENIED,   GRPC_STATUS_UNAUTHENTICATED,
+        GRPC_STATUS_UNIMPLEMENTED};
+    char *out = NULL, *errs = NULL, want[160];
+    int rc;
+
+    for (size_t i = 0; i < sizeof retried / sizeof retried[0]; i++) {
+        const char *name = rpc_status_name(retried[i]);
+        stub_fail_then_book(s, retried[i], "retry it", 2);
+        rc = books_create(s, "3", &out, &errs);
+        pthread_mutex_lock(&s->mu);
+        if (rc != CLI_EXIT_OK || s->calls != 3 || s->n_creates != 3)
+            fail_msg("%s: exit %d after %d calls; stderr: %s", name, rc, s->calls, errs);
+        assert_int_equal(strlen(s->request_ids[0]), 36);
+        assert_string_equal(s->request_ids[1], s->request_ids[0]);
+        assert_string_equal(s->request_ids[2], s->request_ids[0]);
+        snprintf(want, sizeof want,
+                 "books: %s (retry it); retrying with request_id %s (attempt 2 of 4)\n", name,
+                 s->request_ids[0]);
+        pthread_mutex_unlock(&s->mu);
+        if (!strstr(errs, want))
+            fail_msg("%s: expected '%s' in stderr: %s", name, want, errs);
+        assert_non_null(strstr(errs, "(attempt 3 of 4)\n"));
+        assert_null(strstr(errs, "(attempt 4 of 4)"));
+        assert_non_null(strstr(out, "books/x  \"Stub\""));
+        free(out);
+        free(errs);
+    }
+
+    /* The attempts run out: the last error, and how to finish the create later. */
+    stub_fail_then_book(s, GRPC_STATUS_ABORTED, "retry it", STUB_ALWAYS);
+    rc = books_create(s, "1", &out, &errs);
+    assert_int_equal(rc, CLI_EXIT_FAILED);
+    pthread_mutex_lock(&s->mu);
+    assert_int_equal(s->calls, 2);
+    assert_int_equal(s->n_creates, 2);
+    assert_string_equal(s->request_ids[1], s->request_ids[0]);
+    snprintf(want, sizeof want, "retry with --request-id %s to get it", s->request_ids[0]);
+    pthread_mutex_unlock(&s->mu);
+    assert_non_null(strstr(errs, "ABORTED: retry it\n"));
+    assert_non_null(strstr(errs, want));
+    assert_string_equal(out, "");
+    free(out);
+    free(errs);
+
+    for (size_t i = 0; i < sizeof final / sizeof final[0]; i++) {
+        const char *name = rpc_status_name(final[i]);
+        stub_fail_then_book(s, final[i], "no", STUB_ALWAYS);
+        rc = books_create(s, "3", &out, &errs);
+        pthread_mutex_lock(&s->mu);
+        if (rc != CLI_EXIT_FAILED || s->calls != 1)
+            fail_msg("%s: exit %d after %d calls; stderr: %s", name, rc, s->calls, errs);
+        pthread_mutex_unlock(&s->mu);
+        assert_null(strstr(errs, "retrying"));
+        assert_null(strstr(errs, "--request-id"));
+        free(out);
+        free(errs);
+    }
+}
+
 /* client_free(NULL) is a no-op; clients made and freed, with and without calls, failed calls among
  * them, leave nothing behind (valgrind and ASan check), and each pairs its grpc_init() so gRPC
  * still works for the next. */
@@ -1036,6 +1183,7 @@ int main(void)
         S(test_undecodable_details_are_left_out),
         S(test_bad_responses),
         S(test_deadline_against_a_server_that_does_not_answer),
+        S(test_cli_create_retries_with_the_same_request_id),
         cmocka_unit_test(test_deadline_against_a_silent_socket),
         cmocka_unit_test(test_client_new_refuses_bad_options),
         cmocka_unit_test(test_targets_nobody_serves),

@@ -46,8 +46,8 @@ struct cli_args {
     /* create */
     const char *book_id;   /* --id, or NULL: the server assigns a UUID4 */
     const char *request_id; /* --request-id, or NULL: a fresh UUID4 per create (AIP-155) */
-    int retries;           /* --retries: further attempts after UNAVAILABLE, DEADLINE_EXCEEDED
-                            * or UNKNOWN, with the same request_id; default 3 */
+    int retries;           /* --retries: further attempts after UNAVAILABLE, DEADLINE_EXCEEDED,
+                            * UNKNOWN or ABORTED, with the same request_id; default 3 */
     const char *title;     /* --title, or NULL (the server reports it missing) */
     const char *publisher; /* --publisher, or NULL */
     const char **authors;  /* owned array (not the strings): each --author, in order */

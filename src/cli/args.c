@@ -11,7 +11,9 @@
  * the command line, so a bad variable a flag overrides is no error. */
 #include "books/cli.h"
 
+#include <arpa/inet.h>
 #include <grpc/grpc.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,11 +43,11 @@ static const struct command {
      "Creates a book (CreateBook) and prints it, with the resource name the server gave it. "
      "Without --id the server assigns a UUID4. The server checks every field and reports each bad "
      "or missing one; nothing is checked here. Each create carries a fresh request_id (AIP-155), "
-     "and a call that ends UNAVAILABLE, DEADLINE_EXCEEDED or UNKNOWN is retried with the same one "
-     "(--retries times, waiting 0.1 s, then twice as long each time, at most 2 s): the server "
-     "answers a retry with the book the first attempt made, so a reply lost on the way makes no "
-     "second book. A create that still fails prints its request_id; --request-id ID retries it "
-     "later."},
+     "and a call that ends UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN or ABORTED (the store's "
+     "conflict with another write) is retried with the same one (--retries times, waiting 0.1 s, "
+     "then twice as long each time, at most 2 s): the server answers a retry with the book the "
+     "first attempt made, so a reply lost on the way makes no second book. A create that still "
+     "fails prints its request_id; --request-id ID retries it later."},
     {"get", CLI_GET, "NAME", "Get a book by its resource name.",
      "Gets one book (GetBook) and prints it. NAME is the book's resource name, books/ID; a bare "
      "ID (no '/') means books/ID."},
@@ -111,9 +113,9 @@ static const struct opt options[] = {
      .max = 10,
      .def = "3",
      .tags = CMD(CLI_CREATE),
-     .help = "Further attempts of a create that ends UNAVAILABLE, DEADLINE_EXCEEDED or UNKNOWN, "
-             "with the same request_id and growing waits (0.1 s doubling, at most 2 s). 0: none. "
-             "Default: 3."},
+     .help = "Further attempts of a create that ends UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN or "
+             "ABORTED, with the same request_id and growing waits (0.1 s doubling, at most 2 s). "
+             "0: none. Default: 3."},
     {.name = "page-size",
      .arg = "N",
      .set = opt_set_int,
@@ -164,7 +166,8 @@ static const struct opt options[] = {
      .help = "Send --token (or $BOOKS_TOKEN) over a plaintext connection to a host that is not "
              "this machine, where anyone on the network path can read it and use it. Without "
              "this, a token goes only over TLS or to a loopback address (localhost, 127.0.0.0/8, "
-             "::1, unix:), as gRPC's own call credentials require."},
+             "::1, unix:), as gRPC's own call credentials require; to an ipv4: or ipv6: list "
+             "(ipv4:127.0.0.1:8080,127.0.0.2:8080) only when every address in it is one."},
     {.name = "timeout",
      .arg = "SECONDS",
      .set = set_seconds,
@@ -384,18 +387,96 @@ static int resolve_target(struct cli_args *args, char *const envp[], struct opt_
     return 0;
 }
 
-/* True when `target` (a gRPC target as resolve_target() made it) names this machine: localhost,
- * 127.0.0.0/8, ::1, or a unix socket. */
-static bool is_loopback_target(const char *t)
+/* The port of an address in an ipv4: or ipv6: list: 1 to 5 digits, at most 65535. */
+static bool is_list_port(const char *s, size_t n)
 {
+    long v = 0;
+    if (n < 1 || n > 5)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v <= 65535;
+}
+
+/* One address of an ipv4: or ipv6: target list (n bytes at s), in the forms of gRPC's naming doc
+ * (doc/naming.md): IPv4 "A.B.C.D[:PORT]"; IPv6 "[ADDR][:PORT]" or "ADDR" (a port needs the
+ * brackets). True when it is one of those and names this machine: 127.0.0.0/8, ::1 or
+ * ::ffff:127.0.0.0/104. The address is read with inet_pton(3), as gRPC's resolver reads it;
+ * anything else (a host name, a zone, a percent-escape, an empty entry) is false. */
+static bool is_loopback_list_address(const char *s, size_t n, bool v6)
+{
+    char host[INET6_ADDRSTRLEN];
+    const char *end = s + n, *h = s, *port = NULL;
+    size_t host_len = n;
+
+    if (!v6) {
+        const char *colon = memchr(s, ':', n);
+        if (colon) {
+            host_len = (size_t)(colon - s);
+            port = colon + 1;
+        }
+    } else if (n > 0 && s[0] == '[') {
+        const char *close = memchr(s, ']', n);
+        if (!close)
+            return false;
+        h = s + 1;
+        host_len = (size_t)(close - h);
+        if (close + 1 < end) {
+            if (close[1] != ':')
+                return false;
+            port = close + 2;
+        }
+    }
+    if (host_len == 0 || host_len >= sizeof host)
+        return false;
+    if (port && !is_list_port(port, (size_t)(end - port)))
+        return false;
+    memcpy(host, h, host_len);
+    host[host_len] = '\0';
+    if (!v6) {
+        struct in_addr a;
+        return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+    }
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, host, &a6) != 1)
+        return false;
+    return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+}
+
+/* True when `target` (a gRPC target as resolve_target() made it) names only this machine:
+ * localhost, 127.0.0.0/8, ::1, or unix sockets. An ipv4: or ipv6: target is a comma-separated list
+ * of addresses (gRPC's naming doc), and every one of them must be loopback: gRPC may connect to any
+ * of them. Otherwise *bad (*bad_len bytes) is what is not: the offending address of such a list,
+ * else the whole target. */
+static bool is_loopback_target(const char *t, const char **bad, size_t *bad_len)
+{
+    *bad = t;
+    *bad_len = strlen(t);
+    bool v6 = strncmp(t, "ipv6:", 5) == 0;
+    if (v6 || strncmp(t, "ipv4:", 5) == 0) {
+        /* Each address in the strict form is_loopback_list_address() knows: so nothing here is
+         * read differently by gRPC's URI parser (no "//authority", no percent-escape that decodes
+         * to a comma, no query). */
+        for (const char *s = t + 5;; s++) {
+            size_t n = strcspn(s, ",");
+            if (!is_loopback_list_address(s, n, v6)) {
+                *bad = s;
+                *bad_len = n;
+                return false;
+            }
+            s += n;
+            if (!*s)
+                return true;
+        }
+    }
+    /* Every address of a unix: or unix-abstract: list is a socket on this machine. */
+    if (strncmp(t, "unix:", 5) == 0 || strncmp(t, "unix-abstract:", 14) == 0)
+        return true;
     if (strncmp(t, "dns:///", 7) == 0)
         t += 7;
-    else if (strncmp(t, "ipv4:", 5) == 0)
-        t += 5;
-    else if (strncmp(t, "ipv6:", 5) == 0)
-        t += 5;
-    else if (strncmp(t, "unix:", 5) == 0 || strncmp(t, "unix-abstract:", 14) == 0)
-        return true;
     if (strncmp(t, "localhost", 9) == 0 && (t[9] == ':' || t[9] == '\0'))
         return true;
     if (strncmp(t, "[::1]", 5) == 0 && (t[5] == ':' || t[5] == '\0'))
@@ -492,14 +573,28 @@ int cli_parse(struct cli_args *args, int argc, char *const argv[], char *const e
     }
     if (!p.rc)
         rc = resolve_target(args, envp, &p);
+    const char *bad = NULL;
+    size_t bad_len = 0;
     if (!rc && !p.rc && args->token && !args->tls && !args->insecure_token &&
-        !is_loopback_target(args->target)) {
-        char q[64]; /* the target is the user's --addr: quoted, like every echoed value */
-        opt_fail(&p, BOOKS_EINVAL,
-                 "refusing to send the bearer token in plaintext to %s, where anyone on the way "
-                 "can read it: use --tls (or an https:// --addr), or --insecure-token if this "
-                 "network is trusted",
-                 Q(q, args->target));
+        !is_loopback_target(args->target, &bad, &bad_len)) {
+        /* The target is the user's --addr: quoted, like every echoed value; of a list, the
+         * address that is not this machine, and the list. `one` holds that address, cut one byte
+         * past what text_quote() shows, so that it still ends in "..." when cut. */
+        char q[64], qlist[64], one[TEXT_QUOTE_MAX + 2];
+        snprintf(one, sizeof one, "%.*s", (int)bad_len, bad);
+        if (bad == args->target)
+            opt_fail(&p, BOOKS_EINVAL,
+                     "refusing to send the bearer token in plaintext to \"%s\", where anyone on "
+                     "the way can read it: use --tls (or an https:// --addr), or --insecure-token "
+                     "if this network is trusted",
+                     Q(q, one));
+        else
+            opt_fail(&p, BOOKS_EINVAL,
+                     "refusing to send the bearer token in plaintext to \"%s\" (an address of "
+                     "\"%s\" that is not a loopback address), where anyone on the way can read "
+                     "it: use --tls (or an https:// --addr), or --insecure-token if this network "
+                     "is trusted",
+                     Q(q, one), Q(qlist, args->target));
     }
     if (!rc && !p.rc && st.name) {
         /* A bare ID is the common case at a prompt; anything with a '/' goes as it is, and the

@@ -44,11 +44,12 @@ static int run_get(struct client *c, const struct cli_args *a, struct arena *are
 }
 
 /* A create may be retried with its request_id after these: the server did not answer (UNAVAILABLE,
- * DEADLINE_EXCEEDED) or could not tell whether it committed (UNKNOWN). */
+ * DEADLINE_EXCEEDED), could not tell whether it committed (UNKNOWN), or its store rolled the
+ * create back in a conflict with another and asks for a retry (ABORTED, STORE_ABORTED). */
 static bool retryable(grpc_status_code s)
 {
     return s == GRPC_STATUS_UNAVAILABLE || s == GRPC_STATUS_DEADLINE_EXCEEDED ||
-           s == GRPC_STATUS_UNKNOWN;
+           s == GRPC_STATUS_UNKNOWN || s == GRPC_STATUS_ABORTED;
 }
 
 /* Waits 100 ms * 2^attempt (at most 2 s), minus up to a quarter at random (so many clients that

@@ -6,8 +6,9 @@ Run with Debian's /usr/bin/python3 (python3-protobuf and python3-grpc-tools):
     /usr/bin/python3 tests/fuzz/make_corpus.py
 
 Valid messages are built with the Python classes that grpc_tools.protoc generates (into a
-temporary directory) from the repository's own proto/books/v1/books.proto and the Debian protos
-it imports, the same roots as CMakeLists.txt; a few seeds are hand-made bytes (broken framing,
+temporary directory) from the repository's own proto/ (books/v1/books.proto, the google/api protos
+it imports, google/firestore/v1/firestore.proto) and the Debian protos (google/rpc, google/protobuf,
+grpc), the same roots as CMakeLists.txt; a few seeds are hand-made bytes (broken framing,
 bad UTF-8). The output is deterministic: running it again rewrites the same files (gzip with
 mtime 0), and it first removes every file of each corpus directory it writes, so a corpus is
 exactly what this script says. Each seed is small and meant to reach one path: a found book, a
@@ -34,6 +35,7 @@ import zlib
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 CORPUS = os.path.join(HERE, "corpus")
+# google/rpc only: google/api comes from proto/, the first root.
 GOOGLEAPIS = os.environ.get("GOOGLEAPIS_PROTO_DIR", "/usr/share/gocode/src/github.com/gogo/googleapis")
 GRPC_PROTOS = os.environ.get("GRPC_PROTO_DIR", "/usr/share/grpc-proto")
 PROTOBUF_PROTOS = "/usr/include"
@@ -407,6 +409,21 @@ def corpora(books_pb2, status_pb2, error_details_pb2, health_pb2, reflection_pb2
         # libFuzzer's finding: a token refused for a plaintext --addr holding a newline echoed the
         # address unquoted, so the message took two lines.
         "token-plaintext-addr-newline": args([b"--addr=T\np8", b"list"], [b"BOOKS_TOKEN=t"]),
+        # gRPC target lists (ipv4:, ipv6:, unix:, comma-separated): a token goes in plaintext only
+        # when every address is loopback; the message names the first that is not.
+        "token-ipv4-list-loopback": args([b"list", b"--addr", b"ipv4:127.0.0.1:8080,127.0.0.2:8081"],
+                                         [b"BOOKS_TOKEN=t"]),
+        "token-ipv4-list-remote": args([b"--addr=ipv4:127.0.0.1:1,203.0.113.5:443", b"list"],
+                                       [b"BOOKS_TOKEN=t"]),
+        "token-ipv6-list-loopback": args([b"get", b"x", b"--token", b"t", b"--addr",
+                                          b"ipv6:[::1]:80,[::ffff:127.0.0.1]:81,::1"]),
+        "token-ipv6-list-remote": args([b"get", b"x", b"--token=t", b"--addr",
+                                        b"ipv6:[::1]:80,[2001:db8::1]:443"]),
+        "token-list-malformed": args([b"list", b"--token", b"t", b"--addr",
+                                      b"ipv4:127.0.0.1:80,,127.0.0.1:8x%2C10.0.0.1:1"]),
+        "token-list-hostile-entry": args([b"list", b"--addr", b"ipv4:127.0.0.1:1,\x1b[2J" + b"9" * 60],
+                                         [b"BOOKS_TOKEN=t"]),
+        "token-unix-list": args([b"list", b"--token", b"t", b"--addr", b"unix:/run/a.sock,/run/b.sock"]),
         "env-bad-port": args([b"list"], [b"PORT=0"]),
         "timeout-tiny": args([b"list", b"--timeout", b"0.0001"]),
         "timeout-bad": args([b"list", b"--timeout=1e3"]),

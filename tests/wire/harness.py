@@ -32,7 +32,8 @@ Environment (all optional when run by hand from tests/wire):
   BOOKS_SERVER          the binary (default: <repo>/build/books-server)
   BOOKS_STUB_DIR        where generated stubs are cached (default: tests/wire/.stubs)
   BOOKS_SOURCE_DIR      the repository root (default: two levels above this file)
-  GOOGLEAPIS_PROTO_DIR  google/api and google/rpc protos (Debian golang-github-gogo-googleapis-dev)
+  GOOGLEAPIS_PROTO_DIR  google/rpc protos (Debian golang-github-gogo-googleapis-dev; google/api comes
+                        from proto/)
   GRPC_PROTO_DIR        grpc/health/v1/health.proto, grpc/reflection/v1{,alpha}/reflection.proto
                         (Debian grpc-proto)
   BOOKS_SERVER_WRAPPER  a command prefix for the server (valgrind, strace, ...), split like a shell
@@ -104,9 +105,9 @@ _PROTOS = [
     ("google/api/field_behavior.proto", os.path.join(SOURCE_DIR, "proto")),
     ("google/api/field_info.proto", os.path.join(SOURCE_DIR, "proto")),
     ("google/api/resource.proto", os.path.join(SOURCE_DIR, "proto")),
-    ("google/api/annotations.proto", GOOGLEAPIS_PROTO_DIR),
-    ("google/api/http.proto", GOOGLEAPIS_PROTO_DIR),
-    ("google/api/client.proto", GOOGLEAPIS_PROTO_DIR),
+    ("google/api/annotations.proto", os.path.join(SOURCE_DIR, "proto")),
+    ("google/api/http.proto", os.path.join(SOURCE_DIR, "proto")),
+    ("google/api/client.proto", os.path.join(SOURCE_DIR, "proto")),
     ("google/rpc/status.proto", GOOGLEAPIS_PROTO_DIR),
     ("google/rpc/error_details.proto", GOOGLEAPIS_PROTO_DIR),
     ("grpc/health/v1/health.proto", GRPC_PROTO_DIR),

@@ -1,14 +1,15 @@
 #!/bin/sh
-# run.sh WORKDIR: generate Go messages and stubs from proto/ (and the google/api protos it imports)
-# with Debian's protoc, protoc-gen-go and protoc-gen-go-grpc into a GOPATH under WORKDIR, build
-# client.go offline against Debian's Go packages (/usr/share/gocode: grpc-go, protobuf-go and
-# genproto's google.golang.org/genproto/googleapis/rpc/{status,errdetails}), then run it against
+# run.sh WORKDIR: generate Go messages and stubs from proto/ alone (books.proto and the google/api
+# protos next to it; google/protobuf from /usr/include) with Debian's protoc, protoc-gen-go and
+# protoc-gen-go-grpc into a GOPATH under WORKDIR, with no M option: every file's go_package says
+# where its code goes. Then build client.go offline against Debian's Go packages
+# (/usr/share/gocode: grpc-go, protobuf-go and genproto's
+# google.golang.org/genproto/googleapis/rpc/{status,errdetails}) and run it against
 # BOOKS_INTEROP_TARGET (host:port). Set by tests/interop/test_interop.py.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 work=${1:?usage: run.sh WORKDIR}
 src=${BOOKS_SOURCE_DIR:-$here/../../..}
-googleapis=${GOOGLEAPIS_PROTO_DIR:-/usr/share/gocode/src/github.com/gogo/googleapis}
 
 for tool in go protoc protoc-gen-go protoc-gen-go-grpc; do
   command -v "$tool" >/dev/null 2>&1 ||
@@ -20,23 +21,17 @@ for pkg in google.golang.org/grpc google.golang.org/protobuf github.com/golang/p
     { echo "run.sh: /usr/share/gocode/src/$pkg missing (scripts/deps.sh test)" >&2; exit 1; }
 done
 
-# GOPATH mode, offline: the generated packages first, then Debian's. The generated
-# google.golang.org/genproto/googleapis/api/annotations (googleapis' go_package, which our
-# google/api protos carry) shadows Debian's older copy of that package, so each google/api file is
-# registered once. Debian's annotations.proto, http.proto and client.proto carry gogo's go_package
-# "api"; the M options give them googleapis' instead.
+# GOPATH mode, offline: the generated packages first, then Debian's. The proto/google/api files
+# carry googleapis' go_package, google.golang.org/genproto/googleapis/api/annotations, so books.pb.go
+# imports that package and their generated code lands in it, shadowing Debian's older copy
+# (golang-google-genproto-dev, which lacks field_info.proto and FieldBehavior IDENTIFIER): each
+# google/api file is registered once, from the definitions books.proto was compiled against.
 export GO111MODULE=off GOPATH="$work/gopath:/usr/share/gocode" GOCACHE="$work/gocache"
 export GOPROXY=off GOFLAGS= CGO_ENABLED=0
-ann="google.golang.org/genproto/googleapis/api/annotations;annotations"
-opts=""
-for f in annotations http client; do
-  opts="$opts --go_opt=Mgoogle/api/$f.proto=$ann --go-grpc_opt=Mgoogle/api/$f.proto=$ann"
-done
 
 t0=$(date +%s%N)
 rm -rf "$work/gopath" && mkdir -p "$work/gopath/src"
-# shellcheck disable=SC2086  # one word per option
-protoc -I "$src/proto" -I "$googleapis" -I /usr/include $opts \
+protoc -I "$src/proto" -I /usr/include \
   --go_out="$work/gopath/src" --go-grpc_out="$work/gopath/src" \
   books/v1/books.proto google/api/field_behavior.proto google/api/field_info.proto \
   google/api/resource.proto google/api/annotations.proto google/api/http.proto \

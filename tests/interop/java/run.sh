@@ -1,14 +1,13 @@
 #!/bin/sh
-# run.sh WORKDIR: generate Java messages and stubs from proto/ (and the google/api protos it
-# imports) with Debian's protoc and grpc_java_plugin into WORKDIR, compile them with Client.java
-# against Debian's grpc-java jars (google.rpc's messages come compiled in
-# proto-google-common-protos), then run the client against BOOKS_INTEROP_TARGET (host:port). Set
-# by tests/interop/test_interop.py.
+# run.sh WORKDIR: generate Java messages and stubs from proto/ alone (books.proto and the google/api
+# protos next to it; google/protobuf from /usr/include) with Debian's protoc and grpc_java_plugin
+# into WORKDIR, compile them with Client.java against Debian's grpc-java jars (google.rpc's
+# messages come compiled in proto-google-common-protos), then run the client against
+# BOOKS_INTEROP_TARGET (host:port). Set by tests/interop/test_interop.py.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 work=${1:?usage: run.sh WORKDIR}
 src=${BOOKS_SOURCE_DIR:-$here/../../..}
-googleapis=${GOOGLEAPIS_PROTO_DIR:-/usr/share/gocode/src/github.com/gogo/googleapis}
 
 for tool in protoc grpc_java_plugin javac java; do
   command -v "$tool" >/dev/null 2>&1 ||
@@ -28,11 +27,11 @@ done
 
 t0=$(date +%s%N)
 rm -rf "$work/gen" "$work/classes" && mkdir -p "$work/gen" "$work/classes"
-protoc -I "$src/proto" -I "$googleapis" -I /usr/include --java_out="$work/gen" \
+protoc -I "$src/proto" -I /usr/include --java_out="$work/gen" \
   books/v1/books.proto google/api/field_behavior.proto google/api/field_info.proto \
   google/api/resource.proto google/api/annotations.proto google/api/http.proto \
   google/api/client.proto
-protoc -I "$src/proto" -I "$googleapis" -I /usr/include --grpc-java_out="$work/gen" \
+protoc -I "$src/proto" -I /usr/include --grpc-java_out="$work/gen" \
   --plugin=protoc-gen-grpc-java="$(command -v grpc_java_plugin)" books/v1/books.proto
 t1=$(date +%s%N)
 echo "interop-java: generated in $(( (t1 - t0) / 1000000 )) ms"

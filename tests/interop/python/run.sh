@@ -1,12 +1,13 @@
 #!/bin/sh
-# run.sh WORKDIR: generate the Python messages and stubs from proto/ (and the google/api, google/rpc
-# protos it imports) with Debian's grpc_tools.protoc into WORKDIR, then run client.py against
-# BOOKS_INTEROP_TARGET (host:port). Set by tests/interop/test_interop.py.
+# run.sh WORKDIR: generate the Python messages and stubs from proto/ (books.proto and the google/api
+# protos next to it) and Debian's google/rpc protos (for the error details) with Debian's
+# grpc_tools.protoc into WORKDIR, then run client.py against BOOKS_INTEROP_TARGET (host:port). Set
+# by tests/interop/test_interop.py.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 work=${1:?usage: run.sh WORKDIR}
 src=${BOOKS_SOURCE_DIR:-$here/../../..}
-googleapis=${GOOGLEAPIS_PROTO_DIR:-/usr/share/gocode/src/github.com/gogo/googleapis}
+googleapis=${GOOGLEAPIS_PROTO_DIR:-/usr/share/gocode/src/github.com/gogo/googleapis}  # google/rpc
 py=/usr/bin/python3
 
 "$py" -c 'import grpc, grpc_tools.protoc, google.protobuf' ||
