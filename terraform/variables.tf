@@ -290,7 +290,7 @@ variable "cloudsql_edition" {
 }
 
 variable "cloudsql_availability_type" {
-  description = "\"ZONAL\" (one zone; cheapest) or \"REGIONAL\" (a standby in a second zone with automatic failover; about twice the instance cost; needs cloudsql_point_in_time_recovery)."
+  description = "Availability of the created Cloud SQL instance. \"ZONAL\" (default): one instance in one zone, no failover; a zone outage or a failed instance means downtime until it recovers (or a restore from backup). \"REGIONAL\" (high availability): a standby instance in a second zone of the region, every write replicated synchronously to the disks of both zones before the commit is reported; when the primary has been unresponsive for about 60 seconds (or its zone is down) Cloud SQL fails over automatically: the standby becomes the primary behind the same static IP address and connection name, so nothing in the service changes; every open connection is dropped, the instance is unavailable for about sixty seconds (Google's figure), and the server reconnects by itself. Google charges an HA instance double the price of a standalone one, CPU, RAM and storage included (https://cloud.google.com/sql/docs/postgres/high-availability); with a shared-core tier (db-f1-micro, db-g1-small) it has no SLA. Needs cloudsql_point_in_time_recovery = true."
   type        = string
   default     = "ZONAL"
 

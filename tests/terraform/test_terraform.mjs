@@ -775,7 +775,15 @@ const checks = {
     assert.equal(resolveDefault(config, settings.deletion_protection_enabled), true, "API deletion protection must default to true");
     assert.equal(resolveDefault(config, settings.tier), "db-f1-micro");
     assert.equal(resolveDefault(config, settings.edition), "ENTERPRISE", "shared-core tiers need the ENTERPRISE edition");
-    assert.equal(resolveDefault(config, settings.availability_type), "ZONAL");
+    // High availability: ZONAL by default, REGIONAL on request, wired to the instance's settings.
+    assert.equal(resolveDefault(config, settings.availability_type), "ZONAL", "the instance must be ZONAL by default (HA doubles its price)");
+    assert.equal(evaluate(config, settings.availability_type, scenario(config, { ...SCENARIOS.postgresqlCreated, cloudsql_availability_type: "REGIONAL" })), "REGIONAL", "cloudsql_availability_type must reach settings.availability_type");
+    for (const good of ["ZONAL", "REGIONAL"]) assert.deepEqual(failingValidations(config, "cloudsql_availability_type", good), [], `${good} must be accepted`);
+    for (const bad of ["regional", "MULTI_REGIONAL", "", "ZONAL "]) assert.ok(failingValidations(config, "cloudsql_availability_type", bad).length > 0, `${JSON.stringify(bad)} must be refused`);
+    const ha = variable(config, "cloudsql_availability_type").description;
+    for (const [what, re] of [["the standby in another zone", /standby[^.]*second zone/i], ["synchronous replication", /synchronous/i], ["automatic failover", /fails over automatically/i], ["the unchanged IP address and connection name", /same static IP address and connection name/i], ["the dropped connections", /connection is dropped/i], ["the doubled price", /double the price/i], ["the failover time", /sixty seconds|60 seconds/i], ["the zonal default's downtime", /ZONAL[^.]*no failover/i]]) {
+      assert.match(ha, re, `cloudsql_availability_type's description must state ${what}`);
+    }
     assert.ok(resolveDefault(config, settings.disk_size) >= 10, "disk_size must default to at least 10 GB");
     const backups = one(settings.backup_configuration, "settings.backup_configuration");
     assert.equal(backups.enabled, true, "backups must be enabled, not a variable");
@@ -1338,6 +1346,16 @@ describe("the checks catch regressions", () => {
       (c) => { c.variable.store[0].validation[0].condition = ref('contains(["memory", "sqlite", "postgresql"], var.store)'); }],
     ["a datastore.user grant beside the Cloud SQL one", "the runtime account gets Cloud SQL Client and access to the password secret, nothing more",
       (c) => { c.resource.google_project_iam_member.extra = [{ ...c.resource.google_project_iam_member.datastore_user[0] }]; }],
+    // High availability.
+    ["a hard-coded ZONAL instance", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { c.resource.google_sql_database_instance.books[0].settings[0].availability_type = "ZONAL"; }],
+    ["REGIONAL by default", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { c.variable.cloudsql_availability_type[0].default = "REGIONAL"; }],
+    ["an availability type accepting any string", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { c.variable.cloudsql_availability_type[0].validation[0].condition = ref("length(var.cloudsql_availability_type) > 0"); }],
+    ["an HA description without its cost", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { const v = c.variable.cloudsql_availability_type[0]; v.description = v.description.replace(/double the price/, "more"); }],
+
     ["a firestore database ID that accepts UUIDs", "every variable's default passes its own validations, and the store inputs check their form",
       (c) => { c.variable.firestore_database[0].validation[0].condition = ref('var.firestore_database == "(default)" || can(regex("^[a-z][a-z0-9-]{2,61}[a-z0-9]$", var.firestore_database))'); }],
   ];
