@@ -19,6 +19,31 @@ const TF_DIR = resolve(
   process.env.BOOKS_TERRAFORM_DIR ?? fileURLToPath(new URL("../../terraform", import.meta.url)),
 );
 
+// The API's proto, beside terraform/ in the source tree: the Book message's fields are what the
+// firestore store writes into each book document.
+const BOOKS_PROTO = resolve(process.env.BOOKS_PROTO_FILE ?? join(TF_DIR, "..", "proto", "books", "v1", "books.proto"));
+
+// The field names of `message NAME` in a proto file: its own fields and those of its oneofs, not
+// those of nested messages or the contents of option blocks.
+function protoMessageFields(text, name) {
+  const start = text.search(new RegExp(`^message\\s+${name}\\s*\\{`, "m"));
+  assert.ok(start >= 0, `message ${name} not found in ${BOOKS_PROTO}`);
+  const fields = [];
+  const blocks = []; // the kind of each open block: "message", "oneof" or "other"
+  for (const line of text.slice(start).split("\n")) {
+    const code = line.replace(/\/\/.*$/, "");
+    const inFields = blocks.length > 0 && blocks.every((k, i) => (i === 0 ? k === "message" : k === "oneof"));
+    const m = /^\s*(?:repeated\s+|optional\s+)?[A-Za-z_][\w.]*\s+([A-Za-z_]\w*)\s*=\s*\d+/.exec(code);
+    if (inFields && m) fields.push(m[1]);
+    for (const ch of code) {
+      if (ch === "{") blocks.push(/^\s*message\b/.test(code) ? "message" : /^\s*oneof\b/.test(code) ? "oneof" : "other");
+      else if (ch === "}") blocks.pop();
+    }
+    if (blocks.length === 0) break;
+  }
+  return fields;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Loading: parse each file on its own, then merge, as Terraform reads a module's files as one.
 
@@ -467,8 +492,8 @@ function scenario(config, values = {}) {
 }
 
 // Evaluates an attribute as hcl2json gives it (a template string, or a JSON literal) under vars.
-// local.X is evaluated on demand from the merged locals.
-function evaluate(config, value, vars) {
+// local.X is evaluated on demand from the merged locals; extra adds names to the scope (each).
+function evaluate(config, value, vars, extra = {}) {
   const l = locals(config);
   const cache = new Map();
   const localScope = new Proxy({}, {
@@ -479,7 +504,7 @@ function evaluate(config, value, vars) {
       return cache.get(k);
     },
   });
-  const scope = { var: vars, local: localScope };
+  const scope = { var: vars, local: localScope, ...extra };
   function evalValue(v) {
     if (typeof v === "string") return evalNode(parseTemplate(v), scope);
     if (Array.isArray(v)) return v.map(evalValue);
@@ -505,9 +530,21 @@ function failingValidations(config, name, v) {
     .map((rule) => rule.error_message);
 }
 
-// How many instances of a resource (count) a plan would have: 1 without count.
+// How many instances of a resource (count or for_each) a plan would have: 1 without either.
 function countOf(config, body, vars) {
+  if ("for_each" in body) return Object.keys(evaluate(config, body.for_each, vars)).length;
   return "count" in body ? evaluate(config, body.count, vars) : 1;
+}
+
+// The instances of a for_each resource for vars: each one's key and its attributes (those named
+// in attrs) evaluated with each.key and each.value bound.
+function forEachInstances(config, body, vars, attrs) {
+  const coll = evaluate(config, body.for_each, vars);
+  const entries = Array.isArray(coll) ? coll.map((v) => [v, v]) : Object.entries(coll);
+  return entries.map(([key, value]) => ({
+    key,
+    ...Object.fromEntries(attrs.map((a) => [a, evaluate(config, body[a], vars, { each: { key, value } })])),
+  }));
 }
 
 // The dynamic blocks of a kind in a block body, with how many blocks each makes for vars.
@@ -536,6 +573,19 @@ const SCENARIOS = {
   firestoreExistingDefault: { store: "firestore", max_instance_count: 10, firestore_database: "(default)", firestore_create_database: false },
 };
 const isFirestore = (values) => values.store === "firestore";
+
+// Every field of the Book message but name (the document's name) must be exempt from indexing in
+// the books collection: a field added to the proto is a field the store will write.
+function exemptionsCoverBook(config, bookFields) {
+  assert.ok(bookFields.includes("display_name") && bookFields.includes("authors"), `the Book message's fields were not read: ${bookFields}`);
+  const ex = resources(config, "google_firestore_field").find((r) => !r.body.ttl_config);
+  assert.ok(ex, "no google_firestore_field exemptions");
+  const vars = scenario(config, SCENARIOS.firestore);
+  const exempt = forEachInstances(config, ex.body, vars, ["collection", "field"]).filter((i) => i.collection === "books").map((i) => i.field);
+  for (const f of bookFields.filter((x) => x !== "name")) {
+    assert.ok(exempt.includes(f), `Book.${f} (${BOOKS_PROTO}) is written by the firestore store but not exempt from indexing: add "book.${f}" to local.firestore_unindexed_fields`);
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // The checks. Each takes the merged configuration and throws when the rule is broken.
@@ -1008,10 +1058,10 @@ const checks = {
 
     // The request ids' TTL policy: Firestore deletes COLLECTION_requests documents after their
     // expire_at, so they do not accumulate (store_firestore.h).
-    const ttl = resources(config, "google_firestore_field");
-    assert.equal(ttl.length, 1, "one google_firestore_field (the request ids' TTL policy) is expected");
+    const ttl = resources(config, "google_firestore_field").filter((r) => r.body.ttl_config);
+    assert.equal(ttl.length, 1, "one google_firestore_field with a ttl_config (the request ids' TTL policy) is expected");
     assert.equal(ttl[0].body.field, "expire_at", "the TTL policy must be on expire_at, the field the store writes");
-    assert.ok(ttl[0].body.ttl_config, "the field must carry a ttl_config");
+    assert.deepEqual(one(ttl[0].body.ttl_config, "ttl_config"), {}, "ttl_config {} sets the TTL policy");
     assert.equal(evaluate(config, ttl[0].body.collection, fs), "books_requests", "the TTL policy must be on the store's request collection");
     assert.equal(evaluate(config, ttl[0].body.collection, scenario(config, { ...SCENARIOS.firestore, firestore_store_params: { collection: "b2" } })), "b2_requests");
 
@@ -1086,6 +1136,52 @@ const checks = {
     assert.equal(out(SCENARIOS.firestore), "projects/my-project/databases/books");
   },
 
+  // The firestore store queries no field (GetDocument by name, and a RunQuery ordered by __name__
+  // alone), so every field it writes is exempt from Firestore's automatic single-field indexes,
+  // which would otherwise cost 2 entries a field plus one per array element, all stored and billed.
+  "the firestore store's fields are exempt from automatic indexing, in the collections it uses"(config) {
+    const fields = resources(config, "google_firestore_field");
+    const ttl = fields.filter((r) => r.body.ttl_config);
+    const exemptions = fields.filter((r) => !r.body.ttl_config);
+    assert.equal(exemptions.length, 1, "one google_firestore_field without ttl_config (for_each over the store's fields) is expected");
+    const ex = exemptions[0].body;
+    assert.ok("for_each" in ex, "the exemptions must be one resource with for_each over the fields");
+    for (const r of fields) {
+      assert.deepEqual(r.body.index_config, [{}], `google_firestore_field.${r.name}: index_config must be an empty block (no index at all), got ${JSON.stringify(r.body.index_config)}`);
+      assert.equal(r.body.project, ref("var.project_id"), `google_firestore_field.${r.name} must be in project_id`);
+      assert.ok((r.body.depends_on ?? []).includes(ref("google_firestore_database.books")), `google_firestore_field.${r.name} must come after the database`);
+    }
+
+    // What the store writes (store_firestore.h): by collection, the fields of each document.
+    const expected = (c) => [
+      ...["display_name", "authors", "publisher", "write_id", "request_id", "request_hash"].map((f) => `${c}/${f}`),
+      ...["book", "request_hash", "request_fingerprint", "write_id", "expire_at"].map((f) => `${c}_requests/${f}`),
+      `${c}_meta/page_token_key`,
+    ].sort();
+    const configured = (vars) => [
+      ...forEachInstances(config, ex, vars, ["collection", "field", "database"]),
+      ...ttl.flatMap((r) => (countOf(config, r.body, vars) ? [{ collection: evaluate(config, r.body.collection, vars), field: r.body.field, database: evaluate(config, r.body.database, vars) }] : [])),
+    ];
+    for (const [name, values] of Object.entries(SCENARIOS)) {
+      const vars = scenario(config, values);
+      const got = configured(vars);
+      if (!isFirestore(values)) {
+        assert.equal(got.length, 0, `${name}: no Firestore field configuration without the firestore store`);
+        continue;
+      }
+      const paths = got.map((g) => `${g.collection}/${g.field}`).sort();
+      assert.equal(new Set(paths).size, paths.length, `${name}: a field is configured twice: ${paths}`);
+      assert.deepEqual(paths, expected("books"), `${name}: every field the store writes, and nothing else, must be exempt`);
+      for (const g of got) assert.equal(g.database, values.firestore_database ?? "books", `${name}: ${g.collection}/${g.field} must be in the store's database`);
+      // Firestore allows 200 single-field configurations per database without billing (1000 with).
+      assert.ok(got.length <= 200, `${name}: ${got.length} single-field configurations, above Firestore's 200`);
+    }
+    const renamed = configured(scenario(config, { ...SCENARIOS.firestore, firestore_store_params: { collection: "b2" } }));
+    assert.deepEqual(renamed.map((g) => `${g.collection}/${g.field}`).sort(), expected("b2"), "the exemptions must follow the collection parameter");
+
+    exemptionsCoverBook(config, protoMessageFields(readFileSync(BOOKS_PROTO, "utf8"), "Book"));
+  },
+
   "outputs: the Cloud SQL connection name, and the secret's id when created"(config) {
     const outputs = config.output ?? {};
     for (const name of ["cloudsql_connection_name", "database_password_secret"]) {
@@ -1140,6 +1236,7 @@ describe(`terraform configuration in ${TF_DIR}`, () => {
 
 // The same checks on mutated copies: each regression must be caught, by the named check.
 const FIRESTORE_CHECK = "the firestore store: a protected Native-mode database, its API, roles/datastore.user on that database alone";
+const EXEMPTIONS_CHECK = "the firestore store's fields are exempt from automatic indexing, in the collections it uses";
 
 describe("the checks catch regressions", () => {
   const clone = () => structuredClone(config);
@@ -1356,9 +1453,36 @@ describe("the checks catch regressions", () => {
     ["an HA description without its cost", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
       (c) => { const v = c.variable.cloudsql_availability_type[0]; v.description = v.description.replace(/double the price/, "more"); }],
 
+    // Index exemptions.
+    ["authors indexed again", EXEMPTIONS_CHECK,
+      (c) => { const l = c.locals.find((x) => "firestore_unindexed_fields" in x); l.firestore_unindexed_fields = l.firestore_unindexed_fields.filter((f) => f !== "book.authors"); }],
+    ["the page-token key indexed again", EXEMPTIONS_CHECK,
+      (c) => { const l = c.locals.find((x) => "firestore_unindexed_fields" in x); l.firestore_unindexed_fields = l.firestore_unindexed_fields.filter((f) => !f.startsWith("meta.")); }],
+    ["an exemption that keeps an ascending index", EXEMPTIONS_CHECK,
+      (c) => { c.resource.google_firestore_field.unindexed[0].index_config = [{ indexes: [{ order: "ASCENDING" }] }]; }],
+    ["the TTL field indexed", EXEMPTIONS_CHECK,
+      (c) => { delete c.resource.google_firestore_field.request_ttl[0].index_config; }],
+    ["exemptions in a fixed collection", EXEMPTIONS_CHECK,
+      (c) => { c.locals.find((x) => "firestore_collections" in x).firestore_collections.book = "books"; }],
+    ["exemptions for every store", EXEMPTIONS_CHECK,
+      (c) => { const b = c.resource.google_firestore_field.unindexed[0]; b.for_each = b.for_each.replace(/^\$\{local\.firestore \? /, "${true ? "); }],
+    ["exemptions in the default database", EXEMPTIONS_CHECK,
+      (c) => { c.resource.google_firestore_field.unindexed[0].database = "(default)"; }],
+    ["exemptions before the database", EXEMPTIONS_CHECK,
+      (c) => { delete c.resource.google_firestore_field.unindexed[0].depends_on; }],
+    ["a field exempted that the store does not write", EXEMPTIONS_CHECK,
+      (c) => { c.locals.find((x) => "firestore_unindexed_fields" in x).firestore_unindexed_fields.push("book.isbn"); }],
     ["a firestore database ID that accepts UUIDs", "every variable's default passes its own validations, and the store inputs check their form",
       (c) => { c.variable.firestore_database[0].validation[0].condition = ref('var.firestore_database == "(default)" || can(regex("^[a-z][a-z0-9-]{2,61}[a-z0-9]$", var.firestore_database))'); }],
   ];
+
+  test("a field added to the Book message without its exemption fails the exemptions check", () => {
+    const fields = protoMessageFields(readFileSync(BOOKS_PROTO, "utf8"), "Book");
+    assert.doesNotThrow(() => exemptionsCoverBook(config, fields));
+    assert.throws(() => exemptionsCoverBook(config, [...fields, "isbn"]), /Book\.isbn/);
+    const proto = "message Book {\n  string name = 1;\n  string display_name = 2;\n  repeated string authors = 3;\n  string publisher = 4;\n  int32 page_count = 5 [(google.api.field_behavior) = OPTIONAL];\n}\n";
+    assert.throws(() => exemptionsCoverBook(config, protoMessageFields(proto, "Book")), /Book\.page_count/);
+  });
 
   test("the mutations have unique names", () => {
     const names = mutations.map(([what, checkName]) => `${what} fails "${checkName}"`);
