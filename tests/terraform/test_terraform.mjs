@@ -389,6 +389,7 @@ const functions = {
   trimsuffix: (s, x) => (known(s, "trimsuffix").endsWith(x) ? s.slice(0, s.length - x.length) : s),
   floor: (n) => Math.floor(known(n, "floor")),
   regex: tfRegex,
+  merge: (...maps) => Object.assign({}, ...maps.map((m) => { if (m === null || typeof known(m, "merge") !== "object" || Array.isArray(m)) throw new EvalError("merge: not a map"); return m; })),
 };
 
 function evalNode(n, scope) {
@@ -682,7 +683,7 @@ const checks = {
     assert.equal(books(SCENARIOS.sqlite), "sqlite:/var/lib/books/books.db", "sqlite must default to the image's WORKDIR");
     assert.equal(books({ ...SCENARIOS.sqlite, books_store: "sqlite:/var/lib/books/b.db?synchronous=normal" }), "sqlite:/var/lib/books/b.db?synchronous=normal");
     assert.match(books(SCENARIOS.postgresqlExisting), /^postgresql:\/\/\//, "postgresql must run a postgresql:// URI");
-    assert.equal(books(SCENARIOS.firestore), "firestore://my-project/books", "firestore must run firestore://PROJECT/DATABASE");
+    assert.equal(books(SCENARIOS.firestore), "firestore://my-project/books?startup_timeout_s=210", "firestore must run firestore://PROJECT/DATABASE, with the start-up wait that fits the probe");
   },
 
   "the postgresql store connects through Cloud Run's Cloud SQL volume at /cloudsql"(config) {
@@ -913,10 +914,58 @@ const checks = {
       const grpc = one(probe.grpc, `${kind}.grpc`);
       assert.equal(resolveDefault(config, grpc.port ?? 8080), 8080, `${kind}.grpc.port must be 8080`);
       assert.ok(!probe.http_get && !probe.tcp_socket, `${kind} must use only grpc (no http_get/tcp_socket)`);
-      for (const k of ["initial_delay_seconds", "period_seconds", "timeout_seconds", "failure_threshold"]) {
-        assert.equal(typeof probe[k], "number", `${kind}.${k} must be set to a number`);
+      for (const [name, values] of Object.entries(SCENARIOS)) {
+        const vars = scenario(config, values);
+        const v = Object.fromEntries(["initial_delay_seconds", "period_seconds", "timeout_seconds", "failure_threshold"].map((k) => [k, evaluate(config, probe[k], vars)]));
+        for (const [k, x] of Object.entries(v)) {
+          assert.ok(Number.isInteger(x), `${name}: ${kind}.${k} must be set to a whole number, got ${JSON.stringify(x)}`);
+        }
+        assert.ok(v.timeout_seconds < v.period_seconds, `${name}: ${kind}.timeout_seconds must be below period_seconds`);
       }
-      assert.ok(probe.timeout_seconds < probe.period_seconds, `${kind}.timeout_seconds must be below period_seconds`);
+    }
+  },
+
+  // Cloud Run's limits for a startup probe (the API's Probe fields, and the health-check guides):
+  // initial_delay_seconds 0-240, period_seconds 1-240 and at least timeout_seconds,
+  // failure_threshold at least 1, and the container is shut down unless the probe succeeds within
+  // failure_threshold x period_seconds, at most 240 s (the jobs guide now allows jobs 600 s; a
+  // service keeps to 240). Within that window the server must have opened its store: with
+  // firestore the URI's startup_timeout_s (the wait for a role still propagating, typically 2
+  // minutes) must end 30 s before the window closes.
+  "the startup probe stays within Cloud Run's limits and covers each store's start-up wait"(config) {
+    const probe = one(container(config).startup_probe, "startup_probe");
+    const books = (vars) => evaluate(config, ref("local.books_store"), vars);
+    const windows = {};
+    for (const [name, values] of Object.entries({ ...SCENARIOS, firestoreTuned: { ...SCENARIOS.firestore, firestore_store_params: { startup_timeout_s: "60", timeout_ms: "5000" } } })) {
+      const vars = scenario(config, values);
+      const v = Object.fromEntries(["initial_delay_seconds", "period_seconds", "timeout_seconds", "failure_threshold"].map((k) => [k, evaluate(config, probe[k], vars)]));
+      assert.equal(v.initial_delay_seconds, 0, `${name}: initial_delay_seconds must be 0: a delay postpones every cold start, however fast the server starts`);
+      assert.ok(v.period_seconds >= 1 && v.period_seconds <= 240, `${name}: period_seconds must be 1-240, got ${v.period_seconds}`);
+      assert.ok(v.period_seconds <= 5, `${name}: period_seconds ${v.period_seconds} would keep a started instance waiting for its next check`);
+      assert.ok(v.timeout_seconds >= 1 && v.timeout_seconds <= v.period_seconds, `${name}: timeout_seconds must be 1..period_seconds`);
+      assert.ok(v.failure_threshold >= 1, `${name}: failure_threshold must be at least 1`);
+      const window = v.failure_threshold * v.period_seconds;
+      assert.ok(window <= 240, `${name}: failure_threshold x period_seconds = ${window} s, above Cloud Run's 240 s for a startup probe`);
+      windows[name] = window;
+      assert.deepEqual(failingPreconditions(config, service(config).body, vars), [], `${name} must pass the service's preconditions`);
+      if (!isFirestore(values)) continue;
+      const raw = new URL(books(vars)).searchParams.get("startup_timeout_s");
+      assert.ok(raw !== null && /^[0-9]+$/.test(raw), `${name}: BOOKS_STORE must set startup_timeout_s (the server's own default, 600 s, is beyond the probe): ${books(vars)}`);
+      const timeout = Number(raw);
+      assert.ok(timeout + 30 <= window, `${name}: startup_timeout_s=${timeout} must end at least 30 s inside the probe's ${window} s`);
+    }
+    // firestore: the whole window, and a wait that covers Google's typical 2 minutes of propagation.
+    assert.equal(windows.firestore, 240, "with firestore the startup probe must allow Cloud Run's maximum, 240 s");
+    const fsDefault = Number(new URL(books(scenario(config, SCENARIOS.firestore))).searchParams.get("startup_timeout_s"));
+    assert.equal(fsDefault, 210, "the firestore store must wait up to 210 s by default (240 s less 30 s)");
+    assert.equal(new URL(books(scenario(config, { ...SCENARIOS.firestore, firestore_store_params: { startup_timeout_s: "60" } }))).searchParams.get("startup_timeout_s"), "60", "a lower startup_timeout_s must reach the URI");
+    // The postgresql store retries its first connection for 30 s by default: its window is above that.
+    assert.ok(windows.postgresqlCreated >= 30 + 15, "the postgresql store's 30 s of start-up retries must end inside its probe window");
+    // A longer wait than the window is refused at plan time, and so is a non-number.
+    const tooLong = scenario(config, { ...SCENARIOS.firestore, firestore_store_params: { startup_timeout_s: "600" } });
+    assert.ok(failingPreconditions(config, service(config).body, tooLong).some((m) => /startup_timeout_s/.test(m)), "startup_timeout_s = 600 must fail a precondition");
+    for (const bad of [{ startup_timeout_s: "ten" }, { startup_timeout_s: "-5" }]) {
+      assert.ok(failingValidations(config, "firestore_store_params", bad).length > 0, `firestore_store_params = ${JSON.stringify(bad)} must be refused`);
     }
   },
 
@@ -1113,14 +1162,14 @@ const checks = {
     assert.equal(uri.protocol, "firestore:");
     assert.equal(uri.host, "my-project", "the URI's host is the project");
     assert.equal(uri.pathname, "/books", "the URI's path is the database ID");
-    assert.equal(uri.search, "", "no parameters by default");
-    assert.equal(books(SCENARIOS.firestoreExistingDefault), "firestore://my-project", 'the "(default)" database is firestore://PROJECT');
-    assert.equal(books({ ...SCENARIOS.firestore, firestore_store_params: { timeout_ms: "5000", collection: "books_v2" } }), "firestore://my-project/books?collection=books_v2&timeout_ms=5000", "firestore_store_params must reach the URI");
-    assert.equal(books({ ...SCENARIOS.firestore, firestore_database: "books-eu", project_id: "other-proj" }), "firestore://other-proj/books-eu");
+    assert.equal(uri.search, "?startup_timeout_s=210", "by default only the start-up wait that fits the startup probe");
+    assert.equal(books(SCENARIOS.firestoreExistingDefault), "firestore://my-project?startup_timeout_s=210", 'the "(default)" database is firestore://PROJECT');
+    assert.equal(books({ ...SCENARIOS.firestore, firestore_store_params: { timeout_ms: "5000", collection: "books_v2" } }), "firestore://my-project/books?collection=books_v2&startup_timeout_s=210&timeout_ms=5000", "firestore_store_params must reach the URI, keys in lexical order");
+    assert.equal(books({ ...SCENARIOS.firestore, firestore_database: "books-eu", project_id: "other-proj" }), "firestore://other-proj/books-eu?startup_timeout_s=210");
     for (const bad of [{ credentials: "x" }, { collection: "a&b=c" }, { host: "evil" }]) {
       assert.ok(failingValidations(config, "firestore_store_params", bad).length > 0, `firestore_store_params = ${JSON.stringify(bad)} must be refused`);
     }
-    assert.deepEqual(failingValidations(config, "firestore_store_params", { collection: "books-2", cache_mb: "64", group_commit: "on", timeout_ms: "5000" }), []);
+    assert.deepEqual(failingValidations(config, "firestore_store_params", { collection: "books-2", cache_mb: "64", group_commit: "on", timeout_ms: "5000", startup_timeout_s: "120" }), []);
 
     // The revision must not start before the database, the API and its account's role exist.
     const deps = service(config).body.depends_on ?? [];
@@ -1236,6 +1285,7 @@ describe(`terraform configuration in ${TF_DIR}`, () => {
 
 // The same checks on mutated copies: each regression must be caught, by the named check.
 const FIRESTORE_CHECK = "the firestore store: a protected Native-mode database, its API, roles/datastore.user on that database alone";
+const STARTUP_CHECK = "the startup probe stays within Cloud Run's limits and covers each store's start-up wait";
 const EXEMPTIONS_CHECK = "the firestore store's fields are exempt from automatic indexing, in the collections it uses";
 
 describe("the checks catch regressions", () => {
@@ -1452,6 +1502,26 @@ describe("the checks catch regressions", () => {
       (c) => { c.variable.cloudsql_availability_type[0].validation[0].condition = ref("length(var.cloudsql_availability_type) > 0"); }],
     ["an HA description without its cost", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
       (c) => { const v = c.variable.cloudsql_availability_type[0]; v.description = v.description.replace(/double the price/, "more"); }],
+
+    // The startup probe and the firestore store's start-up wait.
+    ["a startup window of 600 s", STARTUP_CHECK,
+      (c) => { c.locals.find((l) => "startup_probe_failure_threshold" in l).startup_probe_failure_threshold = "${local.firestore ? 300 : 30}"; }],
+    ["a startup period above 240 s", STARTUP_CHECK,
+      (c) => { c.locals.find((l) => "startup_probe_period_s" in l).startup_probe_period_s = 241; }],
+    ["an initial delay on every start", STARTUP_CHECK,
+      (c) => { container(c).startup_probe[0].initial_delay_seconds = 120; }],
+    ["firestore kept to 60 s of start-up", STARTUP_CHECK,
+      (c) => { c.locals.find((l) => "startup_probe_failure_threshold" in l).startup_probe_failure_threshold = 30; }],
+    ["no startup_timeout_s in the firestore URI", STARTUP_CHECK,
+      (c) => { const l = c.locals.find((x) => "firestore_uri" in x); l.firestore_uri = l.firestore_uri.replace("local.firestore_params", "var.firestore_store_params"); }],
+    ["a firestore wait of the server's 600 s", STARTUP_CHECK,
+      (c) => { const l = c.locals.find((x) => "firestore_startup_timeout_max_s" in x); l.firestore_startup_timeout_max_s = 600; }],
+    ["no precondition on startup_timeout_s", STARTUP_CHECK,
+      (c) => { const l = service(c).body.lifecycle[0]; l.precondition = l.precondition.filter((p) => !p.condition.includes("startup_timeout_s")); }],
+    ["a startup_timeout_s of any letters", STARTUP_CHECK,
+      (c) => { c.variable.firestore_store_params[0].validation = c.variable.firestore_store_params[0].validation.slice(0, 1); }],
+    ["a timeout as long as the period", "startup and liveness probes use gRPC health checks on 8080",
+      (c) => { container(c).startup_probe[0].timeout_seconds = "${local.startup_probe_period_s}"; }],
 
     // Index exemptions.
     ["authors indexed again", EXEMPTIONS_CHECK,
