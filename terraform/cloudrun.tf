@@ -33,12 +33,32 @@ locals {
   # libpq URI over the socket: no host name, no port, no password; the store's own parameters last.
   postgresql_uri = "postgresql:///${var.postgresql_database}?host=${local.cloudsql_socket_dir}&user=${var.postgresql_user}${join("", [for k, v in var.postgresql_store_params : "&${k}=${v}"])}"
 
+  # Cloud Run's startup probe (below): the instance must answer grpc.health.v1.Health within
+  # failure_threshold x period_seconds of its start, which Cloud Run's health-check guides cap at
+  # 240 s (the API caps period_seconds and initial_delay_seconds at 240 too), or it is shut down.
+  # The server binds its port only once its store is open, so this window is the store's whole
+  # start-up budget. initial_delay_seconds stays 0: it would delay every cold start.
+  startup_probe_period_s          = 2
+  startup_probe_failure_threshold = local.firestore ? 120 : 30
+  startup_probe_window_s          = local.startup_probe_period_s * local.startup_probe_failure_threshold
+
+  # firestore: at start-up the store waits out PERMISSION_DENIED and UNAUTHENTICATED for
+  # startup_timeout_s, which on a first apply covers the propagation of the runtime account's new
+  # roles/datastore.user (typically 2 minutes, Google says, potentially 7 or longer). The server's
+  # own default (600 s) is longer than the probe allows, so the URI always carries a value that ends
+  # inside the window, 30 s before it closes: room for the process start and a last Firestore call
+  # (timeout_ms, 10 s by default). Then the server exits with a message naming the role, rather than
+  # being stopped by the probe in silence.
+  firestore_startup_timeout_max_s = local.startup_probe_window_s - 30
+  firestore_params                = merge({ startup_timeout_s = tostring(local.firestore_startup_timeout_max_s) }, var.firestore_store_params)
+
   # firestore://PROJECT/DATABASE, or firestore://PROJECT for the "(default)" database; then the
-  # store's own parameters (collection, cache_mb, group_commit, timeout_ms), keys in lexical order.
+  # store's own parameters (cache_mb, collection, group_commit, startup_timeout_s, timeout_ms), keys
+  # in lexical order.
   firestore_uri = join("", [
     "firestore://${var.project_id}",
     var.firestore_database == "(default)" ? "" : "/${var.firestore_database}",
-    length(var.firestore_store_params) > 0 ? "?${join("&", [for k, v in var.firestore_store_params : "${k}=${v}"])}" : "",
+    "?${join("&", [for k, v in local.firestore_params : "${k}=${v}"])}",
   ])
 
   # BOOKS_STORE of each store. sqlite: the image's WORKDIR, owned by the server's user; Cloud Run's
@@ -208,13 +228,15 @@ resource "google_cloud_run_v2_service" "books" {
       # grpc.health.v1.Health/Check with the empty service name: the server's overall status,
       # SERVING once the store is open and the port is bound. Up to 2 s x 30 = 60 s to start,
       # above the postgresql store's own 30 s of connection retries at start-up
-      # (startup_timeout_s). Not "books.v1.BooksService": that one reports whether the database is
-      # reachable, and a database outage must not make Cloud Run kill every instance.
+      # (startup_timeout_s); with the firestore store 2 s x 120 = 240 s, Cloud Run's maximum, for
+      # its wait on a role still propagating (local.firestore_startup_timeout_max_s). Not
+      # "books.v1.BooksService": that one reports whether the database is reachable, and a
+      # database outage must not make Cloud Run kill every instance.
       startup_probe {
         initial_delay_seconds = 0
-        period_seconds        = 2
+        period_seconds        = local.startup_probe_period_s
         timeout_seconds       = 1
-        failure_threshold     = 30
+        failure_threshold     = local.startup_probe_failure_threshold
         grpc {
           port    = 8080
           service = ""
@@ -277,6 +299,11 @@ resource "google_cloud_run_v2_service" "books" {
     precondition {
       condition     = var.books_store == null || (var.store == "memory" && startswith(coalesce(var.books_store, "-"), "memory:")) || (var.store == "sqlite" && (startswith(coalesce(var.books_store, "-"), "sqlite:") || startswith(coalesce(var.books_store, "-"), "file:")))
       error_message = "books_store must use the scheme of store (memory: or sqlite:/file:), and must be null with store = \"postgresql\" or \"firestore\" (the module builds those URIs; see postgresql_store_params and firestore_store_params)."
+    }
+    # A firestore start-up wait longer than the probe's window would be cut short by Cloud Run.
+    precondition {
+      condition     = tonumber(local.firestore_params.startup_timeout_s) <= local.firestore_startup_timeout_max_s
+      error_message = "firestore_store_params.startup_timeout_s must be at most ${local.firestore_startup_timeout_max_s}: the startup probe stops an instance that has not answered within ${local.startup_probe_window_s} s (Cloud Run's maximum is 240 s), and the server binds its port only after the store has opened."
     }
     precondition {
       condition     = (var.cloudsql_instance_connection_name == null) == (var.postgresql_password_secret == null)

@@ -7,7 +7,8 @@
 #                 the store's locals (BOOKS_STORE) and the runtime account's one project role
 #   database.tf   the postgresql store: Cloud SQL for PostgreSQL instance, database, user, generated
 #                 password in Secret Manager, the runtime account's access to that secret
-#   firestore.tf  the firestore store: the Firestore API and a Firestore (Native mode) database
+#   firestore.tf  the firestore store: the Firestore API, a Firestore (Native mode) database, the
+#                 request ids' TTL policy and the store's fields exempt from automatic indexing
 #                 (the runtime account's roles/datastore.user on it is in cloudrun.tf)
 #   outputs.tf    service URI, service account email, Docker repository path, Cloud SQL connection
 #                 name, Firestore database

@@ -290,7 +290,7 @@ variable "cloudsql_edition" {
 }
 
 variable "cloudsql_availability_type" {
-  description = "\"ZONAL\" (one zone; cheapest) or \"REGIONAL\" (a standby in a second zone with automatic failover; about twice the instance cost; needs cloudsql_point_in_time_recovery)."
+  description = "Availability of the created Cloud SQL instance. \"ZONAL\" (default): one instance in one zone, no failover; a zone outage or a failed instance means downtime until it recovers (or a restore from backup). \"REGIONAL\" (high availability): a standby instance in a second zone of the region, every write replicated synchronously to the disks of both zones before the commit is reported; when the primary has been unresponsive for about 60 seconds (or its zone is down) Cloud SQL fails over automatically: the standby becomes the primary behind the same static IP address and connection name, so nothing in the service changes; every open connection is dropped, the instance is unavailable for about sixty seconds (Google's figure), and the server reconnects by itself. Google charges an HA instance double the price of a standalone one, CPU, RAM and storage included (https://cloud.google.com/sql/docs/postgres/high-availability); with a shared-core tier (db-f1-micro, db-g1-small) it has no SLA. Needs cloudsql_point_in_time_recovery = true."
   type        = string
   default     = "ZONAL"
 
@@ -398,14 +398,20 @@ variable "firestore_point_in_time_recovery" {
 }
 
 variable "firestore_store_params" {
-  description = "The firestore store's own URI parameters, appended to the BOOKS_STORE the module builds: collection (default books), cache_mb, group_commit (on/off), timeout_ms. Example: { collection = \"books_v2\", timeout_ms = \"5000\" }."
+  description = "The firestore store's own URI parameters, appended to the BOOKS_STORE the module builds: collection (default books), cache_mb, group_commit (on/off), timeout_ms, startup_timeout_s. startup_timeout_s is always in the URI: 210 by default, the most that fits in Cloud Run's startup probe (240 s, see cloudrun.tf), which covers the typical 2 minutes of IAM propagation on a first apply; a value may lower it, not raise it. Example: { collection = \"books_v2\", timeout_ms = \"5000\" }."
   type        = map(string)
   default     = {}
 
   validation {
     # An allow-list, like postgresql_store_params: nothing else can reach the URI.
-    condition     = alltrue([for k, v in var.firestore_store_params : contains(["collection", "cache_mb", "group_commit", "timeout_ms"], k) && can(regex("^[A-Za-z0-9_-]+$", v))])
-    error_message = "firestore_store_params keys must be among collection, cache_mb, group_commit, timeout_ms, with values of letters, digits, '_' and '-'."
+    condition     = alltrue([for k, v in var.firestore_store_params : contains(["collection", "cache_mb", "group_commit", "timeout_ms", "startup_timeout_s"], k) && can(regex("^[A-Za-z0-9_-]+$", v))])
+    error_message = "firestore_store_params keys must be among collection, cache_mb, group_commit, timeout_ms, startup_timeout_s, with values of letters, digits, '_' and '-'."
+  }
+
+  validation {
+    # A number of seconds (the upper bound is a precondition of the service, in cloudrun.tf).
+    condition     = can(regex("^[0-9]{1,4}$", lookup(var.firestore_store_params, "startup_timeout_s", "0")))
+    error_message = "firestore_store_params.startup_timeout_s must be a whole number of seconds."
   }
 }
 

@@ -19,6 +19,31 @@ const TF_DIR = resolve(
   process.env.BOOKS_TERRAFORM_DIR ?? fileURLToPath(new URL("../../terraform", import.meta.url)),
 );
 
+// The API's proto, beside terraform/ in the source tree: the Book message's fields are what the
+// firestore store writes into each book document.
+const BOOKS_PROTO = resolve(process.env.BOOKS_PROTO_FILE ?? join(TF_DIR, "..", "proto", "books", "v1", "books.proto"));
+
+// The field names of `message NAME` in a proto file: its own fields and those of its oneofs, not
+// those of nested messages or the contents of option blocks.
+function protoMessageFields(text, name) {
+  const start = text.search(new RegExp(`^message\\s+${name}\\s*\\{`, "m"));
+  assert.ok(start >= 0, `message ${name} not found in ${BOOKS_PROTO}`);
+  const fields = [];
+  const blocks = []; // the kind of each open block: "message", "oneof" or "other"
+  for (const line of text.slice(start).split("\n")) {
+    const code = line.replace(/\/\/.*$/, "");
+    const inFields = blocks.length > 0 && blocks.every((k, i) => (i === 0 ? k === "message" : k === "oneof"));
+    const m = /^\s*(?:repeated\s+|optional\s+)?[A-Za-z_][\w.]*\s+([A-Za-z_]\w*)\s*=\s*\d+/.exec(code);
+    if (inFields && m) fields.push(m[1]);
+    for (const ch of code) {
+      if (ch === "{") blocks.push(/^\s*message\b/.test(code) ? "message" : /^\s*oneof\b/.test(code) ? "oneof" : "other");
+      else if (ch === "}") blocks.pop();
+    }
+    if (blocks.length === 0) break;
+  }
+  return fields;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Loading: parse each file on its own, then merge, as Terraform reads a module's files as one.
 
@@ -364,6 +389,7 @@ const functions = {
   trimsuffix: (s, x) => (known(s, "trimsuffix").endsWith(x) ? s.slice(0, s.length - x.length) : s),
   floor: (n) => Math.floor(known(n, "floor")),
   regex: tfRegex,
+  merge: (...maps) => Object.assign({}, ...maps.map((m) => { if (m === null || typeof known(m, "merge") !== "object" || Array.isArray(m)) throw new EvalError("merge: not a map"); return m; })),
 };
 
 function evalNode(n, scope) {
@@ -467,8 +493,8 @@ function scenario(config, values = {}) {
 }
 
 // Evaluates an attribute as hcl2json gives it (a template string, or a JSON literal) under vars.
-// local.X is evaluated on demand from the merged locals.
-function evaluate(config, value, vars) {
+// local.X is evaluated on demand from the merged locals; extra adds names to the scope (each).
+function evaluate(config, value, vars, extra = {}) {
   const l = locals(config);
   const cache = new Map();
   const localScope = new Proxy({}, {
@@ -479,7 +505,7 @@ function evaluate(config, value, vars) {
       return cache.get(k);
     },
   });
-  const scope = { var: vars, local: localScope };
+  const scope = { var: vars, local: localScope, ...extra };
   function evalValue(v) {
     if (typeof v === "string") return evalNode(parseTemplate(v), scope);
     if (Array.isArray(v)) return v.map(evalValue);
@@ -505,9 +531,21 @@ function failingValidations(config, name, v) {
     .map((rule) => rule.error_message);
 }
 
-// How many instances of a resource (count) a plan would have: 1 without count.
+// How many instances of a resource (count or for_each) a plan would have: 1 without either.
 function countOf(config, body, vars) {
+  if ("for_each" in body) return Object.keys(evaluate(config, body.for_each, vars)).length;
   return "count" in body ? evaluate(config, body.count, vars) : 1;
+}
+
+// The instances of a for_each resource for vars: each one's key and its attributes (those named
+// in attrs) evaluated with each.key and each.value bound.
+function forEachInstances(config, body, vars, attrs) {
+  const coll = evaluate(config, body.for_each, vars);
+  const entries = Array.isArray(coll) ? coll.map((v) => [v, v]) : Object.entries(coll);
+  return entries.map(([key, value]) => ({
+    key,
+    ...Object.fromEntries(attrs.map((a) => [a, evaluate(config, body[a], vars, { each: { key, value } })])),
+  }));
 }
 
 // The dynamic blocks of a kind in a block body, with how many blocks each makes for vars.
@@ -536,6 +574,19 @@ const SCENARIOS = {
   firestoreExistingDefault: { store: "firestore", max_instance_count: 10, firestore_database: "(default)", firestore_create_database: false },
 };
 const isFirestore = (values) => values.store === "firestore";
+
+// Every field of the Book message but name (the document's name) must be exempt from indexing in
+// the books collection: a field added to the proto is a field the store will write.
+function exemptionsCoverBook(config, bookFields) {
+  assert.ok(bookFields.includes("display_name") && bookFields.includes("authors"), `the Book message's fields were not read: ${bookFields}`);
+  const ex = resources(config, "google_firestore_field").find((r) => !r.body.ttl_config);
+  assert.ok(ex, "no google_firestore_field exemptions");
+  const vars = scenario(config, SCENARIOS.firestore);
+  const exempt = forEachInstances(config, ex.body, vars, ["collection", "field"]).filter((i) => i.collection === "books").map((i) => i.field);
+  for (const f of bookFields.filter((x) => x !== "name")) {
+    assert.ok(exempt.includes(f), `Book.${f} (${BOOKS_PROTO}) is written by the firestore store but not exempt from indexing: add "book.${f}" to local.firestore_unindexed_fields`);
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // The checks. Each takes the merged configuration and throws when the rule is broken.
@@ -632,7 +683,7 @@ const checks = {
     assert.equal(books(SCENARIOS.sqlite), "sqlite:/var/lib/books/books.db", "sqlite must default to the image's WORKDIR");
     assert.equal(books({ ...SCENARIOS.sqlite, books_store: "sqlite:/var/lib/books/b.db?synchronous=normal" }), "sqlite:/var/lib/books/b.db?synchronous=normal");
     assert.match(books(SCENARIOS.postgresqlExisting), /^postgresql:\/\/\//, "postgresql must run a postgresql:// URI");
-    assert.equal(books(SCENARIOS.firestore), "firestore://my-project/books", "firestore must run firestore://PROJECT/DATABASE");
+    assert.equal(books(SCENARIOS.firestore), "firestore://my-project/books?startup_timeout_s=210", "firestore must run firestore://PROJECT/DATABASE, with the start-up wait that fits the probe");
   },
 
   "the postgresql store connects through Cloud Run's Cloud SQL volume at /cloudsql"(config) {
@@ -775,7 +826,15 @@ const checks = {
     assert.equal(resolveDefault(config, settings.deletion_protection_enabled), true, "API deletion protection must default to true");
     assert.equal(resolveDefault(config, settings.tier), "db-f1-micro");
     assert.equal(resolveDefault(config, settings.edition), "ENTERPRISE", "shared-core tiers need the ENTERPRISE edition");
-    assert.equal(resolveDefault(config, settings.availability_type), "ZONAL");
+    // High availability: ZONAL by default, REGIONAL on request, wired to the instance's settings.
+    assert.equal(resolveDefault(config, settings.availability_type), "ZONAL", "the instance must be ZONAL by default (HA doubles its price)");
+    assert.equal(evaluate(config, settings.availability_type, scenario(config, { ...SCENARIOS.postgresqlCreated, cloudsql_availability_type: "REGIONAL" })), "REGIONAL", "cloudsql_availability_type must reach settings.availability_type");
+    for (const good of ["ZONAL", "REGIONAL"]) assert.deepEqual(failingValidations(config, "cloudsql_availability_type", good), [], `${good} must be accepted`);
+    for (const bad of ["regional", "MULTI_REGIONAL", "", "ZONAL "]) assert.ok(failingValidations(config, "cloudsql_availability_type", bad).length > 0, `${JSON.stringify(bad)} must be refused`);
+    const ha = variable(config, "cloudsql_availability_type").description;
+    for (const [what, re] of [["the standby in another zone", /standby[^.]*second zone/i], ["synchronous replication", /synchronous/i], ["automatic failover", /fails over automatically/i], ["the unchanged IP address and connection name", /same static IP address and connection name/i], ["the dropped connections", /connection is dropped/i], ["the doubled price", /double the price/i], ["the failover time", /sixty seconds|60 seconds/i], ["the zonal default's downtime", /ZONAL[^.]*no failover/i]]) {
+      assert.match(ha, re, `cloudsql_availability_type's description must state ${what}`);
+    }
     assert.ok(resolveDefault(config, settings.disk_size) >= 10, "disk_size must default to at least 10 GB");
     const backups = one(settings.backup_configuration, "settings.backup_configuration");
     assert.equal(backups.enabled, true, "backups must be enabled, not a variable");
@@ -855,10 +914,58 @@ const checks = {
       const grpc = one(probe.grpc, `${kind}.grpc`);
       assert.equal(resolveDefault(config, grpc.port ?? 8080), 8080, `${kind}.grpc.port must be 8080`);
       assert.ok(!probe.http_get && !probe.tcp_socket, `${kind} must use only grpc (no http_get/tcp_socket)`);
-      for (const k of ["initial_delay_seconds", "period_seconds", "timeout_seconds", "failure_threshold"]) {
-        assert.equal(typeof probe[k], "number", `${kind}.${k} must be set to a number`);
+      for (const [name, values] of Object.entries(SCENARIOS)) {
+        const vars = scenario(config, values);
+        const v = Object.fromEntries(["initial_delay_seconds", "period_seconds", "timeout_seconds", "failure_threshold"].map((k) => [k, evaluate(config, probe[k], vars)]));
+        for (const [k, x] of Object.entries(v)) {
+          assert.ok(Number.isInteger(x), `${name}: ${kind}.${k} must be set to a whole number, got ${JSON.stringify(x)}`);
+        }
+        assert.ok(v.timeout_seconds < v.period_seconds, `${name}: ${kind}.timeout_seconds must be below period_seconds`);
       }
-      assert.ok(probe.timeout_seconds < probe.period_seconds, `${kind}.timeout_seconds must be below period_seconds`);
+    }
+  },
+
+  // Cloud Run's limits for a startup probe (the API's Probe fields, and the health-check guides):
+  // initial_delay_seconds 0-240, period_seconds 1-240 and at least timeout_seconds,
+  // failure_threshold at least 1, and the container is shut down unless the probe succeeds within
+  // failure_threshold x period_seconds, at most 240 s (the jobs guide now allows jobs 600 s; a
+  // service keeps to 240). Within that window the server must have opened its store: with
+  // firestore the URI's startup_timeout_s (the wait for a role still propagating, typically 2
+  // minutes) must end 30 s before the window closes.
+  "the startup probe stays within Cloud Run's limits and covers each store's start-up wait"(config) {
+    const probe = one(container(config).startup_probe, "startup_probe");
+    const books = (vars) => evaluate(config, ref("local.books_store"), vars);
+    const windows = {};
+    for (const [name, values] of Object.entries({ ...SCENARIOS, firestoreTuned: { ...SCENARIOS.firestore, firestore_store_params: { startup_timeout_s: "60", timeout_ms: "5000" } } })) {
+      const vars = scenario(config, values);
+      const v = Object.fromEntries(["initial_delay_seconds", "period_seconds", "timeout_seconds", "failure_threshold"].map((k) => [k, evaluate(config, probe[k], vars)]));
+      assert.equal(v.initial_delay_seconds, 0, `${name}: initial_delay_seconds must be 0: a delay postpones every cold start, however fast the server starts`);
+      assert.ok(v.period_seconds >= 1 && v.period_seconds <= 240, `${name}: period_seconds must be 1-240, got ${v.period_seconds}`);
+      assert.ok(v.period_seconds <= 5, `${name}: period_seconds ${v.period_seconds} would keep a started instance waiting for its next check`);
+      assert.ok(v.timeout_seconds >= 1 && v.timeout_seconds <= v.period_seconds, `${name}: timeout_seconds must be 1..period_seconds`);
+      assert.ok(v.failure_threshold >= 1, `${name}: failure_threshold must be at least 1`);
+      const window = v.failure_threshold * v.period_seconds;
+      assert.ok(window <= 240, `${name}: failure_threshold x period_seconds = ${window} s, above Cloud Run's 240 s for a startup probe`);
+      windows[name] = window;
+      assert.deepEqual(failingPreconditions(config, service(config).body, vars), [], `${name} must pass the service's preconditions`);
+      if (!isFirestore(values)) continue;
+      const raw = new URL(books(vars)).searchParams.get("startup_timeout_s");
+      assert.ok(raw !== null && /^[0-9]+$/.test(raw), `${name}: BOOKS_STORE must set startup_timeout_s (the server's own default, 600 s, is beyond the probe): ${books(vars)}`);
+      const timeout = Number(raw);
+      assert.ok(timeout + 30 <= window, `${name}: startup_timeout_s=${timeout} must end at least 30 s inside the probe's ${window} s`);
+    }
+    // firestore: the whole window, and a wait that covers Google's typical 2 minutes of propagation.
+    assert.equal(windows.firestore, 240, "with firestore the startup probe must allow Cloud Run's maximum, 240 s");
+    const fsDefault = Number(new URL(books(scenario(config, SCENARIOS.firestore))).searchParams.get("startup_timeout_s"));
+    assert.equal(fsDefault, 210, "the firestore store must wait up to 210 s by default (240 s less 30 s)");
+    assert.equal(new URL(books(scenario(config, { ...SCENARIOS.firestore, firestore_store_params: { startup_timeout_s: "60" } }))).searchParams.get("startup_timeout_s"), "60", "a lower startup_timeout_s must reach the URI");
+    // The postgresql store retries its first connection for 30 s by default: its window is above that.
+    assert.ok(windows.postgresqlCreated >= 30 + 15, "the postgresql store's 30 s of start-up retries must end inside its probe window");
+    // A longer wait than the window is refused at plan time, and so is a non-number.
+    const tooLong = scenario(config, { ...SCENARIOS.firestore, firestore_store_params: { startup_timeout_s: "600" } });
+    assert.ok(failingPreconditions(config, service(config).body, tooLong).some((m) => /startup_timeout_s/.test(m)), "startup_timeout_s = 600 must fail a precondition");
+    for (const bad of [{ startup_timeout_s: "ten" }, { startup_timeout_s: "-5" }]) {
+      assert.ok(failingValidations(config, "firestore_store_params", bad).length > 0, `firestore_store_params = ${JSON.stringify(bad)} must be refused`);
     }
   },
 
@@ -1000,10 +1107,10 @@ const checks = {
 
     // The request ids' TTL policy: Firestore deletes COLLECTION_requests documents after their
     // expire_at, so they do not accumulate (store_firestore.h).
-    const ttl = resources(config, "google_firestore_field");
-    assert.equal(ttl.length, 1, "one google_firestore_field (the request ids' TTL policy) is expected");
+    const ttl = resources(config, "google_firestore_field").filter((r) => r.body.ttl_config);
+    assert.equal(ttl.length, 1, "one google_firestore_field with a ttl_config (the request ids' TTL policy) is expected");
     assert.equal(ttl[0].body.field, "expire_at", "the TTL policy must be on expire_at, the field the store writes");
-    assert.ok(ttl[0].body.ttl_config, "the field must carry a ttl_config");
+    assert.deepEqual(one(ttl[0].body.ttl_config, "ttl_config"), {}, "ttl_config {} sets the TTL policy");
     assert.equal(evaluate(config, ttl[0].body.collection, fs), "books_requests", "the TTL policy must be on the store's request collection");
     assert.equal(evaluate(config, ttl[0].body.collection, scenario(config, { ...SCENARIOS.firestore, firestore_store_params: { collection: "b2" } })), "b2_requests");
 
@@ -1055,14 +1162,14 @@ const checks = {
     assert.equal(uri.protocol, "firestore:");
     assert.equal(uri.host, "my-project", "the URI's host is the project");
     assert.equal(uri.pathname, "/books", "the URI's path is the database ID");
-    assert.equal(uri.search, "", "no parameters by default");
-    assert.equal(books(SCENARIOS.firestoreExistingDefault), "firestore://my-project", 'the "(default)" database is firestore://PROJECT');
-    assert.equal(books({ ...SCENARIOS.firestore, firestore_store_params: { timeout_ms: "5000", collection: "books_v2" } }), "firestore://my-project/books?collection=books_v2&timeout_ms=5000", "firestore_store_params must reach the URI");
-    assert.equal(books({ ...SCENARIOS.firestore, firestore_database: "books-eu", project_id: "other-proj" }), "firestore://other-proj/books-eu");
+    assert.equal(uri.search, "?startup_timeout_s=210", "by default only the start-up wait that fits the startup probe");
+    assert.equal(books(SCENARIOS.firestoreExistingDefault), "firestore://my-project?startup_timeout_s=210", 'the "(default)" database is firestore://PROJECT');
+    assert.equal(books({ ...SCENARIOS.firestore, firestore_store_params: { timeout_ms: "5000", collection: "books_v2" } }), "firestore://my-project/books?collection=books_v2&startup_timeout_s=210&timeout_ms=5000", "firestore_store_params must reach the URI, keys in lexical order");
+    assert.equal(books({ ...SCENARIOS.firestore, firestore_database: "books-eu", project_id: "other-proj" }), "firestore://other-proj/books-eu?startup_timeout_s=210");
     for (const bad of [{ credentials: "x" }, { collection: "a&b=c" }, { host: "evil" }]) {
       assert.ok(failingValidations(config, "firestore_store_params", bad).length > 0, `firestore_store_params = ${JSON.stringify(bad)} must be refused`);
     }
-    assert.deepEqual(failingValidations(config, "firestore_store_params", { collection: "books-2", cache_mb: "64", group_commit: "on", timeout_ms: "5000" }), []);
+    assert.deepEqual(failingValidations(config, "firestore_store_params", { collection: "books-2", cache_mb: "64", group_commit: "on", timeout_ms: "5000", startup_timeout_s: "120" }), []);
 
     // The revision must not start before the database, the API and its account's role exist.
     const deps = service(config).body.depends_on ?? [];
@@ -1076,6 +1183,52 @@ const checks = {
     const out = (values) => evaluate(config, one(config.output?.firestore_database, "output firestore_database").value, scenario(config, values));
     assert.equal(out({}), null, "no Firestore database output without the firestore store");
     assert.equal(out(SCENARIOS.firestore), "projects/my-project/databases/books");
+  },
+
+  // The firestore store queries no field (GetDocument by name, and a RunQuery ordered by __name__
+  // alone), so every field it writes is exempt from Firestore's automatic single-field indexes,
+  // which would otherwise cost 2 entries a field plus one per array element, all stored and billed.
+  "the firestore store's fields are exempt from automatic indexing, in the collections it uses"(config) {
+    const fields = resources(config, "google_firestore_field");
+    const ttl = fields.filter((r) => r.body.ttl_config);
+    const exemptions = fields.filter((r) => !r.body.ttl_config);
+    assert.equal(exemptions.length, 1, "one google_firestore_field without ttl_config (for_each over the store's fields) is expected");
+    const ex = exemptions[0].body;
+    assert.ok("for_each" in ex, "the exemptions must be one resource with for_each over the fields");
+    for (const r of fields) {
+      assert.deepEqual(r.body.index_config, [{}], `google_firestore_field.${r.name}: index_config must be an empty block (no index at all), got ${JSON.stringify(r.body.index_config)}`);
+      assert.equal(r.body.project, ref("var.project_id"), `google_firestore_field.${r.name} must be in project_id`);
+      assert.ok((r.body.depends_on ?? []).includes(ref("google_firestore_database.books")), `google_firestore_field.${r.name} must come after the database`);
+    }
+
+    // What the store writes (store_firestore.h): by collection, the fields of each document.
+    const expected = (c) => [
+      ...["display_name", "authors", "publisher", "write_id", "request_id", "request_hash"].map((f) => `${c}/${f}`),
+      ...["book", "request_hash", "request_fingerprint", "write_id", "expire_at"].map((f) => `${c}_requests/${f}`),
+      `${c}_meta/page_token_key`,
+    ].sort();
+    const configured = (vars) => [
+      ...forEachInstances(config, ex, vars, ["collection", "field", "database"]),
+      ...ttl.flatMap((r) => (countOf(config, r.body, vars) ? [{ collection: evaluate(config, r.body.collection, vars), field: r.body.field, database: evaluate(config, r.body.database, vars) }] : [])),
+    ];
+    for (const [name, values] of Object.entries(SCENARIOS)) {
+      const vars = scenario(config, values);
+      const got = configured(vars);
+      if (!isFirestore(values)) {
+        assert.equal(got.length, 0, `${name}: no Firestore field configuration without the firestore store`);
+        continue;
+      }
+      const paths = got.map((g) => `${g.collection}/${g.field}`).sort();
+      assert.equal(new Set(paths).size, paths.length, `${name}: a field is configured twice: ${paths}`);
+      assert.deepEqual(paths, expected("books"), `${name}: every field the store writes, and nothing else, must be exempt`);
+      for (const g of got) assert.equal(g.database, values.firestore_database ?? "books", `${name}: ${g.collection}/${g.field} must be in the store's database`);
+      // Firestore allows 200 single-field configurations per database without billing (1000 with).
+      assert.ok(got.length <= 200, `${name}: ${got.length} single-field configurations, above Firestore's 200`);
+    }
+    const renamed = configured(scenario(config, { ...SCENARIOS.firestore, firestore_store_params: { collection: "b2" } }));
+    assert.deepEqual(renamed.map((g) => `${g.collection}/${g.field}`).sort(), expected("b2"), "the exemptions must follow the collection parameter");
+
+    exemptionsCoverBook(config, protoMessageFields(readFileSync(BOOKS_PROTO, "utf8"), "Book"));
   },
 
   "outputs: the Cloud SQL connection name, and the secret's id when created"(config) {
@@ -1132,6 +1285,8 @@ describe(`terraform configuration in ${TF_DIR}`, () => {
 
 // The same checks on mutated copies: each regression must be caught, by the named check.
 const FIRESTORE_CHECK = "the firestore store: a protected Native-mode database, its API, roles/datastore.user on that database alone";
+const STARTUP_CHECK = "the startup probe stays within Cloud Run's limits and covers each store's start-up wait";
+const EXEMPTIONS_CHECK = "the firestore store's fields are exempt from automatic indexing, in the collections it uses";
 
 describe("the checks catch regressions", () => {
   const clone = () => structuredClone(config);
@@ -1338,9 +1493,66 @@ describe("the checks catch regressions", () => {
       (c) => { c.variable.store[0].validation[0].condition = ref('contains(["memory", "sqlite", "postgresql"], var.store)'); }],
     ["a datastore.user grant beside the Cloud SQL one", "the runtime account gets Cloud SQL Client and access to the password secret, nothing more",
       (c) => { c.resource.google_project_iam_member.extra = [{ ...c.resource.google_project_iam_member.datastore_user[0] }]; }],
+    // High availability.
+    ["a hard-coded ZONAL instance", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { c.resource.google_sql_database_instance.books[0].settings[0].availability_type = "ZONAL"; }],
+    ["REGIONAL by default", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { c.variable.cloudsql_availability_type[0].default = "REGIONAL"; }],
+    ["an availability type accepting any string", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { c.variable.cloudsql_availability_type[0].validation[0].condition = ref("length(var.cloudsql_availability_type) > 0"); }],
+    ["an HA description without its cost", "a Cloud SQL for PostgreSQL instance with backups and deletion protection, only when needed",
+      (c) => { const v = c.variable.cloudsql_availability_type[0]; v.description = v.description.replace(/double the price/, "more"); }],
+
+    // The startup probe and the firestore store's start-up wait.
+    ["a startup window of 600 s", STARTUP_CHECK,
+      (c) => { c.locals.find((l) => "startup_probe_failure_threshold" in l).startup_probe_failure_threshold = "${local.firestore ? 300 : 30}"; }],
+    ["a startup period above 240 s", STARTUP_CHECK,
+      (c) => { c.locals.find((l) => "startup_probe_period_s" in l).startup_probe_period_s = 241; }],
+    ["an initial delay on every start", STARTUP_CHECK,
+      (c) => { container(c).startup_probe[0].initial_delay_seconds = 120; }],
+    ["firestore kept to 60 s of start-up", STARTUP_CHECK,
+      (c) => { c.locals.find((l) => "startup_probe_failure_threshold" in l).startup_probe_failure_threshold = 30; }],
+    ["no startup_timeout_s in the firestore URI", STARTUP_CHECK,
+      (c) => { const l = c.locals.find((x) => "firestore_uri" in x); l.firestore_uri = l.firestore_uri.replace("local.firestore_params", "var.firestore_store_params"); }],
+    ["a firestore wait of the server's 600 s", STARTUP_CHECK,
+      (c) => { const l = c.locals.find((x) => "firestore_startup_timeout_max_s" in x); l.firestore_startup_timeout_max_s = 600; }],
+    ["no precondition on startup_timeout_s", STARTUP_CHECK,
+      (c) => { const l = service(c).body.lifecycle[0]; l.precondition = l.precondition.filter((p) => !p.condition.includes("startup_timeout_s")); }],
+    ["a startup_timeout_s of any letters", STARTUP_CHECK,
+      (c) => { c.variable.firestore_store_params[0].validation = c.variable.firestore_store_params[0].validation.slice(0, 1); }],
+    ["a timeout as long as the period", "startup and liveness probes use gRPC health checks on 8080",
+      (c) => { container(c).startup_probe[0].timeout_seconds = "${local.startup_probe_period_s}"; }],
+
+    // Index exemptions.
+    ["authors indexed again", EXEMPTIONS_CHECK,
+      (c) => { const l = c.locals.find((x) => "firestore_unindexed_fields" in x); l.firestore_unindexed_fields = l.firestore_unindexed_fields.filter((f) => f !== "book.authors"); }],
+    ["the page-token key indexed again", EXEMPTIONS_CHECK,
+      (c) => { const l = c.locals.find((x) => "firestore_unindexed_fields" in x); l.firestore_unindexed_fields = l.firestore_unindexed_fields.filter((f) => !f.startsWith("meta.")); }],
+    ["an exemption that keeps an ascending index", EXEMPTIONS_CHECK,
+      (c) => { c.resource.google_firestore_field.unindexed[0].index_config = [{ indexes: [{ order: "ASCENDING" }] }]; }],
+    ["the TTL field indexed", EXEMPTIONS_CHECK,
+      (c) => { delete c.resource.google_firestore_field.request_ttl[0].index_config; }],
+    ["exemptions in a fixed collection", EXEMPTIONS_CHECK,
+      (c) => { c.locals.find((x) => "firestore_collections" in x).firestore_collections.book = "books"; }],
+    ["exemptions for every store", EXEMPTIONS_CHECK,
+      (c) => { const b = c.resource.google_firestore_field.unindexed[0]; b.for_each = b.for_each.replace(/^\$\{local\.firestore \? /, "${true ? "); }],
+    ["exemptions in the default database", EXEMPTIONS_CHECK,
+      (c) => { c.resource.google_firestore_field.unindexed[0].database = "(default)"; }],
+    ["exemptions before the database", EXEMPTIONS_CHECK,
+      (c) => { delete c.resource.google_firestore_field.unindexed[0].depends_on; }],
+    ["a field exempted that the store does not write", EXEMPTIONS_CHECK,
+      (c) => { c.locals.find((x) => "firestore_unindexed_fields" in x).firestore_unindexed_fields.push("book.isbn"); }],
     ["a firestore database ID that accepts UUIDs", "every variable's default passes its own validations, and the store inputs check their form",
       (c) => { c.variable.firestore_database[0].validation[0].condition = ref('var.firestore_database == "(default)" || can(regex("^[a-z][a-z0-9-]{2,61}[a-z0-9]$", var.firestore_database))'); }],
   ];
+
+  test("a field added to the Book message without its exemption fails the exemptions check", () => {
+    const fields = protoMessageFields(readFileSync(BOOKS_PROTO, "utf8"), "Book");
+    assert.doesNotThrow(() => exemptionsCoverBook(config, fields));
+    assert.throws(() => exemptionsCoverBook(config, [...fields, "isbn"]), /Book\.isbn/);
+    const proto = "message Book {\n  string name = 1;\n  string display_name = 2;\n  repeated string authors = 3;\n  string publisher = 4;\n  int32 page_count = 5 [(google.api.field_behavior) = OPTIONAL];\n}\n";
+    assert.throws(() => exemptionsCoverBook(config, protoMessageFields(proto, "Book")), /Book\.page_count/);
+  });
 
   test("the mutations have unique names", () => {
     const names = mutations.map(([what, checkName]) => `${what} fails "${checkName}"`);
