@@ -1,7 +1,8 @@
-/* error.h: the project's error codes, the one mapping from them to gRPC status codes, and the
- * AIP-193 error value (reason, message, field violations) that handlers fill in and the codec turns
- * into google.rpc.Status. This module never logs and knows nothing of gRPC (status.h, in the RPC
- * layer, maps these codes to gRPC status codes); it allocates only from the arena it is given.
+/* error.h: the project's error codes and the AIP-193 error value (reason, message, field
+ * violations) that handlers fill in and the codec turns into google.rpc.Status. This module never
+ * logs and knows nothing of gRPC: the one mapping from these codes to gRPC status codes is
+ * status.h's (rpc_status_of, in the RPC layer, README "Errors"); it allocates only from the arena it
+ * is given.
  * Thread safety: a struct books_error belongs to one call; the functions keep no state. */
 #ifndef BOOKS_ERROR_H
 #define BOOKS_ERROR_H
@@ -9,31 +10,31 @@
 #include <stddef.h>
 
 /* Every function in this project that can fail returns 0 or one of these (always negative).
- * Out-parameters are left untouched on failure. The arrow is the gRPC status rpc_status_of()
- * (status.h) maps each to. */
+ * Out-parameters are left untouched on failure. Which gRPC status each becomes is rpc_status_of()'s
+ * (status.c), and nowhere else. */
 enum books_err {
     BOOKS_OK = 0,
-    BOOKS_EINVAL = -1,     /* the caller sent a bad value                      -> INVALID_ARGUMENT */
-    BOOKS_ENOTFOUND = -2,  /* no such resource                                 -> NOT_FOUND */
-    BOOKS_EEXIST = -3,     /* the resource name is taken                       -> ALREADY_EXISTS */
-    BOOKS_ENOMEM = -4,     /* out of memory                                    -> RESOURCE_EXHAUSTED */
-    BOOKS_ENOSPC = -5,     /* the store is full (disk, quota)                  -> RESOURCE_EXHAUSTED */
-    BOOKS_EIO = -6,        /* the store failed to read or write; retry later   -> UNAVAILABLE */
-    BOOKS_EUNAVAIL = -7,   /* the server or store cannot serve now             -> UNAVAILABLE */
-    BOOKS_EBADMSG = -8,    /* the request bytes are not a valid message        -> INVALID_ARGUMENT */
-    BOOKS_EUNIMPL = -9,    /* no such method                                   -> UNIMPLEMENTED */
-    BOOKS_EDEADLINE = -10, /* the caller's deadline passed before work began   -> DEADLINE_EXCEEDED */
-    BOOKS_ECORRUPT = -11,  /* stored data is not what was written              -> DATA_LOSS */
-    BOOKS_EINTERNAL = -12, /* a bug or an impossible state                     -> INTERNAL */
-    BOOKS_E2BIG = -13,     /* the request is larger than the server accepts    -> RESOURCE_EXHAUSTED */
-    BOOKS_EBUSY = -14,     /* too much work in flight (a queue or the memory   -> UNAVAILABLE
+    BOOKS_EINVAL = -1,     /* the caller sent a bad value */
+    BOOKS_ENOTFOUND = -2,  /* no such resource */
+    BOOKS_EEXIST = -3,     /* the resource name is taken */
+    BOOKS_ENOMEM = -4,     /* out of memory */
+    BOOKS_ENOSPC = -5,     /* the store is full (disk, quota) */
+    BOOKS_EIO = -6,        /* the store failed to read or write; retry later */
+    BOOKS_EUNAVAIL = -7,   /* the server or store cannot serve now */
+    BOOKS_EBADMSG = -8,    /* the request bytes are not a valid message */
+    BOOKS_EUNIMPL = -9,    /* no such method */
+    BOOKS_EDEADLINE = -10, /* the caller's deadline passed before the work was done */
+    BOOKS_ECORRUPT = -11,  /* stored data is not what was written */
+    BOOKS_EINTERNAL = -12, /* a bug or an impossible state */
+    BOOKS_E2BIG = -13,     /* the request is larger than the server accepts */
+    BOOKS_EBUSY = -14,     /* too much work in flight (a queue or the memory
                             * budget of calls in flight is full); nothing was done: retry later */
-    BOOKS_EUNKNOWN = -15,  /* a write whose outcome cannot be known (the        -> UNKNOWN
+    BOOKS_EUNKNOWN = -15,  /* a write whose outcome cannot be known (the
                             * connection broke after COMMIT was sent) */
-    BOOKS_EABORTED = -16,  /* the store aborted it (serialization, deadlock)   -> ABORTED */
-    BOOKS_EREFUSED = -17,  /* the store refuses it and will go on refusing     -> FAILED_PRECONDITION
+    BOOKS_EABORTED = -16,  /* the store aborted it (serialization, deadlock) */
+    BOOKS_EREFUSED = -17,  /* the store refuses it and will go on refusing
                             * (its permissions, its own rules) until fixed */
-    BOOKS_EREUSED = -18,   /* an AIP-155 request_id already used by another    -> FAILED_PRECONDITION
+    BOOKS_EREUSED = -18,   /* an AIP-155 request_id already used by another
                             * request */
 };
 /* The most negative code: every code lies in [BOOKS_ERR_LOWEST, -1] (tests walk them all). */

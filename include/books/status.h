@@ -12,9 +12,9 @@
  * thread. */
 grpc_status_code rpc_status_of(int err);
 
-/* The other direction, for a client: the enum books_err nearest to a status it received
- * (OK -> 0; CANCELLED, UNKNOWN and the other codes this server never sends -> BOOKS_EINTERNAL).
- * Any thread. */
+/* The other direction, for a client: the enum books_err nearest to a status it received (OK -> 0,
+ * UNKNOWN -> BOOKS_EUNKNOWN, FAILED_PRECONDITION -> BOOKS_EREFUSED, ...; CANCELLED and the other
+ * codes this server never sends -> BOOKS_EINTERNAL). Any thread. */
 int rpc_status_to_err(grpc_status_code status);
 
 /* The canonical upper-case name of a status code ("NOT_FOUND"), as in logs and google.rpc.Code.

@@ -1,7 +1,7 @@
 /* utf8.h: UTF-8 validation (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
  * Proto3 `string` fields must hold valid UTF-8, and log lines must be valid JSON; protobuf-c checks
- * neither, so the service and the logger both ask here. Pure functions, no allocation: any
- * thread. */
+ * neither, so the codec (every string field of a message it decodes, at any depth) and the JSON
+ * writer (json.c, under the logs) both ask here. Pure functions, no allocation: any thread. */
 #ifndef BOOKS_UTF8_H
 #define BOOKS_UTF8_H
 
