@@ -19,7 +19,7 @@
 cmake_policy(SET CMP0057 NEW)
 
 # Which layer each public header belongs to.
-set(base_headers arena budget error json log options resources text trace utf8)
+set(base_headers arena budget error json log options resources text trace utf8 varint)
 set(store_headers commit_pipeline record_cache store store_legacy store_postgres store_sqlite)
 set(rpc_headers codec core_log rpc rpc_paths server status)
 set(firestore_headers store_firestore)

@@ -1,6 +1,9 @@
-/* codec.h: the only module that touches grpc_byte_buffer and protobuf-c pack/unpack. Decodes request
- * byte buffers into messages, encodes responses into byte buffers, and builds the one
- * google.rpc.Status detail blob (AIP-193) sent in the grpc-status-details-bin trailer.
+/* codec.h: the one module that reads or builds the bytes of a grpc_byte_buffer, and that packs and
+ * unpacks the messages that travel (requests, responses, Firestore's, stored Books). Decodes byte
+ * buffers into messages, encodes messages into byte buffers, and builds the one google.rpc.Status
+ * detail blob (AIP-193) sent in the grpc-status-details-bin trailer. Other modules hold, pass and
+ * destroy byte buffers (rpc/'s call objects, the Firestore client) without looking inside them;
+ * reflection unpacks the descriptors it serves.
  *
  * Threads: the codec keeps no state of its own, so every function may be called from any thread,
  * at the same time as any other; what a call is given (a byte buffer, an arena, an error) must not
@@ -110,6 +113,16 @@ extern const size_t books_descriptor_set_len;
  * does not describe, or when the set cannot be read (out of memory). Any thread. */
 bool codec_field_required(const ProtobufCMessageDescriptor *desc,
                           const ProtobufCFieldDescriptor *f);
+
+/* For code that walks a message by its descriptor (the Firestore mapping, the CLI's JSON): the bytes
+ * one value of field f's type takes in a protobuf-c message struct, which is also the stride of a
+ * repeated field's array. Pure; any thread. */
+size_t codec_field_value_size(const ProtobufCFieldDescriptor *f);
+
+/* Whether field f of msg holds a value: always for implicit presence (proto3) and for a repeated
+ * field (maybe none of them); for explicit presence, the has_ flag, the oneof's case, or a set
+ * pointer (a message; a string not at its default). Pure; any thread. */
+bool codec_field_present(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f);
 
 /* Serializes `e` as a google.rpc.Status (code, message, details: ErrorInfo{reason, domain
  * BOOKS_ERROR_DOMAIN, metadata}, BadRequest{field_violations} when there are any, ResourceInfo when

@@ -177,10 +177,10 @@ struct rpc_service {
     void *self;
 };
 
-/* grpc_init(), after switching abseil's mutex deadlock detection off once per process (server.c
- * says why), which must happen before gRPC core takes its first mutex: every user of gRPC core in
- * the process (the server, the firestore: store's client) starts it through here. Pair each call
- * with grpc_shutdown(). Any thread. */
+/* grpc_init(), after switching abseil's mutex deadlock detection off once per process
+ * (grpc_init.c says why), which must happen before gRPC core takes its first mutex: every user of
+ * gRPC core in this project (the server, the firestore: store's client, the books CLI's client)
+ * starts it through here. Pair each call with grpc_shutdown(). Any thread. */
 void rpc_grpc_init(void);
 
 #endif

@@ -192,64 +192,52 @@ static bool check_book_name(const char *name, const char *field, struct books_er
     return true;
 }
 
-/* A store failure as the caller sees it: retryable ones say so. */
-/* A store failure as the caller sees it: retryable ones say so. `damage` (may be NULL) names the
- * record a BOOKS_ECORRUPT could not read (store.h). */
+/* A store failure as the caller sees it (AIP-193: a reason and what to do): retryable ones say
+ * so. Codes not listed are INTERNAL. */
+static const struct {
+    int rc;
+    const char *reason;
+    const char *message;
+} store_errors[] = {
+    {BOOKS_EIO, "STORE_UNAVAILABLE", "the book store is temporarily unavailable; retry with backoff"},
+    {BOOKS_EUNAVAIL, "STORE_UNAVAILABLE",
+     "the book store is temporarily unavailable; retry with backoff"},
+    {BOOKS_ENOSPC, "STORE_FULL", "the book store is out of space; retry after space has been freed"},
+    {BOOKS_ENOMEM, "OUT_OF_MEMORY", "the server is out of memory; retry later"},
+    {BOOKS_ECORRUPT, "STORE_CORRUPT", "the book store holds damaged data"},
+    {BOOKS_EDEADLINE, "DEADLINE_EXCEEDED",
+     "the call's deadline passed while the book store was answering"},
+    {BOOKS_EUNKNOWN, "COMMIT_OUTCOME_UNKNOWN",
+     "the connection to the book store broke after the create was sent: it may or may not have "
+     "been stored; retry with the same request_id to get the book exactly once (AIP-155)"},
+    {BOOKS_EABORTED, "STORE_ABORTED",
+     "the book store aborted the operation (a conflict with another); retry it"},
+    {BOOKS_EREFUSED, "STORE_REFUSED",
+     "the book store refuses this operation (its permissions or its own rules); retrying will "
+     "not help until its operator fixes the store"},
+    {BOOKS_EBUSY, "OVERLOADED",
+     "the server holds as much work in flight as it allows (a queue's cap or the memory budget of "
+     "BOOKS_MEMORY_LIMIT_MB); nothing was done: retry with backoff"},
+};
+
+/* Sets the error for store failure rc. `damage` (may be NULL) names the record a BOOKS_ECORRUPT
+ * could not read (store.h): the message and the ErrorInfo metadata `record` say which. */
 static void store_error(struct books_error *e, int rc, const struct store_damage *damage)
 {
-    switch (rc) {
-    case BOOKS_EIO:
-    case BOOKS_EUNAVAIL:
-        books_error_set(e, rc, "STORE_UNAVAILABLE",
-                        "the book store is temporarily unavailable; retry with backoff");
-        break;
-    case BOOKS_ENOSPC:
-        books_error_set(e, rc, "STORE_FULL",
-                        "the book store is out of space; retry after space has been freed");
-        break;
-    case BOOKS_ENOMEM:
-        books_error_set(e, rc, "OUT_OF_MEMORY", "the server is out of memory; retry later");
-        break;
-    case BOOKS_ECORRUPT:
-        if (damage && damage->where[0]) {
-            books_error_set(e, rc, "STORE_CORRUPT",
-                            "the book store holds a record that is not a book: %s (%s); its "
-                            "operator must repair or remove it",
-                            damage->where, damage->why[0] ? damage->why : "unreadable");
-            books_error_set_meta(e, "record", damage->where);
-        } else {
-            books_error_set(e, rc, "STORE_CORRUPT", "the book store holds damaged data");
-        }
-        break;
-    case BOOKS_EDEADLINE:
-        books_error_set(e, rc, "DEADLINE_EXCEEDED",
-                        "the call's deadline passed while the book store was answering");
-        break;
-    case BOOKS_EUNKNOWN:
-        books_error_set(e, rc, "COMMIT_OUTCOME_UNKNOWN",
-                        "the connection to the book store broke after the create was sent: it may "
-                        "or may not have been stored; retry with the same request_id to get the "
-                        "book exactly once (AIP-155)");
-        break;
-    case BOOKS_EABORTED:
-        books_error_set(e, rc, "STORE_ABORTED",
-                        "the book store aborted the operation (a conflict with another); retry it");
-        break;
-    case BOOKS_EREFUSED:
-        books_error_set(e, rc, "STORE_REFUSED",
-                        "the book store refuses this operation (its permissions or its own rules); "
-                        "retrying will not help until its operator fixes the store");
-        break;
-    case BOOKS_EBUSY:
-        books_error_set(e, rc, "OVERLOADED",
-                        "the server holds as much work in flight as it allows (a queue's cap or the "
-                        "memory budget of BOOKS_MEMORY_LIMIT_MB); nothing was done: retry with "
-                        "backoff");
-        break;
-    default:
-        books_error_set(e, BOOKS_EINTERNAL, "INTERNAL", "internal error in the book store");
-        break;
+    if (rc == BOOKS_ECORRUPT && damage && damage->where[0]) {
+        books_error_set(e, rc, "STORE_CORRUPT",
+                        "the book store holds a record that is not a book: %s (%s); its operator "
+                        "must repair or remove it",
+                        damage->where, damage->why[0] ? damage->why : "unreadable");
+        books_error_set_meta(e, "record", damage->where);
+        return;
     }
+    for (size_t i = 0; i < sizeof store_errors / sizeof store_errors[0]; i++)
+        if (store_errors[i].rc == rc) {
+            books_error_set(e, rc, store_errors[i].reason, "%s", store_errors[i].message);
+            return;
+        }
+    books_error_set(e, BOOKS_EINTERNAL, "INTERNAL", "internal error in the book store");
 }
 
 /* ---- responses: the stored encodings, sent as they are ------------------------------------------ */

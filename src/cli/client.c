@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "books/codec.h"
+#include "books/rpc.h"
 #include "books/rpc_paths.h"
 #include "books/status.h"
 
@@ -85,7 +86,7 @@ int client_new(const struct client_options *opts, struct client **out)
         c->n_metadata = 1;
     }
 
-    grpc_init();
+    rpc_grpc_init();
     /* The credentials object is reference-counted: the channel keeps its own reference. */
     creds = opts->tls ? grpc_ssl_credentials_create(NULL, NULL, NULL, NULL)
                       : grpc_insecure_credentials_create();

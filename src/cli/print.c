@@ -6,6 +6,7 @@
  * string escaped by json_escape_append()). */
 #include "print.h"
 
+#include "books/codec.h"
 #include "books/error.h"
 #include "books/status.h"
 
@@ -40,48 +41,6 @@ static void json_name(const char *name, char *out, size_t len)
         upper = false;
     }
     out[o] = '\0';
-}
-
-static bool has_value(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
-{
-    const char *m = (const char *)msg;
-    if (f->label == PROTOBUF_C_LABEL_REPEATED)
-        return true;
-    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
-        return *(const uint32_t *)(m + f->quantifier_offset) == f->id;
-    if (f->type == PROTOBUF_C_TYPE_MESSAGE)
-        return *(void *const *)(m + f->offset) != NULL;
-    if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type == PROTOBUF_C_TYPE_STRING)
-        return *(char *const *)(m + f->offset) != f->default_value;
-    if (f->label == PROTOBUF_C_LABEL_OPTIONAL)
-        return *(const protobuf_c_boolean *)(m + f->quantifier_offset);
-    return true;
-}
-
-static size_t slot_size(const ProtobufCFieldDescriptor *f)
-{
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        return 8;
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return sizeof(double);
-    case PROTOBUF_C_TYPE_FLOAT:
-        return sizeof(float);
-    case PROTOBUF_C_TYPE_BOOL:
-        return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_STRING:
-        return sizeof(char *);
-    case PROTOBUF_C_TYPE_BYTES:
-        return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return sizeof(void *);
-    default:
-        return 4; /* the 32-bit integers and enums */
-    }
 }
 
 static void json_base64(struct json_buf *b, const ProtobufCBinaryData *d)
@@ -203,7 +162,7 @@ static void json_message(struct json_buf *b, const ProtobufCMessage *msg, int de
     JSON_LIT(b, "{");
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
-        if (!has_value(msg, f))
+        if (!codec_field_present(msg, f))
             continue;
         if (!first)
             JSON_LIT(b, ",");
@@ -221,7 +180,7 @@ static void json_message(struct json_buf *b, const ProtobufCMessage *msg, int de
         for (size_t k = 0; k < n; k++) {
             if (k)
                 JSON_LIT(b, ",");
-            json_value(b, f, items + k * slot_size(f), depth);
+            json_value(b, f, items + k * codec_field_value_size(f), depth);
         }
         JSON_LIT(b, "]");
     }

@@ -209,23 +209,39 @@ static void fail_now(fs_unary_done_fn done, fs_stream_end_fn end, void *arg,
         end(arg, &st);
 }
 
-void fs_unary(struct fs_client *c, enum fs_method m, const ProtobufCMessage *request,
-              uint64_t deadline_ns, fs_unary_done_fn done, void *arg)
+/* A new call of `m` on the in-flight list, with who to tell (`done` for a unary call, `on_message`
+ * and `on_end` for a stream); NULL once the caller has been told it could not start (out of
+ * memory, or the client cancelled). */
+static struct fs_call *open_call(struct fs_client *c, enum fs_method m,
+                                 const ProtobufCMessage *request, uint64_t deadline_ns,
+                                 fs_unary_done_fn done, fs_stream_message_fn on_message,
+                                 fs_stream_end_fn on_end, void *arg)
 {
     struct fs_call *call = new_call(c, m, request, deadline_ns);
-    grpc_op ops[6];
     if (!call) {
-        fail_now(done, NULL, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        return;
+        fail_now(done, on_end, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return NULL;
     }
-    call->start_tag.step = unary_step;
     call->unary_done = done;
+    call->on_message = on_message;
+    call->on_end = on_end;
     call->arg = arg;
     if (!link_call(c, call)) {
         free_call(call);
-        fail_now(done, NULL, arg, GRPC_STATUS_CANCELLED, "the store is shutting down");
-        return;
+        fail_now(done, on_end, arg, GRPC_STATUS_CANCELLED, "the store is shutting down");
+        return NULL;
     }
+    return call;
+}
+
+void fs_unary(struct fs_client *c, enum fs_method m, const ProtobufCMessage *request,
+              uint64_t deadline_ns, fs_unary_done_fn done, void *arg)
+{
+    struct fs_call *call = open_call(c, m, request, deadline_ns, done, NULL, NULL, arg);
+    grpc_op ops[6];
+    if (!call)
+        return;
+    call->start_tag.step = unary_step;
     size_t n = request_ops(c, call, ops);
     memset(&ops[n], 0, sizeof ops[n]);
     ops[n].op = GRPC_OP_RECV_MESSAGE;
@@ -368,23 +384,13 @@ void fs_stream(struct fs_client *c, enum fs_method m, const ProtobufCMessage *re
                uint64_t deadline_ns, fs_stream_message_fn on_message, fs_stream_end_fn on_end,
                void *arg)
 {
-    struct fs_call *call = new_call(c, m, request, deadline_ns);
+    struct fs_call *call = open_call(c, m, request, deadline_ns, NULL, on_message, on_end, arg);
     grpc_op ops[4], status;
-    if (!call) {
-        fail_now(NULL, on_end, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    if (!call)
         return;
-    }
     call->start_tag.step = stream_start_step;
     call->status_tag.step = stream_status_step;
     call->message_tag.step = stream_message_step;
-    call->on_message = on_message;
-    call->on_end = on_end;
-    call->arg = arg;
-    if (!link_call(c, call)) {
-        free_call(call);
-        fail_now(NULL, on_end, arg, GRPC_STATUS_CANCELLED, "the store is shutting down");
-        return;
-    }
     size_t n = request_ops(c, call, ops);
     status_op(call, &status);
     /* The queue's thread may run a completion as soon as a batch starts: pending counts all

@@ -96,57 +96,6 @@ static bool is_timestamp(const ProtobufCFieldDescriptor *f)
                   "google.protobuf.Timestamp") == 0;
 }
 
-/* Bytes one value of f's type takes in a message struct (or in a repeated field's array). */
-static size_t value_size(const ProtobufCFieldDescriptor *f)
-{
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_INT32:
-    case PROTOBUF_C_TYPE_SINT32:
-    case PROTOBUF_C_TYPE_SFIXED32:
-    case PROTOBUF_C_TYPE_UINT32:
-    case PROTOBUF_C_TYPE_FIXED32:
-    case PROTOBUF_C_TYPE_ENUM:
-        return 4;
-    case PROTOBUF_C_TYPE_FLOAT:
-        return sizeof(float);
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        return 8;
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return sizeof(double);
-    case PROTOBUF_C_TYPE_BOOL:
-        return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_STRING:
-        return sizeof(char *);
-    case PROTOBUF_C_TYPE_BYTES:
-        return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return sizeof(ProtobufCMessage *);
-    }
-    return 0;
-}
-
-/* Whether f holds a value in msg: always for implicit presence; the has_ flag, the oneof case, or
- * a non-NULL pointer otherwise. */
-static bool present(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
-{
-    const char *m = (const char *)msg;
-    if (f->label == PROTOBUF_C_LABEL_REPEATED)
-        return true;
-    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
-        return *(const uint32_t *)(m + f->quantifier_offset) == f->id;
-    if (f->type == PROTOBUF_C_TYPE_MESSAGE)
-        return *(void *const *)(m + f->offset) != NULL;
-    if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_STRING)
-        return *(const protobuf_c_boolean *)(m + f->quantifier_offset);
-    if (f->label == PROTOBUF_C_LABEL_OPTIONAL) /* an optional string: set when not the default */
-        return *(char *const *)(m + f->offset) != f->default_value;
-    return true;
-}
-
 /* ---- message -> document fields ---------------------------------------------------------------- */
 
 static Google__Firestore__V1__Value *new_value(struct arena *a, unsigned type_case)
@@ -201,7 +150,7 @@ static Google__Firestore__V1__Value *value_of(const ProtobufCFieldDescriptor *f,
     }
     default: { /* the integer types and enums */
         int64_t i;
-        switch (value_size(f)) {
+        switch (codec_field_value_size(f)) {
         case 4:
             i = f->type == PROTOBUF_C_TYPE_UINT32 || f->type == PROTOBUF_C_TYPE_FIXED32
                     ? (int64_t)*(const uint32_t *)p
@@ -226,7 +175,7 @@ static Google__Firestore__V1__Value *field_value(const ProtobufCMessage *msg,
     const char *m = (const char *)msg;
     if (f->label != PROTOBUF_C_LABEL_REPEATED)
         return value_of(f, m + f->offset, a, depth);
-    size_t n = *(const size_t *)(m + f->quantifier_offset), size = value_size(f);
+    size_t n = *(const size_t *)(m + f->quantifier_offset), size = codec_field_value_size(f);
     const char *items = *(const char *const *)(m + f->offset);
     Google__Firestore__V1__Value *v =
         new_value(a, GOOGLE__FIRESTORE__V1__VALUE__VALUE_TYPE_ARRAY_VALUE);
@@ -256,7 +205,7 @@ static int fields_of(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor
         return BOOKS_ENOMEM;
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
-        if (f == skip || !present(msg, f))
+        if (f == skip || !codec_field_present(msg, f))
             continue;
         Google__Firestore__V1__Document__FieldsEntry *entry = alloc(a, sizeof *entry);
         if (!entry)
@@ -449,7 +398,7 @@ static int field_into(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f,
                  type_name(v->value_type_case), wanted(f));
         return BOOKS_ECORRUPT;
     }
-    size_t n = v->array_value->n_values, size = value_size(f);
+    size_t n = v->array_value->n_values, size = codec_field_value_size(f);
     char *items = alloc(r->a, n * size);
     if (!items)
         return BOOKS_ENOMEM;
@@ -641,14 +590,6 @@ static Google__Firestore__V1__Write *create_write(struct arena *a, const char *d
     return w;
 }
 
-/* protobuf-c's allocator over an arena (nothing freed one by one: the arena goes whole). */
-static void *arena_pb_alloc(void *data, size_t size) { return arena_alloc(data, size); }
-static void arena_pb_free(void *data, void *ptr)
-{
-    (void)data;
-    (void)ptr;
-}
-
 int fs_build_create(const struct fs_names *n, const struct commit_item *it, const char *write_id,
                     uint32_t request_ttl_s, struct arena *arena, struct fs_create_writes *out)
 {
@@ -662,10 +603,12 @@ int fs_build_create(const struct fs_names *n, const struct commit_item *it, cons
     if (!fs_book_doc(n, b->name, doc, sizeof doc))
         return BOOKS_EINVAL;
     /* The body as the Book it is (the service encoded it), then each field by the descriptor. */
-    ProtobufCAllocator pb = {.alloc = arena_pb_alloc, .free = arena_pb_free, .allocator_data = arena};
-    ProtobufCMessage *book = protobuf_c_message_unpack(BOOK_DESC, &pb, len, body);
-    if (!book)
-        return BOOKS_ENOMEM; /* the service's own encoding always unpacks: only memory fails */
+    ProtobufCMessage *book = NULL;
+    struct books_error e;
+    books_error_init(&e, arena);
+    int drc = codec_decode_bytes(body, len, BOOK_DESC, NULL, arena, &book, &e);
+    if (drc != 0) /* the service's own encoding always decodes: only memory fails */
+        return drc == BOOKS_ENOMEM ? BOOKS_ENOMEM : BOOKS_EINTERNAL;
     int rc = fields_of(book, name_field(), arena, 0, 1, &f, &nf);
     if (rc != 0)
         return rc;

@@ -14,6 +14,7 @@
 #include "books/status.h"
 
 #include "books/utf8.h"
+#include "books/varint.h"
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/compression.h>
@@ -53,21 +54,6 @@ static int too_big(const struct codec_limits *limits, struct books_error *err)
                     "server's limit (BOOKS_MAX_RECV_BYTES); send a smaller request",
                     limits ? limits->max_message_bytes : (size_t)0);
     return BOOKS_E2BIG;
-}
-
-/* Reads a base-128 varint (at most 10 bytes, the most a uint64 takes); returns its length in
- * bytes, 0 when malformed or cut short. Never reads at or past `end`. */
-static size_t read_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (size_t i = 0; i < 10 && p + i < end; i++) {
-        x |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-        if (!(p[i] & 0x80)) {
-            *v = x;
-            return i + 1;
-        }
-    }
-    return 0;
 }
 
 /* Counted fields per message: each field's index in its descriptor, for repeated-field limits and
@@ -144,7 +130,7 @@ static void scan_message(struct scan *s, const uint8_t *p, size_t n,
 
     while (p < end && !s->over) {
         uint64_t key, size = 0;
-        size_t k = read_varint(p, end, &key);
+        size_t k = varint_read(p, end, &key);
         if (!k || (key >> 3) == 0 || (key >> 3) > 0x1fffffff) {
             s->malformed = true;
             return;
@@ -163,7 +149,7 @@ static void scan_message(struct scan *s, const uint8_t *p, size_t n,
             s->unknown = true;
         switch (key & 7) {
         case 0:
-            k = read_varint(p, end, &size);
+            k = varint_read(p, end, &size);
             if (!k) {
                 s->malformed = true;
                 return;
@@ -186,7 +172,7 @@ static void scan_message(struct scan *s, const uint8_t *p, size_t n,
             s->malformed = true;
             return;
         }
-        k = read_varint(p, end, &size);
+        k = varint_read(p, end, &size);
         if (!k || size > (uint64_t)(end - p - k)) {
             s->malformed = true;
             return;
@@ -250,11 +236,11 @@ static const uint8_t *next_field(const uint8_t *p, const uint8_t *end, uint64_t 
                                  const uint8_t **payload, uint64_t *len)
 {
     uint64_t v = 0;
-    p += read_varint(p, end, key);
+    p += varint_read(p, end, key);
     switch (*key & 7) {
     case 0:
         *payload = p;
-        *len = read_varint(p, end, &v);
+        *len = varint_read(p, end, &v);
         break;
     case 1:
         *payload = p;
@@ -265,31 +251,11 @@ static const uint8_t *next_field(const uint8_t *p, const uint8_t *end, uint64_t 
         *len = 4;
         break;
     default: /* 2: scan_message refused every other wire type */
-        p += read_varint(p, end, len);
+        p += varint_read(p, end, len);
         *payload = p;
         break;
     }
     return *payload + *len;
-}
-
-static size_t varint_size(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static uint8_t *write_varint(uint8_t *out, uint64_t v)
-{
-    while (v >= 0x80) {
-        *out++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *out++ = (uint8_t)v;
-    return out;
 }
 
 /* Writes p[0..n) (a message of type desc) without its unknown fields, at any depth, to out, and
@@ -311,7 +277,7 @@ static size_t copy_known(const uint8_t *p, size_t n, const ProtobufCMessageDescr
             size_t inner = copy_known(payload, (size_t)len, f->descriptor, NULL);
             size_t head = varint_size(key) + varint_size(inner);
             if (out) {
-                write_varint(write_varint(out + total, key), inner);
+                varint_write(varint_write(out + total, key), inner);
                 copy_known(payload, (size_t)len, f->descriptor, out + total + head);
             }
             total += head + inner;
@@ -568,7 +534,7 @@ size_t codec_embedded_write(const ProtobufCMessage *msg, unsigned field,
     for (size_t i = 0; i < n; i++) {
         if (field != 0) {
             if (out)
-                out = write_varint(write_varint(out, key), parts[i].len);
+                out = varint_write(varint_write(out, key), parts[i].len);
             total += varint_size(key) + varint_size(parts[i].len);
         }
         if (out && parts[i].len) {
@@ -779,6 +745,50 @@ free_status:
     return rc;
 }
 
+/* ---- walking a message by its descriptor ------------------------------------------------------- */
+
+size_t codec_field_value_size(const ProtobufCFieldDescriptor *f)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        return 8;
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return sizeof(double);
+    case PROTOBUF_C_TYPE_FLOAT:
+        return sizeof(float);
+    case PROTOBUF_C_TYPE_BOOL:
+        return sizeof(protobuf_c_boolean);
+    case PROTOBUF_C_TYPE_STRING:
+        return sizeof(char *);
+    case PROTOBUF_C_TYPE_BYTES:
+        return sizeof(ProtobufCBinaryData);
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return sizeof(ProtobufCMessage *);
+    default: /* the 32-bit integers and enums */
+        return 4;
+    }
+}
+
+bool codec_field_present(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
+{
+    const char *m = (const char *)msg;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED)
+        return true;
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+        return *(const uint32_t *)(m + f->quantifier_offset) == f->id;
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE)
+        return *(void *const *)(m + f->offset) != NULL;
+    if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type == PROTOBUF_C_TYPE_STRING)
+        return *(char *const *)(m + f->offset) != f->default_value;
+    if (f->label == PROTOBUF_C_LABEL_OPTIONAL)
+        return *(const protobuf_c_boolean *)(m + f->quantifier_offset);
+    return true;
+}
+
 /* ---- field behaviors, from the embedded descriptor set ------------------------------------------ */
 
 /* google.api.field_behavior (google/api/field_behavior.proto): FieldOptions extension 1052, a
@@ -802,12 +812,12 @@ static bool options_say_required(const Google__Protobuf__FieldOptions *o)
         const uint8_t *p = u->data, *end = u->data + u->len;
         if (u->wire_type == PROTOBUF_C_WIRE_TYPE_VARINT) {
             uint64_t v = 0;
-            if (read_varint(p, end, &v) && v == FIELD_BEHAVIOR_REQUIRED)
+            if (varint_read(p, end, &v) && v == FIELD_BEHAVIOR_REQUIRED)
                 return true;
         } else if (u->wire_type == PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED) {
             while (p < end) { /* packed: the varints one after another */
                 uint64_t v = 0;
-                size_t k = read_varint(p, end, &v);
+                size_t k = varint_read(p, end, &v);
                 if (!k)
                     break;
                 if (v == FIELD_BEHAVIOR_REQUIRED)

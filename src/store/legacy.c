@@ -6,33 +6,17 @@
 #include <string.h>
 
 #include "books/error.h"
+#include "books/varint.h"
 
 enum { DISPLAY_NAME = 2, AUTHORS = 3, PUBLISHER = 4 }; /* books.proto's numbers */
-
-static size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
 
 /* Writes one string field at out (when not NULL); returns its encoded length. */
 static size_t put_string(uint8_t *out, unsigned field, struct store_text t)
 {
-    size_t head = 1 + varint_len(t.len); /* keys of fields 2-4 take one byte */
+    size_t head = 1 + varint_size(t.len); /* keys of fields 2-4 take one byte */
     if (out) {
-        uint64_t v = t.len;
-        size_t o = 0;
-        out[o++] = (uint8_t)(field << 3 | 2);
-        while (v >= 0x80) {
-            out[o++] = (uint8_t)(v | 0x80);
-            v >>= 7;
-        }
-        out[o++] = (uint8_t)v;
-        memcpy(out + o, t.p, t.len);
+        out[0] = (uint8_t)(field << 3 | 2);
+        memcpy(varint_write(out + 1, t.len), t.p, t.len);
     }
     return head + t.len;
 }
@@ -50,20 +34,6 @@ size_t store_legacy_body(const struct store_legacy_book *b, uint8_t *out)
     return n;
 }
 
-/* A varint at p (never reading at or past end); its length, 0 when malformed or cut short. */
-static size_t get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (size_t i = 0; i < 10 && p + i < end; i++) {
-        x |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-        if (!(p[i] & 0x80)) {
-            *v = x;
-            return i + 1;
-        }
-    }
-    return 0;
-}
-
 int store_legacy_fields(const uint8_t *body, size_t body_len, struct store_text *authors,
                         size_t cap, struct store_legacy_book *b)
 {
@@ -72,13 +42,13 @@ int store_legacy_fields(const uint8_t *body, size_t body_len, struct store_text 
                                     .authors = authors};
     while (p < end) {
         uint64_t key, len;
-        size_t k = get_varint(p, end, &key);
+        size_t k = varint_read(p, end, &key);
         if (!k)
             return BOOKS_ECORRUPT;
         p += k;
         switch (key & 7) {
         case 0:
-            k = get_varint(p, end, &len);
+            k = varint_read(p, end, &len);
             if (!k)
                 return BOOKS_ECORRUPT;
             p += k;
@@ -94,7 +64,7 @@ int store_legacy_fields(const uint8_t *body, size_t body_len, struct store_text 
         default:
             return BOOKS_ECORRUPT;
         }
-        k = get_varint(p, end, &len);
+        k = varint_read(p, end, &len);
         if (!k || len > (uint64_t)(end - p - k))
             return BOOKS_ECORRUPT;
         p += k;

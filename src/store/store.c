@@ -7,6 +7,7 @@
 
 #include "books/error.h"
 #include "books/record_cache.h"
+#include "books/varint.h"
 #include "books/store_postgres.h"
 #include "books/store_sqlite.h"
 
@@ -27,22 +28,10 @@
  * The one fact about the Book's encoding this layer holds: a record is its name and the rest. */
 #define NAME_FIELD_KEY ((1u << 3) | 2u)
 
-/* Writes v as a base-128 varint to out (at most 10 bytes); returns its length. */
-static size_t put_varint(uint8_t *out, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        out[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    out[n++] = (uint8_t)v;
-    return n;
-}
-
 int store_book_new(const char *name, size_t name_len, const uint8_t *body, size_t body_len,
                    struct store_book **out)
 {
-    uint8_t head[1 + 10];
+    uint8_t head[1 + VARINT_MAX_BYTES];
     size_t head_len, total;
     struct store_book *b;
     char *copy;
@@ -54,7 +43,7 @@ int store_book_new(const char *name, size_t name_len, const uint8_t *body, size_
         body_len > STORE_MAX_BODY_BYTES)
         return BOOKS_ECORRUPT;
     head[0] = NAME_FIELD_KEY;
-    head_len = 1 + put_varint(head + 1, name_len);
+    head_len = (size_t)(varint_write(head + 1, name_len) - head);
     /* The record, its name as a C string and its wire form share one block: one malloc and one
      * free per record, and readers touch one region. The bounds above keep the sum far from
      * SIZE_MAX. */

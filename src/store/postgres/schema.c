@@ -98,11 +98,19 @@ static int fail(int rc, char *err, size_t errlen, const char *shown, const char 
 
 static int begin(PGconn *conn) { return pg_exec(conn, "BEGIN", PGRES_COMMAND_OK, NULL); }
 
-static int end(PGconn *conn, int rc)
+/* Ends a step's transaction: COMMIT when rc is 0, else ROLLBACK and a message saying it could not
+ * `what` ("create the schema"). Returns the step's outcome. */
+static int end(PGconn *conn, int rc, const char *shown, const char *what, char *err,
+               size_t errlen)
 {
-    if (rc == 0)
-        return pg_exec(conn, "COMMIT", PGRES_COMMAND_OK, NULL);
+    if (rc == 0 && (rc = pg_exec(conn, "COMMIT", PGRES_COMMAND_OK, NULL)) == 0)
+        return 0;
     (void)pg_exec(conn, "ROLLBACK", PGRES_COMMAND_OK, NULL);
+    if (what) {
+        char line[64];
+        snprintf(line, sizeof line, "cannot %s", what);
+        fail(rc, err, errlen, shown, line, conn);
+    }
     return rc;
 }
 
@@ -125,10 +133,7 @@ static int create(PGconn *conn, const char *shown, char *err, size_t errlen)
              PG_SCHEMA_VERSION, hex);
     if (rc == 0)
         rc = pg_exec(conn, sql, PGRES_COMMAND_OK, NULL);
-    rc = end(conn, rc);
-    if (rc != 0)
-        return fail(rc, err, errlen, shown, "cannot create the schema", conn);
-    return 0;
+    return end(conn, rc, shown, "create the schema", err, errlen);
 }
 
 /* Version 1 or 2 -> expanded, in one transaction. */
@@ -139,9 +144,8 @@ static int expand(PGconn *conn, int from, const char *shown, char *err, size_t e
         rc = pg_exec(conn, v1_to_v2_sql, PGRES_COMMAND_OK, NULL);
     if (rc == 0)
         rc = pg_exec(conn, expand_sql, PGRES_COMMAND_OK, NULL);
-    rc = end(conn, rc);
-    if (rc != 0)
-        return fail(rc, err, errlen, shown, "cannot expand the schema", conn);
+    if ((rc = end(conn, rc, shown, "expand the schema", err, errlen)) != 0)
+        return rc;
     log_msg(LOG_INFO,
             "PostgreSQL at %s: schema version %d expanded for this version (books kept encoded "
             "beside the columns of version 2): servers of the previous version go on working on "
@@ -243,7 +247,7 @@ static int contract(PGconn *conn, const char *shown, char *err, size_t errlen)
         rc = pg_exec(conn, "LOCK TABLE books IN SHARE ROW EXCLUSIVE MODE", PGRES_COMMAND_OK,
                      NULL);
     if (rc == 0 && (rc = pg_contract_ready(conn, why, sizeof why)) == BOOKS_EREFUSED) {
-        (void)end(conn, rc);
+        (void)end(conn, rc, shown, NULL, err, errlen);
         books_format_err(err, errlen,
                          "PostgreSQL at %s: contract=on, but %s still use the columns the "
                          "contract drops; stop them (route all traffic to this version and let "
@@ -255,9 +259,8 @@ static int contract(PGconn *conn, const char *shown, char *err, size_t errlen)
         rc = backfill(conn, &rows);
     if (rc == 0)
         rc = pg_exec(conn, contract_sql, PGRES_COMMAND_OK, NULL);
-    rc = end(conn, rc);
-    if (rc != 0)
-        return fail(rc, err, errlen, shown, "cannot contract the schema", conn);
+    if ((rc = end(conn, rc, shown, "contract the schema", err, errlen)) != 0)
+        return rc;
     log_msg(LOG_INFO,
             "PostgreSQL at %s: schema contracted to version %d (%zu books of the previous "
             "version encoded); servers of the previous version now refuse this database",

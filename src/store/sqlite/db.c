@@ -38,9 +38,10 @@ int sq_step_reset(sqlite3_stmt *st)
     return rc;
 }
 
-/* Runs one SQL statement on `db` and reads its first column as an integer (PRAGMAs, counts).
- * Returns SQLITE_OK or an error rc. */
-int sq_query_int(sqlite3 *db, const char *sql, long long *out)
+/* Runs one SQL statement on `db` and reads the first column of its first row into *out (an integer)
+ * or out/len (text, copied, truncated), whichever is given. SQLITE_OK, SQLITE_ERROR when there is
+ * no row, or SQLite's rc. */
+static int query_first(sqlite3 *db, const char *sql, long long *num, char *text, size_t len)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
@@ -49,7 +50,11 @@ int sq_query_int(sqlite3 *db, const char *sql, long long *out)
         return rc;
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        *out = sqlite3_column_int64(st, 0);
+        const unsigned char *t = text ? sqlite3_column_text(st, 0) : NULL;
+        if (num)
+            *num = sqlite3_column_int64(st, 0);
+        else
+            snprintf(text, len, "%s", t ? (const char *)t : "");
         rc = SQLITE_OK;
     } else if (rc == SQLITE_DONE) {
         rc = SQLITE_ERROR;
@@ -58,25 +63,14 @@ int sq_query_int(sqlite3 *db, const char *sql, long long *out)
     return rc;
 }
 
-/* Like sq_query_int for a text result, copied into out (len bytes). */
+int sq_query_int(sqlite3 *db, const char *sql, long long *out)
+{
+    return query_first(db, sql, out, NULL, 0);
+}
+
 int sq_query_text(sqlite3 *db, const char *sql, char *out, size_t len)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-
-    if (rc != SQLITE_OK)
-        return rc;
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        const unsigned char *t = sqlite3_column_text(st, 0);
-
-        snprintf(out, len, "%s", t ? (const char *)t : "");
-        rc = SQLITE_OK;
-    } else if (rc == SQLITE_DONE) {
-        rc = SQLITE_ERROR;
-    }
-    sqlite3_finalize(st);
-    return rc;
+    return query_first(db, sql, NULL, out, len);
 }
 
 int sq_exec(sqlite3 *db, const char *sql)
