@@ -17,31 +17,56 @@ As a command:
     patroni.py stop DIR        kills whatever of it still runs and removes DIR
     patroni.py measure [--failovers K] [--switchovers K] [--strict] [--ttl S --loop-wait S
                        --retry-timeout S]
-                               the timings its README paragraph below reports
+                               failover, switchover and rejoin times, with a write probe (an
+                               INSERT through the multi-host URI every 50 ms): "Measured" below
+    patroni.py measure-sync [--strict]
+                               what synchronous_mode does to writes as nodes die
 
 The settings (Patroni's dynamic configuration, written to etcd at bootstrap):
   * ttl 10, loop_wait 1, retry_timeout 4: Patroni's rule loop_wait + 2 * retry_timeout <= ttl
-    holds (1 + 8 <= 10). The leader key is a lease of ttl seconds that the leader renews every
-    loop; a killed leader's lease runs out 9-10 s after its last renewal, and that is most of an
-    unplanned failover. A smaller ttl fails over faster, but a leader that cannot reach etcd
-    within retry_timeout (etcd fsyncs every write; a loaded 2-core CI machine) demotes itself:
-    retry_timeout 4 keeps a margin over etcd's worst fsync stalls seen here.
+    holds (1 + 8 <= 10). The leader key is an etcd lease of ttl seconds that the leader renews
+    every loop; a killed leader's lease runs out 9-10 s after its last renewal, and that is most
+    of an unplanned failover. A leader that cannot update its key in etcd within retry_timeout
+    demotes itself, so a small retry_timeout on a loaded 2-core CI machine risks
+    failovers nobody asked for, which would make the tests that check who leads flaky. ttl 6,
+    loop_wait 1, retry_timeout 2 (start(ttl=6, loop_wait=1, retry_timeout=2)) fails over in
+    5.4-6.3 s instead of 9.6-10.5 s; neither saw a spurious failover or a failed write in 120 s
+    under 3 CPU hogs and an O_DSYNC writer (ttl 6 with another worktree's ctest -j2 besides, load
+    average 12), but the default keeps twice the margin for the runs nobody watches.
   * synchronous_mode: true, synchronous_mode_strict: false (strict=True to change it). With
-    synchronous_mode Patroni only fails over to the standby it listed as synchronous in etcd, so a
-    commit the old leader acknowledged is on the new leader. Not strict: when no standby is left
-    (two of three nodes dead) the leader drops synchronous_standby_names and goes on accepting
-    writes alone; strict would block every commit until a standby is back. The tests want to see
-    books-server work through the loss of nodes, and a commit can still never be lost to a
-    failover (Patroni promotes no node that was not synchronous), so not strict is the default;
-    PatroniCluster.start(strict=True) is there for a test of the blocking.
+    synchronous_mode Patroni only fails over to the standby its /sync key in etcd names, so a
+    commit the old leader acknowledged is on the new leader; if the leader and that standby die
+    together, the third node is not promoted (measured) until one of them is back. Not strict:
+    when its last standby dies the leader drops synchronous_standby_names (about one loop:
+    writes wait ~1 s) and goes on alone; strict blocks every commit until a standby is back.
+    The wire tests want books-server to work through the loss of nodes, and no failover can lose
+    an acknowledged commit either way (while the leader is alone its /sync key names no standby,
+    so no other node may be promoted), so not strict is the default; start(strict=True) is
+    there for a test of the blocking. A Patroni 3.0.2 race, measured: when a replica dies in the
+    ~2 s between Patroni naming it in synchronous_standby_names and in /sync (it has just been
+    picked because the synchronous standby died), Patroni never clears it, and commits hang
+    until a replica is back, strict or not (`patroni.py measure-sync`, case 2b).
   * maximum_lag_on_failover 1 MiB (Patroni's default); in synchronous mode only the synchronous
     standby is a candidate anyway.
   * use_pg_rewind, use_slots, wal_log_hints and data checksums, remove_data_directory_on_rewind_
     failure and ..._on_diverged_timelines: a killed old leader comes back as a replica, by
     pg_rewind when it can and by a fresh pg_basebackup (checkpoint=fast) when it cannot.
+  * wal_retrieve_retry_interval 500ms: a replica that asks a new leader for its slot before
+    Patroni made it retries after 0.5 s, not 5 s (rejoins and switchovers were 5 s slower).
   * synchronous_commit on, fsync on (what the durability tests rely on), trust on loopback,
     initdb with UTF8, locale C.UTF-8; the `books` database is made by the post_bootstrap script,
     before any replica clones the leader.
+
+Measured here (2 cores; `patroni.py measure --failovers 5 --switchovers 5`, `measure-sync`):
+  start (etcd, initdb, two basebackups, synchronous standby named): 6.7-10.2 s
+  kill -9 of the leader node -> Patroni on the sync standby takes the key (its log): 9.6-10.4 s;
+    -> PostgreSQL promoted (its log) +0.03-0.25 s; -> first INSERT through the URI OK: 9.6-10.6 s
+  killed old leader restarted -> streaming again as a replica (always by pg_rewind): 5-11 s
+  switchover (POST /switchover) -> promoted: 1.5-2.1 s; no INSERT succeeds for 1.4-1.9 s
+  synchronous standby dies (3 -> 2 nodes): commits wait 0.3-1.3 s, then go on (the other
+    replica is made synchronous in ~2.5 s); the last replica dies (leader alone): ~1 s wait,
+    then writes go on (strict: they block until a standby is back); leader and sync standby die
+    together: the third node is not promoted, the sync standby's restart makes it leader (1.6 s)
 
 Never fork (see pgcluster.py and tests/check_no_fork.py): every program runs through subprocess's
 vfork path; Patroni runs as `postgres` through setpriv(1). Each Patroni process and etcd start in
@@ -324,6 +349,10 @@ class PatroniCluster:
                                 "max_connections": 200, "synchronous_commit": "on",
                                 "fsync": "on", "log_line_prefix": "%m [%p] ",
                                 "log_timezone": "UTC",
+                                # A standby whose primary has no slot for it yet (a new
+                                # leader makes them on its next loop) tries again after this,
+                                # not after the default 5 s.
+                                "wal_retrieve_retry_interval": "500ms",
                             },
                         },
                     },
@@ -553,22 +582,25 @@ class PatroniCluster:
 
     # -- waiting ---------------------------------------------------------------------------------
 
-    def wait_leader(self, not_=None, timeout=FAILOVER_TIMEOUT_S):
-        """Waits for a leader other than `not_` whose PostgreSQL is out of recovery (takes
-        writes); returns (name, promoted_at), promoted_at the time.time() at which
-        pg_is_in_recovery() was first seen false there (looked at every ~25 ms plus a psql
-        start, so ~30-60 ms late at worst). It first polls every live node's GET /leader every
-        25 ms: the first 200 is when that node took the leader key (Patroni's "promoted self to
-        leader by acquiring session lock"), kept in self.last_promotion["lock_seen_at"];
-        log_times() reads both moments from the logs to the millisecond. Raises PatroniError
-        after `timeout` seconds."""
+    def wait_leader(self, not_=None, timeout=FAILOVER_TIMEOUT_S, give_up=None):
+        """Waits for a node other than `not_` whose PostgreSQL is out of recovery (takes writes)
+        and which holds Patroni's leader key; returns (name, promoted_at), promoted_at the
+        time.time() at which pg_is_in_recovery() was first seen false there: every live node
+        but `not_` is asked every ~25 ms (plus a psql start each, ~10 ms), so it is 10-60 ms
+        late. Patroni's REST API says "leader" (GET /leader 200) a little later than that in a
+        switchover (0.3 s measured): that is only checked after, with the same deadline.
+        log_times() reads from the logs, to the millisecond, when Patroni took the key and when
+        PostgreSQL finished promoting. Raises PatroniError after `timeout` seconds, or as soon
+        as give_up() (when given) returns a reason."""
         deadline = time.monotonic() + timeout
-        name = lock_at = None
+        name = None
         while name is None:
+            reason = give_up and give_up()
+            if reason:
+                raise PatroniError(reason)
             for m in self._live(exclude=not_):
-                status, _ = http("GET", m.api + "/leader", timeout=0.3)
-                if status == 200:
-                    name, lock_at = m.name, time.time()
+                if self.in_recovery(m.name) is False:
+                    name, at = m.name, time.time()
                     break
             else:
                 if time.monotonic() > deadline:
@@ -576,14 +608,15 @@ class PatroniCluster:
                                        (not_, timeout, self.leader()))
                 time.sleep(POLL_S)
         while True:
-            if self.in_recovery(name) is False:
-                at = time.time()
+            status, _ = http("GET", self.nodes[name].api + "/leader", timeout=0.5)
+            if status == 200:
+                lock_seen = time.time()
                 break
             if time.monotonic() > deadline:
-                raise PatroniError("%s took the leader key but is still in recovery after %.0f s"
-                                   % (name, timeout))
+                raise PatroniError("%s is out of recovery but Patroni does not call it the "
+                                   "leader after %.0f s" % (name, timeout))
             time.sleep(POLL_S)
-        self.last_promotion = {"name": name, "lock_seen_at": lock_at, "promoted_at": at}
+        self.last_promotion = {"name": name, "promoted_at": at, "leader_api_at": lock_seen}
         return name, at
 
     def replication(self, leader=None):
@@ -685,12 +718,25 @@ class PatroniCluster:
         body = {"leader": old}
         if candidate:
             body["candidate"] = candidate
+        # Patroni answers the POST once the switchover is over: it is sent from a thread, so
+        # that wait_leader() sees the promotion when it happens.
+        answer = []
+        poster = threading.Thread(target=lambda: answer.append(http(
+            "POST", self.nodes[old].api + "/switchover", body, timeout=timeout)), daemon=True)
+
+        def refused():
+            if answer and answer[0][0] not in (200, 202):
+                return "switchover %s -> %s: %s %s" % (old, candidate, answer[0][0], answer[0][1])
+            return None
         t = time.time()
-        status, answer = http("POST", self.nodes[old].api + "/switchover", body,
-                              timeout=timeout)
-        if status not in (200, 202):
-            raise PatroniError("switchover %s -> %s: %s %s" % (old, candidate, status, answer))
-        name, at = self.wait_leader(not_=old, timeout=timeout)
+        poster.start()
+        try:
+            name, at = self.wait_leader(not_=old, timeout=timeout, give_up=refused)
+        finally:
+            poster.join(timeout)
+        if not answer or refused():
+            raise PatroniError(refused() or "switchover: Patroni did not answer in %.0f s"
+                               % timeout)
         if candidate and name != candidate:
             raise PatroniError("switchover went to %s, not %s" % (name, candidate))
         self.last_promotion["requested_at"] = t
@@ -893,6 +939,98 @@ def measure(failovers=5, switchovers=5, strict=False, ttl=TTL, loop_wait=LOOP_WA
     return res
 
 
+def measure_sync(strict=False, out=sys.stdout):
+    """What synchronous_mode does to writes when nodes die (patroni.py measure-sync)."""
+    def say(*a):
+        print(*a, file=out, flush=True)
+
+    def write(timeout):
+        """one INSERT through the URI: (seconds it took, ok)."""
+        t = time.time()
+        try:
+            r = psql_run(c.uri(connect_timeout="1"), "INSERT INTO w DEFAULT VALUES",
+                         timeout=timeout)
+            return time.time() - t, r.returncode == 0
+        except subprocess.TimeoutExpired:
+            return time.time() - t, False
+
+    c = PatroniCluster.start(strict=strict)
+    say("strict=%s; leader %s, sync standby %s" % (strict, c.leader(), c.sync_standby()))
+    try:
+        c.psql_primary("CREATE TABLE w (id bigserial PRIMARY KEY)")
+        leader = c.leader()
+        sync = c.sync_standby()
+        other = [m for m in c.members() if m not in (leader, sync)][0]
+        say("write, all 3 up: %.3f s ok=%s" % write(10))
+        # 1. the synchronous standby dies: commits wait until Patroni names the other one.
+        tk = c.kill9(sync)
+        d, ok = write(30)
+        say("1 dead (sync standby %s): a write right after the kill took %.2f s ok=%s" % (
+            sync, time.time() - tk, ok))
+        c.wait_replicas(count=1, timeout=30)
+        say("   %.2f s after the kill the synchronous standby is %s" % (
+            time.time() - tk, c.sync_standby()))
+        # 2. the other replica dies too: the leader is alone.
+        tk = c.kill9(other)
+        d, ok = write(20)
+        say("2 dead (leader %s alone): a write right after the kill took %.2f s ok=%s; "
+            "synchronous_standby_names=%r" % (leader, time.time() - tk, ok, c.psql(
+                leader, "SHOW synchronous_standby_names")))
+        if not ok:
+            d2, ok2 = write(5)
+            say("   another write: %.2f s ok=%s" % (d2, ok2))
+        t = time.time()
+        c.restart_member(sync)
+        say("restarted %s: streaming after %.2f s" % (sync, time.time() - t))
+        d, ok = write(30)
+        say("   then a write: %.2f s ok=%s" % (d, ok))
+        c.restart_member(other)
+        c.wait_replicas()
+        # 2b. the same, but the second replica dies in the ~2 s between Patroni putting it in
+        # synchronous_standby_names and in its /sync key (ha.py process_sync_replication).
+        leader, sync = c.leader(), c.sync_standby()
+        other = [m for m in c.members() if m not in (leader, sync)][0]
+        c.kill9(sync)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and c.psql(
+                leader, "SHOW synchronous_standby_names", db="postgres") != other:
+            time.sleep(0.02)
+        tk = c.kill9(other)
+        d, ok = write(20)
+        say("2 dead, the second while Patroni was making it synchronous: a write right after "
+            "took %.2f s ok=%s; synchronous_standby_names=%r, Patroni's sync standby %s" % (
+                time.time() - tk, ok, c.psql(leader, "SHOW synchronous_standby_names"),
+                c.sync_standby()))
+        t = time.time()
+        c.restart_member(sync)
+        d, ok = write(30)
+        say("   restarted %s (%.2f s): then a write: %.2f s ok=%s" % (sync, time.time() - t,
+                                                                       d, ok))
+        c.restart_member(other)
+        c.wait_replicas()
+        # 3. the leader and the synchronous standby die at once: the async replica left must
+        # not be promoted (it may lack acknowledged commits).
+        leader, sync = c.leader(), c.sync_standby()
+        other = [m for m in c.members() if m not in (leader, sync)][0]
+        tk = c.kill9(leader)
+        c.kill9(sync)
+        promoted = None
+        try:
+            promoted = c.wait_leader(not_=leader, timeout=c.ttl + 10)
+        except PatroniError:
+            pass
+        say("leader %s and sync standby %s killed: %s promoted within ttl+10 s: %s" % (
+            leader, sync, other, promoted))
+        t = time.time()
+        c.restart_member(sync, wait=False)
+        name, at = c.wait_leader(not_=leader, timeout=60)
+        say("restarted %s: leader now %s, %.2f s after its restart" % (sync, name, at - t))
+        d, ok = write(30)
+        say("   then a write: %.2f s ok=%s" % (d, ok))
+    finally:
+        c.stop()
+
+
 def _f(x):
     return "n/a" if x is None else "%.2f" % x
 
@@ -924,7 +1062,11 @@ def main(argv):
         a = ap.parse_args(argv[2:])
         measure(a.failovers, a.switchovers, a.strict, a.ttl, a.loop_wait, a.retry_timeout)
         return 0
-    print("usage: patroni.py start DIR [N] | stop DIR | measure [options]", file=sys.stderr)
+    if len(argv) in (2, 3) and argv[1] == "measure-sync":
+        measure_sync(strict=argv[2:] == ["--strict"])
+        return 0
+    print("usage: patroni.py start DIR [N] | stop DIR | measure [options] | "
+          "measure-sync [--strict]", file=sys.stderr)
     return 2
 
 
