@@ -915,7 +915,7 @@ def measure(failovers=5, switchovers=5, strict=False, ttl=TTL, loop_wait=LOOP_WA
             for k, v in row.items():
                 res[k].append(v)
             say("switchover %d: %s -> %s  ready(log) %s  out-of-recovery(seen) %.2f  first "
-                "write on it %s  (no write for %s)  all replicas streaming again %.2f s" % (
+                "write on it %s  (no write for %s)  healthy again (2 streaming, 1 sync) %.2f s" % (
                     i + 1, old, name, _f(row["sw_ready_log"]), row["sw_promoted"],
                     _f(row["sw_write"]), _f(row["sw_gap"]), row["sw_replicas"]))
         probe.stop()
@@ -933,7 +933,7 @@ def measure(failovers=5, switchovers=5, strict=False, ttl=TTL, loop_wait=LOOP_WA
         say("switchover request -> out of recovery (polled): " + _stats(res["sw_promoted"]))
         say("switchover request -> first INSERT on the new:  " + _stats(res["sw_write"]))
         say("switchover: no INSERT succeeded for:            " + _stats(res["sw_gap"]))
-        say("switchover request -> old leader streaming:     " + _stats(res["sw_replicas"]))
+        say("switchover request -> healthy again (2+1 sync):  " + _stats(res["sw_replicas"]))
     finally:
         c.stop()
     return res
