@@ -5,8 +5,9 @@
 #   unit       run + what the cmocka unit tests need (the container image's build stage)
 #   test       also what the wire tests, sanitizer, valgrind and terraform checks need, the hostile
 #              suite (python3-h2, nghttpx), fuzzing (clang, libFuzzer), hardening-check
-#              (devscripts), the interop clients (C++, Go, Java; node and npm as for terraform)
-#              and the Firestore emulator (Google's package: see below)
+#              (devscripts), the interop clients (C++, Go, Java; node and npm as for terraform),
+#              the Firestore emulator (Google's package: see below) and Patroni with etcd (the
+#              failover tests)
 #   container  what scripts/container-test.sh needs on the host: podman, runc, mmdebstrap and the
 #              Python gRPC client with the protos it calls through
 # apt-get runs only when a package is missing, so a second run takes a moment and works offline.
@@ -28,9 +29,15 @@ INTEROP_PKGS="libgrpc++-dev protobuf-compiler-grpc
   default-jdk-headless libgrpc-java protobuf-compiler-grpc-java-plugin libprotobuf-java
   libgoogle-common-protos-java libguava-java libperfmark-java libgoogle-gson-java libnetty-java
   libgeronimo-annotation-1.3-spec-java"
+# The failover tests' Patroni cluster (tests/support/patroni.py): Debian's Patroni 3.0 and etcd 3.4
+# (a one-member etcd is the cluster's DCS); python3-etcd is the client library Patroni's etcd3
+# module imports (patroni depends on it or on consul/kazoo/kubernetes: named so that apt picks it).
+# Their packages enable etcd.service and patroni.service; the tests start neither: they run their
+# own etcd and Patroni processes on free loopback ports.
+PATRONI_PKGS="patroni etcd-server python3-etcd"
 TEST_PKGS="$UNIT_PKGS python3 python3-grpcio python3-grpc-tools python3-protobuf python3-h2 valgrind
   devscripts nghttp2-client nghttp2-proxy clang libclang-rt-14-dev postgresql
-  $INTEROP_PKGS"
+  $PATRONI_PKGS $INTEROP_PKGS"
 CONTAINER_PKGS="podman runc mmdebstrap devscripts python3 python3-grpcio python3-grpc-tools python3-protobuf
   grpc-proto golang-github-gogo-googleapis-dev"
 

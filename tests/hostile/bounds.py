@@ -1,5 +1,6 @@
-"""bounds.py BINARY [BINARY...]: issue 16's attacks (tests/wire/test_hostile_bounds.py) against each
-given books-server binary, one fresh server per attack, and one JSON line per attack and binary on
+"""bounds.py BINARY [BINARY...]: issue 16's attacks (tests/wire/test_hostile_bounds.py) and issue
+22's 200 ListBooks that never read (tests/wire/test_list_admission.py) against each given
+books-server binary, one fresh server per attack, and one JSON line per attack and binary on
 stdout: what the clients got, the server's peak RSS, how long it took. For before/after tables:
 
     /usr/bin/python3 tests/hostile/bounds.py /tmp/old/build/books-server build/books-server
@@ -23,6 +24,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "wire"))
 import harness  # noqa: E402
 import pgcluster  # noqa: E402  (harness put tests/support on the path)
 import test_hostile_bounds as bounds  # noqa: E402
+import test_list_admission as admission  # noqa: E402
 
 
 def run(binary, name, env, scenario, *args):
@@ -45,7 +47,7 @@ def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    bounds.CLUSTER = pgcluster.PgCluster.start()
+    bounds.CLUSTER = admission.CLUSTER = pgcluster.PgCluster.start()
     try:
         for binary in argv[1:]:
             d = tempfile.mkdtemp(prefix="books-bounds-")
@@ -65,6 +67,8 @@ def main(argv):
                 bounds.server_env(uri + "?cache_mb=0&statement_timeout_ms=60000",
                                   BOOKS_SHUTDOWN_GRACE_MS=2000),
                 bounds.shutdown_while_stalled, uri.rsplit("/", 1)[1])
+            run(binary, "200 ListBooks that never read, %d MiB" % admission.LIMIT_MB,
+                admission.server_env(bounds.fresh_db()), admission.stuck_lists)
     finally:
         bounds.CLUSTER.stop()
     return 0
