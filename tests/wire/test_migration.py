@@ -24,7 +24,9 @@ loads a dump into a new database, starts this binary on it and checks, against m
                shared advisory lock) is connected, naming it, and leaves the schema as it was;
                without it, the contract makes version 3 (old columns gone, every book encoded):
                every book, the old-way ones included, reads back, every request id still matches,
-               the old tokens still work, and 363d47a's statements fail.
+               the old tokens still work, and 363d47a's statements fail. A server of this
+               version that opened the database while it was expanded must keep serving when
+               another one contracts it (or the contract must wait for it, as for an old server).
 
 Times: a request id is kept for the retention (at most 31 days) after its created_at, and the
 fixtures were made once. Each load moves the stored request ids' created_at forward by one offset
@@ -807,6 +809,44 @@ class PostgresContractTest(PostgresCase):
         self.assertIn(self.contracted_log(len(self.S["books"])), messages)
         self.check_contracted(fixture_books(self.S))
         self.check_everything(srv, self.S, label="contracted at once")
+
+    def test_a_server_started_before_the_contract_keeps_serving(self):
+        """A server of this version that opened the database expanded (its statements read and
+        write the columns of version 2) while another one contracts it: either the contract waits
+        for it (refused, like for a server of 363d47a), or it goes on serving on version 3."""
+        early = self.start_server(env=self.env(cache_mb=0), label="started expanded")
+        stub = early.stub()
+        self.check_reads(stub, fixture_books(self.S))
+        late = self.start_server(env=self.env(contract="on"), wait=False, label="contracting")
+        late.expect_clean_exit = False
+        harness.wait_for(lambda: not late.running() or "listening" in log_messages(late),
+                         timeout=60, what="the contracting server to serve or exit")
+        contracted = late.running()
+        if contracted:
+            late.wait_listening()
+            late.wait_serving()
+        else:
+            self.assertIn("contract=on, but", late.stderr_text())
+        outcomes = {}
+        for what, call in (
+                ("GetBook", lambda: stub.GetBook(GetBookRequest(name="books/quotes"), timeout=10)),
+                ("ListBooks", lambda: stub.ListBooks(ListBooksRequest(page_size=3), timeout=10)),
+                ("CreateBook", lambda: stub.CreateBook(CreateBookRequest(
+                    book_id="made-by-the-early-server", book=harness.make_book()), timeout=10))):
+            try:
+                call()
+                outcomes[what] = "OK"
+            except grpc.RpcError as e:
+                outcomes[what] = "%s: %s" % (e.code().name, e.details())
+        health = harness.health_status(early, harness.SERVICE)
+        warnings = [m for m in log_messages(early) if "failed" in m]
+        self.assertEqual(outcomes, {"GetBook": "OK", "ListBooks": "OK", "CreateBook": "OK"},
+                         "the contract %s while a server of this version that opened the "
+                         "database expanded was running, and that server then answered: %r "
+                         "(its health for %s: %s; its log: %r)"
+                         % ("succeeded" if contracted else "was refused", outcomes,
+                            harness.SERVICE, harness.health_pb2.HealthCheckResponse.ServingStatus
+                            .Name(health) if health is not None else None, warnings))
 
 
 if __name__ == "__main__":
