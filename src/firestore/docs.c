@@ -118,8 +118,15 @@ static Google__Firestore__V1__Value *value_of(const ProtobufCFieldDescriptor *f,
     Google__Firestore__V1__Value *v;
     switch (f->type) {
     case PROTOBUF_C_TYPE_STRING:
-        if ((v = new_value(a, GOOGLE__FIRESTORE__V1__VALUE__VALUE_TYPE_STRING_VALUE)))
-            v->string_value = *(char *const *)p;
+        if ((v = new_value(a, GOOGLE__FIRESTORE__V1__VALUE__VALUE_TYPE_STRING_VALUE))) {
+            /* protobuf-c leaves out a oneof string that is its field's default pointer
+             * (protobuf_c_empty_string, which an unset proto3 string also holds), and a Value
+             * without its string is a Value of no type, which Firestore refuses: an empty string
+             * goes out as a "" of its own, which is encoded. */
+            static char empty_string[] = "";
+            char *s = *(char *const *)p;
+            v->string_value = s && *s ? s : empty_string;
+        }
         return v;
     case PROTOBUF_C_TYPE_BYTES:
         if ((v = new_value(a, GOOGLE__FIRESTORE__V1__VALUE__VALUE_TYPE_BYTES_VALUE)))
