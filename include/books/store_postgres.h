@@ -30,7 +30,8 @@
  *   contract=on|off         off (default): a database of the previous version (2) is expanded at
  *                           start-up and stays usable by servers of that version; on: it is also
  *                           contracted to version 3, which they cannot use, refused while one of
- *                           them is connected (schema.c; README "PostgreSQL: upgrades")
+ *                           them is connected (schema.c; README, PostgreSQL, "Upgrades, and a
+ *                           rolling deploy")
  * Start-up (blocking, in the caller's thread): connect (with retries), bring the schema to this
  * binary's version under an advisory lock (schema.c: create, expand, contract), open the read
  * connections, start the threads.

@@ -847,6 +847,18 @@ class PostgresContractTest(PostgresCase):
                          % ("succeeded" if contracted else "was refused", outcomes,
                             harness.SERVICE, harness.health_pb2.HealthCheckResponse.ServingStatus
                             .Name(health) if health is not None else None, warnings))
+        if contracted:
+            # Every connection of the early server moves to version 3: reads on each reader (the
+            # pool is 2; the queue hands them out) and a second create all keep answering.
+            for i in range(6):
+                self.assertEqual(stub.GetBook(GetBookRequest(name="books/quotes"),
+                                              timeout=10).name, "books/quotes")
+            stub.CreateBook(CreateBookRequest(book_id="made-after-the-move",
+                                              book=harness.make_book()), timeout=10)
+            self.assertTrue(any("another server has contracted the schema" in m
+                                for m in log_messages(early)), log_messages(early))
+            self.assertEqual(harness.health_status(early, harness.SERVICE),
+                             harness.health_pb2.HealthCheckResponse.SERVING)
 
 
 if __name__ == "__main__":

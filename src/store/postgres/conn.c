@@ -110,6 +110,13 @@ bool pg_row_refused(const PGresult *res)
                      strncmp(state, "54", 2) == 0);
 }
 
+bool pg_layout_gone(const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return state && (strcmp(state, "42703") == 0 || strcmp(state, "42P01") == 0 ||
+                     strcmp(state, "0A000") == 0);
+}
+
 int pg_exec(PGconn *conn, const char *sql, ExecStatusType want, PGresult **out)
 {
     PGresult *res = PQexec(conn, sql);

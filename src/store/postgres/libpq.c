@@ -29,11 +29,11 @@
 /* Every libpq function the backend calls (and the tests, through the same names). */
 #define LIBPQ_FUNCTIONS(X)                                                                         \
     X(PQcancel) X(PQclear) X(PQcmdStatus) X(PQcmdTuples) X(PQconnectdbParams) X(PQconsumeInput)    \
-    X(PQdb) X(PQenterPipelineMode) X(PQerrorMessage) X(PQexec) X(PQexecParams) X(PQfinish) X(PQflush)              \
-    X(PQfreeCancel) X(PQgetCancel) X(PQgetisnull) X(PQgetlength) X(PQgetResult) X(PQgetvalue)      \
-    X(PQhost) X(PQisBusy) X(PQnfields) X(PQntuples) X(PQparameterStatus) X(PQpipelineSync)         \
-    X(PQport) X(PQprepare) X(PQresultErrorField) X(PQresultStatus) X(PQsendQueryParams)            \
-    X(PQsendQueryPrepared) X(PQsocket) X(PQstatus) X(PQuser)
+    X(PQdb) X(PQenterPipelineMode) X(PQerrorMessage) X(PQexec) X(PQexecParams) X(PQfinish)         \
+    X(PQflush) X(PQfreeCancel) X(PQgetCancel) X(PQgetisnull) X(PQgetlength) X(PQgetResult)         \
+    X(PQgetvalue) X(PQhost) X(PQisBusy) X(PQnfields) X(PQntuples) X(PQparameterStatus)             \
+    X(PQpipelineSync) X(PQport) X(PQprepare) X(PQresultErrorField) X(PQresultErrorMessage)         \
+    X(PQresultStatus) X(PQsendQueryParams) X(PQsendQueryPrepared) X(PQsocket) X(PQstatus) X(PQuser)
 
 /* The looked-up functions, typed from libpq-fe.h's own declarations. */
 #define DECLARE_POINTER(f) static __typeof__(f) *p_##f;
@@ -122,6 +122,7 @@ void PQfinish(PGconn *conn) { FN(PQfinish)(conn); }
 int PQflush(PGconn *conn) { return FN(PQflush)(conn); }
 void PQfreeCancel(PGcancel *cancel) { FN(PQfreeCancel)(cancel); }
 PGcancel *PQgetCancel(PGconn *conn) { return FN(PQgetCancel)(conn); }
+char *PQresultErrorMessage(const PGresult *res) { return FN(PQresultErrorMessage)(res); }
 int PQgetisnull(const PGresult *res, int tup_num, int field_num)
 {
     return FN(PQgetisnull)(res, tup_num, field_num);

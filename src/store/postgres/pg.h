@@ -100,6 +100,17 @@ int pg_contract_ready(PGconn *conn, char *why, size_t len);
  * does, at setup). 0 or pg_error(). */
 int pg_hold_layout_lock(PGconn *conn);
 
+/* The layout the database has now (PG_LAYOUT_CURRENT once books_schema says version 3, else
+ * PG_LAYOUT_EXPANDED): a server that opened an expanded database asks on every new connection, so
+ * that a contract made by another server while it runs moves it to version 3's statements. 0 or
+ * pg_error(); outside pipeline mode. */
+int pg_schema_layout(PGconn *conn, int *layout);
+
+/* True when `res` failed because a column or table its statement names is not there (SQLSTATE
+ * 42703 undefined_column, 42P01 undefined_table, 0A000 "cached plan must not change result
+ * type"): what an expanded layout's statement meets once another server has contracted. */
+bool pg_layout_gone(const PGresult *res);
+
 /* ---- the store (postgres.c), shared with reads.c and writes.c ---------------------------------- */
 
 /* The store's own URI parameters (store_postgres.h lists them). */
@@ -124,6 +135,9 @@ struct read_req {
     struct read_req *next;
     bool list;
     bool answered; /* done() already ran (the deadline passed): its result is dropped */
+    bool again;    /* its expanded statement met a contracted schema: it goes again, once, on a
+                    * connection set up for version 3 */
+    bool retried;  /* it already has */
     size_t limit;
     size_t max_bytes; /* list: the page's byte bound (store.h), 0: none */
     struct store_book **out;
@@ -138,6 +152,7 @@ struct read_req {
 struct link {
     PGconn *conn;
     bool up;                /* counted as available in the store's state */
+    int layout;             /* the layout its statements were made for (PG_LAYOUT_*) */
     uint64_t retry_at_ns;   /* no new attempt before this */
     uint64_t down_since_ns; /* when it went down (0: up) */
     long backoff_ms;
@@ -153,6 +168,7 @@ struct reader {
     /* A cancel request sent for this reader's connection (reads.c), or NULL: until it has reached
      * the server, no other query is sent on the connection, which it could cancel instead. */
     struct pg_cancel *cancel;
+    bool contracted; /* a statement of its batch met a contracted schema (pg_layout_gone) */
 };
 
 struct pg_store {
@@ -160,7 +176,9 @@ struct pg_store {
     char *conninfo;    /* the URI as libpq gets it: may hold the password; never logged */
     char shown[256];   /* postgresql://user@host:port/db: what messages name */
     struct params prm;
-    int layout;        /* PG_LAYOUT_CURRENT or PG_LAYOUT_EXPANDED, fixed at open */
+    /* PG_LAYOUT_CURRENT or PG_LAYOUT_EXPANDED: what open found, moved to CURRENT once a new
+     * connection finds the schema contracted (pg_schema_layout); each link keeps its own. */
+    _Atomic int layout;
 
     /* Write side: the pipeline's committer thread only (writes.c). */
     struct commit_pipeline *pipeline;
@@ -209,6 +227,10 @@ void pg_link_down(struct pg_store *st, struct link *l, bool writer);
  * before the backoff has passed). An idle connection the server has closed is noticed here, before
  * a query is sent, and replaced at once. The link's own thread, between queries. */
 int pg_link_ensure(struct pg_store *st, struct link *l, bool writer);
+/* Replaces a working connection by a new one at once, without the link counting as down unless
+ * the new one fails (then as pg_link_down): a connection whose statements are for a layout the
+ * database no longer has. 0 or BOOKS_EUNAVAIL. The link's own thread, between queries. */
+int pg_link_replace(struct pg_store *st, struct link *l, bool writer);
 /* Sends what libpq has buffered, reading meanwhile. False: the connection broke, or took no byte
  * for as long as a query may run (pg_silence_ns, or 30 s without a statement_timeout). */
 bool pg_flush_all(struct pg_store *st, PGconn *conn);

@@ -116,16 +116,19 @@ static const char *const prepared[2][3][2] = {
 };
 
 /* Per-connection settings, the shared layout lock (schema.c: by it a contract tells this version's
- * sessions from older servers'), statements (readers), then pipeline mode. 0 or a books_err.
+ * sessions from older servers'), the layout (an expanded store asks whether another server has
+ * contracted since: then it moves to version 3's statements, for good), statements (readers),
+ * then pipeline mode; l->layout records the layout its statements are for. 0 or a books_err.
  * synchronous_commit and client_encoding are set on every connection, whatever the role, the
  * database or the URI's `options` say: a role-level synchronous_commit = off would otherwise
  * acknowledge creates before they are on disk, and a client_encoding other than UTF8 would
  * transcode the books' text. Only this store's own `synchronous_commit` parameter weakens the
  * first. */
-static int setup(struct pg_store *st, PGconn *conn, bool reader)
+static int setup(struct pg_store *st, struct link *l, bool reader)
 {
+    PGconn *conn = l->conn;
     char sql[160];
-    int rc;
+    int rc, layout = atomic_load(&st->layout);
 
     snprintf(sql, sizeof sql,
              "SET statement_timeout = %d; SET synchronous_commit = %s; "
@@ -135,7 +138,16 @@ static int setup(struct pg_store *st, PGconn *conn, bool reader)
     rc = pg_exec(conn, sql, PGRES_COMMAND_OK, NULL);
     if (rc == 0)
         rc = pg_hold_layout_lock(conn);
-    const char *const(*stmts)[2] = prepared[st->layout == PG_LAYOUT_EXPANDED];
+    if (rc == 0 && layout == PG_LAYOUT_EXPANDED && (rc = pg_schema_layout(conn, &layout)) == 0 &&
+        layout == PG_LAYOUT_CURRENT) {
+        int was = PG_LAYOUT_EXPANDED;
+        if (atomic_compare_exchange_strong(&st->layout, &was, PG_LAYOUT_CURRENT))
+            log_msg(LOG_INFO, "PostgreSQL at %s: another server has contracted the schema to "
+                    "version %d; this one now uses version %d's statements", st->shown,
+                    PG_SCHEMA_VERSION, PG_SCHEMA_VERSION);
+    }
+    l->layout = layout;
+    const char *const(*stmts)[2] = prepared[layout == PG_LAYOUT_EXPANDED];
     for (size_t i = 0; rc == 0 && reader && i < 3; i++) {
         PGresult *res = PQprepare(conn, stmts[i][0], stmts[i][1], 0, NULL);
         rc = res && PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : pg_error(conn, res);
@@ -170,7 +182,7 @@ static int check_settings(struct pg_store *st, PGconn *conn, char *err, size_t e
         {.key = "client_encoding", .str = PQgetvalue(res, 0, 1)},
         {.key = "server_encoding", .str = PQgetvalue(res, 0, 2)},
         {.key = "schema",
-         .str = st->layout == PG_LAYOUT_EXPANDED
+         .str = atomic_load(&st->layout) == PG_LAYOUT_EXPANDED
                     ? "version 2, expanded: shared with servers of the previous version until "
                       "contract=on"
                     : "version 3"},
@@ -235,7 +247,7 @@ int pg_link_ensure(struct pg_store *st, struct link *l, bool writer)
     if (pg_now_ns() < l->retry_at_ns)
         return BOOKS_EUNAVAIL;
     l->conn = pg_connect(st->conninfo, RECONNECT_TIMEOUT_S, 0, err, sizeof err);
-    if (!l->conn || setup(st, l->conn, !writer) != 0) {
+    if (!l->conn || setup(st, l, !writer) != 0) {
         pg_link_down(st, l, writer);
         return BOOKS_EUNAVAIL;
     }
@@ -246,6 +258,21 @@ int pg_link_ensure(struct pg_store *st, struct link *l, bool writer)
     l->backoff_ms = 0;
     l->down_since_ns = 0;
     pg_link_state(st, l, writer, true);
+    return 0;
+}
+
+int pg_link_replace(struct pg_store *st, struct link *l, bool writer)
+{
+    char err[512];
+    if (l->conn)
+        PQfinish(l->conn);
+    l->conn = pg_connect(st->conninfo, RECONNECT_TIMEOUT_S, 0, err, sizeof err);
+    if (!l->conn || setup(st, l, !writer) != 0) {
+        log_msg(LOG_WARNING, "PostgreSQL at %s: cannot replace the %s connection: %.200s",
+                st->shown, writer ? "write" : "read", l->conn ? PQerrorMessage(l->conn) : err);
+        pg_link_down(st, l, writer);
+        return BOOKS_EUNAVAIL;
+    }
     return 0;
 }
 
@@ -533,13 +560,15 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
         destroy(st);
         return BOOKS_ECORRUPT;
     }
-    rc = pg_schema_open(conn, st->shown, st->prm.contract, st->base.dataset_key, &st->layout, err,
+    int layout = 0;
+    rc = pg_schema_open(conn, st->shown, st->prm.contract, st->base.dataset_key, &layout, err,
                         errlen);
+    atomic_init(&st->layout, layout);
+    st->writer.conn = conn;
     if (rc == 0 && (rc = check_settings(st, conn, err, errlen)) == 0 &&
-        (rc = setup(st, conn, false)) != 0)
+        (rc = setup(st, &st->writer, false)) != 0)
         books_format_err(err, errlen, "PostgreSQL at %s: cannot set up the connection: %s",
                          st->shown, PQerrorMessage(conn));
-    st->writer.conn = conn;
     if (rc != 0) {
         destroy(st);
         return rc;
@@ -556,7 +585,7 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
         struct reader *rd = &st->readers[i];
         rd->st = st;
         rd->link.conn = pg_connect(st->conninfo, STARTUP_CONNECT_TIMEOUT_S, 0, err, errlen);
-        rc = rd->link.conn ? setup(st, rd->link.conn, true) : BOOKS_EUNAVAIL;
+        rc = rd->link.conn ? setup(st, &rd->link, true) : BOOKS_EUNAVAIL;
         if (rc != 0) {
             if (rd->link.conn)
                 books_format_err(err, errlen, "PostgreSQL at %s: cannot prepare the reads: %s",

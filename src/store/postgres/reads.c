@@ -75,10 +75,29 @@ static void answer_read(struct read_req *r, int rc, struct store_book *book, siz
         r->get_done(r->arg, rc, rc == 0 ? book : NULL, damage);
 }
 
-/* Fills the answer of request `r` from its result; frees nothing of the result. */
-static void finish_read(struct pg_store *st, PGconn *conn, struct read_req *r,
-                        const PGresult *res)
+/* At most one line a second about reads the database refused (each caller gets its status). */
+static void log_read_error(struct pg_store *st, const PGresult *res)
 {
+    static _Atomic uint64_t last_ns;
+    uint64_t now = pg_now_ns(), was = atomic_load_explicit(&last_ns, memory_order_relaxed);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (now - was < 1000000000u ||
+        !atomic_compare_exchange_strong_explicit(&last_ns, &was, now, memory_order_relaxed,
+                                                 memory_order_relaxed))
+        return;
+    if (state && strcmp(state, "57014") == 0)
+        return; /* a statement_timeout: the caller's DEADLINE_EXCEEDED says it */
+    char why[256];
+    snprintf(why, sizeof why, "%s", PQresultErrorMessage(res));
+    why[strcspn(why, "\n")] = '\0';
+    log_msg(LOG_WARNING, "PostgreSQL at %s: a read failed (SQLSTATE %s): %s", st->shown,
+            state ? state : "none", why);
+}
+
+/* Fills the answer of request `r` from its result; frees nothing of the result. */
+static void finish_read(struct reader *rd, struct read_req *r, const PGresult *res)
+{
+    struct pg_store *st = rd->st;
     struct store_damage damage = {{0}, {0}};
     int rows, rc = 0;
     size_t bytes = 0, n = 0;
@@ -86,7 +105,14 @@ static void finish_read(struct pg_store *st, PGconn *conn, struct read_req *r,
     if (r->answered)
         return;
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        answer_read(r, pg_error(conn, res), NULL, 0, NULL);
+        if (res && rd->link.layout == PG_LAYOUT_EXPANDED && pg_layout_gone(res) && !r->retried) {
+            r->again = true; /* another server contracted the schema: again on version 3 */
+            rd->contracted = true;
+            return;
+        }
+        if (res)
+            log_read_error(st, res);
+        answer_read(r, pg_error(rd->link.conn, res), NULL, 0, NULL);
         return;
     }
     rows = PQntuples(res);
@@ -374,7 +400,7 @@ static void run_batch(struct reader *rd, struct read_req **batch, size_t n)
             }
         }
         if (!broken)
-            finish_read(st, conn, batch[i], first);
+            finish_read(rd, batch[i], first);
         PQclear(first);
     }
     if (!broken) {
@@ -429,6 +455,33 @@ static size_t take_batch(struct pg_store *st, struct read_req **batch)
     if (st->head)
         pthread_cond_signal(&st->cv); /* more for another reader */
     return n;
+}
+
+/* The reads of batch[0..n) marked `again` (finish_read), once more on the reader's new
+ * connection, as one batch; without one (`replaced` false) they are answered BOOKS_EUNAVAIL. */
+static void run_again(struct reader *rd, struct read_req **batch, size_t n, bool replaced)
+{
+    struct read_req *again[READ_BATCH_MAX];
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct read_req *r = batch[i];
+        if (!r->again)
+            continue;
+        r->again = false;
+        r->retried = true;
+        if (!replaced)
+            answer_read(r, BOOKS_EUNAVAIL, NULL, 0, NULL);
+        else
+            again[m++] = r;
+    }
+    if (m)
+        run_batch(rd, again, m);
+    for (size_t i = 0; i < m; i++)
+        if (again[i]->again) { /* met it again: the column really is missing */
+            again[i]->again = false;
+            answer_read(again[i], BOOKS_EREFUSED, NULL, 0, NULL);
+        }
+    rd->contracted = false;
 }
 
 /* Makes sure the reader has a connection, waiting out the backoff (woken early by closing). True
@@ -499,6 +552,13 @@ void *pg_reader_main(void *arg)
                 answer_read(batch[i], BOOKS_EUNAVAIL, NULL, 0, NULL);
         } else {
             run_batch(rd, batch, n);
+        }
+        if (rd->contracted) {
+            /* Its statements are for a layout the database no longer has: a new connection
+             * prepares version 3's (setup), and the reads that met it go again on it. */
+            rd->contracted = false;
+            bool replaced = rd->link.conn && pg_link_replace(st, &rd->link, false) == 0;
+            run_again(rd, batch, n, replaced);
         }
         for (size_t i = 0; i < n; i++)
             free(batch[i]);

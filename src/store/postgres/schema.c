@@ -1,5 +1,5 @@
 /* schema.c: the postgresql: store's tables, versioned and migrated forward by expand and contract
- * (pg.h, README "PostgreSQL: upgrades").
+ * (pg.h, README, PostgreSQL, "Upgrades, and a rolling deploy").
  *
  *   books_schema(application text, version integer, dataset_key bytea[, layout integer])
  *                                                             -- exactly one row
@@ -23,7 +23,10 @@
  *   version 3     `book` NOT NULL, the old columns gone (PG_LAYOUT_CURRENT): a new database, or an
  *                 expanded one contracted by a server started with contract=on once no server
  *                 of 363d47a uses it (checked: pg_contract_ready()). Servers of 363d47a then refuse
- *                 it at start-up ("written by a newer books-server").
+ *                 it at start-up ("written by a newer books-server"). Servers of this version
+ *                 that opened it expanded move to version 3's statements (pg_schema_layout() on
+ *                 each new connection; a statement that meets the dropped columns replaces its
+ *                 connection and goes again).
  * books_schema says whose tables these are ('books-server'), which version, and holds the data
  * set's random key, which signs page tokens: every instance on the database reads the same key,
  * so a page token from one instance works on all, of either version. Resource names use the "C"
@@ -387,4 +390,16 @@ int pg_hold_layout_lock(PGconn *conn)
     snprintf(sql, sizeof sql, "SELECT pg_advisory_lock_shared(%lld, %d)", PG_SCHEMA_LOCK_KEY,
              PG_LAYOUT_CURRENT);
     return pg_exec(conn, sql, PGRES_TUPLES_OK, NULL);
+}
+
+int pg_schema_layout(PGconn *conn, int *layout)
+{
+    PGresult *res = NULL;
+    int rc = pg_exec(conn, "SELECT version FROM books_schema", PGRES_TUPLES_OK, &res);
+    if (rc == 0)
+        *layout = PQntuples(res) == 1 && atoi(PQgetvalue(res, 0, 0)) == PG_SCHEMA_VERSION
+                      ? PG_LAYOUT_CURRENT
+                      : PG_LAYOUT_EXPANDED;
+    PQclear(res);
+    return rc;
 }

@@ -137,7 +137,8 @@ void pg_writer_free(struct pg_writer *w)
     free(w);
 }
 
-static bool expanded(const struct pg_store *st) { return st->layout == PG_LAYOUT_EXPANDED; }
+/* Whether the writer's connection was set up for the expanded layout (its statements follow). */
+static bool expanded(const struct pg_store *st) { return st->writer.layout == PG_LAYOUT_EXPANDED; }
 
 /* Answers `e` with rc now (once: a create already settled is left alone). */
 static void settle(struct entry *e, int rc)
@@ -352,6 +353,8 @@ enum outcome {
     FAILED,      /* nothing committed: rc says why */
     ROW_REFUSED, /* nothing committed: one row's data (pg_row_refused) */
     TIMED_OUT,   /* nothing committed: the statement_timeout of a caller's deadline fired */
+    CONTRACTED,  /* nothing committed: an expanded statement met a schema another server has
+                  * contracted meanwhile (pg_layout_gone) */
     LOST,        /* the connection broke once the transaction was on its way: it may have
                   * committed */
 };
@@ -401,7 +404,7 @@ static enum outcome write_round(struct pg_store *st, struct entry **v, size_t *n
     bool broken = false, sent = false, with_ids = false, shortened = false;
     const char *values[MAX_PARAMS];
     int lengths[MAX_PARAMS], formats[MAX_PARAMS], n_params = 0;
-    char set_timeout[64];
+    char set_timeout[64], why[256] = "";
     uint64_t timeout_ms = (uint64_t)st->prm.statement_timeout_ms, first;
     enum outcome out = FAILED;
     size_t n = *n_io;
@@ -471,9 +474,12 @@ static enum outcome write_round(struct pg_store *st, struct entry **v, size_t *n
         /* A statement failed (the INSERT, or BEGIN, SET, the look-up, COMMIT): the transaction
          * aborted; nothing of it committed. */
         rc = pg_error(conn, error);
-        out = error == insert && pg_row_refused(insert) ? ROW_REFUSED
-              : rc == BOOKS_EDEADLINE && shortened      ? TIMED_OUT
-                                                        : FAILED;
+        snprintf(why, sizeof why, "%s", PQresultErrorMessage(error));
+        why[strcspn(why, "\n")] = '\0';
+        out = error == insert && pg_row_refused(insert)  ? ROW_REFUSED
+              : rc == BOOKS_EDEADLINE && shortened       ? TIMED_OUT
+              : expanded(st) && pg_layout_gone(error)    ? CONTRACTED
+                                                         : FAILED;
     } else if (broken && sent) {
         out = LOST; /* the COMMIT may have reached the server, and its answer did not come back */
     } else {
@@ -483,12 +489,13 @@ static enum outcome write_round(struct pg_store *st, struct entry **v, size_t *n
         rc = BOOKS_EUNAVAIL; /* the store's own statement_timeout: a stalled database */
     if (out != COMMITTED && out != LOST && !broken && PQstatus(conn) == CONNECTION_OK)
         broken = !roll_back(st, conn, silence); /* end the aborted transaction (harmless if over) */
-    if (out != COMMITTED && out != TIMED_OUT)
+    if (!why[0])
+        snprintf(why, sizeof why, "%s", broken ? "the connection broke" : PQerrorMessage(conn));
+    if (out != COMMITTED && out != TIMED_OUT && out != CONTRACTED)
         log_msg(LOG_WARNING, "PostgreSQL at %s: a transaction of %zu creates %s (%s): %.200s",
                 st->shown, n, out == LOST ? "lost its connection before its COMMIT's answer"
                                           : "failed",
-                out == LOST ? "BOOKS_EUNKNOWN" : books_err_name(rc),
-                broken ? "the connection broke" : PQerrorMessage(conn));
+                out == LOST ? "BOOKS_EUNKNOWN" : books_err_name(rc), why);
     for (int q = 0; q < 5; q++)
         PQclear(res[q]);
     PQclear(sync);
@@ -723,6 +730,14 @@ static void write_part(struct pg_store *st, struct entry **v, size_t n)
             resolve(st, round, with_ids);
             break;
         }
+        case CONTRACTED:
+            /* A new connection reads the layout again (setup): version 3 now, the round goes
+             * again with its statements; still expanded, the column really is missing. */
+            if (pg_link_replace(st, &st->writer, true) == 0 && !expanded(st))
+                break;
+            for (size_t i = 0; i < k; i++)
+                settle_error(round[i], rc);
+            break;
         case FAILED:
             for (size_t i = 0; i < k; i++)
                 settle_error(round[i], rc);
