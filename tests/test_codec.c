@@ -381,6 +381,40 @@ static void test_status_details_not_found(void **state)
 }
 
 
+/* A retryable error tells the caller how long to wait (google.rpc.RetryInfo, AIP-193/194), in
+ * seconds and nanoseconds of a Duration; without a delay none is sent. */
+static void test_status_details_retry_info(void **state)
+{
+    (void)state;
+    struct books_error e;
+    grpc_slice s;
+    books_error_init(&e, NULL);
+    books_error_set(&e, BOOKS_ETHROTTLED, "STORE_THROTTLED", "throttled");
+    books_error_set_retry(&e, 1250);
+    assert_int_equal(codec_encode_status_details(&e, &s), 0);
+    Google__Rpc__Status *st = decode_details(s);
+    assert_int_equal(st->code, GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(st->n_details, 2);
+    assert_string_equal(st->details[1]->type_url, "type.googleapis.com/google.rpc.RetryInfo");
+    Google__Rpc__RetryInfo *ri = google__rpc__retry_info__unpack(
+        NULL, st->details[1]->value.len, st->details[1]->value.data);
+    assert_non_null(ri);
+    assert_non_null(ri->retry_delay);
+    assert_int_equal(ri->retry_delay->seconds, 1);
+    assert_int_equal(ri->retry_delay->nanos, 250000000);
+    google__rpc__retry_info__free_unpacked(ri, NULL);
+    google__rpc__status__free_unpacked(st, NULL);
+    grpc_slice_unref(s);
+
+    books_error_clear(&e);
+    books_error_set(&e, BOOKS_EREFUSED, "STORE_REFUSED", "refused");
+    assert_int_equal(codec_encode_status_details(&e, &s), 0);
+    st = decode_details(s);
+    assert_int_equal(st->n_details, 1);
+    google__rpc__status__free_unpacked(st, NULL);
+    grpc_slice_unref(s);
+}
+
 /* Packs a CreateBookRequest with the given (possibly hostile) strings; lengths are explicit so
  * embedded NULs survive. Returns the packed length. */
 static size_t pack_raw_create(uint8_t *out, const char *title, size_t title_len, const char *author1,
@@ -1051,6 +1085,7 @@ int main(void)
         cmocka_unit_test(test_encode_round_trip),
         cmocka_unit_test(test_status_details_field_violations),
         cmocka_unit_test(test_status_details_not_found),
+        cmocka_unit_test(test_status_details_retry_info),
         cmocka_unit_test_setup_teardown(test_decode_rejects_nul_and_bad_utf8_with_paths, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_decode_accepts_valid_utf8, setup, teardown),

@@ -139,8 +139,8 @@ static void test_sqlstate_classes(void **state)
         {"57P03", BOOKS_EUNAVAIL},  /* cannot connect now (starting up) */
         {"57014", BOOKS_EDEADLINE}, /* query canceled: statement_timeout */
         {"53100", BOOKS_ENOSPC},    /* disk full */
-        {"53200", BOOKS_ENOSPC},    /* out of memory */
-        {"53300", BOOKS_ENOSPC},    /* too many connections */
+        {"53200", BOOKS_ETHROTTLED}, /* out of memory: for now */
+        {"53300", BOOKS_ETHROTTLED}, /* too many connections */
         {"40001", BOOKS_EABORTED},  /* serialization failure */
         {"40P01", BOOKS_EABORTED},  /* deadlock detected */
         {"42501", BOOKS_EREFUSED},  /* insufficient privilege */

@@ -126,7 +126,7 @@ bool codec_field_present(const ProtobufCMessage *msg, const ProtobufCFieldDescri
 
 /* Serializes `e` as a google.rpc.Status (code, message, details: ErrorInfo{reason, domain
  * BOOKS_ERROR_DOMAIN, metadata}, BadRequest{field_violations} when there are any, ResourceInfo when
- * a resource is named). *out is a new slice the caller unrefs. Returns 0 or BOOKS_ENOMEM. Any
+ * a resource is named, RetryInfo{retry_delay} when e->retry_delay_ms is set). *out is a new slice the caller unrefs. Returns 0 or BOOKS_ENOMEM. Any
  * thread. */
 int codec_encode_status_details(const struct books_error *e, grpc_slice *out);
 

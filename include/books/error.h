@@ -36,9 +36,11 @@ enum books_err {
                             * (its permissions, its own rules) until fixed */
     BOOKS_EREUSED = -18,   /* an AIP-155 request_id already used by another
                             * request */
+    BOOKS_ETHROTTLED = -19, /* the store turns work away for now (a quota, a
+                             * ramp-up, its memory): nothing was done; retry after a delay */
 };
 /* The most negative code: every code lies in [BOOKS_ERR_LOWEST, -1] (tests walk them all). */
-#define BOOKS_ERR_LOWEST BOOKS_EREUSED
+#define BOOKS_ERR_LOWEST BOOKS_ETHROTTLED
 
 /* A short static name for an enum books_err ("BOOKS_ENOTFOUND"), for logs and tests. */
 const char *books_err_name(int err);
@@ -82,6 +84,7 @@ struct books_error {
     const char *meta_key;                    /* optional ErrorInfo.metadata entry (static key) */
     char meta_value[BOOKS_ERROR_META_VALUE_BYTES];
     const char *resource_type;               /* optional google.rpc.ResourceInfo (static type) */
+    unsigned retry_delay_ms;                 /* google.rpc.RetryInfo.retry_delay; 0: none sent */
     char resource_name[BOOKS_ERROR_META_VALUE_BYTES];
     struct arena *arena;                     /* where more violations go; NULL: inline only */
     size_t n_violations;
@@ -121,6 +124,10 @@ void books_error_add_violation(struct books_error *e, const char *field, const c
 
 /* Sets the one ErrorInfo.metadata entry: `key` must be a static string, `value` is copied. */
 void books_error_set_meta(struct books_error *e, const char *key, const char *value);
+
+/* Sets google.rpc.RetryInfo: how long the caller should wait before it retries (AIP-193, AIP-194),
+ * in milliseconds; 0 sends none. */
+void books_error_set_retry(struct books_error *e, unsigned delay_ms);
 
 /* Sets google.rpc.ResourceInfo: `type` static (e.g. "books.example.com/Book"), `name` copied. */
 void books_error_set_resource(struct books_error *e, const char *type, const char *name);

@@ -193,31 +193,43 @@ static bool check_book_name(const char *name, const char *field, struct books_er
 }
 
 /* A store failure as the caller sees it (AIP-193: a reason and what to do): retryable ones say
- * so. Codes not listed are INTERNAL. */
+ * so, and those worth retrying soon carry a RetryInfo delay (ms; AIP-194: a client waits at
+ * least that long, with its own backoff beyond). Codes not listed are INTERNAL. */
+#define RETRY_UNAVAILABLE_MS 1000 /* a store reconnecting, a database failing over */
+#define RETRY_THROTTLED_MS 1000   /* Firestore's documented ramp-up and quota back-off start */
+#define RETRY_OVERLOADED_MS 200   /* calls in flight end within their deadlines */
 static const struct {
     int rc;
     const char *reason;
     const char *message;
+    unsigned retry_ms;
 } store_errors[] = {
-    {BOOKS_EIO, "STORE_UNAVAILABLE", "the book store is temporarily unavailable; retry with backoff"},
+    {BOOKS_EIO, "STORE_UNAVAILABLE", "the book store is temporarily unavailable; retry with backoff",
+     RETRY_UNAVAILABLE_MS},
     {BOOKS_EUNAVAIL, "STORE_UNAVAILABLE",
-     "the book store is temporarily unavailable; retry with backoff"},
-    {BOOKS_ENOSPC, "STORE_FULL", "the book store is out of space; retry after space has been freed"},
-    {BOOKS_ENOMEM, "OUT_OF_MEMORY", "the server is out of memory; retry later"},
-    {BOOKS_ECORRUPT, "STORE_CORRUPT", "the book store holds damaged data"},
+     "the book store is temporarily unavailable; retry with backoff", RETRY_UNAVAILABLE_MS},
+    {BOOKS_ETHROTTLED, "STORE_THROTTLED",
+     "the book store is throttling requests (a quota, or a new database ramping up its "
+     "capacity); nothing was done: retry after the RetryInfo delay, with backoff",
+     RETRY_THROTTLED_MS},
+    {BOOKS_ENOSPC, "STORE_FULL", "the book store is out of space; retry after space has been freed",
+     0},
+    {BOOKS_ENOMEM, "OUT_OF_MEMORY", "the server is out of memory; retry later", 0},
+    {BOOKS_ECORRUPT, "STORE_CORRUPT", "the book store holds damaged data", 0},
     {BOOKS_EDEADLINE, "DEADLINE_EXCEEDED",
-     "the call's deadline passed while the book store was answering"},
+     "the call's deadline passed while the book store was answering", 0},
     {BOOKS_EUNKNOWN, "COMMIT_OUTCOME_UNKNOWN",
-     "the connection to the book store broke after the create was sent: it may or may not have "
-     "been stored; retry with the same request_id to get the book exactly once (AIP-155)"},
+     "the create reached the book store but its answer was lost (a broken connection, a "
+     "failover): it may or may not have been stored; retry with the same request_id to get the "
+     "book exactly once (AIP-155)", 0},
     {BOOKS_EABORTED, "STORE_ABORTED",
-     "the book store aborted the operation (a conflict with another); retry it"},
+     "the book store aborted the operation (a conflict with another); retry it", 0},
     {BOOKS_EREFUSED, "STORE_REFUSED",
      "the book store refuses this operation (its permissions or its own rules); retrying will "
-     "not help until its operator fixes the store"},
+     "not help until its operator fixes the store", 0},
     {BOOKS_EBUSY, "OVERLOADED",
      "the server holds as much work in flight as it allows (a queue's cap or the memory budget of "
-     "BOOKS_MEMORY_LIMIT_MB); nothing was done: retry with backoff"},
+     "BOOKS_MEMORY_LIMIT_MB); nothing was done: retry with backoff", RETRY_OVERLOADED_MS},
 };
 
 /* Sets the error for store failure rc. `damage` (may be NULL) names the record a BOOKS_ECORRUPT
@@ -235,6 +247,7 @@ static void store_error(struct books_error *e, int rc, const struct store_damage
     for (size_t i = 0; i < sizeof store_errors / sizeof store_errors[0]; i++)
         if (store_errors[i].rc == rc) {
             books_error_set(e, rc, store_errors[i].reason, "%s", store_errors[i].message);
+            books_error_set_retry(e, store_errors[i].retry_ms);
             return;
         }
     books_error_set(e, BOOKS_EINTERNAL, "INTERNAL", "internal error in the book store");

@@ -33,6 +33,7 @@ const char *books_err_name(int err)
     case BOOKS_EABORTED: return "BOOKS_EABORTED";
     case BOOKS_EREFUSED: return "BOOKS_EREFUSED";
     case BOOKS_EREUSED: return "BOOKS_EREUSED";
+    case BOOKS_ETHROTTLED: return "BOOKS_ETHROTTLED";
     default: return "BOOKS_E?";
     }
 }
@@ -52,6 +53,7 @@ void books_error_clear(struct books_error *e)
     e->meta_value[0] = '\0';
     e->resource_type = NULL;
     e->resource_name[0] = '\0';
+    e->retry_delay_ms = 0;
     e->n_violations = 0;
     e->n_dropped = 0;
     e->violation_bytes = 0;
@@ -166,3 +168,5 @@ void books_format_err(char *err, size_t errlen, const char *fmt, ...)
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
 }
+
+void books_error_set_retry(struct books_error *e, unsigned delay_ms) { e->retry_delay_ms = delay_ms; }

@@ -583,8 +583,10 @@ int codec_encode_status_details(const struct books_error *e, grpc_slice *out)
     Google__Rpc__BadRequest bad = GOOGLE__RPC__BAD_REQUEST__INIT;
     Google__Rpc__BadRequest__FieldViolation *fv = NULL, **fv_list = NULL;
     Google__Rpc__ResourceInfo res = GOOGLE__RPC__RESOURCE_INFO__INIT;
-    Google__Protobuf__Any any[3];
-    Google__Protobuf__Any *any_list[3];
+    Google__Rpc__RetryInfo retry = GOOGLE__RPC__RETRY_INFO__INIT;
+    Google__Protobuf__Duration delay = GOOGLE__PROTOBUF__DURATION__INIT;
+    Google__Protobuf__Any any[4];
+    Google__Protobuf__Any *any_list[4];
     size_t n_any = 0, i, n;
     int rc = 0;
 
@@ -629,6 +631,17 @@ int codec_encode_status_details(const struct books_error *e, grpc_slice *out)
         res.resource_name = (char *)e->resource_name;
         google__protobuf__any__init(&any[n_any]);
         rc = pack_any(&res.base, &any[n_any], "type.googleapis.com/google.rpc.ResourceInfo");
+        if (rc)
+            goto out;
+        n_any++;
+    }
+
+    if (e->retry_delay_ms) {
+        delay.seconds = e->retry_delay_ms / 1000;
+        delay.nanos = (int32_t)(e->retry_delay_ms % 1000) * 1000000;
+        retry.retry_delay = &delay;
+        google__protobuf__any__init(&any[n_any]);
+        rc = pack_any(&retry.base, &any[n_any], "type.googleapis.com/google.rpc.RetryInfo");
         if (rc)
             goto out;
         n_any++;

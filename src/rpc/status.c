@@ -23,6 +23,7 @@ grpc_status_code rpc_status_of(int err)
     case BOOKS_EIO:
     case BOOKS_EUNAVAIL:
     case BOOKS_EBUSY:
+    case BOOKS_ETHROTTLED:
         return GRPC_STATUS_UNAVAILABLE;
     case BOOKS_EUNIMPL:
         return GRPC_STATUS_UNIMPLEMENTED;

@@ -184,6 +184,7 @@ static bool charge_call(struct call *c, size_t bytes)
     books_error_set(&c->reply.error, BOOKS_EBUSY, "OVERLOADED",
                     "the server holds as much work in flight as its memory budget allows "
                     "(BOOKS_MEMORY_LIMIT_MB); nothing was done: retry with backoff");
+    books_error_set_retry(&c->reply.error, 200); /* as the service's OVERLOADED (service.c) */
     return false;
 }
 

@@ -80,8 +80,12 @@ int pg_sqlstate_error(const char *state)
         return BOOKS_EUNAVAIL;
     if (strcmp(state, "57014") == 0) /* query_canceled: a statement_timeout, or a cancel */
         return BOOKS_EDEADLINE;
-    if (strncmp(state, "53", 2) == 0) /* insufficient resources: disk, memory, connections */
+    if (strcmp(state, "53100") == 0) /* disk_full: stays so until someone frees space */
         return BOOKS_ENOSPC;
+    /* the rest of insufficient resources (53000, 53200 out_of_memory, 53300 too_many_connections,
+     * 53400 configuration_limit_exceeded): the server turns work away for now */
+    if (strncmp(state, "53", 2) == 0)
+        return BOOKS_ETHROTTLED;
     if (strncmp(state, "40", 2) == 0) /* transaction rollback: serialization failure, deadlock */
         return BOOKS_EABORTED;
     /* 42: syntax or access rule (42501 insufficient_privilege, 42P01 undefined_table: the role or

@@ -45,7 +45,9 @@ void pg_describe(const PGconn *conn, char *out, size_t len);
 /* The enum books_err of a SQLSTATE (PostgreSQL manual, Appendix A), each class on purpose:
  *   08xxx connection, 57P0x shutdown                     BOOKS_EUNAVAIL  (UNAVAILABLE: retry)
  *   57014 query_canceled (statement_timeout, a cancel)   BOOKS_EDEADLINE (DEADLINE_EXCEEDED)
- *   53xxx insufficient resources (disk, memory, slots)  BOOKS_ENOSPC    (RESOURCE_EXHAUSTED)
+ *   53100 disk_full                                      BOOKS_ENOSPC    (RESOURCE_EXHAUSTED)
+ *   other 53xxx (out of memory, too many connections)    BOOKS_ETHROTTLED (UNAVAILABLE: retry
+ *                                                        after RetryInfo's delay)
  *   40xxx serialization failure, deadlock                BOOKS_EABORTED  (ABORTED)
  *   42xxx access and syntax (42501 permission denied,
  *         42P01 undefined table), 22xxx data, 23xxx
