@@ -2,7 +2,8 @@
  * after its batch was written and on the answerer thread; a taken name fails alone; a failed batch
  * fails every create in it and the next batch starts afresh; creates queued while a batch is being
  * written share the next one (the group commit), never more than batch_max; answers keep the order
- * of submission; stop writes and answers everything queued first. */
+ * of submission; stop writes and answers everything queued first; a poke has the committer call
+ * idle() without a batch; a backend can refuse what is queued behind the batch it writes. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,6 +31,8 @@ struct fake {
     bool hold;          /* write_batch waits while this is set */
     bool in_batch;      /* a write_batch is running */
     int fail_next;      /* the next batch returns this (0: none) */
+    int refuse_queued;  /* the next batch refuses what is queued behind it with this (0: none) */
+    struct commit_pipeline *p;
     size_t batches, largest, idles;
     char names[4096][24]; /* everything written, in order */
     size_t n_names;
@@ -49,6 +52,10 @@ static int fake_write(void *self, struct commit_item *items, size_t n)
         f->largest = n;
     int rc = f->fail_next;
     f->fail_next = 0;
+    if (f->refuse_queued) {
+        commit_pipeline_refuse_queued(f->p, f->refuse_queued);
+        f->refuse_queued = 0;
+    }
     for (size_t i = 0; rc == 0 && i < n; i++) {
         bool taken = strncmp(items[i].book->name, "books/dup", 9) == 0;
         for (size_t k = 0; !taken && k < f->n_names; k++)
@@ -109,6 +116,7 @@ static struct commit_pipeline *start_capped(struct fake *f, size_t batch_max, si
     struct commit_pipeline *p = NULL;
     assert_int_equal(
         commit_pipeline_start(&be, batch_max, max_queued, "test", "fake store", &p), 0);
+    f->p = p;
     return p;
 }
 
@@ -423,6 +431,76 @@ static void test_expired_creates_are_answered_not_written(void **state)
     fake_free(f);
 }
 
+static size_t idles(struct fake *f)
+{
+    pthread_mutex_lock(&f->mu);
+    size_t n = f->idles;
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+/* A poke has the committer call idle() once, with no create queued and no batch written. */
+static void test_poke_calls_idle_without_a_batch(void **state)
+{
+    (void)state;
+    struct fake *f = fake_new();
+    struct commit_pipeline *p = start(f, 1024);
+    assert_int_equal(idles(f), 0);
+    commit_pipeline_poke(p);
+    for (int i = 0; i < 5000 && idles(f) == 0; i++)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    assert_int_equal(idles(f), 1);
+    nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
+    assert_int_equal(idles(f), 1); /* once per poke */
+    assert_int_equal(f->batches, 0);
+    commit_pipeline_poke(NULL); /* a no-op */
+    struct commit_pipeline_stats st;
+    commit_pipeline_stop(p, &st);
+    assert_int_equal(st.transactions, 0);
+    fake_free(f);
+}
+
+/* A backend that finds nothing can be written refuses, from inside write_batch, the creates queued
+ * behind its batch: answered at once with its error, in order, never written; later ones are
+ * queued as usual. */
+static void test_refuse_queued_answers_those_behind_the_batch(void **state)
+{
+    (void)state;
+    struct fake *f = fake_new();
+    struct commit_pipeline *p = start(f, 1024);
+    static struct answer a[6];
+    char name[32];
+    memset(a, 0, sizeof a);
+    atomic_store(&answered, 0);
+    set_hold(f, true);
+    submit(p, "books/in-batch", &a[0]);
+    wait_in_batch(f);
+    for (int i = 1; i <= 4; i++) {
+        snprintf(name, sizeof name, "books/behind-%d", i);
+        submit(p, name, &a[i]);
+    }
+    pthread_mutex_lock(&f->mu);
+    f->refuse_queued = BOOKS_EUNAVAIL;
+    pthread_mutex_unlock(&f->mu);
+    set_hold(f, false);
+    wait_answers(5);
+    assert_int_equal(a[0].rc, 0);
+    for (int i = 1; i <= 4; i++) {
+        assert_int_equal(a[i].rc, BOOKS_EUNAVAIL);
+        assert_int_equal(atomic_load(&a[i].calls), 1);
+        if (i > 1)
+            assert_true(a[i - 1].order < a[i].order);
+    }
+    submit(p, "books/after", &a[5]);
+    wait_answers(6);
+    assert_int_equal(a[5].rc, 0);
+    commit_pipeline_stop(p, NULL);
+    assert_int_equal(f->n_names, 2);
+    for (size_t k = 0; k < f->n_names; k++)
+        assert_null(strstr(f->names[k], "behind"));
+    fake_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -433,6 +511,8 @@ int main(void)
         cmocka_unit_test(test_refusals_inline),
         cmocka_unit_test(test_queue_cap_refuses_at_once),
         cmocka_unit_test(test_expired_creates_are_answered_not_written),
+        cmocka_unit_test(test_poke_calls_idle_without_a_batch),
+        cmocka_unit_test(test_refuse_queued_answers_those_behind_the_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -64,7 +64,9 @@ struct commit_backend {
      * BOOKS_EIO / BOOKS_EUNAVAIL (retry later), BOOKS_ENOMEM, ... Committer thread only. */
     int (*write_batch)(void *self, struct commit_item *items, size_t n);
     /* Optional (may be NULL): called between batches, after a batch was handed to the answerer
-     * and while the next one gathers, e.g. for a checkpoint. Committer thread only. */
+     * and while the next one gathers, e.g. for a checkpoint, and once after each
+     * commit_pipeline_poke() while no batch is waiting (e.g. to reconnect before the next
+     * create). Committer thread only. */
     void (*idle)(void *self);
 };
 
@@ -104,6 +106,17 @@ void commit_pipeline_submit(struct commit_pipeline *p, const struct store_create
  * now (nothing of it was written), and so is every later submit; a batch being written is
  * answered when its transaction ends. NULL is a no-op. Any thread. */
 void commit_pipeline_drain(struct commit_pipeline *p);
+
+/* Has the committer call the backend's idle() soon, even while no create is queued: a backend
+ * whose connection came back within reach reconnects before the next create needs it. Never
+ * blocks, calls nothing of the backend's itself. NULL is a no-op. Any thread. */
+void commit_pipeline_poke(struct commit_pipeline *p);
+
+/* For a backend that knows creates cannot be written for now (no database to write to): answers
+ * every create still queued, not yet taken by the committer, with rc now, in order, through the
+ * answerer (nothing of them was written); later submits are queued as usual. Committer thread,
+ * inside write_batch. */
+void commit_pipeline_refuse_queued(struct commit_pipeline *p, int rc);
 
 /* Refuses new creates, lets the committer write everything queued, lets the answerer call every
  * done(), joins both threads and frees the pipeline. Blocks until all of that is done (as long as

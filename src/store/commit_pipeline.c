@@ -41,6 +41,7 @@ struct commit_pipeline {
     struct item_vec q;   /* guarded by q_mu */
     bool closing;        /* guarded by q_mu */
     bool draining;       /* guarded by q_mu: commit_pipeline_drain() ran */
+    bool poked;          /* guarded by q_mu: commit_pipeline_poke() since the last idle() */
 
     pthread_t answerer;
     pthread_mutex_t a_mu;
@@ -180,17 +181,23 @@ void commit_pipeline_answer_now(struct commit_item *it, int rc)
     hand_over(it->pipeline, &copy, 1);
 }
 
-/* Waits until `q` (guarded by mu, signalled on cv) has entries or *closing is set, then swaps the
- * whole of `q` with *mine, whose entries the caller has consumed (mine->n == 0). Returns false once
- * closing is set and `q` is empty. mu is not held on entry or return. */
+/* Waits until `q` (guarded by mu, signalled on cv) has entries or *closing is set (or *poked, when
+ * not NULL), then swaps the whole of `q` with *mine, whose entries the caller has consumed
+ * (mine->n == 0). Returns false once closing is set and `q` is empty; true with mine->n == 0 when
+ * poked. mu is not held on entry or return. */
 static bool take_all(pthread_mutex_t *mu, pthread_cond_t *cv, struct item_vec *q,
-                     const bool *closing, struct item_vec *mine)
+                     const bool *closing, bool *poked, struct item_vec *mine)
 {
     struct item_vec t;
 
     pthread_mutex_lock(mu);
-    while (q->n == 0 && !*closing)
+    while (q->n == 0 && !*closing && !(poked && *poked))
         pthread_cond_wait(cv, mu);
+    if (q->n == 0 && poked && *poked && !*closing) {
+        *poked = false;
+        pthread_mutex_unlock(mu);
+        return true;
+    }
     if (q->n == 0) {
         pthread_mutex_unlock(mu);
         return false;
@@ -211,7 +218,7 @@ static void *answerer_main(void *arg)
     snprintf(name, sizeof name, "%s-answer", p->name);
     pthread_setname_np(pthread_self(), name);
     /* Ends once closing: the committer (already joined then) hands over no more. */
-    while (take_all(&p->a_mu, &p->a_cv, &p->answers, &p->a_closing, &mine)) {
+    while (take_all(&p->a_mu, &p->a_cv, &p->answers, &p->a_closing, NULL, &mine)) {
         answer(mine.items, mine.n);
         mine.n = 0;
     }
@@ -283,7 +290,12 @@ static void *committer_main(void *arg)
     pthread_setname_np(pthread_self(), name);
     /* Takes the whole queue each time; creates arriving meanwhile fill the other buffer. Ends once
      * closing is set and everything queued has been committed and handed over. */
-    while (take_all(&p->q_mu, &p->q_cv, &p->q, &p->closing, &batch)) {
+    while (take_all(&p->q_mu, &p->q_cv, &p->q, &p->closing, &p->poked, &batch)) {
+        if (batch.n == 0) { /* poked */
+            if (p->be.idle)
+                p->be.idle(p->be.self);
+            continue;
+        }
         drop_expired(p, &batch);
         for (size_t off = 0; off < batch.n; off += p->batch_max) {
             size_t k = batch.n - off < p->batch_max ? batch.n - off : p->batch_max;
@@ -349,6 +361,32 @@ int commit_pipeline_start(const struct commit_backend *backend, size_t batch_max
     }
     *out = p;
     return 0;
+}
+
+void commit_pipeline_poke(struct commit_pipeline *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->q_mu);
+    p->poked = true;
+    pthread_cond_signal(&p->q_cv);
+    pthread_mutex_unlock(&p->q_mu);
+}
+
+void commit_pipeline_refuse_queued(struct commit_pipeline *p, int rc)
+{
+    struct item_vec left;
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->q_mu);
+    left = p->q;
+    p->q = (struct item_vec){NULL, 0, 0};
+    pthread_mutex_unlock(&p->q_mu);
+    for (size_t i = 0; i < left.n; i++)
+        left.items[i].rc = rc;
+    if (left.n)
+        hand_over(p, left.items, left.n);
+    free(left.items);
 }
 
 void commit_pipeline_drain(struct commit_pipeline *p)
