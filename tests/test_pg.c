@@ -1,5 +1,6 @@
-/* test_pg.c: the parts of the postgresql: store that need no database: its URI parameters, and
- * the bytes it exchanges for a book's authors. The array literal
+/* test_pg.c: the parts of the postgresql: store that need no database: its URI parameters, the
+ * plan of its connections (hosts, the parameters it adds), and the bytes it exchanges for a book's
+ * authors. The array literal
  * it sends must keep every author exactly (quotes, backslashes, commas, braces, spaces, the word
  * NULL, empty strings, UTF-8), and the decoder of the binary text[] it reads back must accept what
  * PostgreSQL sends and refuse, without reading past the buffer, anything else: it is data from the
@@ -148,6 +149,7 @@ static void test_sqlstate_classes(void **state)
         {"23514", BOOKS_EREFUSED},  /* check violation */
         {"22001", BOOKS_EREFUSED},  /* string data right truncation */
         {"54000", BOOKS_EREFUSED},  /* program limit exceeded */
+        {"25006", BOOKS_EUNAVAIL},  /* read-only transaction: a standby; found again */
         {"XX000", BOOKS_EINTERNAL}, /* internal error */
         {"25P02", BOOKS_EINTERNAL}, /* in failed transaction */
         {"", BOOKS_EUNAVAIL},
@@ -200,6 +202,118 @@ static void test_uri_parameters(void **state)
     }
 }
 
+/* The plan: every host of a multi-host URI is one attempt with every other parameter as written;
+ * the store adds target_session_attrs=read-write, keepalives and tcp_user_timeout from the silence
+ * bound unless the URI sets them, and refuses a target_session_attrs that allows a standby. */
+static void test_plan_hosts_and_defaults(void **state)
+{
+    (void)state;
+    struct pg_plan *p = NULL;
+    char err[256], shown[256];
+
+    assert_int_equal(pg_plan_new("postgresql://u:pw@h1:1,h2:2,h3:3/db?connect_timeout=2", 5000,
+                                 &p, err, sizeof err),
+                     0);
+    assert_int_equal(pg_plan_hosts(p), 3);
+    const char *hosts[] = {"h1", "h2", "h3"}, *ports[] = {"1", "2", "3"};
+    for (size_t h = 0; h < 3; h++) {
+        assert_string_equal(pg_plan_value(p, h, "host"), hosts[h]);
+        assert_string_equal(pg_plan_value(p, h, "port"), ports[h]);
+        assert_string_equal(pg_plan_value(p, h, "user"), "u");
+        assert_string_equal(pg_plan_value(p, h, "password"), "pw");
+        assert_string_equal(pg_plan_value(p, h, "dbname"), "db");
+        assert_string_equal(pg_plan_value(p, h, "target_session_attrs"), "read-write");
+        assert_string_equal(pg_plan_value(p, h, "keepalives"), "1");
+        assert_string_equal(pg_plan_value(p, h, "keepalives_idle"), "2");
+        assert_string_equal(pg_plan_value(p, h, "keepalives_interval"), "1");
+        assert_string_equal(pg_plan_value(p, h, "keepalives_count"), "3");
+        assert_string_equal(pg_plan_value(p, h, "tcp_user_timeout"), "5000");
+        assert_string_equal(pg_plan_value(p, h, "fallback_application_name"), "books-server");
+    }
+    assert_null(pg_plan_value(p, 3, "host"));
+    bool from_uri = true;
+    assert_string_equal(pg_plan_session_attrs(p, &from_uri), "read-write");
+    assert_false(from_uri);
+    assert_int_equal(pg_plan_connect_timeout_s(p), 2);
+    pg_plan_describe(p, NULL, shown, sizeof shown);
+    assert_string_equal(shown, "postgresql://u@h1:1,h2:2,h3:3/db");
+    assert_null(strstr(shown, "pw"));
+    pg_plan_free(p);
+
+    /* key=value, one port for every host; the URI's own keepalive settings and session attrs
+     * win. */
+    assert_int_equal(pg_plan_new("host=a,b port=7 dbname=d keepalives_idle=9 tcp_user_timeout=0 "
+                                 "target_session_attrs=primary application_name=mine",
+                                 30000, &p, err, sizeof err),
+                     0);
+    assert_int_equal(pg_plan_hosts(p), 2);
+    assert_string_equal(pg_plan_value(p, 1, "host"), "b");
+    assert_string_equal(pg_plan_value(p, 0, "port"), "7");
+    assert_string_equal(pg_plan_value(p, 1, "port"), "7");
+    assert_string_equal(pg_plan_value(p, 0, "keepalives_idle"), "9");
+    assert_string_equal(pg_plan_value(p, 0, "keepalives_interval"), "5");
+    assert_string_equal(pg_plan_value(p, 0, "tcp_user_timeout"), "0");
+    assert_string_equal(pg_plan_value(p, 0, "application_name"), "mine");
+    assert_string_equal(pg_plan_session_attrs(p, &from_uri), "primary");
+    assert_true(from_uri);
+    pg_plan_free(p);
+
+    /* One host, a Unix socket: one attempt, as before. */
+    assert_int_equal(pg_plan_new("postgresql:///books?host=/cloudsql/p:r:i&user=b", 5000, &p, err,
+                                 sizeof err),
+                     0);
+    assert_int_equal(pg_plan_hosts(p), 1);
+    assert_string_equal(pg_plan_value(p, 0, "host"), "/cloudsql/p:r:i");
+    assert_int_equal(pg_plan_connect_timeout_s(p), 0);
+    pg_plan_free(p);
+
+    /* Lists libpq cannot line up stay one attempt: libpq says why at connect. */
+    assert_int_equal(pg_plan_new("host=a,b,c port=1,2", 5000, &p, err, sizeof err), 0);
+    assert_int_equal(pg_plan_hosts(p), 1);
+    assert_string_equal(pg_plan_value(p, 0, "host"), "a,b,c");
+    pg_plan_free(p);
+
+    /* A session that may be a standby is refused, naming the parameter; nothing is echoed. */
+    const char *standby[] = {"postgresql://u:secret@h/db?target_session_attrs=any",
+                             "postgresql://u:secret@h/db?target_session_attrs=standby",
+                             "postgresql://u:secret@h/db?target_session_attrs=prefer-standby",
+                             "postgresql://u:secret@h/db?target_session_attrs=read-only"};
+    for (size_t i = 0; i < sizeof standby / sizeof standby[0]; i++) {
+        p = NULL;
+        assert_int_equal(pg_plan_new(standby[i], 5000, &p, err, sizeof err), BOOKS_EINVAL);
+        assert_null(p);
+        assert_non_null(strstr(err, "target_session_attrs"));
+        assert_null(strstr(err, "secret"));
+    }
+    /* What libpq cannot read is refused without quoting the URI. */
+    assert_int_equal(pg_plan_new("postgresql://u:secret@[::1/db", 5000, &p, err, sizeof err),
+                     BOOKS_EINVAL);
+    assert_null(strstr(err, "secret"));
+    pg_plan_free(NULL);
+}
+
+/* The store's own silence_timeout_ms is taken out of the URI like its other parameters. */
+static void test_silence_timeout_parameter(void **state)
+{
+    (void)state;
+    struct params prm;
+    char *conninfo = NULL, err[256];
+    assert_int_equal(pg_parse_uri("postgresql://h/db", &prm, &conninfo, err, sizeof err), 0);
+    assert_int_equal(prm.silence_timeout_ms, 5000);
+    free(conninfo);
+    assert_int_equal(pg_parse_uri("postgresql://h1,h2/db?silence_timeout_ms=1500&sslmode=disable",
+                                  &prm, &conninfo, err, sizeof err),
+                     0);
+    assert_int_equal(prm.silence_timeout_ms, 1500);
+    assert_string_equal(conninfo, "postgresql://h1,h2/db?sslmode=disable");
+    free(conninfo);
+    conninfo = NULL;
+    assert_int_equal(pg_parse_uri("postgresql://h/db?silence_timeout_ms=99", &prm, &conninfo, err,
+                                  sizeof err),
+                     BOOKS_EINVAL);
+    assert_non_null(strstr(err, "silence_timeout_ms"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -208,6 +322,8 @@ int main(void)
         cmocka_unit_test(test_decode_refuses_what_we_never_write),
         cmocka_unit_test(test_uri_parameters),
         cmocka_unit_test(test_sqlstate_classes),
+        cmocka_unit_test(test_plan_hosts_and_defaults),
+        cmocka_unit_test(test_silence_timeout_parameter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

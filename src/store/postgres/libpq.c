@@ -28,12 +28,14 @@
 
 /* Every libpq function the backend calls (and the tests, through the same names). */
 #define LIBPQ_FUNCTIONS(X)                                                                         \
-    X(PQcancel) X(PQclear) X(PQcmdStatus) X(PQcmdTuples) X(PQconnectdbParams) X(PQconsumeInput)    \
-    X(PQdb) X(PQenterPipelineMode) X(PQerrorMessage) X(PQexec) X(PQexecParams) X(PQfinish)         \
-    X(PQflush) X(PQfreeCancel) X(PQgetCancel) X(PQgetisnull) X(PQgetlength) X(PQgetResult)         \
+    X(PQbackendPID) X(PQcancel) X(PQclear) X(PQcmdStatus) X(PQcmdTuples) X(PQconnectPoll)          \
+    X(PQconnectStartParams) X(PQconninfoFree) X(PQconninfoParse) X(PQconsumeInput) X(PQdb)         \
+    X(PQenterPipelineMode) X(PQerrorMessage) X(PQexec) X(PQexecParams) X(PQfinish) X(PQflush)      \
+    X(PQfreeCancel) X(PQfreemem) X(PQgetCancel) X(PQgetisnull) X(PQgetlength) X(PQgetResult)       \
     X(PQgetvalue) X(PQhost) X(PQisBusy) X(PQnfields) X(PQntuples) X(PQparameterStatus)             \
     X(PQpipelineSync) X(PQport) X(PQprepare) X(PQresultErrorField) X(PQresultErrorMessage)         \
-    X(PQresultStatus) X(PQsendQueryParams) X(PQsendQueryPrepared) X(PQsocket) X(PQstatus) X(PQuser)
+    X(PQresultStatus) X(PQsendQueryParams) X(PQsendQueryPrepared) X(PQsetnonblocking) X(PQsocket)  \
+    X(PQstatus) X(PQuser)
 
 /* The looked-up functions, typed from libpq-fe.h's own declarations. */
 #define DECLARE_POINTER(f) static __typeof__(f) *p_##f;
@@ -94,6 +96,7 @@ static void need(const char *name)
 
 /* ---- libpq's functions, forwarded ------------------------------------------------------------- */
 
+int PQbackendPID(const PGconn *conn) { return FN(PQbackendPID)(conn); }
 int PQcancel(PGcancel *cancel, char *errbuf, int errbufsize)
 {
     return FN(PQcancel)(cancel, errbuf, errbufsize);
@@ -101,10 +104,16 @@ int PQcancel(PGcancel *cancel, char *errbuf, int errbufsize)
 void PQclear(PGresult *res) { FN(PQclear)(res); }
 char *PQcmdStatus(PGresult *res) { return FN(PQcmdStatus)(res); }
 char *PQcmdTuples(PGresult *res) { return FN(PQcmdTuples)(res); }
-PGconn *PQconnectdbParams(const char *const *keywords, const char *const *values,
-                          int expand_dbname)
+PostgresPollingStatusType PQconnectPoll(PGconn *conn) { return FN(PQconnectPoll)(conn); }
+PGconn *PQconnectStartParams(const char *const *keywords, const char *const *values,
+                             int expand_dbname)
 {
-    return FN(PQconnectdbParams)(keywords, values, expand_dbname);
+    return FN(PQconnectStartParams)(keywords, values, expand_dbname);
+}
+void PQconninfoFree(PQconninfoOption *connOptions) { FN(PQconninfoFree)(connOptions); }
+PQconninfoOption *PQconninfoParse(const char *conninfo, char **errmsg)
+{
+    return FN(PQconninfoParse)(conninfo, errmsg);
 }
 int PQconsumeInput(PGconn *conn) { return FN(PQconsumeInput)(conn); }
 char *PQdb(const PGconn *conn) { return FN(PQdb)(conn); }
@@ -121,6 +130,7 @@ PGresult *PQexecParams(PGconn *conn, const char *command, int nParams, const Oid
 void PQfinish(PGconn *conn) { FN(PQfinish)(conn); }
 int PQflush(PGconn *conn) { return FN(PQflush)(conn); }
 void PQfreeCancel(PGcancel *cancel) { FN(PQfreeCancel)(cancel); }
+void PQfreemem(void *ptr) { FN(PQfreemem)(ptr); }
 PGcancel *PQgetCancel(PGconn *conn) { return FN(PQgetCancel)(conn); }
 char *PQresultErrorMessage(const PGresult *res) { return FN(PQresultErrorMessage)(res); }
 int PQgetisnull(const PGresult *res, int tup_num, int field_num)
@@ -170,6 +180,7 @@ int PQsendQueryPrepared(PGconn *conn, const char *stmtName, int nParams,
     return FN(PQsendQueryPrepared)(conn, stmtName, nParams, paramValues, paramLengths,
                                    paramFormats, resultFormat);
 }
+int PQsetnonblocking(PGconn *conn, int arg) { return FN(PQsetnonblocking)(conn, arg); }
 int PQsocket(const PGconn *conn) { return FN(PQsocket)(conn); }
 ConnStatusType PQstatus(const PGconn *conn) { return FN(PQstatus)(conn); }
 char *PQuser(const PGconn *conn) { return FN(PQuser)(conn); }

@@ -20,15 +20,25 @@
  * Deadlines: a read whose deadline passes is answered BOOKS_EDEADLINE then, and when every read
  * of a reader's batch has been answered that way, the reader cancels the query in the database
  * (PQcancel). statement_timeout bounds every query in any case.
+ * Every connection, the readers' too, goes to a primary: a standby could answer NOT_FOUND for a
+ * book already acknowledged. The URI may name several hosts (a failover manager's nodes); each
+ * attempt tries them all at once and takes the first that takes writes (conn.c).
  * Faults: a connection that breaks fails the calls caught in it with BOOKS_EUNAVAIL, which callers
- * retry; its thread reconnects with backoff (100 ms doubling to RECONNECT_MAX_MS), answering
- * BOOKS_EUNAVAIL at once meanwhile, and the store reports itself unavailable (store_watch) while
- * the writer or every reader is down, available again once they are back. */
+ * retry; its thread reconnects at once, then with backoff (50 ms doubling to 500 ms, with jitter:
+ * a new primary is found within about half a second of its promotion), answering BOOKS_EUNAVAIL at
+ * once meanwhile, and the store reports itself unavailable (store_watch) while the writer or every
+ * reader is down, available again once they are back. When the writer finds no primary, or the
+ * watchdog (watch.c) gets no answer from one within silence_timeout_ms, the store is unreachable
+ * (pg_reach): creates and reads are answered BOOKS_EUNAVAIL at once, none queues to its deadline,
+ * until any connection finds a primary again. */
 #include "books/store_postgres.h"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,10 +51,13 @@
 #include "books/options.h"
 #include "pg.h"
 
-/* Reconnection backoff bounds, milliseconds. */
-#define RECONNECT_MIN_MS 100
-#define RECONNECT_MAX_MS 5000
-/* libpq's connect_timeout for reconnections while serving, seconds: a call waits at most this
+/* Reconnection backoff bounds, milliseconds: low, so that a promoted standby is found within
+ * about RECONNECT_MAX_MS of its promotion; each delay is drawn from its upper half (jitter), so
+ * that many instances do not all knock at once. */
+#define RECONNECT_MIN_MS 50
+#define RECONNECT_MAX_MS 500
+/* How long one attempt to connect (every host at once) may take while serving, when the URI
+ * sets no connect_timeout (and never more than silence_timeout_ms): a call waits at most this
  * long for a database that went away before it is told UNAVAILABLE. */
 #define RECONNECT_TIMEOUT_S 2
 #define STARTUP_CONNECT_TIMEOUT_S 5
@@ -58,6 +71,19 @@ uint64_t pg_silence_ns(const struct pg_store *st)
     return st->prm.statement_timeout_ms
                ? ((uint64_t)st->prm.statement_timeout_ms + 5000u) * 1000000u
                : 0;
+}
+
+uint64_t pg_silence_bound_ns(const struct pg_store *st)
+{
+    return (uint64_t)st->prm.silence_timeout_ms * 1000000u;
+}
+
+/* The longest one attempt to connect may take while serving (pg_link_ensure_until). */
+static uint64_t attempt_ns(const struct pg_store *st)
+{
+    int s = pg_plan_connect_timeout_s(st->plan);
+    uint64_t ns = (uint64_t)(s > 0 ? s : RECONNECT_TIMEOUT_S) * 1000000000u;
+    return ns < pg_silence_bound_ns(st) ? ns : pg_silence_bound_ns(st);
 }
 
 /* ---- availability -------------------------------------------------------------------------- */
@@ -76,7 +102,7 @@ void pg_link_state(struct pg_store *st, struct link *l, bool writer, bool up)
         else
             st->readers_up--;
         atomic_store_explicit(&st->readers_up_now, st->readers_up, memory_order_relaxed);
-        bool available = st->writer_up && st->readers_up > 0;
+        bool available = st->writer_up && st->readers_up > 0 && !atomic_load(&st->unreachable);
         if (available != st->available) {
             st->available = available;
             if (st->opened) /* not for the connections of start-up */
@@ -87,6 +113,52 @@ void pg_link_state(struct pg_store *st, struct link *l, bool writer, bool up)
         }
     }
     pthread_mutex_unlock(&st->state_mu);
+}
+
+void pg_reach(struct pg_store *st, bool reachable, const char *why)
+{
+    uint64_t now = pg_now_ns(), was_since = 0;
+    bool changed;
+
+    pthread_mutex_lock(&st->state_mu);
+    changed = atomic_load(&st->unreachable) == reachable;
+    if (changed) {
+        atomic_store(&st->unreachable, !reachable);
+        was_since = st->unreachable_since_ns;
+        st->unreachable_since_ns = reachable ? 0 : now;
+        bool available = reachable && st->writer_up && st->readers_up > 0;
+        if (available != st->available) {
+            st->available = available;
+            if (st->state_fn)
+                st->state_fn(st->state_arg, available);
+        }
+    }
+    if (reachable) {
+        atomic_fetch_add(&st->epoch, 1);
+        if (!st->writer_up)
+            commit_pipeline_poke(st->poke_pipeline); /* the writer connects before a create */
+    }
+    pthread_mutex_unlock(&st->state_mu);
+    if (!changed) {
+        if (reachable) { /* a reader backing off tries now (the epoch moved) */
+            pthread_mutex_lock(&st->mu);
+            pthread_cond_broadcast(&st->cv);
+            pthread_mutex_unlock(&st->mu);
+        }
+        return;
+    }
+    if (reachable) {
+        log_msg(LOG_INFO, "PostgreSQL at %s: a primary answers again after %llu ms", st->shown,
+                (unsigned long long)((now - was_since) / 1000000u));
+        pthread_mutex_lock(&st->mu);
+        pthread_cond_broadcast(&st->cv);
+        pthread_mutex_unlock(&st->mu);
+    } else {
+        log_msg(LOG_WARNING, "PostgreSQL at %s: no primary %s; creates and reads get UNAVAILABLE "
+                "at once until one answers", st->shown, why);
+        pg_reads_refuse_queued(st);
+        pg_watch_look(st);
+    }
 }
 
 static void pg_watch(struct store *s, store_state_fn fn, void *arg)
@@ -130,6 +202,8 @@ static int setup(struct pg_store *st, struct link *l, bool reader)
     char sql[160];
     int rc, layout = atomic_load(&st->layout);
 
+    /* Blocking calls: the watchdog sees them wait, and pulls the plug on a silent database. */
+    pg_link_wait_begin(l, pg_now_ns());
     snprintf(sql, sizeof sql,
              "SET statement_timeout = %d; SET synchronous_commit = %s; "
              "SET client_encoding = 'UTF8'",
@@ -155,6 +229,7 @@ static int setup(struct pg_store *st, struct link *l, bool reader)
     }
     if (rc == 0 && PQenterPipelineMode(conn) != 1)
         rc = BOOKS_EIO;
+    pg_link_wait_end(l);
     return rc;
 }
 
@@ -177,8 +252,16 @@ static int check_settings(struct pg_store *st, PGconn *conn, char *err, size_t e
                          st->shown, PQerrorMessage(conn));
         return rc;
     }
+    bool attrs_from_uri;
+    const char *attrs = pg_plan_session_attrs(st->plan, &attrs_from_uri);
+    char attrs_shown[96];
+    snprintf(attrs_shown, sizeof attrs_shown, "%s (%s)", attrs,
+             attrs_from_uri ? "the URI's" : "the store's default: the URI sets none");
     const struct log_field fields[] = {
         {.key = "synchronous_commit", .str = PQgetvalue(res, 0, 0)},
+        {.key = "target_session_attrs", .str = attrs_shown},
+        {.key = "hosts", .num = (long long)pg_plan_hosts(st->plan)},
+        {.key = "silence_timeout_ms", .num = st->prm.silence_timeout_ms},
         {.key = "client_encoding", .str = PQgetvalue(res, 0, 1)},
         {.key = "server_encoding", .str = PQgetvalue(res, 0, 2)},
         {.key = "schema",
@@ -194,25 +277,67 @@ static int check_settings(struct pg_store *st, PGconn *conn, char *err, size_t e
     return 0;
 }
 
+/* Gives `l` the new connection `conn` (to the plan's host `host`): the watchdog may now see it
+ * and pull its plug. */
+static void link_attach(struct pg_store *st, struct link *l, PGconn *conn, size_t host)
+{
+    l->conn = conn;
+    atomic_store(&l->host, (int)host);
+    atomic_store(&l->pid, PQbackendPID(conn));
+    pthread_mutex_lock(&st->fd_mu);
+    /* A file of our own on the same socket: libpq closes its descriptor when it meets an error,
+     * and the number may then be reused; this one stays ours until link_detach(). */
+    l->kill_fd = PQsocket(conn) >= 0 ? fcntl(PQsocket(conn), F_DUPFD_CLOEXEC, 0) : -1;
+    pthread_mutex_unlock(&st->fd_mu);
+}
+
+static void link_detach(struct pg_store *st, struct link *l)
+{
+    pthread_mutex_lock(&st->fd_mu);
+    if (l->kill_fd >= 0)
+        close(l->kill_fd);
+    l->kill_fd = -1;
+    pthread_mutex_unlock(&st->fd_mu);
+    atomic_store(&l->pid, 0);
+    pg_link_wait_end(l);
+    if (l->conn)
+        PQfinish(l->conn);
+    l->conn = NULL;
+}
+
+void pg_link_kill(struct pg_store *st, struct link *l)
+{
+    pthread_mutex_lock(&st->fd_mu);
+    if (l->kill_fd >= 0)
+        (void)shutdown(l->kill_fd, SHUT_RDWR);
+    pthread_mutex_unlock(&st->fd_mu);
+}
+
 /* Drops a broken connection and schedules the next attempt. */
 void pg_link_down(struct pg_store *st, struct link *l, bool writer)
 {
-    if (l->conn) {
-        PQfinish(l->conn);
-        l->conn = NULL;
-    }
+    link_detach(st, l);
     if (!l->down_since_ns)
         l->down_since_ns = pg_now_ns();
     l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : RECONNECT_MIN_MS;
     if (l->backoff_ms > RECONNECT_MAX_MS)
         l->backoff_ms = RECONNECT_MAX_MS;
-    l->retry_at_ns = pg_now_ns() + (uint64_t)l->backoff_ms * 1000000u;
+    /* The upper half of the backoff, at random (xorshift32: jitter needs no better). */
+    if (!l->rng)
+        l->rng = (uint32_t)(uintptr_t)l ^ (uint32_t)pg_now_ns() ^ 0x9e3779b9u;
+    l->rng ^= l->rng << 13;
+    l->rng ^= l->rng >> 17;
+    l->rng ^= l->rng << 5;
+    long delay_ms = l->backoff_ms / 2 + (long)(l->rng % (uint32_t)(l->backoff_ms / 2 + 1));
+    l->retry_at_ns = pg_now_ns() + (uint64_t)delay_ms * 1000000u;
+    l->epoch = atomic_load(&st->epoch);
     pg_link_state(st, l, writer, false);
 }
 
 /* An idle connection that the server has closed (pg_terminate_backend, a restart, an idle
- * timeout) is readable: its FATAL message and end of stream are waiting. Found before a query is
- * sent, a create is not caught in a broken connection (which only a lookup could settle). */
+ * timeout, a failover manager demoting its node) is readable: its FATAL message and end of stream
+ * are waiting. Found before a query is sent, a create is not caught in a broken connection (which
+ * only a lookup could settle). */
 static bool closed_while_idle(struct pg_store *st, struct link *l)
 {
     /* The FATAL message is read first (libpq passes it to the notice processor and stays
@@ -229,10 +354,28 @@ static bool closed_while_idle(struct pg_store *st, struct link *l)
     return true;
 }
 
-/* Makes sure `l` has a working connection: 0, or BOOKS_EUNAVAIL (still down; no attempt is made
- * before the backoff has passed). A working connection found closed by the server is replaced at
- * once (one attempt, then the backoff). */
-int pg_link_ensure(struct pg_store *st, struct link *l, bool writer)
+/* One attempt (every host at once) and the setup of what it found; 0, or BOOKS_EUNAVAIL with the
+ * reason in err. */
+static int link_connect(struct pg_store *st, struct link *l, bool writer, uint64_t until_ns,
+                        char *err, size_t errlen)
+{
+    size_t host = 0;
+    uint64_t by = pg_now_ns() + attempt_ns(st);
+    if (until_ns && until_ns < by)
+        by = until_ns;
+    PGconn *conn = pg_connect_any(st->plan, by, &host, err, errlen);
+    if (!conn)
+        return BOOKS_EUNAVAIL;
+    link_attach(st, l, conn, host);
+    if (setup(st, l, !writer) != 0) {
+        books_format_err(err, errlen, "cannot set up the connection: %s", PQerrorMessage(conn));
+        link_detach(st, l);
+        return BOOKS_EUNAVAIL;
+    }
+    return 0;
+}
+
+int pg_link_ensure_until(struct pg_store *st, struct link *l, bool writer, uint64_t until_ns)
 {
     char err[512];
 
@@ -244,32 +387,46 @@ int pg_link_ensure(struct pg_store *st, struct link *l, bool writer)
         if (was_working)
             l->retry_at_ns = 0;
     }
-    if (pg_now_ns() < l->retry_at_ns)
+    /* Another connection found a primary since this one failed: no reason to wait. */
+    if (pg_now_ns() < l->retry_at_ns && l->epoch == atomic_load(&st->epoch))
         return BOOKS_EUNAVAIL;
-    l->conn = pg_connect(st->conninfo, RECONNECT_TIMEOUT_S, 0, err, sizeof err);
-    if (!l->conn || setup(st, l, !writer) != 0) {
+    /* No primary is known: the watchdog and the readers look for one; creates are not held up
+     * behind an attempt of the writer's meanwhile. */
+    if (writer && atomic_load(&st->unreachable))
+        return BOOKS_EUNAVAIL;
+    if (link_connect(st, l, writer, until_ns, err, sizeof err) != 0) {
         pg_link_down(st, l, writer);
+        if (writer) { /* the writer has no primary: nothing can be written until one is found */
+            char why[600];
+            snprintf(why, sizeof why, "found: %s", err);
+            pg_reach(st, false, why);
+        }
         return BOOKS_EUNAVAIL;
     }
     atomic_fetch_add_explicit(&st->st_reconnects, 1, memory_order_relaxed);
-    log_msg(LOG_INFO, "PostgreSQL at %s: the %s connection is back after %llu ms", st->shown,
-            writer ? "write" : "read",
-            (unsigned long long)((pg_now_ns() - l->down_since_ns) / 1000000u));
+    log_msg(LOG_INFO, "PostgreSQL at %s: the %s connection is back after %llu ms (%s:%s)",
+            st->shown, writer ? "write" : "read",
+            (unsigned long long)((pg_now_ns() - l->down_since_ns) / 1000000u),
+            PQhost(l->conn), PQport(l->conn));
     l->backoff_ms = 0;
     l->down_since_ns = 0;
     pg_link_state(st, l, writer, true);
+    pg_reach(st, true, NULL);
     return 0;
+}
+
+int pg_link_ensure(struct pg_store *st, struct link *l, bool writer)
+{
+    return pg_link_ensure_until(st, l, writer, 0);
 }
 
 int pg_link_replace(struct pg_store *st, struct link *l, bool writer)
 {
     char err[512];
-    if (l->conn)
-        PQfinish(l->conn);
-    l->conn = pg_connect(st->conninfo, RECONNECT_TIMEOUT_S, 0, err, sizeof err);
-    if (!l->conn || setup(st, l, !writer) != 0) {
+    link_detach(st, l);
+    if (link_connect(st, l, writer, 0, err, sizeof err) != 0) {
         log_msg(LOG_WARNING, "PostgreSQL at %s: cannot replace the %s connection: %.200s",
-                st->shown, writer ? "write" : "read", l->conn ? PQerrorMessage(l->conn) : err);
+                st->shown, writer ? "write" : "read", err);
         pg_link_down(st, l, writer);
         return BOOKS_EUNAVAIL;
     }
@@ -278,8 +435,9 @@ int pg_link_replace(struct pg_store *st, struct link *l, bool writer)
 
 /* Sends what libpq has buffered, reading meanwhile so the server never blocks on us; a server that
  * takes nothing for as long as a query may run is taken for dead. */
-bool pg_flush_all(struct pg_store *st, PGconn *conn)
+bool pg_flush_all(struct pg_store *st, struct link *l)
 {
+    PGconn *conn = l->conn;
     uint64_t silence = pg_silence_ns(st), progress = pg_now_ns();
     int f;
     if (!silence)
@@ -295,6 +453,8 @@ bool pg_flush_all(struct pg_store *st, PGconn *conn)
             continue;
         if (n > 0)
             progress = pg_now_ns();
+        if (p.revents & POLLIN)
+            pg_link_heard(l, progress);
         if ((p.revents & POLLIN) && !PQconsumeInput(conn))
             return false;
     }
@@ -327,6 +487,12 @@ static const struct opt uri_params[] = {
      .def = "30"},
     {.name = "cache_mb", .set = opt_set_int, .offset = PARAM(cache_mb), .min = 0, .max = 65536,
      .def = "16"},
+    {.name = "silence_timeout_ms",
+     .set = opt_set_int,
+     .offset = PARAM(silence_timeout_ms),
+     .min = 100,
+     .max = 3600000,
+     .def = "5000"},
     {.name = "group_commit",
      .set = opt_set_choice,
      .offset = PARAM(group_commit),
@@ -400,13 +566,13 @@ int pg_parse_uri(const char *uri, struct params *prm, char **conninfo, char *err
 
 static void destroy(struct pg_store *st)
 {
+    pg_watch_stop(st);
     for (size_t i = 0; st->readers && i < st->n_readers; i++)
-        if (st->readers[i].link.conn)
-            PQfinish(st->readers[i].link.conn);
-    if (st->writer.conn)
-        PQfinish(st->writer.conn);
+        link_detach(st, &st->readers[i].link);
+    link_detach(st, &st->writer);
     free(st->readers);
     pg_writer_free(st->w);
+    pg_plan_free(st->plan);
     if (st->conninfo) { /* it may hold a password: do not leave it in freed memory */
         memset(st->conninfo, 0, strlen(st->conninfo));
         free(st->conninfo);
@@ -415,6 +581,9 @@ static void destroy(struct pg_store *st)
     pthread_cond_destroy(&st->sweep_cv);
     pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->state_mu);
+    pthread_mutex_destroy(&st->fd_mu);
+    pthread_cond_destroy(&st->watch.cv);
+    pthread_mutex_destroy(&st->watch.mu);
     free(st);
 }
 
@@ -457,7 +626,12 @@ static void pg_close(struct store *s)
     struct pg_store *st = (struct pg_store *)s;
     struct commit_pipeline_stats ps = {0};
 
-    /* Creates first (everything queued is committed and answered), then the reads queued. */
+    /* The watchdog first (it pulls plugs), then creates (everything queued is committed and
+     * answered), then the reads queued. */
+    pg_watch_stop(st);
+    pthread_mutex_lock(&st->state_mu);
+    st->poke_pipeline = NULL;
+    pthread_mutex_unlock(&st->state_mu);
     commit_pipeline_stop(st->pipeline, &ps);
     st->pipeline = NULL;
     stop_readers(st);
@@ -472,10 +646,18 @@ static void pg_close(struct store *s)
     destroy(st);
 }
 
+/* While no primary is known a create is answered BOOKS_EUNAVAIL at once, as a read is while no
+ * reader has a connection: it would only wait in the queue, and its caller is better told now
+ * (UNAVAILABLE with RetryInfo) than at its deadline. */
 static void pg_create(struct store *s, const struct store_create_req *req,
                       store_create_done_fn done, void *arg)
 {
-    commit_pipeline_submit(((struct pg_store *)s)->pipeline, req, done, arg);
+    struct pg_store *st = (struct pg_store *)s;
+    if (atomic_load_explicit(&st->unreachable, memory_order_relaxed)) {
+        done(arg, BOOKS_EUNAVAIL, NULL);
+        return;
+    }
+    commit_pipeline_submit(st->pipeline, req, done, arg);
 }
 
 static const struct store_ops pg_ops = {
@@ -514,6 +696,16 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
         pthread_condattr_destroy(&ca);
     }
     pthread_mutex_init(&st->state_mu, NULL);
+    pthread_mutex_init(&st->fd_mu, NULL);
+    pthread_mutex_init(&st->watch.mu, NULL);
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&st->watch.cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    st->writer.kill_fd = -1;
     st->max_queued = limits->max_queued;
     st->sweep_at_ns = UINT64_MAX;
     st->base.ops = &pg_ops;
@@ -535,19 +727,27 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
         return rc;
     }
     st->base.cache_bytes = (size_t)st->prm.cache_mb << 20; /* the layer above (record_cache.h) */
+    if ((rc = pg_plan_new(st->conninfo, st->prm.silence_timeout_ms, &st->plan, err, errlen)) != 0) {
+        destroy(st);
+        return rc;
+    }
     if (pg_writer_new(st) != 0) {
         destroy(st);
         return BOOKS_ENOMEM;
     }
 
     /* The writer first: it also checks and migrates the schema and reads the data set's key. */
-    conn = pg_connect(st->conninfo, STARTUP_CONNECT_TIMEOUT_S,
-                      (int)st->prm.startup_timeout_s * 1000, err, errlen);
+    int startup_attempt_ms = (pg_plan_connect_timeout_s(st->plan) > 0
+                                  ? pg_plan_connect_timeout_s(st->plan)
+                                  : STARTUP_CONNECT_TIMEOUT_S) * 1000;
+    size_t host = 0;
+    conn = pg_connect(st->plan, startup_attempt_ms, (int)st->prm.startup_timeout_s * 1000, &host,
+                      err, errlen);
     if (!conn) {
         destroy(st);
         return BOOKS_EUNAVAIL;
     }
-    pg_describe(conn, st->shown, sizeof st->shown);
+    pg_plan_describe(st->plan, conn, st->shown, sizeof st->shown);
     snprintf(st->base.display, sizeof st->base.display, "%s", st->shown);
     /* Books are UTF-8; a database in another encoding would transcode them, or refuse some. */
     const char *encoding = PQparameterStatus(conn, "server_encoding");
@@ -564,7 +764,7 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
     rc = pg_schema_open(conn, st->shown, st->prm.contract, st->base.dataset_key, &layout, err,
                         errlen);
     atomic_init(&st->layout, layout);
-    st->writer.conn = conn;
+    link_attach(st, &st->writer, conn, host);
     if (rc == 0 && (rc = check_settings(st, conn, err, errlen)) == 0 &&
         (rc = setup(st, &st->writer, false)) != 0)
         books_format_err(err, errlen, "PostgreSQL at %s: cannot set up the connection: %s",
@@ -581,10 +781,14 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
         destroy(st);
         return BOOKS_ENOMEM;
     }
+    for (size_t i = 0; i < st->n_readers; i++)
+        st->readers[i].link.kill_fd = -1;
     for (size_t i = 0; i < st->n_readers; i++) {
         struct reader *rd = &st->readers[i];
         rd->st = st;
-        rd->link.conn = pg_connect(st->conninfo, STARTUP_CONNECT_TIMEOUT_S, 0, err, errlen);
+        conn = pg_connect(st->plan, startup_attempt_ms, 0, &host, err, errlen);
+        if (conn)
+            link_attach(st, &rd->link, conn, host);
         rc = rd->link.conn ? setup(st, &rd->link, true) : BOOKS_EUNAVAIL;
         if (rc != 0) {
             if (rd->link.conn)
@@ -623,6 +827,20 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
         stop_readers(st);
         destroy(st);
         return rc;
+    }
+    pthread_mutex_lock(&st->state_mu);
+    st->poke_pipeline = st->pipeline;
+    pthread_mutex_unlock(&st->state_mu);
+    if (pg_watch_start(st) != 0) {
+        books_format_err(err, errlen, "PostgreSQL at %s: cannot start a thread", st->shown);
+        pthread_mutex_lock(&st->state_mu);
+        st->poke_pipeline = NULL;
+        pthread_mutex_unlock(&st->state_mu);
+        commit_pipeline_stop(st->pipeline, NULL);
+        st->pipeline = NULL;
+        stop_readers(st);
+        destroy(st);
+        return BOOKS_EIO;
     }
     pthread_mutex_lock(&st->state_mu);
     st->opened = true;

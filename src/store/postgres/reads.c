@@ -7,7 +7,8 @@
  * Every wait has a bound:
  *  - a queued request is answered BOOKS_EDEADLINE at its deadline by the sweeper thread, whatever
  *    the readers are doing; the queue holds at most max_queued requests (then BOOKS_EBUSY), and
- *    while no reader has a connection a request is answered BOOKS_EUNAVAIL at once;
+ *    while no reader has a connection, or no primary is known (pg_reach), a request is answered
+ *    BOOKS_EUNAVAIL at once (and every queued one, when the store becomes unreachable);
  *  - a request being run is answered BOOKS_EDEADLINE at its deadline by its reader; once every
  *    request of the batch is answered, the query is cancelled in the database (PQcancel, on a
  *    thread of its own: it connects, and must not block the reader) and the reader waits at most
@@ -17,13 +18,18 @@
  *    the server has taken the request, so a reader sends nothing more on that connection until
  *    its cancel has returned; one that takes longer than CANCEL_WAIT_NS (a slow network to the
  *    server) costs the connection instead, which the reader replaces;
- *  - no result, and no byte sent, for longer than any query may run (statement_timeout + 5 s)
- *    means the link is dead;
+ *  - a connection silent while a batch waits is watched (watch.c): when the database does not
+ *    answer a probe within silence_timeout_ms, or says that the connection's server process is
+ *    not working on anything, the watchdog pulls its plug and the batch is answered
+ *    BOOKS_EUNAVAIL; in any case no result, and no byte sent, for longer than any query may run
+ *    (statement_timeout + 5 s) means the link is dead;
  *  - a list never fetches much more than its page's bytes: the query itself cuts the page
  *    (STORE_POSTGRES_LIST_*_SQL), so no PGresult holds a thousand large rows.
  * Links: a reader whose connection breaks, or whose idle connection the server closes (noticed
- * within IDLE_CHECK_NS), reconnects on its own with backoff before it takes more work, so no
- * caller meets a dead connection after an outage; pg_link_state() tells the store's listener. */
+ * within IDLE_CHECK_NS), reconnects on its own (to the primary, whichever host it is now) with
+ * backoff before it takes more work, so no caller meets a dead connection after an outage, and a
+ * new primary is found within RECONNECT_MAX_MS of its promotion even while nobody reads;
+ * pg_link_state() tells the store's listener. */
 #include "pg.h"
 
 #include <limits.h>
@@ -328,6 +334,7 @@ static bool wait_result(struct reader *rd, struct read_req **batch, size_t from,
             if (!PQconsumeInput(conn))
                 return false;
             heard = pg_now_ns();
+            pg_link_heard(&rd->link, heard);
         }
         if (PQstatus(conn) != CONNECTION_OK)
             return false;
@@ -370,6 +377,7 @@ static void run_batch(struct reader *rd, struct read_req **batch, size_t n)
     uint64_t given_up_at = 0;
     size_t i = 0;
 
+    pg_link_wait_begin(&rd->link, pg_now_ns());
     for (size_t k = 0; k < n && !broken; k++) {
         char limit[24], bytes[24];
         const char *values[3], *stmt;
@@ -378,7 +386,7 @@ static void run_batch(struct reader *rd, struct read_req **batch, size_t n)
         /* Text parameters, binary results (resultFormat 1): lengths exact, arrays unquoted. */
         broken = !PQsendQueryPrepared(conn, stmt, nvalues, values, NULL, NULL, 1);
     }
-    broken = broken || !PQpipelineSync(conn) || !pg_flush_all(st, conn);
+    broken = broken || !PQpipelineSync(conn) || !pg_flush_all(st, &rd->link);
     atomic_fetch_add_explicit(&st->st_round_trips, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->st_reads, n, memory_order_relaxed);
 
@@ -419,6 +427,7 @@ static void run_batch(struct reader *rd, struct read_req **batch, size_t n)
             answer_read(batch[i], BOOKS_EUNAVAIL, NULL, 0, NULL);
         pg_link_down(st, &rd->link, false);
     }
+    pg_link_wait_end(&rd->link);
 }
 
 /* ---- the queue ------------------------------------------------------------------------------- */
@@ -610,6 +619,22 @@ void *pg_sweeper_main(void *arg)
     return NULL;
 }
 
+void pg_reads_refuse_queued(struct pg_store *st)
+{
+    struct read_req *all;
+    pthread_mutex_lock(&st->mu);
+    all = st->head;
+    st->head = st->tail = NULL;
+    st->n_queued = 0;
+    pthread_mutex_unlock(&st->mu);
+    while (all) {
+        struct read_req *r = all;
+        all = r->next;
+        answer_read(r, BOOKS_EUNAVAIL, NULL, 0, NULL);
+        free(r);
+    }
+}
+
 static void enqueue(struct pg_store *st, struct read_req *r)
 {
     int refused = 0;
@@ -617,8 +642,9 @@ static void enqueue(struct pg_store *st, struct read_req *r)
     pthread_mutex_lock(&st->mu);
     if (st->closing || draining(st))
         refused = BOOKS_EUNAVAIL;
-    else if (!atomic_load_explicit(&st->readers_up_now, memory_order_relaxed))
-        refused = BOOKS_EUNAVAIL; /* no reader has a connection: an outage; fail fast */
+    else if (!atomic_load_explicit(&st->readers_up_now, memory_order_relaxed) ||
+             atomic_load_explicit(&st->unreachable, memory_order_relaxed))
+        refused = BOOKS_EUNAVAIL; /* no reader has a connection, no primary: an outage; fail fast */
     else if (st->max_queued && st->n_queued >= st->max_queued)
         refused = BOOKS_EBUSY;
     if (!refused) {

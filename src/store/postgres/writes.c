@@ -18,11 +18,18 @@
  *    ReadyForQuery, the connection).
  *  - A round whose COMMIT's result is lost with the connection may have committed. Its creates
  *    without a request id are answered BOOKS_EUNKNOWN at once (a row with their name could be
- *    anyone's). Those with one are looked up by request id on a new connection, with the
- *    fingerprint compared: found, they are settled as above; not found, they go again (the unique
- *    index settles a transaction of the lost connection that is still committing). Each waits for
- *    that only until its own deadline: then BOOKS_EUNKNOWN. Such a create never gets a definite
- *    error afterwards: only OK, the outcome of a transaction of its own, or BOOKS_EUNKNOWN.
+ *    anyone's). Those with one are looked up by request id on a new connection as soon as a
+ *    primary answers (the old one's successor after a failover), with the fingerprint compared:
+ *    found, they are settled as above; not found, they go again (the unique index settles a
+ *    transaction of the lost connection that is still committing). Each waits for a primary at
+ *    most silence_timeout_ms from when its connection was last heard from, and never past its
+ *    own deadline: then BOOKS_EUNKNOWN. Such a create never gets a definite error afterwards:
+ *    only OK, the outcome of a transaction of its own, or BOOKS_EUNKNOWN.
+ *  - While no primary is known (pg_reach) nothing waits for one but those lost creates: a batch
+ *    is answered BOOKS_EUNAVAIL at once, and so are the creates queued behind a lost round.
+ *  - A session that takes no writes (SQLSTATE 25006, read_only_sql_transaction: a standby, or a
+ *    primary made read-only) fails the round with BOOKS_EUNAVAIL (nothing of it committed) and is
+ *    dropped: the next attempt finds the primary; nothing is ever written through it.
  *  - A caller's deadline: the round's statement_timeout is its earliest (or the store's, when
  *    smaller); when it fires, the creates whose deadline passed are answered BOOKS_EDEADLINE
  *    (nothing of theirs was written) and the others go again. Every time written into SQL is
@@ -80,9 +87,8 @@ static const char purge_sql[] =
     "created_at = NULL WHERE name IN (SELECT name FROM books WHERE request_id IS NOT NULL AND "
     "created_at < now() - make_interval(secs => $1::int) LIMIT 1000)";
 
-/* How long the writer tries to learn what happened to a create without a deadline whose
- * transaction's connection broke. */
-#define RESOLVE_MAX_NS (10ull * 1000000000u)
+/* How often a lost round's creates look whether another connection has found a primary. */
+#define RESOLVE_POLL_NS (20ull * 1000000u)
 #define PURGE_EVERY_NS (60ull * 1000000000u)
 /* How long a connection may stay silent while nothing bounds the transaction. */
 #define UNBOUNDED_SILENCE_NS (300ull * 1000000000u)
@@ -94,7 +100,7 @@ struct entry {
     struct commit_item *it;
     bool settled;        /* answered (commit_pipeline_answer_now) */
     bool maybe;          /* a round of it was lost with its connection: it may be stored */
-    uint64_t lost_at_ns; /* when it first was */
+    uint64_t lost_at_ns; /* when its connection was last heard from, the first time */
 };
 
 struct pg_writer {
@@ -229,8 +235,9 @@ static int bind_round(struct pg_store *st, struct entry **v, size_t *n, int *n_p
 /* Reads the next result of the writer's pipeline, waiting while the connection keeps answering
  * within `silence` of the last byte; NULL ends a query's results. *broken when the connection
  * failed or fell silent for longer than that. */
-static PGresult *next_result(PGconn *conn, uint64_t silence, bool *broken)
+static PGresult *next_result(struct link *l, uint64_t silence, bool *broken)
 {
+    PGconn *conn = l->conn;
     uint64_t heard = pg_now_ns();
 
     while (PQisBusy(conn)) {
@@ -248,16 +255,17 @@ static PGresult *next_result(PGconn *conn, uint64_t silence, bool *broken)
                 return NULL;
             }
             heard = pg_now_ns();
+            pg_link_heard(l, heard);
         }
     }
     return PQgetResult(conn);
 }
 
 /* One query's results: the first kept (the caller PQclear()s it), the rest dropped. */
-static PGresult *query_result(PGconn *conn, uint64_t silence, bool *broken)
+static PGresult *query_result(struct link *l, uint64_t silence, bool *broken)
 {
-    PGresult *first = next_result(conn, silence, broken), *more;
-    while (!*broken && first && (more = next_result(conn, silence, broken)) != NULL)
+    PGresult *first = next_result(l, silence, broken), *more;
+    while (!*broken && first && (more = next_result(l, silence, broken)) != NULL)
         PQclear(more);
     return first;
 }
@@ -376,11 +384,11 @@ static bool roll_back(struct pg_store *st, PGconn *conn, uint64_t silence)
 {
     PGresult *rb = NULL, *rs = NULL;
     bool broken = !PQsendQueryParams(conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) ||
-                  !PQpipelineSync(conn) || !pg_flush_all(st, conn);
+                  !PQpipelineSync(conn) || !pg_flush_all(st, &st->writer);
     if (!broken)
-        rb = query_result(conn, silence, &broken);
+        rb = query_result(&st->writer, silence, &broken);
     if (!broken)
-        rs = next_result(conn, silence, &broken);
+        rs = next_result(&st->writer, silence, &broken);
     PQclear(rb);
     PQclear(rs);
     return !broken;
@@ -441,6 +449,7 @@ static enum outcome write_round(struct pg_store *st, struct entry **v, size_t *n
     uint64_t silence = timeout_ms ? (timeout_ms + 5000u) * 1000000u : UNBOUNDED_SILENCE_NS;
     snprintf(set_timeout, sizeof set_timeout, "SET LOCAL statement_timeout = %llu",
              (unsigned long long)timeout_ms);
+    pg_link_wait_begin(&st->writer, pg_now_ns());
     broken =
         !PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) ||
         !PQsendQueryParams(conn, set_timeout, 0, NULL, NULL, NULL, NULL, 0) ||
@@ -452,12 +461,12 @@ static enum outcome write_round(struct pg_store *st, struct entry **v, size_t *n
     /* Once COMMIT is queued, libpq may send it (it flushes a full buffer by itself): from here on
      * the transaction may reach the server whole. */
     sent = !broken && PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
-    broken = !sent || !PQpipelineSync(conn) || !pg_flush_all(st, conn);
+    broken = !sent || !PQpipelineSync(conn) || !pg_flush_all(st, &st->writer);
     for (int q = 0; q < 5 && !broken; q++)
         if (q != 3 || with_ids)
-            res[q] = query_result(conn, silence, &broken);
+            res[q] = query_result(&st->writer, silence, &broken);
     if (!broken)
-        sync = next_result(conn, silence, &broken);
+        sync = next_result(&st->writer, silence, &broken);
 
     PGresult *insert = res[2], *requests = res[3], *commit = res[4], *error = first_error(res, 5);
     if (commit && PQresultStatus(commit) == PGRES_COMMAND_OK &&
@@ -487,6 +496,8 @@ static enum outcome write_round(struct pg_store *st, struct entry **v, size_t *n
     }
     if (out == FAILED && rc == BOOKS_EDEADLINE)
         rc = BOOKS_EUNAVAIL; /* the store's own statement_timeout: a stalled database */
+    if (out == FAILED && pg_read_only(error))
+        broken = true; /* a session that takes no writes (25006): drop it, find the primary */
     if (out != COMMITTED && out != LOST && !broken && PQstatus(conn) == CONNECTION_OK)
         broken = !roll_back(st, conn, silence); /* end the aborted transaction (harmless if over) */
     if (!why[0])
@@ -499,6 +510,7 @@ static enum outcome write_round(struct pg_store *st, struct entry **v, size_t *n
     for (int q = 0; q < 5; q++)
         PQclear(res[q]);
     PQclear(sync);
+    pg_link_wait_end(&st->writer);
     if (broken || PQstatus(conn) != CONNECTION_OK)
         pg_link_down(st, &st->writer, true);
     *rc_out = rc;
@@ -507,24 +519,42 @@ static enum outcome write_round(struct pg_store *st, struct entry **v, size_t *n
 
 /* ---- a lost round ----------------------------------------------------------------------------- */
 
+/* Waits until `until_ns`, or sooner once another connection of the store finds a primary (the
+ * epoch moves from `epoch`), in slices of RESOLVE_POLL_NS. */
+static void wait_for_primary(struct pg_store *st, uint64_t epoch, uint64_t until_ns)
+{
+    for (;;) {
+        uint64_t now = pg_now_ns();
+        if (now >= until_ns || atomic_load(&st->epoch) != epoch)
+            return;
+        uint64_t step = until_ns - now < RESOLVE_POLL_NS ? until_ns - now : RESOLVE_POLL_NS;
+        nanosleep(&(struct timespec){(time_t)(step / 1000000000u), (long)(step % 1000000000u)},
+                  NULL);
+    }
+}
+
 /* The creates of v[0..n) whose round was lost (each `maybe`): looks their request ids up on a new
- * connection, as soon as one can be made, settling each found (store_request_matches); those not
- * found stay open (to go again). A create that reaches its deadline meanwhile, or RESOLVE_MAX_NS
- * after its loss without one, is answered BOOKS_EUNKNOWN. */
+ * connection as soon as a primary answers (the writer's own attempts, at once then with the short
+ * backoff, and any other connection's: the epoch), settling each found (store_request_matches);
+ * those not found stay open (to go again). Each waits for that at most silence_timeout_ms from
+ * when its connection was last heard from (lost_at_ns), and never past its deadline: then it is
+ * answered BOOKS_EUNKNOWN. Meanwhile, while no primary is known, the creates queued behind are
+ * answered BOOKS_EUNAVAIL at once (commit_pipeline_refuse_queued) rather than held up. */
 static void resolve(struct pg_store *st, struct entry **v, size_t n)
 {
     struct pg_array ids;
     pg_array_init(&ids, PG_TEXT_OID);
     for (;;) {
-        uint64_t now = pg_now_ns(), next = 0;
+        uint64_t now = pg_now_ns(), next = 0, epoch = atomic_load(&st->epoch);
         size_t open = 0;
         pg_array_reset(&ids);
         for (size_t i = 0; i < n; i++) {
             struct entry *e = v[i];
             if (e->settled)
                 continue;
-            uint64_t until = e->it->deadline_ns ? e->it->deadline_ns
-                                                : e->lost_at_ns + RESOLVE_MAX_NS;
+            uint64_t until = e->lost_at_ns + pg_silence_bound_ns(st);
+            if (e->it->deadline_ns && e->it->deadline_ns < until)
+                until = e->it->deadline_ns;
             if (now >= until) {
                 settle_error(e, BOOKS_EUNKNOWN);
                 continue;
@@ -536,20 +566,25 @@ static void resolve(struct pg_store *st, struct entry **v, size_t n)
         }
         if (open == 0)
             break;
-        if (!ids.failed && pg_link_ensure(st, &st->writer, true) == 0) {
+        if (atomic_load(&st->unreachable))
+            commit_pipeline_refuse_queued(st->pipeline, BOOKS_EUNAVAIL);
+        if (!ids.failed && pg_link_ensure_until(st, &st->writer, true, next) == 0) {
             PGconn *conn = st->writer.conn;
             PGresult *res = NULL, *sync = NULL;
             const char *values[1] = {pg_array_bytes(&ids)};
             int lengths[1] = {(int)pg_array_len(&ids)}, formats[1] = {1};
+            pg_link_wait_begin(&st->writer, pg_now_ns());
             bool broken = !PQsendQueryParams(conn, expanded(st) ? requests_expanded_sql
                                                                 : requests_v3_sql,
                                              1, NULL, values, lengths, formats, 1) ||
-                          !PQpipelineSync(conn) || !pg_flush_all(st, conn);
+                          !PQpipelineSync(conn) || !pg_flush_all(st, &st->writer);
+            now = pg_now_ns();
             uint64_t silence = next > now ? next - now : 1000000u;
             if (!broken)
-                res = query_result(conn, silence, &broken);
+                res = query_result(&st->writer, silence, &broken);
             if (!broken)
-                sync = next_result(conn, silence, &broken);
+                sync = next_result(&st->writer, silence, &broken);
+            pg_link_wait_end(&st->writer);
             PQclear(sync);
             if (!broken && res && PQresultStatus(res) == PGRES_TUPLES_OK) {
                 size_t again = 0;
@@ -571,15 +606,15 @@ static void resolve(struct pg_store *st, struct entry **v, size_t n)
             if (broken || PQstatus(conn) != CONNECTION_OK)
                 pg_link_down(st, &st->writer, true);
         }
-        /* Not reached yet: wait for the next attempt the backoff allows, or the next deadline. */
+        /* Not reached yet: wait for the next attempt the backoff allows, a primary found by
+         * another connection, or the next deadline. */
         now = pg_now_ns();
-        uint64_t wake = st->writer.retry_at_ns > now ? st->writer.retry_at_ns : now + 10000000u;
+        uint64_t wake = atomic_load(&st->unreachable) ? next
+                        : st->writer.retry_at_ns > now ? st->writer.retry_at_ns
+                                                       : now + RESOLVE_POLL_NS;
         if (wake > next)
             wake = next;
-        if (wake > now)
-            nanosleep(&(struct timespec){(time_t)((wake - now) / 1000000000u),
-                                         (long)((wake - now) % 1000000000u)},
-                      NULL);
+        wait_for_primary(st, epoch, wake);
     }
     pg_array_free(&ids);
 }
@@ -677,7 +712,9 @@ static void write_part(struct pg_store *st, struct entry **v, size_t n)
         keep_open(v, &n);
         if (n == 0)
             break;
-        if (pg_link_ensure(st, &st->writer, true) != 0) {
+        /* No primary known (pg_reach): answered now, not held until the next attempt or their
+         * deadline; the creates of a lost round that may be stored get BOOKS_EUNKNOWN. */
+        if (atomic_load(&st->unreachable) || pg_link_ensure(st, &st->writer, true) != 0) {
             for (size_t i = 0; i < n; i++)
                 settle_error(v[i], BOOKS_EUNAVAIL);
             break;
@@ -720,7 +757,7 @@ static void write_part(struct pg_store *st, struct entry **v, size_t n)
                 if (round[i]->settled)
                     continue;
                 if (!round[i]->maybe)
-                    round[i]->lost_at_ns = now;
+                    round[i]->lost_at_ns = st->writer.heard_ns ? st->writer.heard_ns : now;
                 round[i]->maybe = true;
                 if (!round[i]->it->request_id[0])
                     settle(round[i], BOOKS_EUNKNOWN); /* a row with its name could be anyone's */
@@ -773,6 +810,10 @@ void pg_writer_idle(void *self)
     PGresult *res = NULL, *sync = NULL;
     bool broken;
 
+    /* Poked (a primary was found while the writer had no connection), or after a batch that
+     * broke it: the connection is made now, before a create has to wait for it. */
+    if (!st->writer.conn)
+        (void)pg_link_ensure(st, &st->writer, true);
     if (now - st->purged_at_ns < PURGE_EVERY_NS &&
         now - st->purged_at_ns < (uint64_t)st->request_ttl_s * 1000000000u)
         return;
@@ -780,12 +821,14 @@ void pg_writer_idle(void *self)
     if (pg_link_ensure(st, &st->writer, true) != 0)
         return;
     snprintf(ttl, sizeof ttl, "%u", st->request_ttl_s);
+    pg_link_wait_begin(&st->writer, pg_now_ns());
     broken = !PQsendQueryParams(st->writer.conn, purge_sql, 1, NULL, params, NULL, NULL, 0) ||
-             !PQpipelineSync(st->writer.conn) || !pg_flush_all(st, st->writer.conn);
+             !PQpipelineSync(st->writer.conn) || !pg_flush_all(st, &st->writer);
     if (!broken)
-        res = query_result(st->writer.conn, 30ull * 1000000000u, &broken);
+        res = query_result(&st->writer, 30ull * 1000000000u, &broken);
     if (!broken)
-        sync = next_result(st->writer.conn, 30ull * 1000000000u, &broken);
+        sync = next_result(&st->writer, 30ull * 1000000000u, &broken);
+    pg_link_wait_end(&st->writer);
     if (!broken && res && PQresultStatus(res) == PGRES_COMMAND_OK &&
         strcmp(PQcmdTuples(res), "1000") == 0)
         st->purged_at_ns = 0; /* more are due: again after the next batch */
