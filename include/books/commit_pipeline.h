@@ -114,8 +114,8 @@ void commit_pipeline_poke(struct commit_pipeline *p);
 
 /* For a backend that knows creates cannot be written for now (no database to write to): answers
  * every create still queued, not yet taken by the committer, with rc now, in order, through the
- * answerer (nothing of them was written); later submits are queued as usual. Committer thread,
- * inside write_batch. */
+ * answerer (nothing of them was written); later submits are queued as usual. Any thread (a
+ * backend calls it from inside write_batch). NULL is a no-op. */
 void commit_pipeline_refuse_queued(struct commit_pipeline *p, int rc);
 
 /* Refuses new creates, lets the committer write everything queued, lets the answerer call every

@@ -391,19 +391,12 @@ void commit_pipeline_refuse_queued(struct commit_pipeline *p, int rc)
 
 void commit_pipeline_drain(struct commit_pipeline *p)
 {
-    struct item_vec left = {NULL, 0, 0};
     if (!p)
         return;
     pthread_mutex_lock(&p->q_mu);
-    p->draining = true;
-    left = p->q;
-    p->q = (struct item_vec){NULL, 0, 0};
+    p->draining = true; /* from here on the queue only empties */
     pthread_mutex_unlock(&p->q_mu);
-    for (size_t i = 0; i < left.n; i++)
-        left.items[i].rc = BOOKS_EUNAVAIL;
-    if (left.n)
-        hand_over(p, left.items, left.n);
-    free(left.items);
+    commit_pipeline_refuse_queued(p, BOOKS_EUNAVAIL);
 }
 
 void commit_pipeline_stop(struct commit_pipeline *p, struct commit_pipeline_stats *final)

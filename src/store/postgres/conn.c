@@ -315,8 +315,7 @@ static void add_reason(char *why, size_t len, const PGconn *c, const char *inste
         snprintf(why + at, len - at, "%s%s", at ? "; " : "", one);
 }
 
-PGconn *pg_connect_any(const struct pg_plan *p, uint64_t until_ns, size_t *host, char *err,
-                       size_t errlen)
+PGconn *pg_connect_any(const struct pg_plan *p, uint64_t until_ns, char *err, size_t errlen)
 {
     size_t n = p->n_hosts, live = 0;
     PGconn **c = calloc(n, sizeof *c);
@@ -370,8 +369,6 @@ PGconn *pg_connect_any(const struct pg_plan *p, uint64_t until_ns, size_t *host,
             if (want[h] == PGRES_POLLING_OK) {
                 won = c[h];
                 c[h] = NULL;
-                if (host)
-                    *host = h;
             } else if (want[h] == PGRES_POLLING_FAILED) {
                 add_reason(why, sizeof why, c[h], NULL);
                 PQfinish(c[h]);
@@ -396,7 +393,14 @@ out:
     return won;
 }
 
-PGconn *pg_connect(const struct pg_plan *p, int attempt_ms, int retry_ms, size_t *host, char *err,
+bool pg_refused_by_server(const char *why)
+{
+    /* libpq quotes the server's ErrorResponse with its severity, in the server's language;
+     * PostgreSQL's translations keep "FATAL" in most. */
+    return strstr(why, "FATAL") != NULL;
+}
+
+PGconn *pg_connect(const struct pg_plan *p, int attempt_ms, int retry_ms, char *err,
                    size_t errlen)
 {
     char why[STORE_ERR_BYTES];
@@ -404,8 +408,8 @@ PGconn *pg_connect(const struct pg_plan *p, int attempt_ms, int retry_ms, size_t
     long backoff_ms = 100, waited_ms = 0;
 
     for (int attempt = 1;; attempt++) {
-        PGconn *conn =
-            pg_connect_any(p, pg_now_ns() + (uint64_t)attempt_ms * 1000000u, host, why, sizeof why);
+        PGconn *conn = pg_connect_any(p, pg_now_ns() + (uint64_t)attempt_ms * 1000000u, why,
+                                      sizeof why);
         if (conn)
             return conn;
         waited_ms = (long)((pg_now_ns() - start) / 1000000u);

@@ -74,19 +74,22 @@ void pg_plan_describe(const struct pg_plan *p, const PGconn *conn, char *out, si
 /* One attempt at every host of the plan at once: starts a non-blocking connection to each
  * (PQconnectStartParams), drives them together (PQconnectPoll, poll(2)) and returns the first to
  * reach CONNECTION_OK, which libpq has checked against target_session_attrs (a standby, or a
- * primary that is read-only, fails that check); *host (may be NULL) gets its index. The others
- * are closed. No later than until_ns (CLOCK_MONOTONIC; libpq's connect_timeout does not apply to
+ * primary that is read-only, fails that check). The others are closed. No later than until_ns (CLOCK_MONOTONIC; libpq's connect_timeout does not apply to
  * this form): NULL then, or when every host failed, with every host's reason in err (one line,
  * libpq's words, no password). A host name is resolved synchronously by libpq (as PQconnectdb
  * does); hostaddr avoids that. The caller PQfinish()es the connection. Any thread. */
-PGconn *pg_connect_any(const struct pg_plan *p, uint64_t until_ns, size_t *host, char *err,
-                       size_t errlen);
+PGconn *pg_connect_any(const struct pg_plan *p, uint64_t until_ns, char *err, size_t errlen);
+
+/* True when pg_connect_any()'s reason `why` says a server refused the connection itself (FATAL:
+ * too many connections, the role, the database, starting up): the path to it works, so the
+ * database is not silent, whatever else is wrong. */
+bool pg_refused_by_server(const char *why);
 
 /* Start-up: pg_connect_any() of attempt_ms each, retried with backoff (100 ms doubling to 2 s)
  * for up to retry_ms milliseconds (0: one attempt), each failure logged as a warning. NULL on
  * failure, with a message in err naming the server (pg_plan_describe), target_session_attrs and
  * every host's reason, never the password. */
-PGconn *pg_connect(const struct pg_plan *p, int attempt_ms, int retry_ms, size_t *host, char *err,
+PGconn *pg_connect(const struct pg_plan *p, int attempt_ms, int retry_ms, char *err,
                    size_t errlen);
 
 /* "postgresql://USER@HOST:PORT/DB" for `conn` (connected or not): what messages and logs name.
@@ -219,7 +222,6 @@ struct link {
     uint64_t down_since_ns; /* when it went down (0: up) */
     long backoff_ms;
     uint32_t rng;           /* the backoff's jitter */
-    _Atomic int host;       /* the plan's host it is connected to (the watchdog reads it) */
     uint64_t heard_ns;      /* owner only: when a query was last sent or a byte last arrived */
     /* While a query (or the setup) waits for the server: when it was sent or the last byte
      * arrived; 0 while nothing is outstanding. The owner writes, the watchdog reads. */
@@ -254,7 +256,6 @@ struct pg_watch {
     pthread_cond_t cv; /* CLOCK_MONOTONIC: stop, or look now (the store became unreachable) */
     bool stop, look;
     PGconn *conn;       /* the probe's connection, or NULL */
-    size_t host;        /* its host in the plan */
     bool locked;        /* it holds the shared layout lock (every connection of this version) */
     bool searching;     /* looking for a primary (the store is unreachable) */
     uint64_t probed_ns; /* the last probe that was answered */
@@ -337,6 +338,9 @@ uint64_t pg_silence_ns(const struct pg_store *st);
 /* silence_timeout_ms in nanoseconds: the longest a call waits on a database that does not answer
  * (watch.c), and the longest a create whose COMMIT's answer was lost waits for a primary. */
 uint64_t pg_silence_bound_ns(const struct pg_store *st);
+/* The longest one attempt to connect (every host at once) may take while serving: the URI's
+ * connect_timeout, else 2 s, and never more than silence_timeout_ms. */
+uint64_t pg_attempt_ns(const struct pg_store *st);
 /* Records that connection `l` (the writer's, or a reader's) went up or down; tells the store's
  * listener when the store as a whole became unavailable or available. Any store thread. */
 void pg_link_state(struct pg_store *st, struct link *l, bool writer, bool up);

@@ -37,13 +37,13 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "books/commit_pipeline.h"
 #include "books/error.h"
@@ -78,8 +78,7 @@ uint64_t pg_silence_bound_ns(const struct pg_store *st)
     return (uint64_t)st->prm.silence_timeout_ms * 1000000u;
 }
 
-/* The longest one attempt to connect may take while serving (pg_link_ensure_until). */
-static uint64_t attempt_ns(const struct pg_store *st)
+uint64_t pg_attempt_ns(const struct pg_store *st)
 {
     int s = pg_plan_connect_timeout_s(st->plan);
     uint64_t ns = (uint64_t)(s > 0 ? s : RECONNECT_TIMEOUT_S) * 1000000000u;
@@ -202,7 +201,8 @@ static int setup(struct pg_store *st, struct link *l, bool reader)
     char sql[160];
     int rc, layout = atomic_load(&st->layout);
 
-    /* Blocking calls: the watchdog sees them wait, and pulls the plug on a silent database. */
+    /* Blocking calls, one round trip each: the watchdog sees each wait (its silence counted from
+     * the statement's start), and pulls the plug on a silent database. */
     pg_link_wait_begin(l, pg_now_ns());
     snprintf(sql, sizeof sql,
              "SET statement_timeout = %d; SET synchronous_commit = %s; "
@@ -210,8 +210,10 @@ static int setup(struct pg_store *st, struct link *l, bool reader)
              st->prm.statement_timeout_ms,
              pg_synchronous_commit_values[st->prm.synchronous_commit]);
     rc = pg_exec(conn, sql, PGRES_COMMAND_OK, NULL);
+    pg_link_wait_begin(l, pg_now_ns());
     if (rc == 0)
         rc = pg_hold_layout_lock(conn);
+    pg_link_wait_begin(l, pg_now_ns());
     if (rc == 0 && layout == PG_LAYOUT_EXPANDED && (rc = pg_schema_layout(conn, &layout)) == 0 &&
         layout == PG_LAYOUT_CURRENT) {
         int was = PG_LAYOUT_EXPANDED;
@@ -223,6 +225,7 @@ static int setup(struct pg_store *st, struct link *l, bool reader)
     l->layout = layout;
     const char *const(*stmts)[2] = prepared[layout == PG_LAYOUT_EXPANDED];
     for (size_t i = 0; rc == 0 && reader && i < 3; i++) {
+        pg_link_wait_begin(l, pg_now_ns());
         PGresult *res = PQprepare(conn, stmts[i][0], stmts[i][1], 0, NULL);
         rc = res && PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : pg_error(conn, res);
         PQclear(res);
@@ -277,12 +280,10 @@ static int check_settings(struct pg_store *st, PGconn *conn, char *err, size_t e
     return 0;
 }
 
-/* Gives `l` the new connection `conn` (to the plan's host `host`): the watchdog may now see it
- * and pull its plug. */
-static void link_attach(struct pg_store *st, struct link *l, PGconn *conn, size_t host)
+/* Gives `l` the new connection `conn`: the watchdog may now see it and pull its plug. */
+static void link_attach(struct pg_store *st, struct link *l, PGconn *conn)
 {
     l->conn = conn;
-    atomic_store(&l->host, (int)host);
     atomic_store(&l->pid, PQbackendPID(conn));
     pthread_mutex_lock(&st->fd_mu);
     /* A file of our own on the same socket: libpq closes its descriptor when it meets an error,
@@ -354,23 +355,22 @@ static bool closed_while_idle(struct pg_store *st, struct link *l)
     return true;
 }
 
-/* One attempt (every host at once) and the setup of what it found; 0, or BOOKS_EUNAVAIL with the
- * reason in err. */
+/* One attempt (every host at once) and the setup of what it found; 0, or with the reason in err
+ * BOOKS_EUNAVAIL (no primary answered) or BOOKS_EIO (one did; its setup failed). */
 static int link_connect(struct pg_store *st, struct link *l, bool writer, uint64_t until_ns,
                         char *err, size_t errlen)
 {
-    size_t host = 0;
-    uint64_t by = pg_now_ns() + attempt_ns(st);
+    uint64_t by = pg_now_ns() + pg_attempt_ns(st);
     if (until_ns && until_ns < by)
         by = until_ns;
-    PGconn *conn = pg_connect_any(st->plan, by, &host, err, errlen);
+    PGconn *conn = pg_connect_any(st->plan, by, err, errlen);
     if (!conn)
         return BOOKS_EUNAVAIL;
-    link_attach(st, l, conn, host);
+    link_attach(st, l, conn);
     if (setup(st, l, !writer) != 0) {
         books_format_err(err, errlen, "cannot set up the connection: %s", PQerrorMessage(conn));
         link_detach(st, l);
-        return BOOKS_EUNAVAIL;
+        return BOOKS_EIO;
     }
     return 0;
 }
@@ -394,9 +394,13 @@ int pg_link_ensure_until(struct pg_store *st, struct link *l, bool writer, uint6
      * behind an attempt of the writer's meanwhile. */
     if (writer && atomic_load(&st->unreachable))
         return BOOKS_EUNAVAIL;
-    if (link_connect(st, l, writer, until_ns, err, sizeof err) != 0) {
+    int rc = link_connect(st, l, writer, until_ns, err, sizeof err);
+    if (rc != 0) {
         pg_link_down(st, l, writer);
-        if (writer) { /* the writer has no primary: nothing can be written until one is found */
+        /* The writer has no primary: nothing can be written until one is found. (A server
+         * that refused the session itself, too many connections say, or one that answered but
+         * could not be set up, is not that: the writer tries it again after the backoff.) */
+        if (writer && rc == BOOKS_EUNAVAIL && !pg_refused_by_server(err)) {
             char why[600];
             snprintf(why, sizeof why, "found: %s", err);
             pg_reach(st, false, why);
@@ -740,9 +744,8 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
     int startup_attempt_ms = (pg_plan_connect_timeout_s(st->plan) > 0
                                   ? pg_plan_connect_timeout_s(st->plan)
                                   : STARTUP_CONNECT_TIMEOUT_S) * 1000;
-    size_t host = 0;
-    conn = pg_connect(st->plan, startup_attempt_ms, (int)st->prm.startup_timeout_s * 1000, &host,
-                      err, errlen);
+    conn = pg_connect(st->plan, startup_attempt_ms, (int)st->prm.startup_timeout_s * 1000, err,
+                      errlen);
     if (!conn) {
         destroy(st);
         return BOOKS_EUNAVAIL;
@@ -764,7 +767,7 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
     rc = pg_schema_open(conn, st->shown, st->prm.contract, st->base.dataset_key, &layout, err,
                         errlen);
     atomic_init(&st->layout, layout);
-    link_attach(st, &st->writer, conn, host);
+    link_attach(st, &st->writer, conn);
     if (rc == 0 && (rc = check_settings(st, conn, err, errlen)) == 0 &&
         (rc = setup(st, &st->writer, false)) != 0)
         books_format_err(err, errlen, "PostgreSQL at %s: cannot set up the connection: %s",
@@ -786,9 +789,9 @@ int store_postgres_open(const char *uri, const struct store_limits *limits, stru
     for (size_t i = 0; i < st->n_readers; i++) {
         struct reader *rd = &st->readers[i];
         rd->st = st;
-        conn = pg_connect(st->plan, startup_attempt_ms, 0, &host, err, errlen);
+        conn = pg_connect(st->plan, startup_attempt_ms, 0, err, errlen);
         if (conn)
-            link_attach(st, &rd->link, conn, host);
+            link_attach(st, &rd->link, conn);
         rc = rd->link.conn ? setup(st, &rd->link, true) : BOOKS_EUNAVAIL;
         if (rc != 0) {
             if (rd->link.conn)

@@ -125,26 +125,32 @@ static PGresult *ask(struct pg_watch *w, const char *sql, const char *param, uin
 
 /* Asks sql on the watchdog's connection, making one to the primary when it has none, until
  * until_ns: the result (any: an error is an answer too), or NULL when no primary answered by then
- * (why says what happened). A connection of earlier that stays silent for half of the time left
- * is replaced by a new one, which gets the rest. */
+ * (why says what happened; *refused: a server did answer, refusing the connection, so the path
+ * is not dead). A connection of earlier that stays silent for half of the time left is replaced
+ * by a new one, which gets the rest. */
 static PGresult *probe(struct pg_store *st, const char *sql, const char *param, uint64_t until_ns,
-                       char *why, size_t whylen)
+                       char *why, size_t whylen, bool *refused)
 {
     struct pg_watch *w = &st->watch;
     char lock[96];
     snprintf(lock, sizeof lock, "SELECT pg_advisory_lock_shared(%lld, %d)", PG_SCHEMA_LOCK_KEY,
              PG_LAYOUT_CURRENT);
     snprintf(why, whylen, "no answer");
+    *refused = false;
     for (;;) {
         uint64_t now = pg_now_ns();
         if (now >= until_ns || stopping(w))
             return NULL;
         bool fresh = false;
         if (!w->conn) {
-            w->conn = pg_connect_any(st->plan, until_ns, &w->host, why, whylen);
+            w->conn = pg_connect_any(st->plan, until_ns, why, whylen);
+            if (!w->conn && pg_refused_by_server(why)) {
+                *refused = true;
+                return NULL;
+            }
             if (!w->conn) {
-                /* Refused, or no primary yet: again after the backoff (it goes on growing from
-                 * one probe to the next until a connection is made), while there is time. */
+                /* Not reached, or no primary yet: again after the backoff (it goes on growing
+                 * from one probe to the next until a connection is made), while there is time. */
                 w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : SEARCH_MIN_MS;
                 if (w->backoff_ms > SEARCH_MAX_MS)
                     w->backoff_ms = SEARCH_MAX_MS;
@@ -229,17 +235,18 @@ static void check_quiet(struct pg_store *st, struct link **links, const uint64_t
     }
     snprintf(param + at, sizeof param - at, "}");
     uint64_t until = oldest + bound > now + bound / 3 ? oldest + bound : now + bound / 3;
-    PGresult *res = probe(st, stuck_sql, param, until, why, sizeof why);
+    bool refused;
+    PGresult *res = probe(st, stuck_sql, param, until, why, sizeof why, &refused);
     if (!res) {
-        if (!stopping(w))
+        if (!stopping(w) && !refused)
             give_up(st, why);
-        return;
+        return; /* refused: the database is there; its connections go on, bounded as ever */
     }
     w->probed_ns = pg_now_ns();
     bool stuck[1 + 64] = {false}, any = false;
     for (size_t i = 0; i < n; i++) {
-        /* the primary is elsewhere now */
-        stuck[i] = (size_t)atomic_load(&links[i]->host) != w->host;
+        /* Listed: its server process works on nothing for it, or is not there (gone, or on
+         * another server than the watchdog reached: the primary moved). */
         for (int r = 0; PQresultStatus(res) == PGRES_TUPLES_OK && r < PQntuples(res); r++)
             if (atoi(PQgetvalue(res, r, 0)) == pids[i])
                 stuck[i] = true;
@@ -274,12 +281,13 @@ static uint64_t look(struct pg_store *st)
         if (!w->searching && w->conn)
             drop_conn(w);
         w->searching = true;
-        uint64_t attempt = pg_plan_connect_timeout_s(st->plan) > 0
-                               ? (uint64_t)pg_plan_connect_timeout_s(st->plan) * 1000000000u
-                               : 2000000000u;
-        if (attempt > bound)
-            attempt = bound;
-        PGresult *res = probe(st, "SELECT 1", NULL, now + attempt, why, sizeof why);
+        bool refused;
+        PGresult *res =
+            probe(st, "SELECT 1", NULL, now + pg_attempt_ns(st), why, sizeof why, &refused);
+        if (!res && refused) { /* no session for us there now: again after a pause */
+            w->backoff_ms = SEARCH_MAX_MS;
+            return pg_now_ns() + (uint64_t)SEARCH_MAX_MS * 1000000u;
+        }
         if (!res)
             return pg_now_ns(); /* probe() paces the attempts (its backoff) */
         PQclear(res);
@@ -308,8 +316,10 @@ static uint64_t look(struct pg_store *st)
         return pg_now_ns() + LOOK_NS;
     }
     if (now - w->probed_ns >= bound) { /* nobody waits: a heartbeat */
-        PGresult *res = probe(st, "SELECT 1", NULL, now + bound * 2 / 3, why, sizeof why);
-        if (res) {
+        bool refused;
+        PGresult *res = probe(st, "SELECT 1", NULL, now + bound * 2 / 3, why, sizeof why,
+                              &refused);
+        if (res || refused) {
             PQclear(res);
             w->probed_ns = pg_now_ns();
         } else if (!stopping(w)) {
