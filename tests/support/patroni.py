@@ -109,6 +109,22 @@ COMMAND_TIMEOUT_S = 30.0      # any one psql or HTTP call: a bound, not an expec
 POLL_S = 0.025                # how often the waits look
 
 
+def missing_packages():
+    """The Debian packages this harness needs that are not installed ([] when none): a test fails
+    naming them, never skips (scripts/deps.sh test installs them)."""
+    return [pkg for prog, pkg in ((PATRONI, "patroni"), (ETCD, "etcd-server"))
+            if not shutil.which(prog)]
+
+
+def require():
+    """Raises PatroniError naming what to install when missing_packages() is not empty."""
+    missing = missing_packages()
+    if missing:
+        raise PatroniError("the Patroni cluster needs Debian's %s (apt-get install %s; "
+                           "scripts/deps.sh test installs them)" % (" and ".join(missing),
+                                                                   " ".join(missing)))
+
+
 def _free_ports(count):
     """count distinct free loopback ports (all held at once while choosing)."""
     socks = []

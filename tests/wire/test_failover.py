@@ -38,7 +38,6 @@ Run by hand:  cd tests/wire && /usr/bin/python3 -m unittest -v test_failover
 
 import os
 import random
-import shutil
 import sys
 import threading
 import time
@@ -61,7 +60,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 WRITERS, READERS = 8, 2
 CREATE_TIMEOUT_S = 10.0       # each CreateBook call's deadline
-READ_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 10.0        # above silence_timeout_ms: a read ends by the bound
 RETRY_PAUSE_S = 0.05          # a test client that retries fast, to see when the server is back
 WRITE_PAUSE_S = 0.01          # between one writer's creates: creates are always in flight
 FIRST_ACK_BOUND_S = 3.0       # promotion -> first acknowledged create: generous (goal: 1 s)
@@ -75,18 +74,9 @@ RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 CLUSTER = None
 
 
-def needs():
-    missing = [pkg for prog, pkg in ((patroni.PATRONI, "patroni"), (patroni.ETCD, "etcd-server"))
-               if not shutil.which(prog)]
-    if missing:
-        raise RuntimeError("the failover tests need Debian's %s (apt-get install %s; "
-                           "scripts/deps.sh test installs them)" % (" and ".join(missing),
-                                                                   " ".join(missing)))
-
-
 def setUpModule():
     global CLUSTER
-    needs()
+    patroni.require()  # fails naming the Debian packages to install; never a skip
     t = time.monotonic()
     CLUSTER = patroni.PatroniCluster.start(n=3, ttl=6, loop_wait=1, retry_timeout=2)
     print("\n[failover] cluster up in %.1f s, leader %s, sync standby %s" %
@@ -384,39 +374,38 @@ def say(*args):
 
 # ---- the scenarios, shared by the tests and `measure` ----------------------------------------------
 
+def numbers(c, load, old, new, t_event, promoted):
+    """What a failover or switchover begun at t_event (time.time()) did: Patroni's times from the
+    new leader's log and as seen, the first create acknowledged after the promotion, the creates
+    that waited for their deadline, and the calls' codes until that first acknowledgement."""
+    first = load.first_ack_after(promoted)
+    lt = c.log_times(new, since=t_event)
+    load.wait_acks(100)
+    return {"old": old, "new": new, "event": t_event, "promoted": promoted,
+            "promotion_s": promoted - t_event,
+            "lock_log_s": lt["lock"] - t_event if lt["lock"] else None,
+            "ready_log_s": lt["ready"] - t_event if lt["ready"] else None,
+            "first_ack_s": first - promoted,
+            "first_ack_after_ready_s": first - lt["ready"] if lt["ready"] else None,
+            "deadline": len(load.waited_for_deadline(t_event)),
+            "codes": load.codes(since=t_event - 1, until=first)}
+
+
 def unplanned_failover(c, load):
-    """kill -9 of the leader node under `load`; returns its numbers (times in seconds)."""
+    """kill -9 of the leader node under `load`; returns numbers() (times in seconds)."""
     old = c.leader()
     load.wait_acks(200)
     t_kill = c.kill9_leader()
     new, promoted = c.wait_leader(not_=old)
-    first = load.first_ack_after(promoted)
-    lt = c.log_times(new, since=t_kill)
-    load.wait_acks(100)
-    return {"old": old, "new": new, "kill": t_kill, "promoted": promoted,
-            "promotion_s": promoted - t_kill,
-            "ready_log_s": lt["ready"] - t_kill if lt["ready"] else None,
-            "first_ack_s": first - promoted,
-            "first_ack_after_ready_s": first - lt["ready"] if lt["ready"] else None,
-            "deadline": len(load.waited_for_deadline(t_kill)),
-            "codes": load.codes(since=t_kill - 1, until=first)}
+    return numbers(c, load, old, new, t_kill, promoted)
 
 
 def planned_switchover(c, load):
+    """A switchover through Patroni's REST API under `load`; numbers() from its request."""
     old = c.leader()
     load.wait_acks(200)
     new, promoted = c.switchover()
-    requested = c.last_promotion["requested_at"]
-    first = load.first_ack_after(promoted)
-    lt = c.log_times(new, since=requested)
-    load.wait_acks(100)
-    return {"old": old, "new": new, "requested": requested, "promoted": promoted,
-            "promotion_s": promoted - requested,
-            "ready_log_s": lt["ready"] - requested if lt["ready"] else None,
-            "first_ack_s": first - promoted,
-            "first_ack_after_ready_s": first - lt["ready"] if lt["ready"] else None,
-            "deadline": len(load.waited_for_deadline(requested)),
-            "codes": load.codes(since=requested - 1, until=first)}
+    return numbers(c, load, old, new, c.last_promotion["requested_at"], promoted)
 
 
 def frozen(c, px, load, watch, bound_s, new_connections):
@@ -612,7 +601,7 @@ class FailoverTest(harness.WireTestCase):
 
 def measure(failovers, switchovers, freezes):
     global CLUSTER
-    needs()
+    patroni.require()
     CLUSTER = c = patroni.PatroniCluster.start(n=3, ttl=6, loop_wait=1, retry_timeout=2)
     try:
         say("cluster up: ttl 6, loop_wait 1, retry_timeout 2, synchronous_mode on")
@@ -680,13 +669,15 @@ def measure(failovers, switchovers, freezes):
         lost2 = [rid for rid, (name, title, _) in load2.acked.items()
                  if rows.get(rid) != [(name, title)]]
 
-        print("\n| # | event | promotion (seen) s | promotion (log ready) s | first ack after "
-              "promotion s | creates at their deadline | calls from the event to the first ack |")
-        print("|---|---|---|---|---|---|---|")
+        print("\n| # | event | leader key taken (log) s | promoted (log: ready) s | promoted "
+              "(seen) s | first ack after promotion (seen) s | after ready (log) s | creates at "
+              "their deadline | calls from the event to the first ack |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for i, r in enumerate(results):
-            print("| %d | %s %s->%s | %.2f | %s | %.2f | %d | %s |" % (
-                i + 1, r["kind"], r["old"], r["new"], r["promotion_s"], fmt(r["ready_log_s"]),
-                r["first_ack_s"], r["deadline"],
+            print("| %d | %s %s->%s | %s | %s | %.2f | %.2f | %s | %d | %s |" % (
+                i + 1, r["kind"], r["old"], r["new"], fmt(r["lock_log_s"]),
+                fmt(r["ready_log_s"]), r["promotion_s"], r["first_ack_s"],
+                fmt(r["first_ack_after_ready_s"]), r["deadline"],
                 ", ".join("%s %d" % kv for kv in sorted(r["codes"].items()))))
         print("\nacknowledged %d creates over %d failovers and %d switchovers: lost %d, made "
               "twice %d (%d rows)" % (len(load.acked), failovers, switchovers, counts["lost"],

@@ -17,7 +17,9 @@ that cannot be weakened or poisoned (issue 17). Through Python grpcio and the `b
                    burst commits;
   SQLSTATEs        permission denied (42501) and an undefined table (42P01) are FAILED_PRECONDITION,
                    not UNAVAILABLE; sessions terminated (57P01) and PostgreSQL restarted (08*) are
-                   UNAVAILABLE (the rest of the table: test_pg.c);
+                   UNAVAILABLE; a database made read-only (25006 with target_session_attrs=primary;
+                   a session libpq refuses with the default read-write) is UNAVAILABLE, never
+                   INTERNAL, and the log says why (the rest of the table: test_pg.c);
   reads recover    after PostgreSQL restarts, every reader reconnects by itself (its log line says
                    how long after) and the first GetBook once health says SERVING succeeds.
 """
@@ -373,6 +375,58 @@ class SqlstateTest(harness.WireTestCase):
             except grpc.RpcError as e:
                 codes.add(e.code().name)
         self.assertTrue(codes <= {"OK", "UNAVAILABLE"}, codes)
+
+
+    def test_a_read_only_database_is_unavailable_never_internal(self):
+        for attrs in ("primary", None):
+            uri = fresh_db()
+            db = db_of(uri)
+            query = "?cache_mb=0" + ("&target_session_attrs=" + attrs if attrs else "")
+            srv = self.start_server(env={"BOOKS_STORE": uri + query},
+                                    label="read-only-%s" % (attrs or "default"))
+            stub = srv.stub()
+            create(stub, rid(), book_id="before")
+            # Every new session of the database is read-only now (as a primary made read-only,
+            # or a node that came back as a standby, would be).
+            CLUSTER.psql("ALTER DATABASE %s SET default_transaction_read_only = on" % db,
+                         db="postgres")
+            CLUSTER.terminate_backends(db)
+            codes = set()
+            for _ in range(5):
+                try:
+                    create(stub, rid(), timeout=10)
+                    codes.add("OK")
+                except grpc.RpcError as e:
+                    codes.add(e.code().name)
+                    if e.code() == grpc.StatusCode.UNAVAILABLE:
+                        self.assertEqual(harness.error_details(e).error_info.reason,
+                                         "STORE_UNAVAILABLE")
+                time.sleep(0.1)
+            self.assertEqual(codes, {"UNAVAILABLE"}, attrs)
+            messages = [l.get("message", "") for l in srv.log_lines(strict=False)]
+            if attrs == "primary":  # libpq takes the session; the INSERT meets 25006
+                self.assertTrue(any("read-only transaction" in m and "(BOOKS_EUNAVAIL)" in m
+                                    for m in messages), "\n".join(messages[-20:]))
+            else:  # libpq refuses the session: the store finds no primary
+                self.assertTrue(any("session is read-only" in m for m in messages),
+                                "\n".join(messages[-20:]))
+            CLUSTER.psql("ALTER DATABASE %s RESET default_transaction_read_only" % db,
+                         db="postgres")
+            CLUSTER.terminate_backends(db)
+            made = []
+
+            def works():
+                try:
+                    made.append(create(stub, rid(), book_id="after", timeout=10))
+                    return True
+                except grpc.RpcError as e:
+                    self.assertIn(e.code(), (grpc.StatusCode.UNAVAILABLE,
+                                             grpc.StatusCode.UNKNOWN), e.details())
+                    return False
+            wait_for(works, what="creates to succeed again")
+            self.assertEqual(made[0].name, "books/after")
+            self.assertEqual(CLUSTER.psql("SELECT count(*) FROM books", db=db), "2")
+            srv.stop_and_check()
 
 
 class ReadsRecoverTest(harness.WireTestCase):
