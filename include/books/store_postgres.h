@@ -12,9 +12,16 @@
 
 /* Opens the store from a libpq connection URI, `uri` being everything after "postgresql:" or
  * "postgres:" ("//user@host:5432/db?sslmode=require", or "///db?host=/cloudsql/P:R:I" for Cloud
- * Run's Cloud SQL socket). libpq reads the URI exactly as it documents (host, port, dbname, user,
- * sslmode, ...; the password from the URI, PGPASSWORD or a passfile), except for this store's own
- * parameters, which are taken out before libpq sees the rest:
+ * Run's Cloud SQL socket, or "//user@pg0:5432,pg1:5432,pg2:5432/db" naming every node of a failover
+ * manager's cluster). libpq reads the URI exactly as it documents (host, port, dbname, user,
+ * sslmode, ...; the password from the URI, PGPASSWORD or a passfile), except that:
+ *   - every connection (reads too) goes to a primary: target_session_attrs is read-write unless
+ *     the URI says read-write or primary; any other value is BOOKS_EINVAL at open, naming it;
+ *   - the hosts of a multi-host URI are tried all at once, the first that takes writes wins;
+ *   - unless the URI sets them: fallback_application_name=books-server, and TCP keepalives (after
+ *     silence_timeout_ms/2 s idle, every silence_timeout_ms/6 s, 3 probes) and tcp_user_timeout
+ *     (silence_timeout_ms) (README, PostgreSQL, "Failover");
+ * and except for this store's own parameters, which are taken out before libpq sees the rest:
  *   pool=N                  read connections, each with its thread (1..64, default 2)
  *   statement_timeout_ms=N  PostgreSQL's statement_timeout on every connection (0..3600000,
  *                           default 10000; 0: none): no query runs longer, whatever the caller
@@ -27,18 +34,29 @@
  *   synchronous_commit=on|remote_apply|remote_write|local|off  PostgreSQL's synchronous_commit,
  *                           set on every connection (default on: a create is acknowledged once
  *                           it is on the database's disk, and on its synchronous standbys')
+ *   silence_timeout_ms=N    the longest, in milliseconds, a call waits on a database that does
+ *                           not answer (100..3600000, default 5000): a connection silent for a
+ *                           third of it is checked by a watchdog on a connection of its own
+ *                           (src/store/postgres/watch.c); a database that answers nothing within it
+ *                           makes calls fail fast (BOOKS_EUNAVAIL; BOOKS_EUNKNOWN for a create
+ *                           that may have committed) and the store unavailable (store_watch)
+ *                           until a primary answers. Also the longest a create whose COMMIT's
+ *                           answer was lost waits for a primary to be looked up on
  *   contract=on|off         off (default): a database of the previous version (2) is expanded at
  *                           start-up and stays usable by servers of that version; on: it is also
  *                           contracted to version 3, which they cannot use, refused while one of
  *                           them is connected (schema.c; README, PostgreSQL, "Upgrades, and a
  *                           rolling deploy")
+ * While serving, creates and reads are answered BOOKS_EUNAVAIL at once while no primary is known,
+ * rather than queued until their deadline.
  * Start-up (blocking, in the caller's thread): connect (with retries), bring the schema to this
  * binary's version under an advisory lock (schema.c: create, expand, contract), open the read
  * connections, start the threads.
- * Returns 0; BOOKS_EINVAL (a bad parameter); BOOKS_EUNAVAIL (the database cannot be reached
- * within startup_timeout_s: the message names the server, never the password); BOOKS_ECORRUPT (a
- * newer schema, or tables of another application); BOOKS_EREFUSED (contract=on while a server of
- * the previous version is connected); BOOKS_EIO; BOOKS_ENOMEM. */
+ * Returns 0; BOOKS_EINVAL (a bad parameter, a URI libpq cannot read, a target_session_attrs that
+ * allows a standby); BOOKS_EUNAVAIL (no primary can be reached within startup_timeout_s: the
+ * message names the servers and each one's reason, never the password); BOOKS_ECORRUPT (a newer
+ * schema, or tables of another application); BOOKS_EREFUSED (contract=on while a server of the
+ * previous version is connected); BOOKS_EIO; BOOKS_ENOMEM. */
 int store_postgres_open(const char *uri, const struct store_limits *limits, struct store **out,
                         char *err, size_t errlen);
 
