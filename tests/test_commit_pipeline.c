@@ -189,6 +189,21 @@ static void submit(struct commit_pipeline *p, const char *name, struct answer *a
     submit_by(p, name, 0, a);
 }
 
+/* Holds the fake in write_batch with one create (`first`, answered in a[0]), then queues n more
+ * behind it (PREFIX-01 ... , answered in a[1..n]). */
+static void queue_behind_held_batch(struct fake *f, struct commit_pipeline *p, const char *first,
+                                    const char *prefix, struct answer *a, int n)
+{
+    char name[32];
+    set_hold(f, true);
+    submit(p, first, &a[0]);
+    wait_in_batch(f);
+    for (int i = 1; i <= n; i++) {
+        snprintf(name, sizeof name, "%s-%02d", prefix, i);
+        submit(p, name, &a[i]);
+    }
+}
+
 /* ---- tests ------------------------------------------------------------------------------------- */
 
 static void test_answers_once_in_order_after_commit(void **state)
@@ -227,17 +242,10 @@ static void test_group_commit_and_batch_max(void **state)
     struct fake *f = fake_new();
     struct commit_pipeline *p = start(f, 7);
     static struct answer a[51];
-    char name[32];
     memset(a, 0, sizeof a);
     atomic_store(&answered, 0);
     /* The first create's batch is held in write_batch while 50 more queue up. */
-    set_hold(f, true);
-    submit(p, "books/first", &a[0]);
-    wait_in_batch(f);
-    for (int i = 1; i <= 50; i++) {
-        snprintf(name, sizeof name, "books/g%02d", i);
-        submit(p, name, &a[i]);
-    }
+    queue_behind_held_batch(f, p, "books/first", "books/g", a, 50);
     assert_int_equal(atomic_load(&answered), 0); /* nothing answered before its commit */
     set_hold(f, false);
     wait_answers(51);
@@ -469,16 +477,9 @@ static void test_refuse_queued_answers_those_behind_the_batch(void **state)
     struct fake *f = fake_new();
     struct commit_pipeline *p = start(f, 1024);
     static struct answer a[6];
-    char name[32];
     memset(a, 0, sizeof a);
     atomic_store(&answered, 0);
-    set_hold(f, true);
-    submit(p, "books/in-batch", &a[0]);
-    wait_in_batch(f);
-    for (int i = 1; i <= 4; i++) {
-        snprintf(name, sizeof name, "books/behind-%d", i);
-        submit(p, name, &a[i]);
-    }
+    queue_behind_held_batch(f, p, "books/in-batch", "books/behind", a, 4);
     pthread_mutex_lock(&f->mu);
     f->refuse_queued = BOOKS_EUNAVAIL;
     pthread_mutex_unlock(&f->mu);
