@@ -18,8 +18,9 @@ record cache off so every read reaches PostgreSQL.
   twice (every row decoded, counted per request), no acknowledged book was ever NOT_FOUND;
   * a database frozen behind pgproxy (sockets open, nothing forwarded): first only the existing
     connections (new ones pass): the connections caught are dropped and the calls on them fail
-    fast, and the server goes on through new connections while the freeze lasts; then new
-    connections too: calls fail fast (UNAVAILABLE with RetryInfo, UNKNOWN for a create that may
+    fast, and the server goes on through new connections while the freeze lasts; then only the
+    writer's connection, as a round's COMMIT goes by: the watchdog drops it, the creates are
+    looked up and written again, each once, within the bound; then new connections too: calls fail fast (UNAVAILABLE with RetryInfo, UNKNOWN for a create that may
     have committed) and health says NOT_SERVING within silence_timeout_ms; after thaw() it serves
     again.
 Time: about a minute (the cluster's start and one rejoin are most of it).
@@ -38,6 +39,7 @@ Run by hand:  cd tests/wire && /usr/bin/python3 -m unittest -v test_failover
 
 import os
 import random
+import re
 import sys
 import threading
 import time
@@ -451,6 +453,28 @@ def frozen(c, px, load, watch, bound_s, new_connections):
     return out
 
 
+def held_commit(px, load, bound_s):
+    """The proxy stops forwarding on the writer's connection (both ways, sockets open) as the
+    Parse of a round's COMMIT passes: the round's messages go no further, the store hears nothing.
+    Returns how long the creates caught waited once it fired, their codes, and how many waited
+    for their deadline."""
+    load.wait_acks(50)
+    px.freeze_after(pgproxy.query_matches(re.compile(r"^COMMIT$")), direction="both",
+                    scope="connection")
+    harness.wait_for(lambda: px.fired("freeze_after") >= 1, timeout=PHASE_TIMEOUT_S,
+                     what="a COMMIT through the proxy")
+    t0 = px.events("freeze_after")[-1]["wall"]
+    load.first_ack_after(t0)
+    load.wait_acks(50)
+    px.thaw()
+    with load.lock:
+        caught = [(k, t1 - max(s, t0), code) for k, s, t1, code in load.calls
+                  if k == "create" and t1 > t0 and s < t0 + bound_s]
+    return {"caught": len(caught), "waited_s": max([t for _, t, _ in caught], default=0.0),
+            "codes": sorted({code for _, _, code in caught}),
+            "deadline": len(load.waited_for_deadline(t0))}
+
+
 def fmt(x):
     return "n/a" if x is None else "%.2f" % x
 
@@ -567,6 +591,17 @@ class FailoverTest(harness.WireTestCase):
             self.check_load(load)
             self.assertLess(f1["fail_fast_s"], bound + FAIL_FAST_MARGIN_S)
             self.assertEqual(f1["deadline"], 0)
+            # Only the writer's connection stops, as a round's COMMIT goes by: its server process
+            # works on nothing for it, so the watchdog drops it; the round's creates are looked
+            # up on a new connection, not found, and written again, each once.
+            o = held_commit(px, load, bound)
+            say("a round held on the way: %d creates caught, the longest waited %.2f s (%s)" % (
+                o["caught"], o["waited_s"], o["codes"]))
+            self.check_load(load)
+            self.assertLess(o["waited_s"], bound + FAIL_FAST_MARGIN_S)
+            self.assertEqual(o["deadline"], 0)
+            self.assertTrue(any("creates were found stored" in l.get("message", "")
+                                for l in srv.log_lines(strict=False)), "no lookup after the loss")
             # Everything frozen, new connections too: the database is unreachable.
             f2 = frozen(c, px, load, watch, bound, new_connections=True)
             say("freeze of everything: %d calls caught, all ended within %.2f s (%s); "

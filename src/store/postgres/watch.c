@@ -17,7 +17,9 @@
  *     watchdog reached another host, a new primary): the server works on nothing for it, so its
  *     query or the answer was lost on the way. Its plug is pulled (pg_link_kill): the calls on it
  *     fail at once (a read BOOKS_EUNAVAIL; a create that may have committed is looked up by its
- *     request id on a new connection, else BOOKS_EUNKNOWN) and its owner reconnects;
+ *     request id on a new connection, else BOOKS_EUNKNOWN) and its owner reconnects; a server
+ *     process left inside a transaction (its COMMIT never arrived) is ended, so that its locks do
+ *     not hold up the creates that go again;
  *   - no answer by silence_timeout_ms after the silence began (the watchdog's own connection is
  *     silent too, and a new one, tried after half of the time left, is not made or does not
  *     answer): the database cannot be reached along this path. Every connection's plug is pulled
@@ -52,6 +54,16 @@
  * plug, in case the connection's own answer was on its way meanwhile (at most a tenth of the
  * bound). */
 #define KICK_GRACE_NS (100ull * 1000000u)
+
+/* Of the server processes $1 whose plugs were pulled, those of this application (database, role,
+ * application_name) left inside a transaction waiting for their client: ended, so that the locks
+ * of a transaction that never got its COMMIT (the rows of its creates) are released now, not when
+ * the server notices the lost client, and the lookup of the lost creates finds the truth. */
+static const char end_sql[] =
+    "SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid)) FROM pg_stat_activity a WHERE "
+    "a.pid = ANY($1::int[]) AND a.datname = current_database() AND a.usename = current_user AND "
+    "a.application_name = current_setting('application_name') AND (a.state LIKE 'idle in "
+    "transaction%' OR (a.state = 'active' AND a.wait_event_type = 'Client'))";
 
 /* Of the server processes $1, those that work on nothing for their client (see the top). */
 static const char stuck_sql[] =
@@ -253,8 +265,11 @@ static void check_quiet(struct pg_store *st, struct link **links, const uint64_t
         any |= stuck[i];
     }
     PQclear(res);
-    if (any)
-        nap(KICK_GRACE_NS < bound / 10 ? KICK_GRACE_NS : bound / 10);
+    if (!any)
+        return;
+    nap(KICK_GRACE_NS < bound / 10 ? KICK_GRACE_NS : bound / 10);
+    at = 0;
+    param[at++] = '{';
     for (size_t i = 0; i < n; i++) {
         /* Only while it still waits in the same silence: an answer that came meanwhile ends it. */
         if (!stuck[i] || atomic_load(&links[i]->quiet_since_ns) != since[i])
@@ -265,7 +280,21 @@ static void check_quiet(struct pg_store *st, struct link **links, const uint64_t
                 links[i] == &st->writer ? "write" : "read",
                 (unsigned long long)((pg_now_ns() - since[i]) / 1000000u));
         pg_link_kill(st, links[i]);
+        at += (size_t)snprintf(param + at, sizeof param - at, "%s%d", at > 1 ? "," : "", pids[i]);
     }
+    if (at == 1)
+        return;
+    snprintf(param + at, sizeof param - at, "}");
+    /* A short bound: the database just answered; without an answer the server ends them when it
+     * notices their clients gone. */
+    res = w->conn ? ask(w, end_sql, param, pg_now_ns() + bound / 3) : NULL;
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) > 0)
+        log_msg(LOG_WARNING, "PostgreSQL at %s: %s of their server processes were left in a "
+                "transaction and are ended (pg_terminate_backend), releasing its locks",
+                st->shown, PQgetvalue(res, 0, 0));
+    if (!res && w->conn)
+        drop_conn(w);
+    PQclear(res);
 }
 
 /* One look; returns when the next is due. */
