@@ -40,8 +40,7 @@
  *                           (src/store/postgres/watch.c); a database that answers nothing within it
  *                           makes calls fail fast (BOOKS_EUNAVAIL; BOOKS_EUNKNOWN for a create
  *                           that may have committed) and the store unavailable (store_watch)
- *                           until a primary answers. Also the longest a create whose COMMIT's
- *                           answer was lost waits for a primary to be looked up on
+ *                           until a primary answers
  *   contract=on|off         off (default): a database of the previous version (2) is expanded at
  *                           start-up and stays usable by servers of that version; on: it is also
  *                           contracted to version 3, which they cannot use, refused while one of

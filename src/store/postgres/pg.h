@@ -222,7 +222,6 @@ struct link {
     uint64_t down_since_ns; /* when it went down (0: up) */
     long backoff_ms;
     uint32_t rng;           /* the backoff's jitter */
-    uint64_t heard_ns;      /* owner only: when a query was last sent or a byte last arrived */
     /* While a query (or the setup) waits for the server: when it was sent or the last byte
      * arrived; 0 while nothing is outstanding. The owner writes, the watchdog reads. */
     _Atomic uint64_t quiet_since_ns;
@@ -234,12 +233,10 @@ struct link {
  * (end), so that the watchdog sees how long the connection has been silent. */
 static inline void pg_link_wait_begin(struct link *l, uint64_t now_ns)
 {
-    l->heard_ns = now_ns;
     atomic_store_explicit(&l->quiet_since_ns, now_ns, memory_order_relaxed);
 }
 static inline void pg_link_heard(struct link *l, uint64_t now_ns)
 {
-    l->heard_ns = now_ns;
     if (atomic_load_explicit(&l->quiet_since_ns, memory_order_relaxed))
         atomic_store_explicit(&l->quiet_since_ns, now_ns, memory_order_relaxed);
 }
@@ -317,8 +314,9 @@ struct pg_store {
     store_state_fn state_fn;
     void *state_arg;
     /* No primary is known (pg_reach): creates and reads are answered BOOKS_EUNAVAIL at once.
-     * Written under state_mu, read anywhere. */
-    _Atomic bool unreachable;
+     * `silenced`: because the watchdog got no answer within silence_timeout_ms (lost creates are
+     * then UNKNOWN at once). Written under state_mu, read anywhere. */
+    _Atomic bool unreachable, silenced;
     uint64_t unreachable_since_ns; /* state_mu */
     /* Moves on every connection made to a primary: a link backing off tries again at once. */
     _Atomic uint64_t epoch;
@@ -336,7 +334,7 @@ struct pg_store {
  * whatever the watchdog says (0: for ever, without a statement_timeout): statement_timeout + 5 s. */
 uint64_t pg_silence_ns(const struct pg_store *st);
 /* silence_timeout_ms in nanoseconds: the longest a call waits on a database that does not answer
- * (watch.c), and the longest a create whose COMMIT's answer was lost waits for a primary. */
+ * (watch.c). */
 uint64_t pg_silence_bound_ns(const struct pg_store *st);
 /* The longest one attempt to connect (every host at once) may take while serving: the URI's
  * connect_timeout, else 2 s, and never more than silence_timeout_ms. */
@@ -368,11 +366,12 @@ bool pg_flush_all(struct pg_store *st, struct link *l);
 
 /* Whether a primary is known. false: the store is unreachable: health NOT_SERVING, creates and
  * reads are answered BOOKS_EUNAVAIL at once, every read still queued is answered so now, and the
- * watchdog looks for a primary (with a new connection) until one answers. true: a connection to a
- * primary was made, or the watchdog's probe was answered: the epoch moves, readers backing off try
- * at once, and the pipeline is poked so the writer connects before the next create. `why` is
- * logged on a change to false. Any store thread, no lock held. */
-void pg_reach(struct pg_store *st, bool reachable, const char *why);
+ * watchdog looks for a primary (with a new connection) until one answers; `silenced` says the
+ * watchdog found the database silent (st->silenced). true: a connection to a primary was made, or
+ * the watchdog's probe was answered: the epoch moves, readers backing off try at once, and the
+ * pipeline is poked so the writer connects before the next create. `why` is logged on a change
+ * to false. Any store thread, no lock held. */
+void pg_reach(struct pg_store *st, bool reachable, bool silenced, const char *why);
 
 /* Pulls the plug on l's connection: shutdown(2) of its socket (through kill_fd, so never another
  * file that took its number), which wakes its owner wherever it waits on it (a poll, a blocking

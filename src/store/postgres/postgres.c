@@ -114,13 +114,15 @@ void pg_link_state(struct pg_store *st, struct link *l, bool writer, bool up)
     pthread_mutex_unlock(&st->state_mu);
 }
 
-void pg_reach(struct pg_store *st, bool reachable, const char *why)
+void pg_reach(struct pg_store *st, bool reachable, bool silenced, const char *why)
 {
     uint64_t now = pg_now_ns(), was_since = 0;
     bool changed;
 
     pthread_mutex_lock(&st->state_mu);
     changed = atomic_load(&st->unreachable) == reachable;
+    if (reachable || silenced)
+        atomic_store(&st->silenced, !reachable);
     if (changed) {
         atomic_store(&st->unreachable, !reachable);
         was_since = st->unreachable_since_ns;
@@ -403,7 +405,7 @@ int pg_link_ensure_until(struct pg_store *st, struct link *l, bool writer, uint6
         if (writer && rc == BOOKS_EUNAVAIL && !pg_refused_by_server(err)) {
             char why[600];
             snprintf(why, sizeof why, "found: %s", err);
-            pg_reach(st, false, why);
+            pg_reach(st, false, false, why);
         }
         return BOOKS_EUNAVAIL;
     }
@@ -415,7 +417,7 @@ int pg_link_ensure_until(struct pg_store *st, struct link *l, bool writer, uint6
     l->backoff_ms = 0;
     l->down_since_ns = 0;
     pg_link_state(st, l, writer, true);
-    pg_reach(st, true, NULL);
+    pg_reach(st, true, false, NULL);
     return 0;
 }
 

@@ -221,7 +221,7 @@ static void give_up(struct pg_store *st, const char *why)
     snprintf(reason, sizeof reason,
              "answered within silence_timeout_ms (%d ms): %s; every connection is dropped",
              st->prm.silence_timeout_ms, why);
-    pg_reach(st, false, reason);
+    pg_reach(st, false, true, reason);
     size_t n = all_links(st, links);
     for (size_t i = 0; i < n; i++)
         pg_link_kill(st, links[i]);
@@ -322,7 +322,7 @@ static uint64_t look(struct pg_store *st)
         PQclear(res);
         w->searching = false;
         w->probed_ns = pg_now_ns();
-        pg_reach(st, true, NULL);
+        pg_reach(st, true, false, NULL);
         return pg_now_ns() + LOOK_NS;
     }
     w->searching = false;

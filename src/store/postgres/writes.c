@@ -21,10 +21,10 @@
  *    anyone's). Those with one are looked up by request id on a new connection as soon as a
  *    primary answers (the old one's successor after a failover), with the fingerprint compared:
  *    found, they are settled as above; not found, they go again (the unique index settles a
- *    transaction of the lost connection that is still committing). Each waits for a primary at
- *    most silence_timeout_ms from when its connection was last heard from, and never past its
- *    own deadline: then BOOKS_EUNKNOWN. Such a create never gets a definite error afterwards:
- *    only OK, the outcome of a transaction of its own, or BOOKS_EUNKNOWN.
+ *    transaction of the lost connection that is still committing). Each waits for a primary
+ *    until its own deadline, and not at all once the watchdog has found the database silent:
+ *    then BOOKS_EUNKNOWN. Such a create never gets a definite error afterwards: only OK, the
+ *    outcome of a transaction of its own, or BOOKS_EUNKNOWN.
  *  - While no primary is known (pg_reach) nothing waits for one but those lost creates: a batch
  *    is answered BOOKS_EUNAVAIL at once, and so are the creates queued behind a lost round.
  *  - A session that takes no writes (SQLSTATE 25006, read_only_sql_transaction: a standby, or a
@@ -87,6 +87,9 @@ static const char purge_sql[] =
     "created_at = NULL WHERE name IN (SELECT name FROM books WHERE request_id IS NOT NULL AND "
     "created_at < now() - make_interval(secs => $1::int) LIMIT 1000)";
 
+/* How long the writer tries to learn what happened to a create without a deadline whose
+ * transaction's connection broke. */
+#define RESOLVE_MAX_NS (10ull * 1000000000u)
 /* How often a lost round's creates look whether another connection has found a primary. */
 #define RESOLVE_POLL_NS (20ull * 1000000u)
 #define PURGE_EVERY_NS (60ull * 1000000000u)
@@ -100,7 +103,7 @@ struct entry {
     struct commit_item *it;
     bool settled;        /* answered (commit_pipeline_answer_now) */
     bool maybe;          /* a round of it was lost with its connection: it may be stored */
-    uint64_t lost_at_ns; /* when its connection was last heard from, the first time */
+    uint64_t lost_at_ns; /* when it first was */
 };
 
 struct pg_writer {
@@ -536,10 +539,11 @@ static void wait_for_primary(struct pg_store *st, uint64_t epoch, uint64_t until
 /* The creates of v[0..n) whose round was lost (each `maybe`): looks their request ids up on a new
  * connection as soon as a primary answers (the writer's own attempts, at once then with the short
  * backoff, and any other connection's: the epoch), settling each found (store_request_matches);
- * those not found stay open (to go again). Each waits for that at most silence_timeout_ms from
- * when its connection was last heard from (lost_at_ns), and never past its deadline: then it is
- * answered BOOKS_EUNKNOWN. Meanwhile, while no primary is known, the creates queued behind are
- * answered BOOKS_EUNAVAIL at once (commit_pipeline_refuse_queued) rather than held up. */
+ * those not found stay open (to go again). Each waits for that until its own deadline
+ * (RESOLVE_MAX_NS after its loss without one), or not at all once the watchdog has found the
+ * database silent (pg_store.silenced: the brief gives those UNKNOWN at once): then it is answered
+ * BOOKS_EUNKNOWN. Meanwhile, while no primary is known, the creates queued behind are answered
+ * BOOKS_EUNAVAIL at once (commit_pipeline_refuse_queued) rather than held up. */
 static void resolve(struct pg_store *st, struct entry **v, size_t n)
 {
     struct pg_array ids;
@@ -552,10 +556,9 @@ static void resolve(struct pg_store *st, struct entry **v, size_t n)
             struct entry *e = v[i];
             if (e->settled)
                 continue;
-            uint64_t until = e->lost_at_ns + pg_silence_bound_ns(st);
-            if (e->it->deadline_ns && e->it->deadline_ns < until)
-                until = e->it->deadline_ns;
-            if (now >= until) {
+            uint64_t until = e->it->deadline_ns ? e->it->deadline_ns
+                                                : e->lost_at_ns + RESOLVE_MAX_NS;
+            if (now >= until || atomic_load(&st->silenced)) {
                 settle_error(e, BOOKS_EUNKNOWN);
                 continue;
             }
@@ -757,7 +760,7 @@ static void write_part(struct pg_store *st, struct entry **v, size_t n)
                 if (round[i]->settled)
                     continue;
                 if (!round[i]->maybe)
-                    round[i]->lost_at_ns = st->writer.heard_ns ? st->writer.heard_ns : now;
+                    round[i]->lost_at_ns = now;
                 round[i]->maybe = true;
                 if (!round[i]->it->request_id[0])
                     settle(round[i], BOOKS_EUNKNOWN); /* a row with its name could be anyone's */
