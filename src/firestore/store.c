@@ -34,7 +34,7 @@ static const struct opt uri_params[] = {
     {.name = "timeout_ms", .set = opt_set_int, .offset = PARAM(timeout_ms), .min = 1,
      .max = 600000, .def = "10000"},
     {.name = "startup_timeout_s", .set = opt_set_int, .offset = PARAM(startup_timeout_s),
-     .min = 0, .max = 3600, .def = "300"},
+     .min = 0, .max = 3600, .def = "600"},
     {.name = "max_request_bytes", .set = opt_set_int, .offset = PARAM(max_request_bytes),
      .min = FS_MAX_REQUEST_BYTES_MIN, .max = FS_MAX_REQUEST_BYTES_MAX,
      .def = NULL}, /* not given: 0, and open() picks the default for the emulator or production */
