@@ -46,8 +46,10 @@
  *   cache_mb=N           memory for the cache of book records (0..65536, default 16)
  *   group_commit=on|off  on (default): creates queued meanwhile go in one BatchWrite; off: one
  *                        call per create (for comparison)
- *   timeout_ms=N         the deadline of a call to Firestore when the caller's is later or none
- *                        (1..600000, default 10000)
+ *   timeout_ms=N         the longest one attempt of a call to Firestore may take (a hung one is
+ *                        tried again within the caller's deadline); a read without a deadline,
+ *                        and any create, is given up after this long in all (1..600000, default
+ *                        10000)
  *   startup_timeout_s=N  how long to keep trying to reach Firestore at start-up, and to wait out
  *                        PERMISSION_DENIED/UNAUTHENTICATED while IAM propagates (0..3600, default
  *                        600)

@@ -116,6 +116,10 @@ uint64_t fs_backoff_next_ns(struct fs_backoff *b);
 /* True when an attempt started after waiting delay_ns from now_ns still ends before deadline_ns
  * with a little time to run. */
 bool fs_retry_fits(uint64_t now_ns, uint64_t delay_ns, uint64_t deadline_ns);
+/* The deadline of one attempt started at now_ns for a call due at deadline_ns (0: none): 50 ms
+ * before it (so a failure still reaches the caller in time), and at most timeout_ms from now (so
+ * an attempt that hangs is given up and tried again while the caller's time lasts). */
+uint64_t fs_attempt_deadline(uint64_t now_ns, uint64_t deadline_ns, int timeout_ms);
 
 /* ---- docs.c ------------------------------------------------------------------------------------ */
 

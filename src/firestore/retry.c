@@ -23,6 +23,9 @@
 #define BACKOFF_MAX_MS 60000
 /* An attempt needs at least this long before the deadline to be worth starting. */
 #define ATTEMPT_MIN_NS (20ull * 1000000u)
+/* An attempt ends this long before the caller's deadline, so that its failure is answered while
+ * the caller still waits (a status sent after it has given up is lost). */
+#define ANSWER_MARGIN_NS (50ull * 1000000u)
 
 bool fs_retry_code(enum fs_method m, grpc_status_code code)
 {
@@ -56,4 +59,12 @@ uint64_t fs_backoff_next_ns(struct fs_backoff *b)
 bool fs_retry_fits(uint64_t now_ns, uint64_t delay_ns, uint64_t deadline_ns)
 {
     return deadline_ns > now_ns && deadline_ns - now_ns > delay_ns + ATTEMPT_MIN_NS;
+}
+
+uint64_t fs_attempt_deadline(uint64_t now_ns, uint64_t deadline_ns, int timeout_ms)
+{
+    uint64_t cap = now_ns + (uint64_t)timeout_ms * 1000000u;
+    if (deadline_ns > now_ns + 2 * ANSWER_MARGIN_NS)
+        deadline_ns -= ANSWER_MARGIN_NS; /* the answer still reaches the caller in time */
+    return deadline_ns && deadline_ns < cap ? deadline_ns : cap;
 }

@@ -307,7 +307,8 @@ static int read_error(struct fs_store *st, const char *what, const struct fs_sta
     return rc;
 }
 
-/* A read's deadline for all its attempts: the caller's, else timeout_ms from its first. */
+/* A read's deadline for all its attempts: the caller's, else timeout_ms from its first (each
+ * attempt's own is fs_attempt_deadline()). */
 static uint64_t read_deadline(const struct fs_store *st, uint64_t deadline_ns)
 {
     return deadline_ns ? deadline_ns : fs_now_ns() + (uint64_t)st->timeout_ms * 1000000u;
@@ -348,7 +349,8 @@ static void get_send(struct get_ctx *g)
     Google__Firestore__V1__GetDocumentRequest req = GOOGLE__FIRESTORE__V1__GET_DOCUMENT_REQUEST__INIT;
     req.name = g->doc;
     g->attempts++;
-    fs_unary(g->st->client, FS_GET_DOCUMENT, &req.base, g->deadline_ns, get_answered, g);
+    fs_unary(g->st->client, FS_GET_DOCUMENT, &req.base,
+             fs_attempt_deadline(fs_now_ns(), g->deadline_ns, g->st->timeout_ms), get_answered, g);
 }
 
 static void get_again(void *arg, bool cancelled)
@@ -621,7 +623,9 @@ static void list_send(struct list_ctx *l)
     req.query_type_case = GOOGLE__FIRESTORE__V1__RUN_QUERY_REQUEST__QUERY_TYPE_STRUCTURED_QUERY;
     req.structured_query = &q;
     l->attempts++;
-    fs_stream(st->client, FS_RUN_QUERY, &req.base, l->deadline_ns, list_message, list_end, l);
+    fs_stream(st->client, FS_RUN_QUERY, &req.base,
+              fs_attempt_deadline(fs_now_ns(), l->deadline_ns, st->timeout_ms), list_message,
+              list_end, l);
 }
 
 /* ---- writes, drain, close ---------------------------------------------------------------------- */
@@ -780,8 +784,6 @@ static int wait_for_firestore(struct fs_store *st, const struct fs_params *prm,
              rc != BOOKS_EIO && rc != BOOKS_ETHROTTLED))
             return rc;
         now = fs_now_ns();
-        if (now + (uint64_t)wait_ms * 1000000u >= until)
-            return rc;
         long long waited_ms = (long long)((now - start) / 1000000u);
         const struct log_field fields[] = {
             {.key = "code", .str = rpc_status_name(s->code)},
@@ -799,7 +801,15 @@ static int wait_for_firestore(struct fs_store *st, const struct fs_params *prm,
         else
             snprintf(msg, sizeof msg, "Firestore %s not reached yet; trying again", st->shown);
         log_event(LOG_WARNING, msg, fields, sizeof fields / sizeof fields[0]);
-        nanosleep(&(struct timespec){wait_ms / 1000, (wait_ms % 1000) * 1000000L}, NULL);
+        if (now >= until)
+            return rc; /* that was the last attempt startup_timeout_s allows */
+        /* The last wait ends at startup_timeout_s, for one more attempt then. */
+        uint64_t sleep_ns = (uint64_t)wait_ms * 1000000u;
+        if (sleep_ns > until - now)
+            sleep_ns = until - now;
+        nanosleep(&(struct timespec){(time_t)(sleep_ns / 1000000000u),
+                                     (long)(sleep_ns % 1000000000u)},
+                  NULL);
         wait_ms = wait_ms * 3 / 2 > STARTUP_MAX_WAIT_MS ? STARTUP_MAX_WAIT_MS : wait_ms * 3 / 2;
     }
 }

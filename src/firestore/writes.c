@@ -487,6 +487,18 @@ static void send_round(struct fs_store *st, struct calls *c, uint64_t deadline_n
 
 /* ---- a batch ------------------------------------------------------------------------------------- */
 
+/* Waits delay_ns before the next round, in slices, so that a drain (shutdown) ends the wait at
+ * once: the loop then answers what is left. */
+static void backoff_sleep(struct fs_store *st, uint64_t delay_ns)
+{
+    const uint64_t slice = 20ull * 1000000u;
+    uint64_t until = fs_now_ns() + delay_ns, now;
+    while (!atomic_load(&st->draining) && (now = fs_now_ns()) < until) {
+        uint64_t ns = until - now < slice ? until - now : slice;
+        nanosleep(&(struct timespec){0, (long)ns}, NULL);
+    }
+}
+
 /* When `e` must be answered by: its caller's deadline, or timeout_ms after the batch began. */
 static uint64_t due(const struct entry *e, uint64_t end)
 {
@@ -541,13 +553,13 @@ int fs_write_batch(void *self, struct commit_item *items, size_t n)
             break;
         for (size_t i = 0; i < n; i++)
             if (v[i].state == TO_CHECK)
-                check(st, &v[i], latest);
+                check(st, &v[i], fs_attempt_deadline(fs_now_ns(), latest, st->timeout_ms));
         c.n = 0;
         arena_init(&c.arena, buf, sizeof buf);
         build_round(st, v, n, &c);
         bool sent = c.n > 0;
         if (sent)
-            send_round(st, &c, latest);
+            send_round(st, &c, fs_attempt_deadline(fs_now_ns(), latest, st->timeout_ms));
         arena_cleanup(&c.arena);
         if (!sent)
             continue; /* only checks this time (or settled while building) */
@@ -572,9 +584,7 @@ int fs_write_batch(void *self, struct commit_item *items, size_t n)
                 any = true;
         }
         if (any)
-            nanosleep(&(struct timespec){(time_t)(delay / 1000000000u),
-                                         (long)(delay % 1000000000u)},
-                      NULL);
+            backoff_sleep(st, delay);
     }
     free(v);
     free(c.v);
