@@ -150,6 +150,12 @@ class FaultsTestCase(harness.WireTestCase):
     def doc_path(self, doc_id):
         return fsdocs.document_name(PROJECT, self.collection, doc_id)
 
+    def request_book(self, request_id):
+        """The name the request document of `request_id` maps to (None: no such document)."""
+        doc = fsdocs.get_document(EMULATOR.host, PROJECT, self.collection + "_requests",
+                                  request_id)
+        return None if doc is None else doc["fields"]["book"]["stringValue"]
+
     def all_books(self, srv):
         return harness.list_all(srv.stub(), page_size=1000, timeout=60)[0]
 
@@ -361,11 +367,7 @@ class ThrottleTest(FaultsTestCase):
         for title, request_id, name in made:
             self.assertEqual(by_title.get(title), [name], title)
             if request_id:
-                self.assertIsNotNone(self.requests_doc(request_id), request_id)
-
-    def requests_doc(self, request_id):
-        return fsdocs.get_document(EMULATOR.host, PROJECT, self.collection + "_requests",
-                                   request_id)
+                self.assertEqual(self.request_book(request_id), name, request_id)
 
     def test_writes_throttled_past_the_deadline_are_store_throttled(self):
         srv = self.serve(label="fs-throttle-all")
@@ -442,6 +444,27 @@ class ReadRetryTest(FaultsTestCase):
             measure("every first read %s (cache_mb=0, 5 s deadline): %s; %d reads failed first",
                     code.name, ", ".join("%s %.3f s" % kv for kv in times.items()), n)
             self.assertGreaterEqual(n, 3, "the reads' first attempts did not fail")
+
+    def test_a_read_past_timeout_ms_is_retried_while_the_callers_time_remains(self):
+        # timeout_ms=500 bounds each call to Firestore; the caller gives 5 s. The front holds the
+        # first read until its 500 ms deadline (DEADLINE_EXCEEDED): the store goes again.
+        srv = self.serve("&cache_mb=0&timeout_ms=500", label="fs-reads-deadline")
+        stub = srv.stub()
+        stub.CreateBook(CreateBookRequest(book_id="e1", book=make_book()), timeout=20)
+        times = {}
+        for what, call in (
+                ("GetBook", lambda: stub.GetBook(GetBookRequest(name="books/e1"), timeout=5)),
+                ("ListBooks", lambda: stub.ListBooks(ListBooksRequest(page_size=5),
+                                                     timeout=5))):
+            self.front.apply_then_drop(1, methods=fsfront.READS, code=SC.DEADLINE_EXCEEDED)
+            dropped = self.front.faults()["dropped"]
+            t0 = time.monotonic()
+            self.ok(call, "%s after a read's DEADLINE_EXCEEDED with 4.5 s left" % what)
+            times[what] = time.monotonic() - t0
+            self.assertEqual(self.front.faults()["dropped"], dropped + 1)
+        self.front.clear()
+        measure("a read held past timeout_ms=500 (DEADLINE_EXCEEDED), 5 s deadline: %s",
+                ", ".join("%s OK after %.2f s" % kv for kv in times.items()))
 
     def test_failures_outlasting_a_short_deadline_are_unavailable_before_it(self):
         srv = self.serve("&cache_mb=0", label="fs-reads-down")
@@ -557,9 +580,11 @@ class LostReplyTest(FaultsTestCase):
         # With a request_id: OK, one book.
         self.front.apply_then_drop(1, fsfront.WRITES)
         req = CreateBookRequest(book=make_book("lost-rid"), request_id=rid())
-        got = stub.CreateBook(req, timeout=20)
+        got = self.ok(lambda: stub.CreateBook(req, timeout=20), "a lost reply with request_id")
         self.assertEqual(self.front.faults()["dropped"], 1)
         self.assertEqual(self.count_titled(srv, "lost-rid"), 1)
+        self.assertIsNotNone(self.doc(got.name.split("/", 1)[1]))
+        self.assertEqual(self.request_book(req.request_id), got.name)
         self.assertEqual(stub.CreateBook(req, timeout=20), got)
         # Without one, a chosen id: OK (its write_id recognised) or UNKNOWN, never ALREADY_EXISTS.
         outcomes = {}
@@ -603,7 +628,8 @@ class LostReplyTest(FaultsTestCase):
             self.assertEqual(doc["fields"]["display_name"]["stringValue"], req.book.display_name)
         measure("a lost reply, then PERMISSION_DENIED on the retry: %s", outcomes)
         # Settled afterwards: the request_id finds the book its first attempt made.
-        again = stub.CreateBook(first_req, timeout=20)
+        self.assertEqual(self.request_book(first_req.request_id), "books/lr")
+        again = self.ok(lambda: stub.CreateBook(first_req, timeout=20), "the retry of lr")
         self.assertEqual(again.name, "books/lr")
         self.assertEqual(len([b for b in self.all_books(srv) if b.name in ("books/lr",
                                                                            "books/ln")]), 2)
