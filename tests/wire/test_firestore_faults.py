@@ -743,6 +743,45 @@ class HealthAndShutdownTest(FaultsTestCase):
         srv.check_clean()
         return codes
 
+    def test_sigterm_while_creates_wait_out_throttling(self):
+        # Every write throttled; timeout_ms=60000 lets a create keep trying, so its backoff grows
+        # (100 ms x1.3: after the 15th attempt the wait is 2.0-3.9 s). SIGTERM right after that
+        # attempt: the creates are in flight as much as calls held in the front, and the server
+        # must end them and exit 0 within its grace, not sleep out the backoff first.
+        grace_ms, attempts = 500, 15
+        srv = self.serve("&timeout_ms=60000", label="fs-sigterm-throttled",
+                         args=("--shutdown-grace-ms", str(grace_ms)))
+        stub = srv.stub()
+        self.front.throttle(1.0, None, methods=fsfront.WRITES)
+        futs = [stub.CreateBook.future(CreateBookRequest(
+            book_id="q%d" % i, book=make_book(), request_id=rid() if i % 2 else ""), timeout=120)
+            for i in range(4)]
+        bound = time.monotonic() + 45
+        while self.front.faults()["throttled"] < attempts and time.monotonic() < bound:
+            time.sleep(0.002)
+        n = self.front.faults()["throttled"]
+        self.assertGreaterEqual(n, attempts, "throttled creates not retried %d times in 45 s"
+                                % attempts)
+        t0 = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        rc = srv.wait(grace_ms / 1000.0 + 60)
+        took = time.monotonic() - t0
+        end = time.monotonic() + 5
+        for f in futs:
+            if not f.done():
+                f.exception(timeout=max(0.01, end - time.monotonic()))
+        hung = [i for i, f in enumerate(futs) if not f.done()]
+        codes = [(f.code() if f.exception() else SC.OK).name for f in futs if f.done()]
+        tail = [line.get("message") for line in srv.log_lines(strict=False)
+                if line.get("severity") in ("WARNING", "ERROR")][-3:]
+        measure("SIGTERM after the %dth throttled attempt, grace %d ms: exit %s after %.2f s; "
+                "creates %s; last warnings %s", n, grace_ms, rc, took, codes, tail)
+        self.assertEqual(hung, [], "creates without a status after the server exited")
+        self.assertEqual(rc, 0, srv.output_tail())
+        self.assertLessEqual(took, grace_ms / 1000.0 + 1.0,
+                             "exit %.2f s after SIGTERM, grace %d ms: the backoff was slept out"
+                             % (took, grace_ms))
+
     def test_sigterm_with_calls_held_in_the_front_cut_by_the_grace(self):
         self.sigterm_with_calls_held(1000)
 
