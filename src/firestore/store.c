@@ -658,9 +658,12 @@ static void fs_close(struct store *s)
     struct commit_pipeline_stats ps = {0};
     commit_pipeline_stop(st->pipeline, &ps); /* writes what is queued (or answers it, drained) */
     log_msg(LOG_INFO,
-            "Firestore store %s: closing; %llu books written in %llu batches (largest %llu)",
+            "Firestore store %s: closing; %llu books written in %llu batches (largest %llu); "
+            "%llu reads and %llu write requests went again (retry.c)",
             st->shown, (unsigned long long)ps.books_written, (unsigned long long)ps.transactions,
-            (unsigned long long)ps.largest_batch);
+            (unsigned long long)ps.largest_batch,
+            (unsigned long long)atomic_load(&st->read_retries),
+            (unsigned long long)atomic_load(&st->write_retries));
     destroy(st);
 }
 
