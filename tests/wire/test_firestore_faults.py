@@ -757,11 +757,13 @@ class HealthAndShutdownTest(FaultsTestCase):
             book_id="q%d" % i, book=make_book(), request_id=rid() if i % 2 else ""), timeout=120)
             for i in range(4)]
         bound = time.monotonic() + 45
-        while self.front.faults()["throttled"] < attempts and time.monotonic() < bound:
+        while (self.front.faults()["throttled"] < attempts and time.monotonic() < bound and
+               not all(f.done() for f in futs)):
             time.sleep(0.002)
         n = self.front.faults()["throttled"]
-        self.assertGreaterEqual(n, attempts, "throttled creates not retried %d times in 45 s"
-                                % attempts)
+        self.assertGreaterEqual(n, attempts, "throttled creates not retried %d times in 45 s "
+                                "(answered: %s)" % (attempts, [f.code().name for f in futs
+                                                               if f.done() and f.exception()]))
         t0 = time.monotonic()
         srv.send_signal(signal.SIGTERM)
         rc = srv.wait(grace_ms / 1000.0 + 60)
