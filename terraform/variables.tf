@@ -398,14 +398,14 @@ variable "firestore_point_in_time_recovery" {
 }
 
 variable "firestore_store_params" {
-  description = "The firestore store's own URI parameters, appended to the BOOKS_STORE the module builds: collection (default books), cache_mb, group_commit (on/off), timeout_ms, startup_timeout_s. startup_timeout_s is always in the URI: 210 by default, the most that fits in Cloud Run's startup probe (240 s, see cloudrun.tf), which covers the typical 2 minutes of IAM propagation on a first apply; a value may lower it, not raise it. Example: { collection = \"books_v2\", timeout_ms = \"5000\" }."
+  description = "The firestore store's own URI parameters, appended to the BOOKS_STORE the module builds: collection (default books), cache_mb, group_commit (on/off), timeout_ms, startup_timeout_s, max_request_bytes (default 9437184, the most bytes of one BatchWrite or Commit; Firestore refuses requests over 10 MiB). startup_timeout_s is always in the URI: 210 by default, the most that fits in Cloud Run's startup probe (240 s, see cloudrun.tf), which covers the typical 2 minutes of IAM propagation on a first apply; a value may lower it, not raise it. Example: { collection = \"books_v2\", timeout_ms = \"5000\" }."
   type        = map(string)
   default     = {}
 
   validation {
     # An allow-list, like postgresql_store_params: nothing else can reach the URI.
-    condition     = alltrue([for k, v in var.firestore_store_params : contains(["collection", "cache_mb", "group_commit", "timeout_ms", "startup_timeout_s"], k) && can(regex("^[A-Za-z0-9_-]+$", v))])
-    error_message = "firestore_store_params keys must be among collection, cache_mb, group_commit, timeout_ms, startup_timeout_s, with values of letters, digits, '_' and '-'."
+    condition     = alltrue([for k, v in var.firestore_store_params : contains(["collection", "cache_mb", "group_commit", "timeout_ms", "startup_timeout_s", "max_request_bytes"], k) && can(regex("^[A-Za-z0-9_-]+$", v))])
+    error_message = "firestore_store_params keys must be among collection, cache_mb, group_commit, timeout_ms, startup_timeout_s, max_request_bytes, with values of letters, digits, '_' and '-'."
   }
 
   validation {

@@ -34,7 +34,8 @@ static void test_status_mapping(void **state)
         {GRPC_STATUS_CANCELLED, BOOKS_EUNAVAIL, GRPC_STATUS_UNAVAILABLE},
         {GRPC_STATUS_DEADLINE_EXCEEDED, BOOKS_EDEADLINE, GRPC_STATUS_DEADLINE_EXCEEDED},
         {GRPC_STATUS_ABORTED, BOOKS_EABORTED, GRPC_STATUS_ABORTED},
-        {GRPC_STATUS_RESOURCE_EXHAUSTED, BOOKS_ENOSPC, GRPC_STATUS_RESOURCE_EXHAUSTED},
+        /* throttling (a quota, the ramp-up) is never "out of space": retry after a delay */
+        {GRPC_STATUS_RESOURCE_EXHAUSTED, BOOKS_ETHROTTLED, GRPC_STATUS_UNAVAILABLE},
         {GRPC_STATUS_PERMISSION_DENIED, BOOKS_EREFUSED, GRPC_STATUS_FAILED_PRECONDITION},
         {GRPC_STATUS_UNAUTHENTICATED, BOOKS_EREFUSED, GRPC_STATUS_FAILED_PRECONDITION},
         {GRPC_STATUS_INVALID_ARGUMENT, BOOKS_EINTERNAL, GRPC_STATUS_INTERNAL},
@@ -242,10 +243,54 @@ static void test_empty_strings_are_encoded(void **state)
     store_book_unref(b);
 }
 
+/* The one retry policy (retry.c): per method the codes Google's clients retry, with the store's
+ * idempotent writes going again on more; the backoff grows by 1.3 from 100 ms to 60 s, each delay
+ * in the upper half of its step; no attempt is started that cannot end before the deadline. */
+static void test_retry_policy(void **state)
+{
+    (void)state;
+    static const grpc_status_code all_methods[] = {
+        GRPC_STATUS_UNAVAILABLE, GRPC_STATUS_RESOURCE_EXHAUSTED, GRPC_STATUS_INTERNAL,
+        GRPC_STATUS_DEADLINE_EXCEEDED};
+    static const grpc_status_code never[] = {
+        GRPC_STATUS_OK, GRPC_STATUS_NOT_FOUND, GRPC_STATUS_ALREADY_EXISTS,
+        GRPC_STATUS_FAILED_PRECONDITION, GRPC_STATUS_PERMISSION_DENIED,
+        GRPC_STATUS_UNAUTHENTICATED, GRPC_STATUS_INVALID_ARGUMENT, GRPC_STATUS_CANCELLED,
+        GRPC_STATUS_DATA_LOSS};
+    for (int m = 0; m < FS_N_METHODS; m++) {
+        for (size_t i = 0; i < sizeof all_methods / sizeof all_methods[0]; i++)
+            assert_true(fs_retry_code((enum fs_method)m, all_methods[i]));
+        for (size_t i = 0; i < sizeof never / sizeof never[0]; i++)
+            assert_false(fs_retry_code((enum fs_method)m, never[i]));
+    }
+    assert_true(fs_retry_code(FS_BATCH_WRITE, GRPC_STATUS_ABORTED));
+    assert_true(fs_retry_code(FS_COMMIT, GRPC_STATUS_ABORTED));
+    assert_true(fs_retry_code(FS_COMMIT, GRPC_STATUS_UNKNOWN));
+    assert_false(fs_retry_code(FS_GET_DOCUMENT, GRPC_STATUS_ABORTED));
+    assert_false(fs_retry_code(FS_RUN_QUERY, GRPC_STATUS_UNKNOWN));
+
+    struct fs_backoff b;
+    fs_backoff_init(&b);
+    double step = 100;
+    for (int i = 0; i < 40; i++) {
+        uint64_t ms = fs_backoff_next_ns(&b) / 1000000u;
+        uint64_t hi = (uint64_t)step, lo = hi / 2;
+        assert_in_range(ms, lo, hi);
+        step = step * 1.3 > 60000 ? 60000 : (double)(uint32_t)(step * 1.3);
+    }
+    assert_int_equal(b.next_ms, 60000);
+
+    uint64_t now = 1000000000u;
+    assert_true(fs_retry_fits(now, 100000000u, now + 200000000u));
+    assert_false(fs_retry_fits(now, 100000000u, now + 110000000u)); /* 10 ms left: too little */
+    assert_false(fs_retry_fits(now, 0, now));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_mapping),
+        cmocka_unit_test(test_retry_policy),
         cmocka_unit_test(test_book_from_document),
         cmocka_unit_test(test_create_writes_round_trip),
         cmocka_unit_test(test_empty_strings_are_encoded),

@@ -14,10 +14,12 @@
 
 #include <cmocka.h>
 
+#include "support/create_wait.h"
 #include "support/test_book.h"
 
 #include "books/error.h"
 #include "books/record_cache.h"
+#include "books/store.h"
 
 static struct store_book *book(const char *name, size_t title_len)
 {
@@ -182,6 +184,76 @@ static void test_threads(void **state)
     }
 }
 
+/* Lists every page of `s` (limit, max_bytes) into names[] (a "|" after each page); returns the
+ * count of books. */
+static size_t walk(struct store *s, size_t limit, size_t max_bytes, char *names, size_t len)
+{
+    struct store_book *out[64];
+    char after[64] = "";
+    size_t total = 0, n;
+    names[0] = '\0';
+    for (;;) {
+        assert_int_equal(store_list_bounded(s, after, limit, max_bytes, out, &n), 0);
+        for (size_t i = 0; i < n; i++) {
+            strncat(names, out[i]->name + 6, len - strlen(names) - 1);
+            strncat(names, ",", len - strlen(names) - 1);
+            snprintf(after, sizeof after, "%s", out[i]->name);
+            store_book_unref(out[i]);
+        }
+        strncat(names, "|", len - strlen(names) - 1);
+        total += n;
+        if (n < limit && (n == 0 || !max_bytes))
+            return total;
+        if (n == 0)
+            return total;
+    }
+}
+
+/* Above a backend that walks its names (sqlite:), a page is answered from the cached records as
+ * far as the cache holds them, and from the backend from the first it does not: the pages are
+ * the backend's own, book for book and cut for cut, whatever part of them is cached. */
+static void test_cached_pages_are_the_backends(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/books-test-cache-XXXXXX", uri[128], err[256], name[32];
+    static char via_layer[8192], via_backend[8192];
+    struct store *s = NULL;
+    assert_non_null(mkdtemp(dir));
+    snprintf(uri, sizeof uri, "sqlite:%s/books.db?cache_mb=1", dir);
+    assert_int_equal(store_open(uri, NULL, &s, err, sizeof err), 0);
+    struct store *below = record_cache_below(s);
+    assert_true(below != s);
+    for (int i = 0; i < 40; i++) {
+        snprintf(name, sizeof name, "books/b%02d", i);
+        struct store_book *b = book(name, 100 + (size_t)(i * 97 % 3000));
+        assert_int_equal(create_sync(s, b), 0);
+        store_book_unref(b);
+    }
+    static const size_t limits[] = {1, 2, 7, 50}, bounds[] = {0, 1, 2500, 9000};
+    for (int warm = 0; warm < 3; warm++) {
+        /* 0: nothing cached; 1: every third book; 2: all of them */
+        for (int i = 0; i < 40; i++) {
+            struct store_book *b = NULL;
+            snprintf(name, sizeof name, "books/b%02d", i);
+            if (warm == 2 || (warm == 1 && i % 3 == 0)) {
+                assert_int_equal(store_get(s, name, &b), 0);
+                store_book_unref(b);
+            }
+        }
+        for (size_t li = 0; li < 4; li++)
+            for (size_t bi = 0; bi < 4; bi++) {
+                size_t a = walk(s, limits[li], bounds[bi], via_layer, sizeof via_layer);
+                size_t b = walk(below, limits[li], bounds[bi], via_backend, sizeof via_backend);
+                assert_int_equal(a, 40);
+                assert_int_equal(b, 40);
+                assert_string_equal(via_layer, via_backend);
+            }
+    }
+    store_close(s);
+    snprintf(uri, sizeof uri, "rm -rf '%s'", dir);
+    assert_int_equal(system(uri), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -189,6 +261,7 @@ int main(void)
         cmocka_unit_test(test_budget_zero_keeps_nothing),
         cmocka_unit_test(test_budget_and_lru),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_cached_pages_are_the_backends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

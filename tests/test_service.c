@@ -243,6 +243,9 @@ static void test_budget_bounds_pages_and_creates(void **state)
     assert_true(p->n_books >= 1 && p->n_books <= 4);
     assert_true(p->next_page_token[0] != '\0');
     assert_true(f->reply.charged >= p->n_books * 50000); /* the page's records are charged */
+    /* ... out of the page's reservation (SVC_PAGE_RESERVE pages of a third of the room), not
+     * beside it: a page is counted once while it is held */
+    assert_true(f->reply.charged <= SVC_PAGE_RESERVE * (b.limit / SVC_PAGE_MEMORY_FACTOR));
     size_t seen = p->n_books;
     char token[PAGE_TOKEN_MAX_CHARS];
     while (p->next_page_token[0]) {

@@ -60,7 +60,8 @@ struct rpc_reply {
      * rpc_reply_charge(). Everything charged is given back when the call is over. */
     struct budget *budget;
     size_t charged;
-    /* Of `charged`, what rpc_reply_reserve() set aside; given back when the reply is sent. */
+    /* Of `charged`, what rpc_reply_reserve() set aside and no rpc_reply_hold() has taken yet;
+     * what is left of it is given back when the reply is sent. */
     size_t reserved;
 };
 
@@ -88,6 +89,32 @@ static inline bool rpc_reply_reserve(struct rpc_reply *reply, size_t n)
         return false;
     reply->reserved += n;
     return true;
+}
+
+/* Charges n bytes of memory the call now holds (the records an answer brought, the encoded
+ * response): out of what it reserved first, the rest past the limit (the memory exists already).
+ * So a call's answer is counted once, as its reservation or as itself, never as both. No-op
+ * without a budget. The handler's or the server's thread, for the call it is running. */
+static inline void rpc_reply_hold(struct rpc_reply *reply, size_t n)
+{
+    if (!reply->budget)
+        return;
+    size_t from_reserve = n < reply->reserved ? n : reply->reserved;
+    reply->reserved -= from_reserve;
+    if (n > from_reserve) {
+        budget_force_charge(reply->budget, n - from_reserve);
+        reply->charged += n - from_reserve;
+    }
+}
+
+/* Gives back n bytes of rpc_reply_hold() for memory the call no longer holds (records freed once
+ * the response is encoded). No-op without a budget. */
+static inline void rpc_reply_unhold(struct rpc_reply *reply, size_t n)
+{
+    if (!reply->budget || n == 0)
+        return;
+    budget_release(reply->budget, n);
+    reply->charged -= n;
 }
 
 /* What the budget has room for now (SIZE_MAX without one): for sizing a response before building

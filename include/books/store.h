@@ -225,6 +225,15 @@ struct store_ops {
                        struct store_book **out, uint64_t deadline_ns, store_list_done_fn done,
                        void *arg);
 
+    /* Optional (NULL: none), for the record cache layer above (record_cache.h): walks the names
+     * `list` would return for the same after_name and limit, in order, in one read, calling
+     * visit(arg, name, name_len) for each (name valid during the call only) until it returns
+     * false; reads no book. Returns 0 or what `list` returns. A backend whose books are local
+     * (sqlite:) offers it: a page whose records the cache holds then costs one walk of the names,
+     * not a record built per row. */
+    int (*list_names)(struct store *s, const char *after_name, size_t limit,
+                      bool (*visit)(void *arg, const char *name, size_t name_len), void *arg);
+
     /* Optional (NULL: the store is always available). Registers `fn` to hear of availability
      * changes (see store_state_fn) and calls it once at once with the state now, so no change
      * between open and watch is missed; call once, before serving. */

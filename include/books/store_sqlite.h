@@ -58,5 +58,9 @@ int store_sqlite_stats(struct store *s, struct store_sqlite_stats *out);
 #define STORE_SQLITE_LIST_FIRST_SQL "SELECT name, book FROM books ORDER BY name LIMIT ?1"
 #define STORE_SQLITE_LIST_AFTER_SQL                                                                \
     "SELECT name, book FROM books WHERE name > ?1 ORDER BY name LIMIT ?2"
+/* store_ops.list_names: the same walk, names only (the record cache holds the books). */
+#define STORE_SQLITE_NAMES_FIRST_SQL "SELECT name FROM books ORDER BY name LIMIT ?1"
+#define STORE_SQLITE_NAMES_AFTER_SQL                                                               \
+    "SELECT name FROM books WHERE name > ?1 ORDER BY name LIMIT ?2"
 
 #endif

@@ -40,6 +40,7 @@ struct svc {
 struct held_books {
     size_t n;
     struct store_book **books;
+    size_t bytes; /* what holding them is charged to the call (rpc_reply_hold) */
 };
 
 /* Random bytes for ids, drawn from the kernel in batches. libuuid's uuid_generate_random() costs
@@ -260,6 +261,8 @@ static void release_held(struct rpc_reply *reply)
     struct held_books *h = reply->release_arg;
     for (size_t i = 0; h && i < h->n; i++)
         store_book_unref(h->books[i]);
+    if (h)
+        rpc_reply_unhold(reply, h->bytes); /* the encoded response holds what they said */
 }
 
 /* What a reply that sends one book needs (the call's arena): the record it holds, its bytes. */
@@ -280,7 +283,7 @@ static void reply_with_book(struct rpc_reply *reply, struct store_book *b)
         return;
     }
     o->book = b;
-    o->held = (struct held_books){1, &o->book};
+    o->held = (struct held_books){1, &o->book, 0};
     o->part = (struct codec_bytes){b->wire, b->wire_len};
     reply->release = release_held;
     reply->release_arg = &o->held;
@@ -398,25 +401,24 @@ static void list_done(void *arg, int rc, size_t n, const struct store_damage *da
     }
     for (i = keep; i < n; i++)
         store_book_unref(found[i]);
-    /* The page's records are held until the response is sent: charged to the call whatever the
-     * limit says (they exist already; the reservation made at admission covered them). */
-    if (reply->budget) {
-        size_t held = 0;
-        for (i = 0; i < keep; i++)
-            held += found[i]->size_bytes;
-        budget_force_charge(reply->budget, held);
-        reply->charged += held;
-    }
+    /* The page's records are held until the response is encoded: charged to the call out of the
+     * reservation made at admission (rpc_reply_hold), and given back once it is (release_held). */
+    size_t held = 0;
+    for (i = 0; i < keep; i++)
+        held += found[i]->size_bytes;
+    rpc_reply_hold(reply, held);
     h = arena_alloc(reply->arena, sizeof *h);
     resp = arena_alloc(reply->arena, sizeof *resp);
     if (!h || !resp) {
         for (i = 0; i < keep; i++)
             store_book_unref(found[i]);
+        rpc_reply_unhold(reply, held);
         store_error(e, BOOKS_ENOMEM, NULL);
         goto done;
     }
     h->n = keep;
     h->books = found;
+    h->bytes = held;
     reply->release = release_held;
     reply->release_arg = h;
 

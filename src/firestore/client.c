@@ -48,11 +48,19 @@ struct fs_call {
     struct fs_call *prev, *next; /* the in-flight list */
 };
 
+/* A wait of fs_client_later(): on the client's list, sorted by at_ns. */
+struct fs_timer {
+    uint64_t at_ns;
+    void (*fn)(void *arg, bool cancelled);
+    void *arg;
+    struct fs_timer *next;
+};
+
 struct fs_client {
     grpc_channel *channel;
     grpc_completion_queue *cq;
-    pthread_t thread;
-    bool started;
+    pthread_t thread, timer_thread;
+    bool started, timer_started;
     void *registered[FS_N_METHODS];
     grpc_metadata md[3];
     size_t n_md;
@@ -61,10 +69,12 @@ struct fs_client {
     void *reachable_arg;
     struct fs_tag watch_tag;
     grpc_connectivity_state last_state;
-    pthread_mutex_t mu; /* the list, cancelled, stopping */
+    pthread_mutex_t mu; /* the list, the timers, cancelled, stopping */
     pthread_cond_t cv;  /* the list emptied */
+    pthread_cond_t timer_cv; /* (CLOCK_MONOTONIC) a timer added, cancelled, or stopping */
     struct fs_call *head;
-    size_t in_flight;
+    struct fs_timer *timers;
+    size_t in_flight; /* calls on the list and timers not yet run: fs_client_free waits for 0 */
     bool cancelled; /* fs_client_cancel_all() ran: every call ends CANCELLED */
     bool stopping;  /* fs_client_free() ran: the watch stops */
 };
@@ -416,21 +426,85 @@ static void watch_again(struct fs_client *c)
 static void watch_step(struct fs_tag *t, bool ok)
 {
     struct fs_client *c = (struct fs_client *)((char *)t - offsetof(struct fs_client, watch_tag));
+    /* The channel is used under c->mu only, and only before fs_client_free() sets `stopping`
+     * (under the same lock) and destroys it: a watch that completes after that leaves it alone. */
     pthread_mutex_lock(&c->mu);
-    bool stopping = c->stopping;
-    pthread_mutex_unlock(&c->mu);
-    if (stopping || !ok)
+    if (c->stopping || !ok) {
+        pthread_mutex_unlock(&c->mu);
         return;
+    }
     /* An idle channel connects again at once: reachability is known without a call. */
+    grpc_connectivity_state was = c->last_state;
     grpc_connectivity_state s = grpc_channel_check_connectivity_state(c->channel, 1);
-    if (s != c->last_state) {
+    c->last_state = s;
+    watch_again(c);
+    pthread_mutex_unlock(&c->mu);
+    if (s != was) { /* told outside the lock: the listener takes locks of its own */
         if (s == GRPC_CHANNEL_READY)
             c->reachable(c->reachable_arg, true);
         else if (s == GRPC_CHANNEL_TRANSIENT_FAILURE || s == GRPC_CHANNEL_SHUTDOWN)
             c->reachable(c->reachable_arg, false);
-        c->last_state = s;
     }
-    watch_again(c);
+}
+
+/* ---- waits between attempts ---------------------------------------------------------------------- */
+
+void fs_client_later(struct fs_client *c, uint64_t at_ns, void (*fn)(void *arg, bool cancelled),
+                     void *arg)
+{
+    struct fs_timer *t = malloc(sizeof *t);
+    pthread_mutex_lock(&c->mu);
+    bool now = c->cancelled || !t || !c->timer_started;
+    if (!now) {
+        *t = (struct fs_timer){.at_ns = at_ns, .fn = fn, .arg = arg};
+        struct fs_timer **p = &c->timers;
+        while (*p && (*p)->at_ns <= at_ns)
+            p = &(*p)->next;
+        t->next = *p;
+        *p = t;
+        c->in_flight++;
+        pthread_cond_signal(&c->timer_cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (now) { /* cancelled (or no memory, no thread): the wait ends at once, as cancelled */
+        free(t);
+        fn(arg, true);
+    }
+}
+
+/* The timer thread: runs each wait when it is due, or all of them, cancelled, once the client
+ * is; ends when the client stops and none is left. */
+static void *timer_main(void *arg)
+{
+    struct fs_client *c = arg;
+    pthread_setname_np(pthread_self(), "books-fs-timer");
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        struct fs_timer *t = c->timers;
+        if (!t && c->stopping)
+            break;
+        uint64_t now = fs_now_ns();
+        if (t && (c->cancelled || t->at_ns <= now)) {
+            c->timers = t->next;
+            bool cancelled = c->cancelled;
+            pthread_mutex_unlock(&c->mu);
+            t->fn(t->arg, cancelled); /* may start a call: counted before this wait is let go */
+            free(t);
+            pthread_mutex_lock(&c->mu);
+            if (--c->in_flight == 0)
+                pthread_cond_broadcast(&c->cv);
+            continue;
+        }
+        if (!t) {
+            pthread_cond_wait(&c->timer_cv, &c->mu);
+        } else {
+            struct timespec at = {(time_t)(t->at_ns / 1000000000u),
+                                  (long)(t->at_ns % 1000000000u)};
+            pthread_cond_timedwait(&c->timer_cv, &c->mu, &at);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
 }
 
 /* ---- the thread -------------------------------------------------------------------------------- */
@@ -487,6 +561,11 @@ int fs_client_new(const char *target, bool emulator, const char *project, const 
     c->reachable_arg = reachable_arg;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* timer_main waits for fs_now_ns() times */
+    pthread_cond_init(&c->timer_cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (emulator) {
         creds = grpc_insecure_credentials_create();
         add_md(c, "authorization", "Bearer owner");
@@ -498,6 +577,7 @@ int fs_client_new(const char *target, bool emulator, const char *project, const 
                              "GOOGLE_APPLICATION_CREDENTIALS to a service account key file, run "
                              "'gcloud auth application-default login', run on Google Cloud, or set "
                              "FIRESTORE_EMULATOR_HOST for the emulator");
+            pthread_cond_destroy(&c->timer_cv);
             pthread_cond_destroy(&c->cv);
             pthread_mutex_destroy(&c->mu);
             free(c);
@@ -525,6 +605,12 @@ int fs_client_new(const char *target, bool emulator, const char *project, const 
         return BOOKS_EIO;
     }
     c->started = true;
+    if (pthread_create(&c->timer_thread, NULL, timer_main, c) != 0) {
+        books_format_err(err, errlen, "store URI firestore:: cannot start a thread");
+        fs_client_free(c);
+        return BOOKS_EIO;
+    }
+    c->timer_started = true;
     *out = c;
     return 0;
 }
@@ -540,6 +626,7 @@ void fs_client_cancel_all(struct fs_client *c)
     c->cancelled = true;
     for (struct fs_call *call = c->head; call; call = call->next)
         grpc_call_cancel(call->call, NULL);
+    pthread_cond_signal(&c->timer_cv); /* the waits end now, cancelled */
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -549,10 +636,13 @@ void fs_client_free(struct fs_client *c)
         return;
     fs_client_cancel_all(c);
     pthread_mutex_lock(&c->mu);
-    c->stopping = true;
-    while (c->in_flight > 0 && c->started) /* each cancelled call ends promptly */
+    c->stopping = true; /* from here on watch_step leaves the channel alone */
+    pthread_cond_signal(&c->timer_cv);
+    while (c->in_flight > 0 && c->started) /* each cancelled call and wait ends promptly */
         pthread_cond_wait(&c->cv, &c->mu);
     pthread_mutex_unlock(&c->mu);
+    if (c->timer_started)
+        pthread_join(c->timer_thread, NULL);
     /* Destroying the channel ends the connectivity watch (its tag comes back, not re-armed). */
     grpc_channel_destroy(c->channel);
     grpc_completion_queue_shutdown(c->cq);
@@ -566,6 +656,7 @@ void fs_client_free(struct fs_client *c)
     grpc_completion_queue_destroy(c->cq);
     for (size_t i = 0; i < c->n_md; i++)
         grpc_slice_unref(c->md[i].value);
+    pthread_cond_destroy(&c->timer_cv);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c);
@@ -585,8 +676,8 @@ int fs_status_error(grpc_status_code code)
         return BOOKS_EDEADLINE;
     case GRPC_STATUS_ABORTED: /* contention on a document: retry */
         return BOOKS_EABORTED;
-    case GRPC_STATUS_RESOURCE_EXHAUSTED: /* a quota: retry later */
-        return BOOKS_ENOSPC;
+    case GRPC_STATUS_RESOURCE_EXHAUSTED: /* a quota, the ramp-up: throttled, retry later */
+        return BOOKS_ETHROTTLED;
     case GRPC_STATUS_PERMISSION_DENIED: /* the credentials lack a role: not retryable */
     case GRPC_STATUS_UNAUTHENTICATED:
         return BOOKS_EREFUSED;

@@ -19,8 +19,16 @@
 /* Largest response accepted from Firestore, in bytes (after inflating): a RunQuery message holds
  * one document (at most 1 MiB in Firestore), a BatchWrite response 500 statuses. */
 #define FS_MAX_RESPONSE_BYTES (4u * 1024 * 1024)
-/* Most writes Firestore takes in one BatchWrite or Commit. */
+/* Most writes the store puts in one BatchWrite or Commit: Google's BulkWriter's batch bound.
+ * Firestore itself takes more in a Commit since March 2023; what binds is its 10 MiB request
+ * limit, which max_request_bytes keeps under. */
 #define FS_MAX_WRITES 500
+/* max_request_bytes: its default (production refuses a request over 10 MiB, 10,485,760 bytes),
+ * its default against the emulator (which refuses a gRPC message over 4 MiB), and its range. */
+#define FS_MAX_REQUEST_BYTES_DEFAULT (9u * 1024 * 1024)
+#define FS_MAX_REQUEST_BYTES_EMULATOR (4u * 1024 * 1024 - 64 * 1024)
+#define FS_MAX_REQUEST_BYTES_MIN (64 * 1024)
+#define FS_MAX_REQUEST_BYTES_MAX (10 * 1024 * 1024)
 /* Longest document path we build: prefix, collection, "_requests", an id. */
 #define FS_NAME_BYTES 1024
 
@@ -83,6 +91,36 @@ int fs_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc, stru
 /* The default deadline of calls, in ms (set once at open, before any call). */
 void fs_client_set_timeout(struct fs_client *c, int timeout_ms);
 
+/* Runs fn(arg, false) at at_ns (CLOCK_MONOTONIC ns) on the client's timer thread, or
+ * fn(arg, true) as soon as the client is cancelled (fs_client_cancel_all; also when it already
+ * was): exactly once either way. fs_client_free() waits for every one. For waits between attempts
+ * (retry.c) that must not block the client's thread. fn must not block. Any thread. */
+void fs_client_later(struct fs_client *c, uint64_t at_ns, void (*fn)(void *arg, bool cancelled),
+                     void *arg);
+
+/* ---- retry.c: the one retry policy of the calls to Firestore ------------------------------------- */
+
+/* Whether a call of method m that ended with `code` goes again (when its deadline leaves time):
+ * UNAVAILABLE, RESOURCE_EXHAUSTED, INTERNAL and DEADLINE_EXCEEDED for every method; ABORTED and
+ * UNKNOWN too for Commit and BatchWrite (retry.c says why). Pure; any thread. */
+bool fs_retry_code(enum fs_method m, grpc_status_code code);
+
+/* Jittered exponential backoff: 100 ms, x1.3 per attempt, at most 60 s; each delay uniform in the
+ * upper half of its step. One per call being retried (not shared between threads). */
+struct fs_backoff {
+    uint32_t next_ms;
+};
+void fs_backoff_init(struct fs_backoff *b);
+/* The wait before the next attempt, in ns, and steps the backoff. */
+uint64_t fs_backoff_next_ns(struct fs_backoff *b);
+/* True when an attempt started after waiting delay_ns from now_ns still ends before deadline_ns
+ * with a little time to run. */
+bool fs_retry_fits(uint64_t now_ns, uint64_t delay_ns, uint64_t deadline_ns);
+/* The deadline of one attempt started at now_ns for a call due at deadline_ns (0: none): 50 ms
+ * before it (so a failure still reaches the caller in time), and at most timeout_ms from now (so
+ * an attempt that hangs is given up and tried again while the caller's time lasts). */
+uint64_t fs_attempt_deadline(uint64_t now_ns, uint64_t deadline_ns, int timeout_ms);
+
 /* ---- docs.c ------------------------------------------------------------------------------------ */
 
 /* The store's naming: projects/P/databases/D, its documents, the three collections. */
@@ -139,6 +177,7 @@ struct fs_params {
     int group_commit;
     int timeout_ms;
     int startup_timeout_s;
+    int max_request_bytes; /* 0: not given (the default depends on the emulator: store.c) */
 };
 
 /* Parses everything after "firestore:" ("//P[/D][?q]", "" or "?q") into the project id, the
@@ -161,7 +200,9 @@ struct fs_store {
     uint32_t request_ttl_s;
     size_t max_queued;
     int timeout_ms;
+    size_t max_request_bytes; /* most bytes of one BatchWrite or Commit request (writes.c) */
     atomic_long reads_in_flight;
+    _Atomic uint64_t read_retries, write_retries; /* attempts made again (retry.c's policy) */
     atomic_bool reachable;
     atomic_bool draining;
     pthread_mutex_t state_mu; /* watch fn and the last state told */

@@ -34,7 +34,10 @@ static const struct opt uri_params[] = {
     {.name = "timeout_ms", .set = opt_set_int, .offset = PARAM(timeout_ms), .min = 1,
      .max = 600000, .def = "10000"},
     {.name = "startup_timeout_s", .set = opt_set_int, .offset = PARAM(startup_timeout_s),
-     .min = 0, .max = 3600, .def = "30"},
+     .min = 0, .max = 3600, .def = "600"},
+    {.name = "max_request_bytes", .set = opt_set_int, .offset = PARAM(max_request_bytes),
+     .min = FS_MAX_REQUEST_BYTES_MIN, .max = FS_MAX_REQUEST_BYTES_MAX,
+     .def = NULL}, /* not given: 0, and open() picks the default for the emulator or production */
 };
 #define N_PARAMS (sizeof uri_params / sizeof uri_params[0])
 
@@ -44,7 +47,7 @@ static void report_param(struct opt_parser *p, const struct opt_problem *pr)
     if (pr->kind == OPT_UNKNOWN || pr->kind == OPT_POSITIONAL) {
         opt_fail(p, BOOKS_EINVAL,
                  "store URI firestore:...: unknown parameter \"%.*s\"; it takes collection, "
-                 "cache_mb, group_commit, timeout_ms, startup_timeout_s",
+                 "cache_mb, group_commit, timeout_ms, startup_timeout_s, max_request_bytes",
                  (int)(pr->name && pr->name_len < 40 ? pr->name_len : 0), pr->name ? pr->name : "");
         return;
     }
@@ -294,21 +297,73 @@ static int read_refusal(struct fs_store *st)
     return read_begin(st) ? 0 : BOOKS_EBUSY;
 }
 
-static int read_error(struct fs_store *st, const char *what, const struct fs_status *s)
+static int read_error(struct fs_store *st, const char *what, const struct fs_status *s,
+                      unsigned attempts)
 {
     int rc = fs_status_error(s->code);
     if (rc != BOOKS_ENOTFOUND && rc != BOOKS_EDEADLINE && s->code != GRPC_STATUS_CANCELLED)
-        log_msg(LOG_WARNING, "Firestore %s: %s failed: %s (%s)", st->shown, what,
-                rpc_status_name(s->code), s->message);
+        log_msg(LOG_WARNING, "Firestore %s: %s failed after %u attempt%s: %s (%s)", st->shown,
+                what, attempts, attempts == 1 ? "" : "s", rpc_status_name(s->code), s->message);
     return rc;
+}
+
+/* A read's deadline for all its attempts: the caller's, else timeout_ms from its first (each
+ * attempt's own is fs_attempt_deadline()). */
+static uint64_t read_deadline(const struct fs_store *st, uint64_t deadline_ns)
+{
+    return deadline_ns ? deadline_ns : fs_now_ns() + (uint64_t)st->timeout_ms * 1000000u;
+}
+
+/* Whether a read of method m that ended with status s goes again (retry.c's policy), after a
+ * wait that still leaves it time before its deadline; then the wait is scheduled (again() runs
+ * after it) and true is returned. */
+static bool read_again(struct fs_store *st, enum fs_method m, const struct fs_status *s,
+                       struct fs_backoff *backoff, uint64_t deadline_ns,
+                       void (*again)(void *arg, bool cancelled), void *arg)
+{
+    if (!fs_retry_code(m, s->code) || atomic_load(&st->draining))
+        return false;
+    uint64_t now = fs_now_ns(), delay = fs_backoff_next_ns(backoff);
+    if (!fs_retry_fits(now, delay, deadline_ns))
+        return false;
+    atomic_fetch_add_explicit(&st->read_retries, 1, memory_order_relaxed);
+    fs_client_later(st->client, now + delay, again, arg);
+    return true;
 }
 
 struct get_ctx {
     struct fs_store *st;
     store_get_done_fn done;
     void *arg;
-    char name[]; /* the book's resource name */
+    uint64_t deadline_ns; /* of every attempt (read_deadline) */
+    struct fs_backoff backoff;
+    unsigned attempts;
+    char doc[FS_NAME_BYTES]; /* the document's name */
+    char name[];             /* the book's resource name */
 };
+
+static void get_answered(void *arg, const struct fs_status *s, grpc_byte_buffer *response);
+
+static void get_send(struct get_ctx *g)
+{
+    Google__Firestore__V1__GetDocumentRequest req = GOOGLE__FIRESTORE__V1__GET_DOCUMENT_REQUEST__INIT;
+    req.name = g->doc;
+    g->attempts++;
+    fs_unary(g->st->client, FS_GET_DOCUMENT, &req.base,
+             fs_attempt_deadline(fs_now_ns(), g->deadline_ns, g->st->timeout_ms), get_answered, g);
+}
+
+static void get_again(void *arg, bool cancelled)
+{
+    struct get_ctx *g = arg;
+    if (!cancelled) {
+        get_send(g);
+        return;
+    }
+    atomic_fetch_sub(&g->st->reads_in_flight, 1);
+    g->done(g->arg, BOOKS_EUNAVAIL, NULL, NULL);
+    free(g);
+}
 
 static void get_answered(void *arg, const struct fs_status *s, grpc_byte_buffer *response)
 {
@@ -317,6 +372,9 @@ static void get_answered(void *arg, const struct fs_status *s, grpc_byte_buffer 
     struct store_book *b = NULL;
     struct store_damage damage = {{0}, {0}};
     int rc;
+    if (s->code != GRPC_STATUS_OK &&
+        read_again(st, FS_GET_DOCUMENT, s, &g->backoff, g->deadline_ns, get_again, g))
+        return;
     if (s->code == GRPC_STATUS_OK) {
         unsigned char buf[2048];
         struct arena a;
@@ -335,7 +393,7 @@ static void get_answered(void *arg, const struct fs_status *s, grpc_byte_buffer 
                     damage.where, damage.why);
         arena_cleanup(&a);
     } else {
-        rc = read_error(st, "GetDocument", s);
+        rc = read_error(st, "GetDocument", s, g->attempts);
     }
     atomic_fetch_sub(&st->reads_in_flight, 1);
     g->done(g->arg, rc, rc == 0 ? b : NULL, rc == BOOKS_ECORRUPT ? &damage : NULL);
@@ -346,7 +404,6 @@ static void fs_get_async(struct store *s, const char *name, uint64_t deadline_ns
                          store_get_done_fn done, void *arg)
 {
     struct fs_store *st = (struct fs_store *)s;
-    char doc[FS_NAME_BYTES];
     int rc = read_refusal(st);
     if (rc != 0) {
         done(arg, rc, NULL, NULL);
@@ -354,7 +411,7 @@ static void fs_get_async(struct store *s, const char *name, uint64_t deadline_ns
     }
     size_t len = strlen(name);
     struct get_ctx *g = malloc(sizeof *g + len + 1);
-    if (!g || !fs_book_doc(&st->names, name, doc, sizeof doc)) {
+    if (!g || !fs_book_doc(&st->names, name, g->doc, sizeof g->doc)) {
         /* No memory, or not a name of the form books/{id}: no such book. */
         rc = g ? BOOKS_ENOTFOUND : BOOKS_ENOMEM;
         atomic_fetch_sub(&st->reads_in_flight, 1);
@@ -365,10 +422,11 @@ static void fs_get_async(struct store *s, const char *name, uint64_t deadline_ns
     g->st = st;
     g->done = done;
     g->arg = arg;
+    g->deadline_ns = read_deadline(st, deadline_ns);
+    g->attempts = 0;
+    fs_backoff_init(&g->backoff);
     memcpy(g->name, name, len + 1);
-    Google__Firestore__V1__GetDocumentRequest req = GOOGLE__FIRESTORE__V1__GET_DOCUMENT_REQUEST__INIT;
-    req.name = doc;
-    fs_unary(st->client, FS_GET_DOCUMENT, &req.base, deadline_ns, get_answered, g);
+    get_send(g);
 }
 
 struct list_ctx {
@@ -381,7 +439,26 @@ struct list_ctx {
     int rc;      /* a message that did not decode or is not a book */
     bool full; /* the page is complete: the stream was stopped on purpose */
     struct store_damage damage; /* with rc BOOKS_ECORRUPT */
+    uint64_t deadline_ns;       /* of every attempt (read_deadline) */
+    struct fs_backoff backoff;
+    unsigned attempts;
+    bool cursor;                   /* start just after after_doc */
+    char after_doc[FS_NAME_BYTES]; /* the document the page starts after */
 };
+
+static void list_send(struct list_ctx *l);
+
+static void list_again(void *arg, bool cancelled)
+{
+    struct list_ctx *l = arg;
+    if (!cancelled) {
+        list_send(l);
+        return;
+    }
+    atomic_fetch_sub(&l->st->reads_in_flight, 1);
+    l->done(l->arg, BOOKS_EUNAVAIL, 0, NULL);
+    free(l);
+}
 
 static bool list_message(void *arg, grpc_byte_buffer *msg)
 {
@@ -422,8 +499,17 @@ static void list_end(void *arg, const struct fs_status *s)
     struct list_ctx *l = arg;
     struct fs_store *st = l->st;
     int rc = l->rc;
-    if (rc == 0 && !l->full && s->code != GRPC_STATUS_OK)
-        rc = read_error(st, "RunQuery", s);
+    if (rc == 0 && !l->full && s->code != GRPC_STATUS_OK) {
+        /* The whole query goes again (what this attempt received is dropped): a read changes
+         * nothing, and the next attempt sees the collection as it is then. */
+        for (size_t i = 0; i < l->n; i++)
+            store_book_unref(l->out[i]);
+        l->n = 0;
+        l->bytes = 0;
+        if (read_again(st, FS_RUN_QUERY, s, &l->backoff, l->deadline_ns, list_again, l))
+            return;
+        rc = read_error(st, "RunQuery", s, l->attempts);
+    }
     if (rc != 0) {
         if (rc == BOOKS_ECORRUPT)
             log_msg(LOG_ERROR, "Firestore %s: document %s is not a book: %s", st->shown,
@@ -442,7 +528,6 @@ static void fs_list_async(struct store *s, const char *after_name, size_t limit,
                           store_list_done_fn done, void *arg)
 {
     struct fs_store *st = (struct fs_store *)s;
-    char after_doc[FS_NAME_BYTES];
     if (limit == 0) {
         done(arg, 0, 0, NULL);
         return;
@@ -476,12 +561,14 @@ static void fs_list_async(struct store *s, const char *after_name, size_t limit,
         return;
     }
     *l = (struct list_ctx){.st = st, .done = done, .arg = arg, .out = out, .limit = limit,
-                           .max_bytes = max_bytes};
+                           .max_bytes = max_bytes, .cursor = cursor,
+                           .deadline_ns = read_deadline(st, deadline_ns)};
+    fs_backoff_init(&l->backoff);
     if (cursor) {
         size_t idlen = strcspn(after_id, "/");
-        int w = snprintf(after_doc, sizeof after_doc, "%s/%s/%.*s", st->names.documents,
+        int w = snprintf(l->after_doc, sizeof l->after_doc, "%s/%s/%.*s", st->names.documents,
                          st->names.collection, (int)idlen, after_id);
-        if (w < 0 || (size_t)w >= sizeof after_doc) {
+        if (w < 0 || (size_t)w >= sizeof l->after_doc) {
             atomic_fetch_sub(&st->reads_in_flight, 1);
             free(l);
             done(arg, BOOKS_EINVAL, 0, NULL);
@@ -492,8 +579,13 @@ static void fs_list_async(struct store *s, const char *after_name, size_t limit,
             strcpy(l->after, after_name);
         }
     }
+    list_send(l);
+}
 
-    /* from C order by __name__ [start after {after}] limit N */
+/* One attempt of the page's query: from C order by __name__ [start after {after}] limit N. */
+static void list_send(struct list_ctx *l)
+{
+    struct fs_store *st = l->st;
     Google__Firestore__V1__StructuredQuery__CollectionSelector from =
         GOOGLE__FIRESTORE__V1__STRUCTURED_QUERY__COLLECTION_SELECTOR__INIT;
     Google__Firestore__V1__StructuredQuery__CollectionSelector *froms[1] = {&from};
@@ -513,15 +605,15 @@ static void fs_list_async(struct store *s, const char *after_name, size_t limit,
     by_name.field_path = "__name__";
     order.field = &by_name;
     order.direction = GOOGLE__FIRESTORE__V1__STRUCTURED_QUERY__DIRECTION__ASCENDING;
-    lim.value = limit > INT32_MAX ? INT32_MAX : (int32_t)limit;
+    lim.value = l->limit > INT32_MAX ? INT32_MAX : (int32_t)l->limit;
     q.n_from = 1;
     q.from = froms;
     q.n_order_by = 1;
     q.order_by = orders;
     q.limit = &lim;
-    if (cursor) {
+    if (l->cursor) {
         after.value_type_case = GOOGLE__FIRESTORE__V1__VALUE__VALUE_TYPE_REFERENCE_VALUE;
-        after.reference_value = after_doc;
+        after.reference_value = l->after_doc;
         start.n_values = 1;
         start.values = afters;
         start.before = 0; /* just after it */
@@ -530,7 +622,10 @@ static void fs_list_async(struct store *s, const char *after_name, size_t limit,
     req.parent = st->names.documents;
     req.query_type_case = GOOGLE__FIRESTORE__V1__RUN_QUERY_REQUEST__QUERY_TYPE_STRUCTURED_QUERY;
     req.structured_query = &q;
-    fs_stream(st->client, FS_RUN_QUERY, &req.base, deadline_ns, list_message, list_end, l);
+    l->attempts++;
+    fs_stream(st->client, FS_RUN_QUERY, &req.base,
+              fs_attempt_deadline(fs_now_ns(), l->deadline_ns, st->timeout_ms), list_message,
+              list_end, l);
 }
 
 /* ---- writes, drain, close ---------------------------------------------------------------------- */
@@ -567,9 +662,12 @@ static void fs_close(struct store *s)
     struct commit_pipeline_stats ps = {0};
     commit_pipeline_stop(st->pipeline, &ps); /* writes what is queued (or answers it, drained) */
     log_msg(LOG_INFO,
-            "Firestore store %s: closing; %llu books written in %llu batches (largest %llu)",
+            "Firestore store %s: closing; %llu books written in %llu batches (largest %llu); "
+            "%llu reads and %llu write requests went again (retry.c)",
             st->shown, (unsigned long long)ps.books_written, (unsigned long long)ps.transactions,
-            (unsigned long long)ps.largest_batch);
+            (unsigned long long)ps.largest_batch,
+            (unsigned long long)atomic_load(&st->read_retries),
+            (unsigned long long)atomic_load(&st->write_retries));
     destroy(st);
 }
 
@@ -661,6 +759,61 @@ static int load_key(struct fs_store *st, uint64_t deadline_ns, struct fs_status 
     return BOOKS_EUNAVAIL;
 }
 
+/* Start-up's attempts: 0.5 s apart at first, growing by half each time to 5 s apart. */
+#define STARTUP_FIRST_WAIT_MS 500
+#define STARTUP_MAX_WAIT_MS 5000
+
+/* Start-up: reads (or makes) the key document, trying again for startup_timeout_s while
+ * Firestore cannot be reached, throttles, or refuses the credentials: IAM grants take minutes to
+ * propagate after a first deploy (Google documents about 2, sometimes 7 or more), so a refusal at
+ * start-up is waited out, one WARNING line per attempt naming the role to grant. *s gets the last
+ * status. 0 or load_key()'s error. */
+static int wait_for_firestore(struct fs_store *st, const struct fs_params *prm,
+                              struct fs_status *s)
+{
+    uint64_t start = fs_now_ns(), until = start + (uint64_t)prm->startup_timeout_s * 1000000000u;
+    long wait_ms = STARTUP_FIRST_WAIT_MS;
+    for (long long attempt = 1;; attempt++) {
+        uint64_t now = fs_now_ns(), deadline = now + (uint64_t)prm->timeout_ms * 1000000u;
+        if (until > now && deadline > until)
+            deadline = until;
+        int rc = load_key(st, prm->startup_timeout_s ? deadline : 0, s);
+        bool refused = rc == BOOKS_EREFUSED;
+        if (rc == 0 ||
+            (!refused && rc != BOOKS_EUNAVAIL && rc != BOOKS_EDEADLINE && rc != BOOKS_EABORTED &&
+             rc != BOOKS_EIO && rc != BOOKS_ETHROTTLED))
+            return rc;
+        now = fs_now_ns();
+        long long waited_ms = (long long)((now - start) / 1000000u);
+        const struct log_field fields[] = {
+            {.key = "code", .str = rpc_status_name(s->code)},
+            {.key = "status_message", .str = s->message},
+            {.key = "attempt", .num = attempt},
+            {.key = "waited_ms", .num = waited_ms},
+            {.key = "startup_timeout_s", .num = prm->startup_timeout_s},
+        };
+        char msg[STORE_DISPLAY_BYTES + 192];
+        if (refused)
+            snprintf(msg, sizeof msg,
+                     "Firestore %s refuses the credentials; waiting for IAM to grant the service "
+                     "account roles/datastore.user",
+                     st->shown);
+        else
+            snprintf(msg, sizeof msg, "Firestore %s not reached yet; trying again", st->shown);
+        log_event(LOG_WARNING, msg, fields, sizeof fields / sizeof fields[0]);
+        if (now >= until)
+            return rc; /* that was the last attempt startup_timeout_s allows */
+        /* The last wait ends at startup_timeout_s, for one more attempt then. */
+        uint64_t sleep_ns = (uint64_t)wait_ms * 1000000u;
+        if (sleep_ns > until - now)
+            sleep_ns = until - now;
+        nanosleep(&(struct timespec){(time_t)(sleep_ns / 1000000000u),
+                                     (long)(sleep_ns % 1000000000u)},
+                  NULL);
+        wait_ms = wait_ms * 3 / 2 > STARTUP_MAX_WAIT_MS ? STARTUP_MAX_WAIT_MS : wait_ms * 3 / 2;
+    }
+}
+
 int store_firestore_open(const char *rest, const struct store_limits *limits, struct store **out,
                          char *err, size_t errlen)
 {
@@ -679,6 +832,9 @@ int store_firestore_open(const char *rest, const struct store_limits *limits, st
     }
     st->base.ops = &fs_ops;
     st->timeout_ms = prm.timeout_ms;
+    st->max_request_bytes = prm.max_request_bytes ? (size_t)prm.max_request_bytes
+                            : emulator && *emulator ? FS_MAX_REQUEST_BYTES_EMULATOR
+                                                    : FS_MAX_REQUEST_BYTES_DEFAULT;
     st->request_ttl_s = limits->request_ttl_s ? limits->request_ttl_s : STORE_REQUEST_TTL_DEFAULT_S;
     st->max_queued = limits->max_queued;
     atomic_init(&st->reads_in_flight, 0);
@@ -706,29 +862,17 @@ int store_firestore_open(const char *rest, const struct store_limits *limits, st
         goto fail;
     fs_client_set_timeout(st->client, prm.timeout_ms);
 
-    /* Start-up: the key document, retried while Firestore cannot be reached. */
-    uint64_t until = fs_now_ns() + (uint64_t)prm.startup_timeout_s * 1000000000u;
     struct fs_status s = {0};
-    for (;;) {
-        uint64_t now = fs_now_ns();
-        uint64_t deadline = now + (uint64_t)prm.timeout_ms * 1000000u;
-        if (until > now && deadline > until)
-            deadline = until;
-        rc = load_key(st, prm.startup_timeout_s ? deadline : 0, &s);
-        if (rc == 0 || (rc != BOOKS_EUNAVAIL && rc != BOOKS_EDEADLINE && rc != BOOKS_EABORTED &&
-                        rc != BOOKS_EIO) ||
-            fs_now_ns() >= until)
-            break;
-        log_msg(LOG_WARNING, "Firestore %s: not reached yet (%s: %s); trying again", st->shown,
-                rpc_status_name(s.code), s.message);
-        nanosleep(&(struct timespec){0, 500000000L}, NULL);
-    }
+    rc = wait_for_firestore(st, &prm, &s);
     if (rc != 0) {
         if (rc == BOOKS_EREFUSED)
             books_format_err(err, errlen,
-                             "store %s: Firestore refused the credentials (%s: %s): give the "
-                             "service account the role roles/datastore.user",
-                             st->shown, rpc_status_name(s.code), s.message);
+                             "store %s: Firestore refused the credentials for %d s (%s: %s): "
+                             "give the service account the role roles/datastore.user (IAM "
+                             "grants take minutes to propagate; startup_timeout_s waits them "
+                             "out)",
+                             st->shown, prm.startup_timeout_s, rpc_status_name(s.code),
+                             s.message);
         else if (rc == BOOKS_ECORRUPT)
             books_format_err(err, errlen,
                              "store %s: %s/dataset is not a page-token key document of this "

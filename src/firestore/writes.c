@@ -1,23 +1,27 @@
 /* writes.c: the commit pipeline's backend for the firestore: store. A batch is written in rounds,
  * until every create is settled or its time is up:
- *   - the creates without a request id go out as one BatchWrite, one write each with the
+ *   - the creates without a request id go out in BatchWrites, one write each with the
  *     precondition exists: false, so each gets its own status (BatchWrite is not atomic: a taken
  *     name fails only its create). Firestore refuses a request that writes one document twice, so
- *     a second create of a name already in the round waits for the next round;
+ *     a second create of a name (or of a request id) already in the round waits for the next;
  *   - the creates with a request id write each its book and its request document, both with
  *     exists: false, in a Commit (atomic: a book and its request id are kept together or not at
- *     all): one Commit for them all, beside the BatchWrite; when it meets a taken name (atomic, so
- *     nothing of it was written) each goes again in a Commit of its own, at once;
+ *     all), shared by the round's creates; when a shared Commit meets a taken name (atomic, so
+ *     nothing of it was written) each of its creates goes again in a Commit of its own, at once;
+ *   - every request stays within FS_MAX_WRITES writes and max_request_bytes (each write's encoded
+ *     size counted): a round whose creates do not fit in one goes out as several at once;
  *   - a write refused because a document exists is looked up: the request document tells a retry
  *     (same fingerprint: answered with the book that request made) from a reused id
  *     (BOOKS_EREUSED); a book whose write_id is this create's own is this create's write, which
  *     an earlier round made before its reply was lost; anything else is BOOKS_EEXIST;
- *   - a call whose outcome is unknown (the connection broke, the deadline passed, Firestore said
- *     UNAVAILABLE or ABORTED after it may have applied the write) goes again in the next round:
- *     the preconditions make that safe, and the lookup above settles a write the lost reply had
- *     made.
- * Creates still unsettled at their deadline (or after timeout_ms) are answered BOOKS_EUNKNOWN when
- * a round may have written them, else BOOKS_EUNAVAIL. */
+ *   - a call that ends with a status retry.c's policy retries (UNAVAILABLE, RESOURCE_EXHAUSTED,
+ *     ABORTED, INTERNAL, UNKNOWN, DEADLINE_EXCEEDED) goes again after the policy's backoff: the
+ *     preconditions make that safe, and the lookup above settles a write whose reply was lost.
+ * A create that an attempt may have written (its reply lost) is answered OK or BOOKS_EUNKNOWN,
+ * never another error. One whose deadline (or timeout_ms, without one) leaves no room for another
+ * attempt is answered then, before its deadline passes, with what its last attempt met:
+ * BOOKS_ETHROTTLED when Firestore throttled it, BOOKS_EUNAVAIL, BOOKS_EABORTED; BOOKS_EDEADLINE
+ * when its deadline passed before any attempt failed. */
 #include "fs.h"
 
 #include <stdio.h>
@@ -36,7 +40,9 @@ enum state { TO_SEND, TO_CHECK, SETTLED };
 struct entry {
     struct commit_item *it;
     enum state state;
-    bool maybe_written; /* a round's call ended without telling */
+    bool maybe_written;    /* an attempt ended without telling: it may be in Firestore */
+    bool alone;            /* goes in a Commit of its own (a shared one met a taken name) */
+    grpc_status_code last; /* the last attempt's failure (GRPC_STATUS_OK: none yet) */
     char write_id[33];
     char doc[FS_NAME_BYTES];
 };
@@ -48,12 +54,14 @@ struct round {
     size_t left;
 };
 
+/* One BatchWrite or Commit of a round: its creates, their writes, and how it ended. */
 struct commit_call {
     struct round *round;
-    struct entry *e;        /* a Commit's create; NULL for the BatchWrite and a shared Commit */
-    bool batch_write;       /* the BatchWrite: its response is decoded */
-    struct entry **batch;   /* the BatchWrite's creates, in write order */
-    size_t n_batch;
+    enum fs_method method;
+    struct entry **entries; /* in write order: a BatchWrite one write each, a Commit two */
+    size_t n;
+    Google__Firestore__V1__Write **writes;
+    size_t n_writes, bytes; /* bytes: the request's encoded size, as far as counted */
     struct fs_status st;
     Google__Firestore__V1__BatchWriteResponse *bw; /* decoded, in `arena` */
     struct arena arena;
@@ -77,7 +85,7 @@ static void call_done(void *arg, const struct fs_status *st, grpc_byte_buffer *r
 {
     struct commit_call *cc = arg;
     cc->st = *st;
-    if (st->code == GRPC_STATUS_OK && cc->batch_write) {
+    if (st->code == GRPC_STATUS_OK && cc->method == FS_BATCH_WRITE) {
         ProtobufCMessage *m = NULL;
         if (fs_decode(response, &google__firestore__v1__batch_write_response__descriptor,
                       &cc->arena, &m) == 0)
@@ -95,7 +103,8 @@ static void call_done(void *arg, const struct fs_status *st, grpc_byte_buffer *r
 }
 
 /* True for a status after which the write may or may not have been applied. A call that never
- * left (no connection: "failed to connect") did not write. */
+ * left (no connection: "failed to connect") did not write; one refused for a quota or the ramp-up
+ * (RESOURCE_EXHAUSTED) was not applied. */
 static bool unknown_outcome(const struct fs_status *st)
 {
     switch (st->code) {
@@ -112,39 +121,64 @@ static bool unknown_outcome(const struct fs_status *st)
     }
 }
 
-/* Goes again next round (the call did not settle it), or is settled now with its error. */
-static bool retryable(grpc_status_code code)
+/* Settles `e` with an outcome the store knows: 0 (its book is written), BOOKS_EEXIST (its name
+ * is another's), BOOKS_EREUSED (its request id is another request's). */
+static void settle(struct entry *e, int rc)
 {
-    return code == GRPC_STATUS_UNAVAILABLE || code == GRPC_STATUS_DEADLINE_EXCEEDED ||
-           code == GRPC_STATUS_ABORTED || code == GRPC_STATUS_UNKNOWN ||
-           code == GRPC_STATUS_INTERNAL;
-}
-
-static void settle(struct fs_store *st, struct entry *e, int rc)
-{
-    (void)st;
     e->state = SETTLED;
     e->it->rc = rc; /* answered by the pipeline when the batch returns */
 }
 
-/* One write's status: settles `e`, or marks it to check or to send again. */
-static void take_status(struct fs_store *st, struct entry *e, const struct fs_status *s)
+/* Settles `e` with a failure: BOOKS_EUNKNOWN instead when an attempt of it may have been applied
+ * (the create may exist: only OK or UNKNOWN are true of it then). */
+static void settle_error(struct entry *e, int rc)
+{
+    settle(e, e->maybe_written ? BOOKS_EUNKNOWN : rc);
+}
+
+/* The failure of a create that goes no further (its deadline leaves no time for another attempt,
+ * or its time is up): what its last attempt met. */
+static void settle_out_of_time(struct entry *e, bool callers_deadline)
+{
+    switch (e->last) {
+    case GRPC_STATUS_OK: /* never tried, or only waited behind others */
+        settle_error(e, callers_deadline ? BOOKS_EDEADLINE : BOOKS_EUNAVAIL);
+        break;
+    case GRPC_STATUS_RESOURCE_EXHAUSTED: /* throttled throughout: retry after RetryInfo's delay */
+        settle_error(e, BOOKS_ETHROTTLED);
+        break;
+    case GRPC_STATUS_ABORTED:
+        settle_error(e, BOOKS_EABORTED);
+        break;
+    default: /* UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED: the store could not be reached */
+        settle_error(e, BOOKS_EUNAVAIL);
+        break;
+    }
+}
+
+/* One write's status, from a call of method m: settles `e`, or marks it to check or to send
+ * again (retry.c's policy). */
+static void take_status(struct fs_store *st, struct entry *e, enum fs_method m,
+                        const struct fs_status *s)
 {
     if (s->code == GRPC_STATUS_OK) {
-        settle(st, e, 0);
+        settle(e, 0);
     } else if (s->code == GRPC_STATUS_ALREADY_EXISTS ||
                s->code == GRPC_STATUS_FAILED_PRECONDITION) {
         e->state = TO_CHECK;
-    } else if (retryable(s->code) || s->code == GRPC_STATUS_CANCELLED) {
+    } else if (s->code == GRPC_STATUS_CANCELLED) { /* the store is draining: no more rounds */
+        if (!strstr(s->message, "shutting down")) /* not refused before it was sent */
+            e->maybe_written = true;
+        settle_error(e, BOOKS_EUNAVAIL);
+    } else if (fs_retry_code(m, s->code)) {
         if (unknown_outcome(s))
             e->maybe_written = true;
+        e->last = s->code;
         e->state = TO_SEND;
-        if (s->code == GRPC_STATUS_CANCELLED) /* the store is draining: no more rounds */
-            settle(st, e, e->maybe_written ? BOOKS_EUNKNOWN : BOOKS_EUNAVAIL);
     } else {
         log_msg(LOG_WARNING, "Firestore %s: a create of %s failed: %s (%s)", st->shown,
                 e->it->book->name, rpc_status_name(s->code), s->message);
-        settle(st, e, fs_status_error(s->code));
+        settle_error(e, fs_status_error(s->code));
     }
 }
 
@@ -226,19 +260,19 @@ static void check(struct fs_store *st, struct entry *e, uint64_t deadline_ns)
             const ProtobufCBinaryData *legacy = fs_doc_bytes(d, "request_hash");
             const char *book = fs_doc_string(d, "book"), *wid = fs_doc_string(d, "write_id");
             if ((!fp && !legacy) || !book) {
-                settle(st, e, BOOKS_ECORRUPT);
+                settle_error(e, BOOKS_ECORRUPT);
             } else if (!store_request_matches(it->fingerprint, it->legacy_fingerprint, fp ? fp->data : NULL, fp ? fp->len : 0,
                                               legacy ? legacy->data : NULL,
                                               legacy ? legacy->len : 0)) {
-                settle(st, e, BOOKS_EREUSED);
+                settle(e, BOOKS_EREUSED);
             } else if (wid && strcmp(wid, e->write_id) == 0) {
-                settle(st, e, 0); /* this create's own write, whose reply was lost */
+                settle(e, 0); /* this create's own write, whose reply was lost */
             } else {
                 /* A retry: answered with the book the first request made. */
                 ProtobufCMessage *bm = NULL;
                 char bdoc[FS_NAME_BYTES];
                 if (!fs_book_doc(&st->names, book, bdoc, sizeof bdoc)) {
-                    settle(st, e, BOOKS_ECORRUPT);
+                    settle_error(e, BOOKS_ECORRUPT);
                 } else {
                     req.name = bdoc;
                     code = fs_unary_wait(st->client, FS_GET_DOCUMENT, &req.base, deadline_ns,
@@ -249,11 +283,13 @@ static void check(struct fs_store *st, struct entry *e, uint64_t deadline_ns)
                                  : fs_status_error(code);
                     if (rc == 0) {
                         it->made = made;
-                        settle(st, e, 0);
-                    } else if (!retryable(code)) {
-                        settle(st, e, rc == BOOKS_ENOTFOUND ? BOOKS_ECORRUPT : rc);
-                    } else {
+                        settle(e, 0);
+                    } else if (code != GRPC_STATUS_OK &&
+                               fs_retry_code(FS_GET_DOCUMENT, code)) {
+                        e->last = code;
                         e->state = TO_SEND;
+                    } else {
+                        settle_error(e, rc == BOOKS_ENOTFOUND ? BOOKS_ECORRUPT : rc);
                     }
                 }
             }
@@ -261,7 +297,12 @@ static void check(struct fs_store *st, struct entry *e, uint64_t deadline_ns)
             return;
         }
         if (code != GRPC_STATUS_NOT_FOUND) {
-            e->state = retryable(code) ? TO_SEND : (settle(st, e, fs_status_error(code)), SETTLED);
+            if (fs_retry_code(FS_GET_DOCUMENT, code)) {
+                e->last = code;
+                e->state = TO_SEND;
+            } else {
+                settle_error(e, fs_status_error(code));
+            }
             arena_cleanup(&a);
             return;
         }
@@ -272,270 +313,280 @@ static void check(struct fs_store *st, struct entry *e, uint64_t deadline_ns)
                                           &google__firestore__v1__document__descriptor, &a, &m, &s);
     if (code == GRPC_STATUS_OK) {
         const char *wid = fs_doc_string((void *)m, "write_id");
-        settle(st, e, wid && strcmp(wid, e->write_id) == 0 ? 0 : BOOKS_EEXIST);
-    } else if (code == GRPC_STATUS_NOT_FOUND || retryable(code)) {
+        settle(e, wid && strcmp(wid, e->write_id) == 0 ? 0 : BOOKS_EEXIST);
+    } else if (code == GRPC_STATUS_NOT_FOUND || fs_retry_code(FS_GET_DOCUMENT, code)) {
+        if (code != GRPC_STATUS_NOT_FOUND)
+            e->last = code;
         e->state = TO_SEND; /* gone again, or no answer: the next round tells */
     } else {
-        settle(st, e, fs_status_error(code));
+        settle_error(e, fs_status_error(code));
     }
     arena_cleanup(&a);
 }
 
-/* True when the creates of `v` may share one Commit: no document written twice (Firestore refuses
- * such a request whole), and within its 500 writes. */
-static bool distinct(struct entry **v, size_t n)
+/* ---- a round ------------------------------------------------------------------------------------- */
+
+/* The bytes a write adds to a request: the Write message and its field's tag and length. */
+static size_t write_bytes(const Google__Firestore__V1__Write *w)
 {
-    if (n < 2 || 2 * n > FS_MAX_WRITES)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = i + 1; j < n; j++)
-            if (strcmp(v[i]->doc, v[j]->doc) == 0 ||
-                strcmp(v[i]->it->request_id, v[j]->it->request_id) == 0)
-                return false;
-    return true;
+    size_t n = protobuf_c_message_get_packed_size(&w->base);
+    return n + 1 + (n < 128 ? 1 : n < 16384 ? 2 : n < 2097152 ? 3 : 4);
 }
 
-/* Sends one round: a BatchWrite of `plain`, and for `ided` one Commit of them all when `together`
- * (atomic: one taken name fails it, *conflict is set and they go again one Commit each), else a
- * Commit each; waits for all. */
-static void send_round(struct fs_store *st, struct entry **plain, size_t n_plain,
-                       struct entry **ided, size_t n_ided, bool together, bool *conflict,
-                       uint64_t deadline_ns)
+/* Room for n more writes of `bytes` in call cc (a new call always takes its first create, however
+ * large: a create whose writes alone pass the bound goes in a request of its own). */
+static bool fits(const struct fs_store *st, const struct commit_call *cc, size_t n, size_t bytes)
 {
-    struct round r = {.left = (n_plain ? 1 : 0) + (together ? 1 : n_ided)};
-    struct commit_call *calls = calloc(n_ided + 1, sizeof *calls);
-    unsigned char buf[8192];
-    struct arena a;
+    return cc->n == 0 || (cc->n_writes + n <= FS_MAX_WRITES &&
+                          cc->bytes + bytes <= st->max_request_bytes);
+}
 
-    if (!calls) {
-        for (size_t i = 0; i < n_plain; i++)
-            settle(st, plain[i], BOOKS_ENOMEM);
-        for (size_t i = 0; i < n_ided; i++)
-            settle(st, ided[i], BOOKS_ENOMEM);
-        return;
-    }
-    arena_init(&a, buf, sizeof buf);
-    pthread_mutex_init(&r.mu, NULL);
-    pthread_cond_init(&r.cv, NULL);
-    if (n_plain) {
-        Google__Firestore__V1__Write **w = arena_alloc(&a, n_plain * sizeof *w);
-        Google__Firestore__V1__BatchWriteRequest req =
-            GOOGLE__FIRESTORE__V1__BATCH_WRITE_REQUEST__INIT;
-        size_t nw = 0;
-        for (size_t i = 0; w && i < n_plain; i++) {
-            struct fs_create_writes cw;
-            int rc = fs_build_create(&st->names, plain[i]->it, plain[i]->write_id,
-                                     st->request_ttl_s, &a, &cw);
-            if (rc != 0)
-                settle(st, plain[i], rc);
-            else
-                plain[nw] = plain[i], w[nw++] = cw.book;
-        }
-        calls[0].round = &r;
-        calls[0].batch_write = true;
-        calls[0].batch = plain;
-        calls[0].n_batch = nw;
-        arena_init(&calls[0].arena, calls[0].buf, sizeof calls[0].buf);
-        req.database = st->names.database;
-        req.n_writes = nw;
-        req.writes = w;
-        if (!w || nw == 0) {
-            r.left--;
-            calls[0].n_batch = 0;
-        } else {
-            fs_unary(st->client, FS_BATCH_WRITE, &req.base, deadline_ns, call_done, &calls[0]);
-        }
-    }
-    if (together) {
-        struct commit_call *cc = &calls[1];
-        Google__Firestore__V1__Write **w = arena_alloc(&a, 2 * n_ided * sizeof *w);
-        Google__Firestore__V1__CommitRequest req = GOOGLE__FIRESTORE__V1__COMMIT_REQUEST__INIT;
-        size_t nw = 0, ne = 0;
-        for (size_t i = 0; w && i < n_ided; i++) {
-            struct fs_create_writes cw;
-            int rc = fs_build_create(&st->names, ided[i]->it, ided[i]->write_id,
-                                     st->request_ttl_s, &a, &cw);
-            if (rc != 0) {
-                settle(st, ided[i], rc);
-                continue;
+/* The round's calls, and the arena of their writes. */
+struct calls {
+    struct commit_call *v;
+    size_t n, cap;
+    struct arena arena;
+};
+
+/* A new call of method m for up to `room` creates, or NULL (no memory). */
+static struct commit_call *new_call(struct fs_store *st, struct calls *c, enum fs_method m,
+                                    size_t room)
+{
+    if (c->n == c->cap)
+        return NULL;
+    struct commit_call *cc = &c->v[c->n];
+    *cc = (struct commit_call){.method = m};
+    cc->entries = arena_alloc(&c->arena, room * sizeof *cc->entries);
+    cc->writes = arena_alloc(&c->arena, 2 * room * sizeof *cc->writes);
+    if (!cc->entries || !cc->writes)
+        return NULL;
+    cc->bytes = strlen(st->names.database) + 8; /* the request's database field, and framing */
+    c->n++;
+    return cc;
+}
+
+/* Builds the round's calls from the creates to send, in order: each name and each request id at
+ * most once (Firestore refuses a request that writes one document twice; a second create of a
+ * name waits for the next round, which answers it against what the first left); the creates
+ * without a request id in BatchWrites, those with one in shared Commits (or a Commit of its own
+ * once `alone`), every call within FS_MAX_WRITES writes and max_request_bytes. A create whose
+ * writes cannot be built is settled. */
+static void build_round(struct fs_store *st, struct entry *v, size_t n, struct calls *c)
+{
+    struct commit_call *plain = NULL, *shared = NULL;
+    size_t room = n;
+    for (size_t i = 0; i < n; i++) {
+        struct entry *e = &v[i];
+        if (e->state != TO_SEND)
+            continue;
+        bool twice = false;
+        for (size_t k = 0; k < c->n && !twice; k++)
+            for (size_t j = 0; j < c->v[k].n && !twice; j++) {
+                const struct entry *o = c->v[k].entries[j];
+                twice = strcmp(o->doc, e->doc) == 0 ||
+                        (e->it->request_id[0] && strcmp(o->it->request_id, e->it->request_id) == 0);
             }
-            ided[ne++] = ided[i];
-            w[nw++] = cw.book;
-            w[nw++] = cw.request;
-        }
-        cc->round = &r;
-        cc->batch = ided;
-        cc->n_batch = ne;
-        arena_init(&cc->arena, cc->buf, sizeof cc->buf);
-        req.database = st->names.database;
-        req.n_writes = nw;
-        req.writes = w;
-        if (!w || ne == 0)
-            r.left--;
-        else
-            fs_unary(st->client, FS_COMMIT, &req.base, deadline_ns, call_done, cc);
-        n_ided = 0; /* none alone */
-    }
-    for (size_t i = 0; i < n_ided; i++) {
-        struct commit_call *cc = &calls[i + 1];
+        if (twice)
+            continue;
         struct fs_create_writes cw;
-        Google__Firestore__V1__Write *w[2];
-        Google__Firestore__V1__CommitRequest req = GOOGLE__FIRESTORE__V1__COMMIT_REQUEST__INIT;
-        cc->round = &r;
-        cc->e = ided[i];
-        arena_init(&cc->arena, cc->buf, sizeof cc->buf);
-        int rc = fs_build_create(&st->names, ided[i]->it, ided[i]->write_id, st->request_ttl_s,
-                                 &a, &cw);
+        int rc = fs_build_create(&st->names, e->it, e->write_id, st->request_ttl_s, &c->arena, &cw);
         if (rc != 0) {
-            settle(st, ided[i], rc);
-            cc->e = NULL;
-            pthread_mutex_lock(&r.mu);
-            r.left--;
-            pthread_mutex_unlock(&r.mu);
+            settle_error(e, rc);
             continue;
         }
-        w[0] = cw.book;
-        w[1] = cw.request;
-        req.database = st->names.database;
-        req.n_writes = 2;
-        req.writes = w;
-        fs_unary(st->client, FS_COMMIT, &req.base, deadline_ns, call_done, cc);
+        bool ided = cw.request != NULL;
+        size_t nw = ided ? 2 : 1;
+        size_t bytes = write_bytes(cw.book) + (ided ? write_bytes(cw.request) : 0);
+        struct commit_call **open = !ided ? &plain : e->alone ? NULL : &shared;
+        struct commit_call *cc = open ? *open : NULL;
+        if (!cc || !fits(st, cc, nw, bytes)) {
+            cc = new_call(st, c, ided ? FS_COMMIT : FS_BATCH_WRITE, e->alone ? 1 : room);
+            if (!cc) {
+                settle_error(e, BOOKS_ENOMEM);
+                continue;
+            }
+            if (open)
+                *open = cc;
+        }
+        cc->entries[cc->n++] = e;
+        cc->writes[cc->n_writes++] = cw.book;
+        if (ided)
+            cc->writes[cc->n_writes++] = cw.request;
+        cc->bytes += bytes;
+    }
+}
+
+/* Sends the round's calls at once and waits for all of them (each call's deadline bounds it),
+ * then takes their statuses. A shared Commit that met a taken name (atomic: nothing of it was
+ * written) sends each of its creates again in a Commit of its own. */
+static void send_round(struct fs_store *st, struct calls *c, uint64_t deadline_ns)
+{
+    struct round r = {.left = c->n};
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    for (size_t k = 0; k < c->n; k++) {
+        struct commit_call *cc = &c->v[k];
+        cc->round = &r;
+        arena_init(&cc->arena, cc->buf, sizeof cc->buf);
+        if (cc->method == FS_BATCH_WRITE) {
+            Google__Firestore__V1__BatchWriteRequest req =
+                GOOGLE__FIRESTORE__V1__BATCH_WRITE_REQUEST__INIT;
+            req.database = st->names.database;
+            req.n_writes = cc->n_writes;
+            req.writes = cc->writes;
+            fs_unary(st->client, FS_BATCH_WRITE, &req.base, deadline_ns, call_done, cc);
+        } else {
+            Google__Firestore__V1__CommitRequest req = GOOGLE__FIRESTORE__V1__COMMIT_REQUEST__INIT;
+            req.database = st->names.database;
+            req.n_writes = cc->n_writes;
+            req.writes = cc->writes;
+            fs_unary(st->client, FS_COMMIT, &req.base, deadline_ns, call_done, cc);
+        }
     }
     pthread_mutex_lock(&r.mu);
     while (r.left > 0) /* each call's deadline bounds this */
         pthread_cond_wait(&r.cv, &r.mu);
     pthread_mutex_unlock(&r.mu);
+    pthread_cond_destroy(&r.cv);
+    pthread_mutex_destroy(&r.mu);
 
-    /* The BatchWrite: a status per write, or the call's own for all. */
-    if (n_plain && calls[0].n_batch) {
-        struct commit_call *cc = &calls[0];
-        for (size_t i = 0; i < cc->n_batch; i++) {
-            struct fs_status s = cc->st;
-            if (cc->st.code == GRPC_STATUS_OK) {
-                if (!cc->bw || i >= cc->bw->n_status) {
-                    s.code = GRPC_STATUS_INTERNAL;
-                    snprintf(s.message, sizeof s.message, "BatchWrite answered no status");
-                } else {
-                    s.code = (grpc_status_code)cc->bw->status[i]->code;
-                    snprintf(s.message, sizeof s.message, "%s",
-                             cc->bw->status[i]->message ? cc->bw->status[i]->message : "");
+    for (size_t k = 0; k < c->n; k++) {
+        struct commit_call *cc = &c->v[k];
+        if (cc->method == FS_BATCH_WRITE) { /* a status per write, or the call's own for all */
+            for (size_t i = 0; i < cc->n; i++) {
+                struct fs_status s = cc->st;
+                if (cc->st.code == GRPC_STATUS_OK) {
+                    if (!cc->bw || i >= cc->bw->n_status) {
+                        s.code = GRPC_STATUS_INTERNAL;
+                        snprintf(s.message, sizeof s.message, "BatchWrite answered no status");
+                    } else {
+                        s.code = (grpc_status_code)cc->bw->status[i]->code;
+                        snprintf(s.message, sizeof s.message, "%s",
+                                 cc->bw->status[i]->message ? cc->bw->status[i]->message : "");
+                    }
                 }
+                take_status(st, cc->entries[i], FS_BATCH_WRITE, &s);
             }
-            take_status(st, cc->batch[i], &s);
-        }
-        arena_cleanup(&cc->arena);
-    }
-    if (together && calls[1].n_batch) {
-        struct commit_call *cc = &calls[1];
-        if (cc->st.code == GRPC_STATUS_ALREADY_EXISTS ||
-            cc->st.code == GRPC_STATUS_FAILED_PRECONDITION) {
-            *conflict = true; /* nothing of it was written: each goes again alone */
+        } else if (cc->n > 1 && (cc->st.code == GRPC_STATUS_ALREADY_EXISTS ||
+                                 cc->st.code == GRPC_STATUS_FAILED_PRECONDITION)) {
             log_msg(LOG_INFO,
                     "Firestore %s: a Commit of %zu creates met a taken name (%s); each goes "
                     "again in a Commit of its own",
-                    st->shown, cc->n_batch, rpc_status_name(cc->st.code));
+                    st->shown, cc->n, rpc_status_name(cc->st.code));
+            for (size_t i = 0; i < cc->n; i++)
+                cc->entries[i]->alone = true; /* still TO_SEND: nothing of it was written */
         } else {
-            for (size_t i = 0; i < cc->n_batch; i++)
-                take_status(st, cc->batch[i], &cc->st);
+            for (size_t i = 0; i < cc->n; i++)
+                take_status(st, cc->entries[i], FS_COMMIT, &cc->st);
         }
+        if (cc->st.code != GRPC_STATUS_OK && fs_retry_code(cc->method, cc->st.code))
+            atomic_fetch_add_explicit(&st->write_retries, 1, memory_order_relaxed);
         arena_cleanup(&cc->arena);
     }
-    for (size_t i = 0; i < n_ided; i++) {
-        struct commit_call *cc = &calls[i + 1];
-        if (cc->e)
-            take_status(st, cc->e, &cc->st);
-        arena_cleanup(&cc->arena);
+}
+
+/* ---- a batch ------------------------------------------------------------------------------------- */
+
+/* Waits delay_ns before the next round, in slices, so that a drain (shutdown) ends the wait at
+ * once: the loop then answers what is left. */
+static void backoff_sleep(struct fs_store *st, uint64_t delay_ns)
+{
+    const uint64_t slice = 20ull * 1000000u;
+    uint64_t until = fs_now_ns() + delay_ns, now;
+    while (!atomic_load(&st->draining) && (now = fs_now_ns()) < until) {
+        uint64_t ns = until - now < slice ? until - now : slice;
+        nanosleep(&(struct timespec){0, (long)ns}, NULL);
     }
-    pthread_cond_destroy(&r.cv);
-    pthread_mutex_destroy(&r.mu);
-    arena_cleanup(&a);
-    free(calls);
+}
+
+/* When `e` must be answered by: its caller's deadline, or timeout_ms after the batch began. */
+static uint64_t due(const struct entry *e, uint64_t end)
+{
+    return e->it->deadline_ns && e->it->deadline_ns < end ? e->it->deadline_ns : end;
 }
 
 int fs_write_batch(void *self, struct commit_item *items, size_t n)
 {
     struct fs_store *st = self;
     struct entry *v = calloc(n, sizeof *v);
-    struct entry **plain = calloc(n, sizeof *plain), **ided = calloc(n, sizeof *ided);
+    struct calls c = {.v = calloc(n + 2, sizeof *c.v), .cap = n + 2};
     uint64_t start = fs_now_ns(), end = start + (uint64_t)st->timeout_ms * 1000000u;
-    unsigned backoff_ms = 50;
-    bool alone = false; /* creates with request ids: one Commit each, after a shared one met a
-                         * taken name */
+    unsigned char buf[8192];
+    struct fs_backoff backoff;
 
-    if (!v || !plain || !ided) {
+    if (!v || !c.v) {
         free(v);
-        free(plain);
-        free(ided);
+        free(c.v);
         return BOOKS_ENOMEM;
     }
+    fs_backoff_init(&backoff);
     for (size_t i = 0; i < n; i++) {
         v[i].it = &items[i];
         v[i].state = TO_SEND;
+        v[i].last = GRPC_STATUS_OK;
         random_hex(v[i].write_id);
         if (!fs_book_doc(&st->names, items[i].book->name, v[i].doc, sizeof v[i].doc))
-            settle(st, &v[i], BOOKS_EINVAL);
+            settle(&v[i], BOOKS_EINVAL);
     }
     for (;;) {
         uint64_t now = fs_now_ns(), latest = 0;
-        size_t n_plain = 0, n_ided = 0, open = 0;
+        size_t open = 0;
         bool draining = atomic_load(&st->draining), reachable = atomic_load(&st->reachable);
         for (size_t i = 0; i < n; i++) {
             struct entry *e = &v[i];
             if (e->state == SETTLED)
                 continue;
-            uint64_t due = e->it->deadline_ns && e->it->deadline_ns < end ? e->it->deadline_ns
-                                                                          : end;
-            if (now >= due || draining || (!reachable && !e->maybe_written)) {
-                settle(st, e,
-                       e->maybe_written ? BOOKS_EUNKNOWN
-                       : now >= due && e->it->deadline_ns && due == e->it->deadline_ns
-                           ? BOOKS_EDEADLINE
-                           : BOOKS_EUNAVAIL);
+            uint64_t d = due(e, end);
+            if (draining || (!reachable && !e->maybe_written)) {
+                settle_error(e, BOOKS_EUNAVAIL);
                 continue;
             }
-            if (due > latest)
-                latest = due;
+            if (now >= d) {
+                settle_out_of_time(e, e->it->deadline_ns && d == e->it->deadline_ns);
+                continue;
+            }
+            if (d > latest)
+                latest = d;
             open++;
         }
         if (open == 0)
             break;
         for (size_t i = 0; i < n; i++)
             if (v[i].state == TO_CHECK)
-                check(st, &v[i], latest);
-        /* This round's writes: one BatchWrite (each name once) and the Commits. */
+                check(st, &v[i], fs_attempt_deadline(fs_now_ns(), latest, st->timeout_ms));
+        c.n = 0;
+        arena_init(&c.arena, buf, sizeof buf);
+        build_round(st, v, n, &c);
+        bool sent = c.n > 0;
+        if (sent)
+            send_round(st, &c, fs_attempt_deadline(fs_now_ns(), latest, st->timeout_ms));
+        arena_cleanup(&c.arena);
+        if (!sent)
+            continue; /* only checks this time (or settled while building) */
+        /* Creates that go again after a failure wait first (retry.c's backoff); one whose
+         * deadline leaves no room for that and another attempt is answered now, before it. */
+        bool wait = false;
+        now = fs_now_ns();
+        uint64_t delay = 0;
+        for (size_t i = 0; i < n && !wait; i++)
+            wait = v[i].state == TO_SEND && v[i].last != GRPC_STATUS_OK;
+        if (!wait)
+            continue;
+        delay = fs_backoff_next_ns(&backoff);
+        bool any = false;
         for (size_t i = 0; i < n; i++) {
             struct entry *e = &v[i];
             if (e->state != TO_SEND)
                 continue;
-            if (e->it->request_id[0]) {
-                ided[n_ided++] = e;
-                continue;
-            }
-            bool twice = false;
-            for (size_t j = 0; j < n_plain && !twice; j++)
-                twice = strcmp(plain[j]->doc, e->doc) == 0;
-            if (!twice && n_plain < FS_MAX_WRITES)
-                plain[n_plain++] = e;
+            if (!fs_retry_fits(now, delay, due(e, end)))
+                settle_out_of_time(e, false);
+            else
+                any = true;
         }
-        if (n_plain || n_ided) {
-            bool again_before = false;
-            bool conflict = false;
-            send_round(st, plain, n_plain, ided, n_ided, !alone && distinct(ided, n_ided),
-                       &conflict, latest);
-            if (conflict) {
-                alone = true; /* the shared Commit met a taken name: one Commit each now */
-                continue;
-            }
-            for (size_t i = 0; i < n; i++)
-                again_before |= v[i].state == TO_SEND && v[i].maybe_written;
-            if (again_before) { /* a lost reply or a refusal to go on: back off a little */
-                nanosleep(&(struct timespec){0, (long)backoff_ms * 1000000L}, NULL);
-                backoff_ms = backoff_ms < 800 ? backoff_ms * 2 : 1000;
-            }
-        }
+        if (any)
+            backoff_sleep(st, delay);
     }
     free(v);
-    free(plain);
-    free(ided);
+    free(c.v);
     return 0;
 }

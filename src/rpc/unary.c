@@ -385,17 +385,15 @@ static void reply_done(struct rpc_reply *reply)
                               reply->n_embedded, &c->response);
     else if (reply->error.code == 0)
         codec_encode(reply->response, &c->response);
+    /* The response is held (by core, until the client has read it) as long as the call lasts:
+     * charged out of what the handler reserved, the rest past the limit (it exists already);
+     * then the handler lets go of what it encoded from (its records' charge with them). */
+    if (c->response)
+        rpc_reply_hold(reply, grpc_byte_buffer_length(c->response));
     if (reply->release)
         reply->release(reply);
     reply->release = NULL;
-    /* The response is held (by core, until the client has read it) as long as the call lasts:
-     * charged whatever the limit says, since it exists already. */
-    if (c->response && reply->budget) {
-        size_t len = grpc_byte_buffer_length(c->response);
-        budget_force_charge(reply->budget, len);
-        reply->charged += len;
-    }
-    /* What the handler reserved at admission is now charged as what the answer really holds. */
+    /* What is left of the reservation is given back: the answer is charged as what it holds. */
     if (reply->reserved && reply->budget) {
         budget_release(reply->budget, reply->reserved);
         reply->charged -= reply->reserved;

@@ -338,18 +338,88 @@ static void layer_get_async(struct store *s, const char *name, uint64_t deadline
     store_get_async(l->below, name, deadline_ns, layer_got, m);
 }
 
+/* A page answered from the cache while the backend walks its names (store_ops.list_names). */
+struct cached_page {
+    struct cache_layer *l;
+    struct store_book **out;
+    size_t n, max_bytes, bytes;
+    bool full;   /* the page's byte bound is reached */
+    bool missed; /* a name whose record the cache does not hold: the rest comes from the backend */
+};
+
+static bool take_cached(void *arg, const char *name, size_t len)
+{
+    struct cached_page *p = arg;
+    struct store_book *b =
+        record_cache_get(p->l->cache, name, len, record_cache_hash(p->l->cache, name, len));
+    if (!b) {
+        p->missed = true;
+        return false;
+    }
+    p->out[p->n++] = b;
+    if (store_page_full(p->out, p->n, p->max_bytes, &p->bytes)) {
+        p->full = true;
+        return false;
+    }
+    return true;
+}
+
+/* A page of a backend with list_names: the records the cache holds, in the backend's order, as
+ * long as it holds them; from the first it does not, the rest of the page is the backend's own
+ * list (its records then cached), cut by the same byte rule over the whole page. Books never
+ * change once stored, so a cached record is the row's. */
+static int cached_list(struct cache_layer *l, const char *after_name, size_t limit,
+                       size_t max_bytes, struct store_book **out, size_t *n_out)
+{
+    struct cached_page p = {.l = l, .out = out, .max_bytes = max_bytes};
+    int rc = l->below->ops->list_names(l->below, after_name, limit, take_cached, &p);
+    size_t m = 0;
+
+    if (rc == 0 && p.missed && !p.full && p.n < limit) {
+        const char *from = p.n ? out[p.n - 1]->name : after_name;
+        size_t left = max_bytes == 0 ? 0 : max_bytes > p.bytes ? max_bytes - p.bytes : 1;
+        rc = store_list_bounded(l->below, from, limit - p.n, left, out + p.n, &m);
+        for (size_t i = 0; rc == 0 && i < m; i++) {
+            struct store_book *b = out[p.n];
+            record_cache_put(l->cache, b, record_cache_hash(l->cache, b->name, b->name_len));
+            if (store_page_full(out, ++p.n, max_bytes, &p.bytes)) {
+                for (size_t k = i + 1; k < m; k++) /* read past the page's bound: not kept */
+                    store_book_unref(out[p.n + k - i - 1]);
+                break;
+            }
+        }
+    }
+    if (rc != 0) {
+        for (size_t i = 0; i < p.n; i++)
+            store_book_unref(out[i]);
+        return rc;
+    }
+    *n_out = p.n;
+    return 0;
+}
+
 static int layer_list(struct store *s, const char *after_name, size_t limit, size_t max_bytes,
                       struct store_book **out, size_t *n_out)
 {
-    return store_list_bounded(layer_of(s)->below, after_name, limit, max_bytes, out, n_out);
+    struct cache_layer *l = layer_of(s);
+    if (limit > 0 && l->below->ops->list_names)
+        return cached_list(l, after_name, limit, max_bytes, out, n_out);
+    return store_list_bounded(l->below, after_name, limit, max_bytes, out, n_out);
 }
 
 static void layer_list_async(struct store *s, const char *after_name, size_t limit,
                              size_t max_bytes, struct store_book **out, uint64_t deadline_ns,
                              store_list_done_fn done, void *arg)
 {
-    store_list_async(layer_of(s)->below, after_name, limit, max_bytes, out, deadline_ns, done,
-                     arg);
+    struct cache_layer *l = layer_of(s);
+    if (limit > 0 && l->below->ops->list_names && !l->below->ops->list_async) {
+        /* A local backend's list answers inline anyway (store_list_async). */
+        size_t n = 0;
+        int rc = cached_list(l, after_name, limit, max_bytes, out, &n);
+        done(arg, rc, rc == 0 ? n : 0, NULL);
+        return;
+    }
+    store_list_async(l->below, after_name, limit, max_bytes, out, deadline_ns, done, arg);
 }
 
 static void layer_create(struct store *s, const struct store_create_req *req,

@@ -409,8 +409,9 @@ class Front:
 
     # ---- lifetime ----------------------------------------------------------------------------
 
-    def start(self, emulator_host):
-        """Starts serving on 127.0.0.1, a free port, forwarding to `emulator_host` (host:port);
+    def start(self, emulator_host, port=0):
+        """Starts serving on 127.0.0.1, a free port (or `port`: e.g. an earlier front's, to come
+        back where a server's channel reconnects), forwarding to `emulator_host` (host:port);
         returns "127.0.0.1:PORT" (also .host; .port the number)."""
         if self._server is not None:
             raise RuntimeError("the front is already started")
@@ -427,9 +428,10 @@ class Front:
                                                     thread_name_prefix="fsfront")
         self._server = grpc.server(self._executor, options=opts + [("grpc.so_reuseport", 0)])
         self._server.add_generic_rpc_handlers((_Handler(self),))
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self.port = self._server.add_insecure_port("127.0.0.1:%d" % port)
         if not self.port:
-            raise RuntimeError("the front could not bind a port on 127.0.0.1")
+            raise RuntimeError("the front could not bind %s on 127.0.0.1" %
+                               ("port %d" % port if port else "a port"))
         self._server.start()
         self.host = "127.0.0.1:%d" % self.port
         return self.host

@@ -1169,7 +1169,7 @@ const checks = {
     for (const bad of [{ credentials: "x" }, { collection: "a&b=c" }, { host: "evil" }]) {
       assert.ok(failingValidations(config, "firestore_store_params", bad).length > 0, `firestore_store_params = ${JSON.stringify(bad)} must be refused`);
     }
-    assert.deepEqual(failingValidations(config, "firestore_store_params", { collection: "books-2", cache_mb: "64", group_commit: "on", timeout_ms: "5000", startup_timeout_s: "120" }), []);
+    assert.deepEqual(failingValidations(config, "firestore_store_params", { collection: "books-2", cache_mb: "64", group_commit: "on", timeout_ms: "5000", startup_timeout_s: "120", max_request_bytes: "4128768" }), []);
 
     // The revision must not start before the database, the API and its account's role exist.
     const deps = service(config).body.depends_on ?? [];

@@ -123,6 +123,8 @@ struct reader {
     sqlite3_stmt *get;
     sqlite3_stmt *list_first;
     sqlite3_stmt *list_after;
+    sqlite3_stmt *names_first; /* store_ops.list_names */
+    sqlite3_stmt *names_after;
 };
 
 struct sqlite_store {

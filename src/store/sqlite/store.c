@@ -39,6 +39,8 @@ static void reader_close(struct reader *r)
     sqlite3_finalize(r->get);
     sqlite3_finalize(r->list_first);
     sqlite3_finalize(r->list_after);
+    sqlite3_finalize(r->names_first);
+    sqlite3_finalize(r->names_after);
     sqlite3_close(r->db);
     free(r);
 }
@@ -63,6 +65,10 @@ int sq_reader_open(struct sqlite_store *ss, struct reader **out, char *msg, size
         rc = sq_prepare(r->db, STORE_SQLITE_LIST_FIRST_SQL, &r->list_first);
     if (rc == SQLITE_OK)
         rc = sq_prepare(r->db, STORE_SQLITE_LIST_AFTER_SQL, &r->list_after);
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(r->db, STORE_SQLITE_NAMES_FIRST_SQL, &r->names_first);
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(r->db, STORE_SQLITE_NAMES_AFTER_SQL, &r->names_after);
     if (rc != SQLITE_OK) {
         books_format_err(msg, msglen, "%s", r->db ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
         reader_close(r);
@@ -199,6 +205,45 @@ static int sqlite_list(struct store *s, const char *after_name, size_t limit, si
     }
     *n_out = n;
     return 0;
+}
+
+/* store_ops.list_names: sqlite_list's walk, names only, in one read transaction. */
+static int sqlite_list_names(struct store *s, const char *after_name, size_t limit,
+                             bool (*visit)(void *arg, const char *name, size_t name_len),
+                             void *arg)
+{
+    struct sqlite_store *ss = (struct sqlite_store *)s;
+    sqlite3_int64 lim = limit > INT_MAX ? INT_MAX : (sqlite3_int64)limit;
+    sqlite3_stmt *st;
+    int rc, step = SQLITE_DONE;
+    struct reader *r = reader_acquire(ss, &rc);
+
+    if (!r)
+        return rc;
+    if (!after_name || after_name[0] == '\0') {
+        st = r->names_first;
+        rc = sqlite3_bind_int64(st, 1, lim);
+    } else {
+        st = r->names_after;
+        rc = sqlite3_bind_text(st, 1, after_name, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 2, lim);
+    }
+    rc = sq_map_rc(rc);
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        if (!name) {
+            rc = sqlite3_errcode(r->db) == SQLITE_NOMEM ? BOOKS_ENOMEM : BOOKS_ECORRUPT;
+            break;
+        }
+        if (!visit(arg, name, (size_t)sqlite3_column_bytes(st, 0)))
+            break;
+    }
+    if (rc == 0 && step != SQLITE_ROW && step != SQLITE_DONE)
+        rc = sq_map_rc(step);
+    sqlite3_reset(st);
+    reader_release(ss, r);
+    return rc;
 }
 
 /* ---- create: through the commit pipeline ------------------------------------------------------
@@ -483,6 +528,7 @@ const struct store_ops sq_ops = {
     .list = sqlite_list,
     .create = sqlite_create,
     .close = sqlite_close,
+    .list_names = sqlite_list_names,
 };
 
 int store_sqlite_stats(struct store *s, struct store_sqlite_stats *out)
