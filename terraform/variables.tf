@@ -178,14 +178,14 @@ variable "books_store" {
 }
 
 variable "postgresql_store_params" {
-  description = "The postgresql store's own URI parameters, appended to the BOOKS_STORE the module builds: pool (reader connections per instance, default 2, plus one writer), statement_timeout_ms, startup_timeout_s (default 30), cache_mb, group_commit (on/off). Example: { pool = \"4\" }."
+  description = "The postgresql store's own URI parameters, appended to the BOOKS_STORE the module builds: pool (reader connections per instance, default 2, plus one writer), statement_timeout_ms, startup_timeout_s (default 30), cache_mb, group_commit (on/off), silence_timeout_ms (default 5000: how long a call waits on a database that does not answer, e.g. during a Cloud SQL failover, before it fails fast). Example: { pool = \"4\" }."
   type        = map(string)
   default     = {}
 
   validation {
     # An allow-list, so that no libpq keyword (host, user, password, ...) can reach the URI.
-    condition     = alltrue([for k, v in var.postgresql_store_params : contains(["pool", "statement_timeout_ms", "startup_timeout_s", "cache_mb", "group_commit"], k) && can(regex("^[A-Za-z0-9_]+$", v))])
-    error_message = "postgresql_store_params keys must be among pool, statement_timeout_ms, startup_timeout_s, cache_mb, group_commit, with values of letters, digits and '_'."
+    condition     = alltrue([for k, v in var.postgresql_store_params : contains(["pool", "statement_timeout_ms", "startup_timeout_s", "cache_mb", "group_commit", "silence_timeout_ms"], k) && can(regex("^[A-Za-z0-9_]+$", v))])
+    error_message = "postgresql_store_params keys must be among pool, statement_timeout_ms, startup_timeout_s, cache_mb, group_commit, silence_timeout_ms, with values of letters, digits and '_'."
   }
 }
 

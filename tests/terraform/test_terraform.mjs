@@ -759,7 +759,7 @@ const checks = {
     for (const bad of [{ password: "x" }, { host: "evil" }, { user: "postgres" }, { pool: "4&password=x" }]) {
       assert.ok(failingValidations(config, "postgresql_store_params", bad).length > 0, `postgresql_store_params = ${JSON.stringify(bad)} must be refused`);
     }
-    assert.deepEqual(failingValidations(config, "postgresql_store_params", { pool: "4", group_commit: "off" }), []);
+    assert.deepEqual(failingValidations(config, "postgresql_store_params", { pool: "4", group_commit: "off", silence_timeout_ms: "10000" }), []);
 
     // The generated password goes to the database user and the secret version, nowhere else.
     const uses = [];
