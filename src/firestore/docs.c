@@ -472,7 +472,8 @@ static int damaged(struct store_damage *damage, const char *doc, const char *why
 {
     if (damage) {
         size_t k = 0;
-        for (const char *p = doc ? doc : "(no name)"; *p && k < sizeof damage->where - 1; p++)
+        for (const char *p = doc && *doc ? doc : "a document with no name";
+             *p && k < sizeof damage->where - 1; p++)
             damage->where[k++] = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
         damage->where[k] = '\0';
         snprintf(damage->why, sizeof damage->why, "%s", why);
